@@ -1,0 +1,300 @@
+// Per-row acquisition math, shared by the CPU backend (src/cpu) and the CUDA kernels (kernels/).
+// One row of C values is read through a loader `ld(c) -> float` (committee rows through
+// `ld(m, c)`), so the same code serves float32/float16/bfloat16 inputs on either backend.
+// The definitions are DESIGN.md's acquisition contract; accumulation is in float.
+#pragma once
+
+#include <cmath>
+
+#include "quarry/acquisition.hpp"
+#include "quarry/detail/fastmath.hpp"
+#include "quarry/detail/hd.hpp"
+
+namespace quarry::detail {
+
+// What a row pass must compute (compile-time, so unused work is not done).
+enum : unsigned { kNeedEntropy = 1u, kNeedTop2 = 2u, kNeedSquares = 4u, kNeedArgmax = 8u };
+
+/// A probability row in terms of its unnormalised weights w_c: w = p for probability input,
+/// w = exp(z - max z) for logits. Then p_c = w_c / s and H = log s - t / s.
+struct RowStats {
+  float s = 0.0f;     // sum w
+  float t = 0.0f;     // sum w log w
+  float u = 0.0f;     // sum w^2
+  float w1 = 0.0f;    // largest weight
+  float w2 = 0.0f;    // second largest weight (0 when C = 1)
+  float zmax = 0.0f;  // logits: max z
+  int i1 = 0;         // argmax, lowest class index among equal maxima (with kNeedArgmax)
+  bool valid = true;  // every value finite (and >= 0 for probabilities)
+};
+
+/// Row problems, reported by the backends with the row (and member) index.
+enum RowError : int { kRowOk = 0, kRowNonFinite = 1, kRowBadSum = 2 };
+
+/// z - max z, clamped at -100 (where exp is 0 in float) so that huge finite logits never make
+/// -inf, and w (z - max z) stays 0 rather than 0 * -inf.
+QUARRY_HD float logit_offset(float z, float zmax) {
+  const float d = z - zmax;
+  return d > -100.0f ? d : -100.0f;
+}
+
+/// The two largest values of a row (w1 >= w2; equal values count twice), branch-free.
+template <class Load>
+QUARRY_HD void top2(const Load& ld, int C, RowStats* st) {
+  float a = -kFloatMax, b = -kFloatMax;
+  for (int c = 0; c < C; ++c) {
+    const float x = ld(c);
+    const float lo = a < x ? a : x;
+    b = b > lo ? b : lo;
+    a = a > x ? a : x;
+  }
+  st->w1 = a;
+  st->w2 = b;
+}
+
+/// top2 and the argmax (the lowest index among equal maxima).
+template <class Load>
+QUARRY_HD void top2_argmax(const Load& ld, int C, RowStats* st) {
+  float a = -kFloatMax, b = -kFloatMax;
+  int ia = 0;
+  for (int c = 0; c < C; ++c) {
+    const float x = ld(c);
+    if (x > a) {
+      b = a;
+      a = x;
+      ia = c;
+    } else if (x > b) {
+      b = x;
+    }
+  }
+  st->w1 = a;
+  st->w2 = b;
+  st->i1 = ia;
+}
+
+template <unsigned Need, class Load>
+QUARRY_HD RowStats row_stats(const Load& ld, int C, bool logits) {
+  RowStats st;
+  unsigned bad = 0;
+  if (!logits) {
+    float s = 0.0f, t = 0.0f, u = 0.0f;
+    QUARRY_SIMD(reduction(+ : s, t, u) reduction(| : bad))
+    for (int c = 0; c < C; ++c) {
+      const float x = ld(c);
+      bad |= static_cast<unsigned>(!(x >= 0.0f)) | static_cast<unsigned>(!(x <= kFloatMax));  // NaN fails both
+      s += x;
+      if (Need & kNeedEntropy) t += xlogx(x);
+      if (Need & kNeedSquares) u += x * x;
+    }
+    st.s = s;
+    st.t = t;
+    st.u = u;
+    if (Need & kNeedArgmax) {
+      top2_argmax(ld, C, &st);
+    } else if (Need & kNeedTop2) {
+      top2(ld, C, &st);
+    }
+    st.w1 = st.w1 < 0.0f ? 0.0f : st.w1;  // C = 1: no second value
+    st.w2 = st.w2 < 0.0f ? 0.0f : st.w2;
+  } else {
+    float zmax = -kFloatMax;
+    QUARRY_SIMD(reduction(max : zmax) reduction(| : bad))
+    for (int c = 0; c < C; ++c) {
+      const float x = ld(c);
+      bad |= static_cast<unsigned>(!(x >= -kFloatMax)) | static_cast<unsigned>(!(x <= kFloatMax));
+      zmax = x > zmax ? x : zmax;
+    }
+    float s = 0.0f, t = 0.0f, u = 0.0f;
+    QUARRY_SIMD(reduction(+ : s, t, u))
+    for (int c = 0; c < C; ++c) {
+      const float d = logit_offset(ld(c), zmax);
+      const float w = fast_exp_nonpos(d);
+      s += w;
+      if (Need & kNeedEntropy) t += w * d;  // w log w, exactly, without a log
+      if (Need & kNeedSquares) u += w * w;
+    }
+    st.s = s;
+    st.t = t;
+    st.u = u;
+    st.zmax = zmax;
+    if (Need & (kNeedTop2 | kNeedArgmax)) {
+      // The top two logits z1 >= z2 give w1 = 1 and w2 = exp(z2 - z1).
+      if (Need & kNeedArgmax) {
+        top2_argmax(ld, C, &st);
+      } else {
+        top2(ld, C, &st);
+      }
+      st.w2 = C > 1 ? fast_exp_nonpos(logit_offset(st.w2, zmax)) : 0.0f;
+      st.w1 = 1.0f;
+    }
+  }
+  st.valid = bad == 0;
+  return st;
+}
+
+/// Entropy (nats) of the distribution p = w / s.
+QUARRY_HD float stats_entropy(const RowStats& st) {
+  const bool pos = st.s >= 1.17549435e-38f;
+  const float s = pos ? st.s : 1.0f;
+  const float h = fast_log(s) - st.t / s;  // branch-free, so that a loop over rows vectorises
+  return (pos && h > 0.0f) ? h : 0.0f;
+}
+
+/// Validates a row; for probabilities the sum must be 1 within `tol`.
+QUARRY_HD int check_row(const RowStats& st, bool logits, float tol) {
+  if (!st.valid) return kRowNonFinite;
+  if (!logits && !(st.s >= 1.0f - tol && st.s <= 1.0f + tol)) return kRowBadSum;
+  return kRowOk;
+}
+
+/// What a single-model acquisition needs from its row pass.
+constexpr unsigned single_model_need(Acquisition a) {
+  switch (a) {
+    case Acquisition::least_confidence:
+    case Acquisition::margin:
+    case Acquisition::ratio: return kNeedTop2;
+    case Acquisition::entropy:
+    case Acquisition::consensus_entropy: return kNeedEntropy;
+    case Acquisition::egl:
+    case Acquisition::badge_norm: return kNeedSquares | kNeedArgmax;
+    default: return kNeedEntropy | kNeedTop2;
+  }
+}
+
+/// The final score of a single-model acquisition from the row's stats. `ld` is read again only
+/// by egl (the sum over labels). `hnorm` is ||h|| of the sample's embedding (egl, badge-norm).
+template <class Load>
+QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, const Load& ld, int C,
+                                   bool logits, float hnorm) {
+  const float inv_s = 1.0f / st.s;
+  // Formed from the weights directly: a sum of non-negative floats is >= each term, so
+  // s - w1 >= 0 and the scores stay in range (1 - w1 * (1/s) can round below 0).
+  const float rest = st.s - st.w1;
+  switch (a) {
+    case Acquisition::least_confidence: return rest / st.s;
+    case Acquisition::margin: {
+      const float m = (rest + st.w2) / st.s;
+      return m < 1.0f ? m : 1.0f;
+    }
+    case Acquisition::ratio: return st.w1 > 0.0f ? st.w2 / st.w1 : 0.0f;
+    case Acquisition::entropy:
+    case Acquisition::consensus_entropy: return stats_entropy(st);
+    case Acquisition::egl:
+    case Acquisition::badge_norm: {
+      // ||p - e_y||^2 = sum_c p_c^2 - 2 p_y + 1 cancels catastrophically when p_y ~ 1, so for
+      // the argmax y1 it is formed from the other classes instead:
+      //   ||p - e_y1||^2 = (sum_{c != y1} w_c^2 + (sum_{c != y1} w_c)^2) / s^2.
+      // For every other y, p_y <= 1/2 and the first form is accurate.
+      float rest = 0.0f, rest2 = 0.0f;
+      for (int c = 0; c < C; ++c) {
+        const float w = logits ? fast_exp_nonpos(logit_offset(ld(c), st.zmax)) : ld(c);
+        const float keep = c == st.i1 ? 0.0f : w;
+        rest += keep;
+        rest2 += keep * keep;
+      }
+      const float g_top = std::sqrt(rest2 + rest * rest) * inv_s;
+      if (a == Acquisition::badge_norm) return hnorm * g_top;
+      const float s2 = st.u * inv_s * inv_s;
+      float acc = st.w1 * inv_s * g_top;
+      for (int y = 0; y < C; ++y) {
+        const float w = logits ? fast_exp_nonpos(logit_offset(ld(y), st.zmax)) : ld(y);
+        const float py = w * inv_s;
+        const float g2 = s2 - 2.0f * py + 1.0f;
+        acc += y == st.i1 ? 0.0f : py * std::sqrt(g2 > 0.0f ? g2 : 0.0f);
+      }
+      return hnorm * acc;
+    }
+    default: return 0.0f;  // committee scores are not single-model scores
+  }
+}
+
+/// Result of a committee row: an error code (RowError) and the member that caused it.
+struct CommitteeCheck {
+  int error = kRowOk;
+  int member = 0;
+  float sum = 1.0f;
+};
+
+/// Scores one sample of a committee [M, N, C] (ld(m, c) reads member m's row of this sample).
+/// `pbar` and `votes` are caller-provided scratch of C floats each. Single-model acquisitions
+/// are computed on the committee mean pbar.
+template <class LoadM>
+QUARRY_HD CommitteeCheck committee_score(Acquisition a, const LoadM& ld, int M, int C,
+                                         bool logits, float tol, float hnorm, float* pbar,
+                                         float* votes, float* out) {
+  CommitteeCheck chk;
+  const bool vote_based = a == Acquisition::vote_entropy || a == Acquisition::variation_ratio;
+  for (int c = 0; c < C; ++c) {
+    pbar[c] = 0.0f;
+    votes[c] = 0.0f;
+  }
+  float sum_h = 0.0f;
+  for (int m = 0; m < M; ++m) {
+    auto row = [&](int c) { return ld(m, c); };
+    const RowStats st = row_stats<kNeedEntropy | kNeedArgmax>(row, C, logits);
+    const int e = check_row(st, logits, tol);
+    if (e != kRowOk) {
+      chk.error = e;
+      chk.member = m;
+      chk.sum = st.s;
+      return chk;
+    }
+    votes[st.i1] += 1.0f;
+    sum_h += stats_entropy(st);
+    if (!vote_based) {
+      const float scale = 1.0f / (st.s * static_cast<float>(M));
+      for (int c = 0; c < C; ++c) {
+        const float w = logits ? fast_exp_nonpos(logit_offset(ld(m, c), st.zmax)) : ld(m, c);
+        pbar[c] += w * scale;
+      }
+    }
+  }
+  const float inv_m = 1.0f / static_cast<float>(M);
+  switch (a) {
+    case Acquisition::vote_entropy: {
+      float h = 0.0f;
+      for (int c = 0; c < C; ++c) h -= xlogx(votes[c] / static_cast<float>(M));
+      *out = h > 0.0f ? h : 0.0f;
+      return chk;
+    }
+    case Acquisition::variation_ratio: {
+      float best = 0.0f;
+      for (int c = 0; c < C; ++c) best = votes[c] > best ? votes[c] : best;
+      *out = (static_cast<float>(M) - best) / static_cast<float>(M);  // exact: 0 when all agree
+      return chk;
+    }
+    case Acquisition::bald: {
+      auto pb = [&](int c) { return pbar[c]; };
+      const float h = stats_entropy(row_stats<kNeedEntropy>(pb, C, false));
+      const float mi = h - sum_h * inv_m;
+      *out = mi > 0.0f ? mi : 0.0f;
+      return chk;
+    }
+    case Acquisition::kl_max: {
+      for (int c = 0; c < C; ++c) pbar[c] = pbar[c] >= 1.17549435e-38f ? fast_log(pbar[c]) : 0.0f;
+      float best = 0.0f;
+      for (int m = 0; m < M; ++m) {
+        auto row = [&](int c) { return ld(m, c); };
+        const RowStats st = row_stats<kNeedEntropy>(row, C, logits);
+        float cross = 0.0f;  // sum_c w_c log pbar_c
+        for (int c = 0; c < C; ++c) {
+          const float w = logits ? fast_exp_nonpos(logit_offset(ld(m, c), st.zmax)) : ld(m, c);
+          cross += w * pbar[c];
+        }
+        // KL(p_m || pbar) = sum p log p - sum p log pbar = -H(p_m) - cross / s
+        const float kl = -stats_entropy(st) - cross / st.s;
+        best = kl > best ? kl : best;
+      }
+      *out = best;
+      return chk;
+    }
+    default: {
+      auto pb = [&](int c) { return pbar[c]; };
+      const RowStats st = row_stats<kNeedEntropy | kNeedTop2 | kNeedArgmax | kNeedSquares>(pb, C, false);
+      *out = single_model_score(a, st, pb, C, false, hnorm);
+      return chk;
+    }
+  }
+}
+
+}  // namespace quarry::detail

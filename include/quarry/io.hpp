@@ -1,0 +1,49 @@
+// File formats: NPY (memory-mapped), NPZ (stored or deflated members), IDX (gzip or raw).
+// Every reader validates the whole header against the file size before touching data and
+// throws quarry::Error naming the file and what was wrong.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "quarry/array.hpp"
+
+namespace quarry {
+
+/// Reads an .npy file by memory-mapping it: no copy of the data is made.
+/// Supported: float16/32/64, uint8, int8, int16, int32, int64, little-endian, C order.
+Array read_npy(const std::string& path);
+
+/// Parses an .npy image held in memory (an NPZ member, a fuzzer input). `name` is used in
+/// errors. The returned Array shares ownership of `owner`.
+Array parse_npy(std::shared_ptr<const void> owner, const void* bytes, std::size_t size,
+                const std::string& name);
+
+/// Writes an .npy file (format 1.0), atomically: a temporary file in the same directory is
+/// written, flushed and renamed over `path`.
+void write_npy(const std::string& path, const ArrayView& array);
+
+/// The member names of an .npz archive (without the ".npy" suffix).
+std::vector<std::string> npz_members(const std::string& path);
+/// Reads one member of an .npz archive (stored or deflated) into memory.
+Array read_npz_member(const std::string& path, const std::string& member);
+
+/// Reads an IDX file (MNIST family), gzip-compressed or not (detected from the content).
+/// The result has the IDX dtype (uint8, int8, int16, int32, float32, float64) and shape.
+Array read_idx(const std::string& path);
+
+/// Kind of a file, from its content (magic bytes), not its name.
+enum class FileKind { npy, npz, idx, idx_gz, unknown };
+FileKind detect_file_kind(const std::string& path);
+
+/// Reads an array from any supported file: "x.npy", "x.npz:member", "x-idx3-ubyte[.gz]".
+/// An .npz without a member name is an error listing the members.
+Array read_array(const std::string& spec);
+
+/// Reads a list of pool indices: an integer .npy (any rank, flattened) or a text file with one
+/// index per line (blank lines and lines starting with '#' ignored; a CSV whose header has an
+/// `index` column is read from that column). Errors name the file and the line.
+std::vector<std::int64_t> read_index_list(const std::string& path);
+
+}  // namespace quarry

@@ -1,0 +1,30 @@
+// Batch selection over a vector of scores: exact top-k and power (Gumbel-top-k) sampling.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace quarry {
+
+struct Selection {
+  std::vector<std::int64_t> index;  // pool indices, in rank order
+  std::vector<float> score;         // the score of each selected sample
+  std::int64_t size() const { return static_cast<std::int64_t>(index.size()); }
+};
+
+/// Exact top-k: the k largest scores, excluded indices skipped, sorted by score descending with
+/// ties broken by the lower index. O(N) expected time (radix select, no sort of the pool).
+/// NaN scores are an Error naming the index; k larger than the number of selectable samples
+/// is an Error saying how many there are; an excluded index outside [0, n) is an Error.
+Selection select_topk(const float* scores, std::int64_t n, std::int64_t k,
+                      const std::vector<std::int64_t>& exclude = {});
+
+/// Power sampling (Kirsch et al. 2023): k samples without replacement with probability
+/// proportional to score^beta, by the Gumbel-top-k trick with a counter-based (Philox)
+/// generator, so a seed gives the same selection everywhere. Scores must be >= 0; samples with
+/// score 0 have probability 0 and are taken last, in index order, only when k exceeds the
+/// number of positive scores. The returned `score` holds the original scores.
+Selection select_power(const float* scores, std::int64_t n, std::int64_t k, double beta,
+                       std::uint64_t seed, const std::vector<std::int64_t>& exclude = {});
+
+}  // namespace quarry

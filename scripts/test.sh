@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The quick start's second command: installs what is missing, builds from scratch and runs the
+# whole test suite: the Release build (with every feature found), then the same suite under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then a short libFuzzer run of the readers.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+jobs="${JOBS:-$(nproc)}"
+"$root/scripts/deps.sh"
+
+echo "== Release build and tests"
+BUILD_DIR="$root/build" "$root/scripts/build.sh"
+ctest --test-dir "$root/build" --output-on-failure -j "$jobs"
+
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
+BUILD_DIR="$root/build-asan" "$root/scripts/build.sh" -DCMAKE_BUILD_TYPE=Debug -DQUARRY_SANITIZE=ON \
+  -DQUARRY_CUDA=OFF -DQUARRY_TORCH=OFF -DQUARRY_BENCH=OFF
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir "$root/build-asan" --output-on-failure -j "$jobs" -E consumer_find_package
+
+if command -v clang++ >/dev/null && [ -x "$root/scripts/fuzz.sh" ]; then
+  echo "== libFuzzer smoke run of the readers"
+  "$root/scripts/fuzz.sh" "${FUZZ_SECONDS:-30}"
+fi
+echo "all tests passed"

@@ -1,0 +1,367 @@
+// The quarry subcommands: score, select, info, generate, demo.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli.hpp"
+#include "quarry/acquisition.hpp"
+#include "quarry/detail/hd.hpp"
+#include "quarry/error.hpp"
+#include "quarry/io.hpp"
+#include "quarry/select.hpp"
+#include "quarry/synthetic.hpp"
+
+namespace quarry::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string acquisition_help() {
+  std::string s = "Acquisition score: ";
+  for (Acquisition a : all_acquisitions()) {
+    s += acquisition_name(a);
+    s += a == all_acquisitions().back() ? "" : ", ";
+  }
+  return s + " (committee scores need an [M,N,C] input; egl and badge-norm need --embeddings)";
+}
+
+void set_threads(int threads) {
+  if (threads > 0) omp_set_num_threads(threads);
+}
+
+// Options shared by `score` and `select --input`.
+struct ScoreArgs {
+  std::string input, embeddings, acquisition = "entropy", device = "auto";
+  bool logits = false;
+  double tolerance = -1.0;
+
+  void add(CLI::App* cmd, bool input_required) {
+    auto* in = cmd->add_option("--input", input,
+                               "Model outputs: probabilities or logits, [N,C] or committee [M,N,C], "
+                               "float32/float16/float64 .npy (or FILE.npz:member)");
+    if (input_required) in->required();
+    cmd->add_flag("--logits", logits, "The input holds logits (softmax taken in the same pass)");
+    cmd->add_option("--acquisition,-a", acquisition, acquisition_help());
+    cmd->add_option("--embeddings", embeddings, "Penultimate-layer embeddings [N,D] (egl, badge-norm)");
+    cmd->add_option("--device", device, "auto, cpu, cuda or cuda:N");
+    cmd->add_option("--tolerance", tolerance,
+                    "Allowed |row sum - 1| of probabilities (negative: 1e-3, or 1e-2 for float16)");
+  }
+
+  // Scores the pool; `source` gets a description for messages.
+  std::vector<float> run(bool verbose) const {
+    const Acquisition acq = parse_acquisition(acquisition);
+    ScoreOptions o;
+    o.logits = logits;
+    o.sum_tolerance = tolerance;
+    o.device = parse_device(device);
+    o.input_name = input;
+    o.embeddings_name = embeddings;
+    auto t0 = Clock::now();
+    const Array in = read_array(input);
+    Array emb;
+    if (!embeddings.empty()) emb = read_array(embeddings);
+    QUARRY_EXPECTS(embeddings.empty() || acquisition_needs_embeddings(acq), "--embeddings is only used by "
+                   "egl and badge-norm, not by ", acquisition);
+    std::vector<float> s(static_cast<std::size_t>(std::max<std::int64_t>(0, pool_size(in.view()))));
+    const ArrayView ev = emb.view();
+    score(in.view(), acq, s.data(), o, embeddings.empty() ? nullptr : &ev);
+    if (verbose)
+      std::fprintf(stderr, "scored %zu samples (%s, %s %s) by %s in %.3f s\n", s.size(),
+                   shape_string(in.shape()).c_str(), dtype_name(in.dtype()),
+                   logits ? "logits" : "probabilities", acquisition.c_str(), seconds_since(t0));
+    return s;
+  }
+};
+
+// ------------------------------------------------------------------ score
+void add_score(CLI::App& app) {
+  auto* cmd = app.add_subcommand("score", "Score every sample of a pool; writes N float32 scores as .npy");
+  auto args = std::make_shared<ScoreArgs>();
+  auto output = std::make_shared<std::string>();
+  auto threads = std::make_shared<int>(0);
+  auto verbose = std::make_shared<bool>(false);
+  args->add(cmd, true);
+  cmd->add_option("--output,-o", *output, "Where to write the scores (.npy, float32 [N])")->required();
+  cmd->add_option("--threads", *threads, "CPU threads (0: all cores)");
+  cmd->add_flag("--verbose,-v", *verbose, "Print timings to stderr");
+  cmd->callback([=] {
+    set_threads(*threads);
+    const std::vector<float> s = args->run(*verbose);
+    write_npy(*output, ArrayView{s.data(), DType::f32, {static_cast<std::int64_t>(s.size())}});
+  });
+}
+
+// ------------------------------------------------------------------ select
+std::vector<float> load_scores(const std::string& path) {
+  const Array a = read_array(path);
+  QUARRY_EXPECTS(a.rank() == 1 || (a.rank() == 2 && a.shape()[1] == 1), path,
+                 ": expected scores of shape [N], got ", shape_string(a.shape()));
+  QUARRY_EXPECTS(a.dtype() == DType::f32 || a.dtype() == DType::f64 || a.dtype() == DType::f16,
+                 path, ": expected float scores, got ", dtype_name(a.dtype()));
+  std::vector<float> s(static_cast<std::size_t>(a.shape()[0]));
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    switch (a.dtype()) {
+      case DType::f32: s[i] = a.as<float>()[i]; break;
+      case DType::f64: s[i] = static_cast<float>(a.as<double>()[i]); break;
+      default: s[i] = detail::half_to_float(a.as<std::uint16_t>()[i]); break;
+    }
+  }
+  return s;
+}
+
+void add_select(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "select", "Select the k samples to label: from --scores, or score --input and select in one call");
+  struct Args {
+    ScoreArgs score;
+    std::string scores, exclude, strategy = "topk", output, format;
+    std::int64_t k = -1;
+    double beta = 1.0;
+    std::uint64_t seed = 0;
+    int threads = 0;
+    bool verbose = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sc = cmd->add_option("--scores", a->scores, "Scores [N] (.npy) from `quarry score`");
+  a->score.add(cmd, false);
+  cmd->get_option("--input")->excludes(sc);
+  cmd->add_option("-k", a->k, "Number of samples to select")->required()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--exclude", a->exclude,
+                  "Already labeled indices, never selected: integer .npy, or text/CSV with one index per line");
+  cmd->add_option("--strategy", a->strategy, "topk (the k highest scores) or power (sample k with P ~ score^beta)")
+      ->check(CLI::IsMember({"topk", "power"}));
+  cmd->add_option("--beta", a->beta, "Exponent of power sampling");
+  cmd->add_option("--seed", a->seed, "Seed of power sampling (same seed, same selection)");
+  cmd->add_option("--output,-o", a->output, "Where to write the selection (standard output if absent)");
+  cmd->add_option("--format", a->format, "csv (rank,index,score) or json; default: from the output's extension")
+      ->check(CLI::IsMember({"csv", "json"}));
+  cmd->add_option("--threads", a->threads, "CPU threads (0: all cores)");
+  cmd->add_flag("--verbose,-v", a->verbose, "Print timings to stderr");
+  cmd->callback([a] {
+    QUARRY_EXPECTS(!a->scores.empty() || !a->score.input.empty(),
+                   "select needs --scores FILE, or --input FILE with --acquisition");
+    set_threads(a->threads);
+    const std::vector<float> s = a->scores.empty() ? a->score.run(a->verbose) : load_scores(a->scores);
+    const std::vector<std::int64_t> excl =
+        a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
+    const auto t0 = Clock::now();
+    const std::int64_t n = static_cast<std::int64_t>(s.size());
+    const Selection sel = a->strategy == "power"
+                              ? select_power(s.data(), n, a->k, a->beta, a->seed, excl)
+                              : select_topk(s.data(), n, a->k, excl);
+    if (a->verbose)
+      std::fprintf(stderr, "selected %lld of %lld (%s) in %.3f s\n", static_cast<long long>(sel.size()),
+                   static_cast<long long>(n), a->strategy.c_str(), seconds_since(t0));
+    std::string format = a->format;
+    if (format.empty()) format = a->output.size() >= 5 && a->output.substr(a->output.size() - 5) == ".json" ? "json" : "csv";
+    const std::string source = a->scores.empty() ? a->score.input + " (" + a->score.acquisition + ")" : a->scores;
+    const std::string text = format == "json" ? selection_json(sel, a->strategy, source) : selection_csv(sel);
+    if (a->output.empty())
+      std::fwrite(text.data(), 1, text.size(), stdout);
+    else
+      write_text_atomic(a->output, text);
+  });
+}
+
+// ------------------------------------------------------------------ info
+template <class T>
+void summarise(const T* p, std::int64_t n, double* mn, double* mx, double* mean, std::int64_t* nonfinite) {
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo, sum = 0;
+  std::int64_t bad = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double x = static_cast<double>(p[i]);
+    if (!std::isfinite(x)) {
+      ++bad;
+      continue;
+    }
+    lo = std::min(lo, x);
+    hi = std::max(hi, x);
+    sum += x;
+  }
+  *mn = lo;
+  *mx = hi;
+  *mean = n - bad > 0 ? sum / static_cast<double>(n - bad) : 0.0;
+  *nonfinite = bad;
+}
+
+std::string describe(const Array& a) {
+  std::string s = fmt::format("  shape {}  dtype {}  {} bytes\n", shape_string(a.shape()),
+                              dtype_name(a.dtype()), a.nbytes());
+  const std::int64_t n = a.numel();
+  if (n == 0) return s;
+  double mn = 0, mx = 0, mean = 0;
+  std::int64_t bad = 0;
+  switch (a.dtype()) {
+    case DType::f32: summarise(a.as<float>(), n, &mn, &mx, &mean, &bad); break;
+    case DType::f64: summarise(a.as<double>(), n, &mn, &mx, &mean, &bad); break;
+    case DType::u8: summarise(a.as<std::uint8_t>(), n, &mn, &mx, &mean, &bad); break;
+    case DType::i8: summarise(a.as<std::int8_t>(), n, &mn, &mx, &mean, &bad); break;
+    case DType::i16: summarise(a.as<std::int16_t>(), n, &mn, &mx, &mean, &bad); break;
+    case DType::i32: summarise(a.as<std::int32_t>(), n, &mn, &mx, &mean, &bad); break;
+    case DType::i64: summarise(a.as<std::int64_t>(), n, &mn, &mx, &mean, &bad); break;
+    case DType::f16:
+    case DType::bf16: {
+      std::vector<float> f(static_cast<std::size_t>(n));
+      for (std::int64_t i = 0; i < n; ++i) f[i] = detail::half_to_float(a.as<std::uint16_t>()[i]);
+      summarise(f.data(), n, &mn, &mx, &mean, &bad);
+      break;
+    }
+  }
+  s += fmt::format("  min {:.6g}  max {:.6g}  mean {:.6g}", mn, mx, mean);
+  if (bad) s += fmt::format("  non-finite {}", bad);
+  s += "\n";
+  // Probability rows? Report how many sum to 1.
+  if (a.rank() >= 2 && dtype_is_float(a.dtype()) && a.dtype() != DType::bf16) {
+    const std::int64_t c = a.shape().back(), rows = n / c;
+    std::int64_t unit = 0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      double sum = 0;
+      for (std::int64_t j = 0; j < c; ++j) {
+        const std::int64_t i = r * c + j;
+        sum += a.dtype() == DType::f32   ? a.as<float>()[i]
+               : a.dtype() == DType::f64 ? a.as<double>()[i]
+                                         : detail::half_to_float(a.as<std::uint16_t>()[i]);
+      }
+      unit += std::fabs(sum - 1.0) <= 1e-2;
+    }
+    s += fmt::format("  rows of the last axis summing to 1: {} of {}{}\n", unit, rows,
+                     unit == rows ? " (probabilities)" : unit == 0 ? " (logits or features?)" : "");
+  }
+  return s;
+}
+
+void add_info(CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Shape, dtype and a summary of NPY, NPZ and IDX files");
+  auto files = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("files", *files, "Files (.npy, .npz, .npz:member, IDX or IDX.gz)")->required();
+  cmd->callback([files] {
+    for (const std::string& f : *files) {
+      const FileKind kind = detect_file_kind(f);
+      if (kind == FileKind::npz && f.find(".npz:") == std::string::npos) {
+        std::printf("%s: npz archive\n", f.c_str());
+        for (const std::string& m : npz_members(f)) {
+          const Array a = read_npz_member(f, m);
+          std::printf("%s\n%s", m.c_str(), describe(a).c_str());
+        }
+        continue;
+      }
+      const Array a = read_array(f);
+      const char* k = kind == FileKind::npy ? "npy" : kind == FileKind::idx ? "idx" : kind == FileKind::idx_gz ? "idx (gzip)" : "npz member";
+      std::printf("%s: %s\n%s", f.c_str(), k, describe(a).c_str());
+    }
+  });
+}
+
+// ------------------------------------------------------------------ generate
+void add_generate(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Write a synthetic pool of model outputs (and embeddings)");
+  struct Args {
+    SyntheticSpec spec;
+    std::string dtype = "float32", output, embeddings;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("-n", a->spec.n, "Samples")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-c", a->spec.c, "Classes")->check(CLI::PositiveNumber);
+  cmd->add_option("-m", a->spec.m, "Committee members (0: an [N,C] output)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-d", a->spec.d, "Embedding width (with --embeddings)");
+  cmd->add_flag("--logits", a->spec.logits, "Write logits instead of probabilities");
+  cmd->add_option("--dtype", a->dtype, "float32 or float16")->check(CLI::IsMember({"float32", "float16"}));
+  cmd->add_option("--seed", a->spec.seed, "Seed");
+  cmd->add_option("--output,-o", a->output, "Model outputs (.npy)")->required();
+  cmd->add_option("--embeddings", a->embeddings, "Also write embeddings [N,D] (.npy) here");
+  cmd->callback([a] {
+    a->spec.dtype = a->dtype == "float16" ? DType::f16 : DType::f32;
+    write_npy(a->output, synthetic_outputs(a->spec).view());
+    if (!a->embeddings.empty()) {
+      if (a->spec.d <= 0) a->spec.d = 64;
+      write_npy(a->embeddings, synthetic_embeddings(a->spec).view());
+    }
+  });
+}
+
+// ------------------------------------------------------------------ demo
+void add_demo(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "demo", "The main job on a built-in default: generate a synthetic pool, score it, select a batch");
+  struct Args {
+    std::int64_t n = 1000000, c = 10, k = 100;
+    std::string acquisition = "entropy", out = "quarry-demo";
+    std::uint64_t seed = 0;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("-n", a->n, "Pool size")->check(CLI::PositiveNumber);
+  cmd->add_option("-c", a->c, "Classes")->check(CLI::PositiveNumber);
+  cmd->add_option("-k", a->k, "Batch size")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--acquisition,-a", a->acquisition, "Acquisition score (single-model)");
+  cmd->add_option("--out", a->out, "Folder for pool.npy, scores.npy and batch.csv");
+  cmd->add_option("--seed", a->seed, "Seed of the synthetic pool");
+  cmd->callback([a] {
+    const Acquisition acq = parse_acquisition(a->acquisition);
+    QUARRY_EXPECTS(!acquisition_needs_committee(acq) && !acquisition_needs_embeddings(acq),
+                   "demo runs single-model scores without embeddings; got ", a->acquisition);
+    std::filesystem::create_directories(a->out);
+    const std::string pool = a->out + "/pool.npy", scores = a->out + "/scores.npy",
+                      batch = a->out + "/batch.csv";
+    SyntheticSpec spec;
+    spec.n = a->n;
+    spec.c = a->c;
+    spec.seed = a->seed;
+    auto t0 = Clock::now();
+    write_npy(pool, synthetic_outputs(spec).view());
+    const double t_gen = seconds_since(t0);
+
+    t0 = Clock::now();
+    const Array in = read_npy(pool);  // memory-mapped, as a user's pool would be
+    std::vector<float> s = score(in.view(), acq, ScoreOptions{});
+    const double t_score = seconds_since(t0);
+    write_npy(scores, ArrayView{s.data(), DType::f32, {a->n}});
+
+    t0 = Clock::now();
+    const Selection sel = select_topk(s.data(), a->n, a->k);
+    const double t_select = seconds_since(t0);
+    write_text_atomic(batch, selection_csv(sel));
+
+    const double gb = static_cast<double>(in.nbytes()) / 1e9;
+    std::printf("quarry demo: synthetic pool of %lld samples x %lld classes (float32, %.2f GB)\n",
+                static_cast<long long>(a->n), static_cast<long long>(a->c), gb);
+    std::printf("  generate  %8.3f s  -> %s\n", t_gen, pool.c_str());
+    std::printf("  score     %8.3f s  (%s, %.1f M samples/s, %.2f GB/s) -> %s\n", t_score,
+                a->acquisition.c_str(), a->n / t_score / 1e6, gb / t_score, scores.c_str());
+    std::printf("  select    %8.3f s  (top %lld) -> %s\n", t_select, static_cast<long long>(a->k), batch.c_str());
+    std::printf("  most informative samples:\n    rank      index      score   probabilities\n");
+    for (std::int64_t r = 0; r < std::min<std::int64_t>(5, sel.size()); ++r) {
+      const float* p = in.as<float>() + sel.index[r] * a->c;
+      std::string probs;
+      for (std::int64_t j = 0; j < std::min<std::int64_t>(a->c, 5); ++j) probs += fmt::format("{:.2f} ", p[j]);
+      if (a->c > 5) probs += "...";
+      std::printf("    %4lld %10lld %10.4f   %s\n", static_cast<long long>(r + 1),
+                  static_cast<long long>(sel.index[r]), sel.score[r], probs.c_str());
+    }
+  });
+}
+
+}  // namespace
+
+void add_commands(CLI::App& app) {
+  add_score(app);
+  add_select(app);
+  add_info(app);
+  add_generate(app);
+  add_demo(app);
+}
+
+}  // namespace quarry::cli

@@ -1,0 +1,37 @@
+// quarry: score a pool of model outputs and select the batch worth labelling.
+#include <cstdio>
+#include <exception>
+
+#include "cli.hpp"
+#include "quarry/error.hpp"
+#include "quarry/version.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"quarry: active-learning engine. Scores every sample of a pool by how informative "
+               "a label would be and selects the batch for annotators."};
+  app.require_subcommand(0, 1);
+  app.option_defaults()->always_capture_default();
+  bool version = false;
+  app.add_flag("--version", version, "Print the version and the build's features");
+  quarry::cli::add_commands(app);
+  try {
+    app.parse(argc, argv);
+    if (version) {
+      std::fputs(quarry::build_info_string().c_str(), stdout);
+      return 0;
+    }
+    if (app.get_subcommands().empty()) {
+      std::fputs(app.help().c_str(), stdout);
+      return 2;
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const quarry::Error& e) {
+    std::fprintf(stderr, "quarry: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "quarry: internal error: %s\n", e.what());
+    return 3;
+  }
+  return 0;
+}

@@ -1,0 +1,40 @@
+#include <omp.h>
+
+#include <string>
+
+#include "quarry/device.hpp"
+#include "quarry/version.hpp"
+
+namespace quarry {
+
+BuildInfo build_info() {
+  BuildInfo b;
+  b.version = QUARRY_VERSION_STRING;
+  b.cuda = QUARRY_BUILD_CUDA;
+  b.cuda_version = QUARRY_CUDA_VERSION_STRING;
+  b.torch_version = QUARRY_TORCH_VERSION_STRING;
+  b.mpi = QUARRY_BUILD_MPI;
+#ifdef QUARRY_MPI_LIBRARY_VERSION
+  b.mpi_version = QUARRY_MPI_LIBRARY_VERSION;
+#endif
+  b.openmp_threads = omp_get_max_threads();
+  return b;
+}
+
+std::string build_info_string() {
+  const BuildInfo b = build_info();
+  std::string s = "quarry " + b.version + "\n";
+  s += "  cpu backend: OpenMP, " + std::to_string(b.openmp_threads) + " threads\n";
+  if (b.cuda) {
+    s += "  cuda: built with CUDA " + b.cuda_version + ", " +
+         std::to_string(cuda_device_count()) + " device(s) visible\n";
+  } else {
+    s += "  cuda: not built\n";
+  }
+  s += "  libtorch: " + (b.torch_version.empty() ? std::string("not built") : b.torch_version) + "\n";
+  std::string mpi = b.mpi_version.substr(0, b.mpi_version.find(','));
+  s += "  mpi: " + (b.mpi ? (mpi.empty() ? std::string("yes") : mpi) : std::string("not built")) + "\n";
+  return s;
+}
+
+}  // namespace quarry

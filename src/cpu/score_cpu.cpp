@@ -1,0 +1,370 @@
+// CPU backend for quarry::score: one OpenMP pass over the rows, each row through the shared
+// per-row math in include/quarry/detail/row_math.hpp.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "quarry/acquisition.hpp"
+#include "quarry/detail/row_math.hpp"
+#include "quarry/error.hpp"
+
+namespace quarry {
+namespace {
+
+using detail::RowStats;
+
+// Element loaders: every float dtype is read as float.
+template <DType D> struct Elem;
+template <> struct Elem<DType::f32> {
+  using T = float;
+  static float get(const T* p, std::int64_t i) { return p[i]; }
+};
+template <> struct Elem<DType::f64> {
+  using T = double;
+  static float get(const T* p, std::int64_t i) { return static_cast<float>(p[i]); }
+};
+template <> struct Elem<DType::f16> {
+  using T = std::uint16_t;
+  static float get(const T* p, std::int64_t i) { return detail::half_to_float(p[i]); }
+};
+template <> struct Elem<DType::bf16> {
+  using T = std::uint16_t;
+  static float get(const T* p, std::int64_t i) { return detail::bfloat16_to_float(p[i]); }
+};
+
+template <DType D>
+float row_norm(const void* base, std::int64_t n, std::int64_t d, bool* finite) {
+  using E = Elem<D>;
+  const typename E::T* row = static_cast<const typename E::T*>(base) + n * d;
+  float s = 0.0f;
+  unsigned bad = 0;
+  for (std::int64_t j = 0; j < d; ++j) {
+    const float x = E::get(row, j);
+    bad |= static_cast<unsigned>(!(x >= -detail::kFloatMax)) | static_cast<unsigned>(!(x <= detail::kFloatMax));
+    s += x * x;
+  }
+  *finite = bad == 0;
+  return std::sqrt(s);
+}
+
+// ||h_n|| of an embedding row, for egl and badge-norm (1 when there are no embeddings).
+float embedding_norm(const ArrayView* emb, std::int64_t n, bool* finite) {
+  *finite = true;
+  if (!emb) return 1.0f;
+  const std::int64_t d = emb->shape[1];
+  switch (emb->dtype) {
+    case DType::f32: return row_norm<DType::f32>(emb->data, n, d, finite);
+    case DType::f64: return row_norm<DType::f64>(emb->data, n, d, finite);
+    case DType::f16: return row_norm<DType::f16>(emb->data, n, d, finite);
+    case DType::bf16: return row_norm<DType::bf16>(emb->data, n, d, finite);
+    default: return 1.0f;  // rejected before the loop
+  }
+}
+
+// The first bad row a thread saw; merged to the lowest row after the loop (no exception may
+// leave an OpenMP region).
+struct RowFault {
+  std::int64_t row = std::numeric_limits<std::int64_t>::max();
+  int member = -1;  // committee member, or -1
+  int code = detail::kRowOk;
+  float sum = 0.0f;
+  bool embedding = false;
+  void take(std::int64_t r, int m, int c, float s, bool e) {
+    if (r < row) *this = {r, m, c, s, e};
+  }
+};
+
+struct Job {
+  Acquisition acq;
+  const void* input;
+  std::int64_t m, n, c;  // m = 0 for an [N,C] input
+  const ArrayView* emb;
+  bool logits;
+  float tol;
+  float* out;
+};
+
+// Rows with few classes (C < kSmallC) are too short for a vector loop per row: they are scored
+// a tile of rows at a time, with the per-element work (load, validity, x log x, exp, squares)
+// done as one flat vector loop over the tile and only short sums per row. The results are the
+// RowStats that detail::row_stats computes, finished by the same shared functions.
+constexpr int kSmallC = 16;
+constexpr int kTileRows = 256;
+
+inline bool value_ok(float v, bool logits) {
+  return v >= (logits ? -detail::kFloatMax : 0.0f) && v <= detail::kFloatMax;
+}
+
+// Per-tile scratch: the tile's values (x), the element transforms (a, b), and the stats of each
+// row as structure-of-arrays so that the per-row finishing loop vectorises too.
+struct Tile {
+  std::vector<float> x, a, b;
+  float s[kTileRows], t[kTileRows], w1[kTileRows], w2[kTileRows], zmax[kTileRows];
+  int err[kTileRows];
+  explicit Tile(std::int64_t c) : x(static_cast<std::size_t>(kTileRows * c)), a(x.size()), b(x.size()) {}
+};
+
+template <unsigned Need, DType D>
+void tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Tile& tile) {
+  const int m = nr * C;
+  float* x = tile.x.data();
+  float* a = tile.a.data();
+  float* b = tile.b.data();
+  // Load and validate: probabilities in [0, 3e38], logits finite; NaN fails every comparison.
+  // Bitwise, not &&, so that the loop has no branch and vectorises.
+  const float lo = logits ? -detail::kFloatMax : 0.0f;
+  unsigned bad = 0;
+  QUARRY_SIMD(reduction(| : bad))
+  for (int i = 0; i < m; ++i) {
+    const float v = Elem<D>::get(rows, i);
+    x[i] = v;
+    bad |= static_cast<unsigned>(!(v >= lo)) | static_cast<unsigned>(!(v <= detail::kFloatMax));
+  }
+  if (logits) {  // x <- z - max z, per row
+    for (int r = 0; r < nr; ++r) {
+      float zmax = -detail::kFloatMax;
+      for (int c = 0; c < C; ++c) zmax = std::max(zmax, x[r * C + c]);
+      for (int c = 0; c < C; ++c) x[r * C + c] = detail::logit_offset(x[r * C + c], zmax);
+      tile.zmax[r] = zmax;
+    }
+    QUARRY_SIMD()
+    for (int i = 0; i < m; ++i) {
+      const float wi = detail::fast_exp_nonpos(x[i]);
+      a[i] = wi;
+      b[i] = wi * x[i];  // w log w, exactly
+    }
+  } else if (Need & detail::kNeedEntropy) {
+    QUARRY_SIMD()
+    for (int i = 0; i < m; ++i) b[i] = detail::xlogx(x[i]);
+  }
+  const float* w = logits ? a : x;  // the weights
+  for (int r = 0; r < nr; ++r) {
+    const float* wr = w + r * C;
+    const float* br = b + r * C;
+    float s = 0.0f, t = 0.0f;
+    for (int c = 0; c < C; ++c) {
+      s += wr[c];
+      if (Need & detail::kNeedEntropy) t += br[c];
+    }
+    tile.s[r] = s;
+    tile.t[r] = t;
+    if (Need & detail::kNeedTop2) {
+      RowStats st;
+      auto ld = [xr = x + r * C](int c) { return xr[c]; };
+      detail::top2(ld, C, &st);
+      if (logits) {  // on z - max z: w1 = 1, w2 = exp(z2 - z1)
+        tile.w1[r] = 1.0f;
+        tile.w2[r] = C > 1 ? detail::fast_exp_nonpos(st.w2) : 0.0f;
+      } else {
+        tile.w1[r] = std::max(st.w1, 0.0f);
+        tile.w2[r] = std::max(st.w2, 0.0f);
+      }
+    }
+    tile.err[r] = detail::kRowOk;
+  }
+  if (bad) {  // rare: find which rows hold the bad values
+    for (int r = 0; r < nr; ++r)
+      for (int c = 0; c < C; ++c)
+        if (!value_ok(Elem<D>::get(rows, r * C + c), logits)) tile.err[r] = detail::kRowNonFinite;
+  }
+}
+
+template <Acquisition A, DType D>
+void score_small_c(const Job& job, RowFault& fault) {
+  constexpr unsigned Need = detail::single_model_need(A);
+  using E = Elem<D>;
+  const auto* base = static_cast<const typename E::T*>(job.input);
+  const int C = static_cast<int>(job.c);
+  const bool logits = job.logits;
+  const float tol = job.tol;
+  const std::int64_t tiles = (job.n + kTileRows - 1) / kTileRows;
+#pragma omp parallel
+  {
+    RowFault local;
+    Tile tile(job.c);
+#pragma omp for schedule(static)
+    for (std::int64_t ti = 0; ti < tiles; ++ti) {
+      const std::int64_t r0 = ti * kTileRows;
+      const int nr = static_cast<int>(std::min<std::int64_t>(kTileRows, job.n - r0));
+      tile_stats<Need, D>(base + r0 * job.c, nr, C, logits, tile);
+      float* out = job.out + r0;
+      auto none = [](int) { return 0.0f; };  // these scores do not read the row again
+      QUARRY_SIMD()
+      for (int r = 0; r < nr; ++r) {  // no per-row branch: vectorises
+        RowStats st;
+        st.s = tile.s[r];
+        st.t = tile.t[r];
+        st.w1 = tile.w1[r];
+        st.w2 = tile.w2[r];
+        out[r] = detail::single_model_score(A, st, none, C, logits, 1.0f);
+      }
+      for (int r = 0; r < nr; ++r) {
+        RowStats st;
+        st.s = tile.s[r];
+        st.valid = tile.err[r] == detail::kRowOk;
+        const int e = detail::check_row(st, logits, tol);
+        if (e != detail::kRowOk) {
+          local.take(r0 + r, -1, e, st.s, false);
+          out[r] = std::numeric_limits<float>::quiet_NaN();
+        }
+      }
+    }
+#pragma omp critical(quarry_score_fault)
+    fault.take(local.row, local.member, local.code, local.sum, local.embedding);
+  }
+}
+
+template <unsigned Need, DType D>
+void score_single(const Job& job, RowFault& fault) {
+  using E = Elem<D>;
+  const auto* base = static_cast<const typename E::T*>(job.input);
+  const int C = static_cast<int>(job.c);
+#pragma omp parallel
+  {
+    RowFault local;
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < job.n; ++n) {
+      const typename E::T* row = base + n * job.c;
+      auto ld = [row](int c) { return E::get(row, c); };
+      const RowStats st = detail::row_stats<Need>(ld, C, job.logits);
+      const int e = detail::check_row(st, job.logits, job.tol);
+      bool finite = true;
+      const float h = embedding_norm(job.emb, n, &finite);
+      if (e != detail::kRowOk || !finite) {
+        local.take(n, -1, e != detail::kRowOk ? e : detail::kRowNonFinite, st.s, e == detail::kRowOk);
+        job.out[n] = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
+      job.out[n] = detail::single_model_score(job.acq, st, ld, C, job.logits, h);
+    }
+#pragma omp critical(quarry_score_fault)
+    fault.take(local.row, local.member, local.code, local.sum, local.embedding);
+  }
+}
+
+template <DType D>
+void score_committee(const Job& job, RowFault& fault) {
+  using E = Elem<D>;
+  const auto* base = static_cast<const typename E::T*>(job.input);
+  const int C = static_cast<int>(job.c), M = static_cast<int>(job.m);
+  const std::int64_t member_stride = job.n * job.c;
+#pragma omp parallel
+  {
+    RowFault local;
+    std::vector<float> pbar(job.c), votes(job.c);
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < job.n; ++n) {
+      const typename E::T* row0 = base + n * job.c;
+      auto ld = [row0, member_stride](int m, int c) { return E::get(row0 + m * member_stride, c); };
+      bool finite = true;
+      const float h = embedding_norm(job.emb, n, &finite);
+      float s = 0.0f;
+      const detail::CommitteeCheck chk = detail::committee_score(
+          job.acq, ld, M, C, job.logits, job.tol, h, pbar.data(), votes.data(), &s);
+      if (chk.error != detail::kRowOk || !finite) {
+        local.take(n, chk.error != detail::kRowOk ? chk.member : -1,
+                   chk.error != detail::kRowOk ? chk.error : detail::kRowNonFinite, chk.sum,
+                   chk.error == detail::kRowOk);
+        job.out[n] = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
+      job.out[n] = s;
+    }
+#pragma omp critical(quarry_score_fault)
+    fault.take(local.row, local.member, local.code, local.sum, local.embedding);
+  }
+}
+
+template <DType D>
+void score_typed(const Job& job, RowFault& fault) {
+  if (job.m > 0) return score_committee<D>(job, fault);
+  if (job.c < kSmallC) {
+    switch (job.acq) {
+      case Acquisition::least_confidence: return score_small_c<Acquisition::least_confidence, D>(job, fault);
+      case Acquisition::margin: return score_small_c<Acquisition::margin, D>(job, fault);
+      case Acquisition::ratio: return score_small_c<Acquisition::ratio, D>(job, fault);
+      case Acquisition::entropy: return score_small_c<Acquisition::entropy, D>(job, fault);
+      default: break;  // egl, badge-norm: per row, beside the embedding row they read
+    }
+  }
+  switch (detail::single_model_need(job.acq)) {
+    case detail::kNeedTop2: return score_single<detail::kNeedTop2, D>(job, fault);
+    case detail::kNeedEntropy: return score_single<detail::kNeedEntropy, D>(job, fault);
+    default: return score_single<detail::kNeedSquares | detail::kNeedArgmax, D>(job, fault);
+  }
+}
+
+[[noreturn]] void raise(const RowFault& f, const Job& job, const ScoreOptions& o) {
+  if (f.embedding)
+    QUARRY_FAIL(o.embeddings_name, ": row ", f.row, ": embedding contains NaN or Inf");
+  const std::string where = o.input_name + ": row " + std::to_string(f.row) +
+                            (f.member >= 0 ? " of committee member " + std::to_string(f.member) : "");
+  if (f.code == detail::kRowBadSum)
+    QUARRY_FAIL(where, ": probabilities sum to ", f.sum, ", expected 1 within ", job.tol,
+                " (pass --logits if the input holds logits)");
+  if (job.logits) QUARRY_FAIL(where, ": logits contain NaN or Inf");
+  QUARRY_FAIL(where, ": probabilities contain NaN, Inf or a negative value");
+}
+
+}  // namespace
+
+std::int64_t pool_size(const ArrayView& input) {
+  return input.rank() == 3 ? input.shape[1] : input.rank() == 2 ? input.shape[0] : 0;
+}
+
+void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptions& o,
+           const ArrayView* emb) {
+  const char* name = acquisition_name(acq);
+  QUARRY_EXPECTS(input.rank() == 2 || input.rank() == 3, o.input_name, ": expected [N, C] ",
+                 "model outputs or an [M, N, C] committee, got shape ", shape_string(input.shape));
+  QUARRY_EXPECTS(input.dtype == DType::f32 || input.dtype == DType::f16 ||
+                     input.dtype == DType::bf16 || input.dtype == DType::f64,
+                 o.input_name, ": expected float32, float16, bfloat16 or float64, got ",
+                 dtype_name(input.dtype));
+  const bool committee = input.rank() == 3;
+  QUARRY_EXPECTS(committee || !acquisition_needs_committee(acq), name,
+                 " needs a committee [M, N, C] (ensemble members or MC-dropout samples); ",
+                 o.input_name, " has shape ", shape_string(input.shape));
+  Job job{acq, input.data, committee ? input.shape[0] : 0, pool_size(input),
+          input.shape[input.rank() - 1], nullptr, o.logits, 0.0f, out};
+  QUARRY_EXPECTS(job.c >= 1 && job.c <= std::numeric_limits<int>::max(), o.input_name,
+                 ": the number of classes must be between 1 and 2^31-1, got ", job.c);
+  QUARRY_EXPECTS(!committee || (job.m >= 1 && job.m <= std::numeric_limits<int>::max()),
+                 o.input_name, ": a committee needs at least one member, got shape ",
+                 shape_string(input.shape));
+  if (acquisition_needs_embeddings(acq)) {
+    QUARRY_EXPECTS(emb != nullptr, name, " needs embeddings [N, D] (--embeddings)");
+    QUARRY_EXPECTS(emb->rank() == 2 && emb->shape[0] == job.n, o.embeddings_name,
+                   ": expected embeddings of shape [", job.n, ", D] to match ", o.input_name,
+                   ", got ", shape_string(emb->shape));
+    QUARRY_EXPECTS(emb->dtype == DType::f32 || emb->dtype == DType::f16 ||
+                       emb->dtype == DType::bf16 || emb->dtype == DType::f64,
+                   o.embeddings_name, ": expected float embeddings, got ", dtype_name(emb->dtype));
+    job.emb = emb;
+  }
+  const bool half = input.dtype == DType::f16 || input.dtype == DType::bf16;
+  job.tol = static_cast<float>(o.sum_tolerance >= 0 ? o.sum_tolerance : half ? 1e-2 : 1e-3);
+  resolve_device(o.device);  // only the CPU backend exists in this version
+
+  RowFault fault;
+  switch (input.dtype) {
+    case DType::f32: score_typed<DType::f32>(job, fault); break;
+    case DType::f64: score_typed<DType::f64>(job, fault); break;
+    case DType::f16: score_typed<DType::f16>(job, fault); break;
+    default: score_typed<DType::bf16>(job, fault); break;
+  }
+  if (fault.code != detail::kRowOk) raise(fault, job, o);
+}
+
+std::vector<float> score(const ArrayView& input, Acquisition acq, const ScoreOptions& o,
+                         const ArrayView* emb) {
+  std::vector<float> out(static_cast<std::size_t>(std::max<std::int64_t>(pool_size(input), 0)));
+  score(input, acq, out.data(), o, emb);
+  return out;
+}
+
+}  // namespace quarry

@@ -1,0 +1,213 @@
+// End-to-end tests of the quarry command: each runs the built binary.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "quarry/acquisition.hpp"
+#include "quarry/io.hpp"
+#include "quarry/select.hpp"
+#include "quarry/synthetic.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int rc;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+Result quarry(const std::string& args) {
+  static int counter = 0;
+  const std::string base = std::string(QUARRY_TEST_TMP) + "/cli_" + std::to_string(::getpid()) + "_" +
+                           std::to_string(counter++);
+  const std::string cmd = std::string(QUARRY_CLI_PATH) + " " + args + " >" + base + ".out 2>" + base + ".err";
+  const int status = std::system(cmd.c_str());
+  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(base + ".out"), slurp(base + ".err")};
+  fs::remove(base + ".out");
+  fs::remove(base + ".err");
+  return r;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::string(QUARRY_TEST_TMP) + "/cli_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  std::string dir_;
+};
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> v;
+  std::stringstream ss(text);
+  for (std::string l; std::getline(ss, l);) v.push_back(l);
+  return v;
+}
+
+TEST_F(Cli, VersionListsTheBuildFeatures) {
+  const Result r = quarry("--version");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("quarry 0.1.0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("cuda:"), std::string::npos);
+  EXPECT_NE(r.out.find("libtorch:"), std::string::npos);
+  EXPECT_NE(r.out.find("mpi:"), std::string::npos);
+}
+
+TEST_F(Cli, HelpShowsEveryFlagWithItsDefault) {
+  const Result r = quarry("select --help");
+  ASSERT_EQ(r.rc, 0);
+  for (const char* flag : {"--scores", "--input", "--logits", "--acquisition", "--embeddings", "-k",
+                           "--exclude", "--strategy", "--beta", "--seed", "--output", "--format", "--device"})
+    EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
+  EXPECT_NE(r.out.find("=topk"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("=entropy"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, ScoreThenSelectMatchesTheLibrary) {
+  ASSERT_EQ(quarry("generate -n 5000 -c 7 --seed 3 -o " + path("p.npy")).rc, 0);
+  Result r = quarry("score --input " + path("p.npy") + " --acquisition margin -o " + path("s.npy"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = quarry("select --scores " + path("s.npy") + " -k 50 -o " + path("sel.csv"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+
+  const quarry::Array p = quarry::read_npy(path("p.npy"));
+  const std::vector<float> s = quarry::score(p.view(), quarry::Acquisition::margin);
+  const quarry::Array sf = quarry::read_npy(path("s.npy"));
+  ASSERT_EQ(sf.shape(), std::vector<std::int64_t>{5000});
+  for (int i = 0; i < 5000; ++i) ASSERT_EQ(sf.as<float>()[i], s[i]);
+  const quarry::Selection sel = quarry::select_topk(s.data(), 5000, 50);
+  const auto rows = lines(slurp(path("sel.csv")));
+  ASSERT_EQ(rows.size(), 51u);
+  EXPECT_EQ(rows[0], "rank,index,score");
+  for (int k = 0; k < 50; ++k) {
+    std::stringstream ss(rows[k + 1]);
+    std::string rank, index, score;
+    std::getline(ss, rank, ',');
+    std::getline(ss, index, ',');
+    std::getline(ss, score, ',');
+    EXPECT_EQ(std::stoi(rank), k + 1);
+    EXPECT_EQ(std::stoll(index), sel.index[k]);
+    EXPECT_EQ(std::stof(score), sel.score[k]);
+  }
+}
+
+TEST_F(Cli, SelectFromInputEqualsScoreThenSelect) {
+  ASSERT_EQ(quarry("generate -n 3000 -c 5 -m 4 --logits --seed 1 -o " + path("c.npy")).rc, 0);
+  ASSERT_EQ(quarry("score --input " + path("c.npy") + " --logits -a bald -o " + path("s.npy")).rc, 0);
+  const Result two = quarry("select --scores " + path("s.npy") + " -k 30");
+  const Result one = quarry("select --input " + path("c.npy") + " --logits -a bald -k 30");
+  ASSERT_EQ(one.rc, 0) << one.err;
+  EXPECT_EQ(one.out, two.out);
+  EXPECT_EQ(lines(one.out).size(), 31u);
+}
+
+TEST_F(Cli, JsonFormatAndExclusions) {
+  ASSERT_EQ(quarry("generate -n 1000 -c 3 -o " + path("p.npy")).rc, 0);
+  std::ofstream(path("labeled.txt")) << "# already labeled\n5\n\n7\n";
+  const Result all = quarry("select --input " + path("p.npy") + " -k 1000 --exclude " + path("labeled.txt") + " -o " + path("x.csv"));
+  EXPECT_NE(all.rc, 0);
+  EXPECT_NE(all.err.find("only 998 are selectable"), std::string::npos) << all.err;
+  EXPECT_FALSE(fs::exists(path("x.csv")));  // nothing written on failure
+  const Result r = quarry("select --input " + path("p.npy") + " -k 998 --exclude " + path("labeled.txt") +
+                          " -o " + path("sel.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(slurp(path("sel.json")));
+  ASSERT_EQ(j["selected"].size(), 998u);
+  for (const auto& row : j["selected"]) {
+    EXPECT_NE(row["index"].get<std::int64_t>(), 5);
+    EXPECT_NE(row["index"].get<std::int64_t>(), 7);
+  }
+  // An index list as .npy works the same.
+  const std::vector<std::int64_t> ex = {5, 7};
+  quarry::write_npy(path("labeled.npy"), quarry::ArrayView{ex.data(), quarry::DType::i64, {2}});
+  const Result txt = quarry("select --input " + path("p.npy") + " -k 10 --exclude " + path("labeled.txt"));
+  const Result npy = quarry("select --input " + path("p.npy") + " -k 10 --exclude " + path("labeled.npy"));
+  ASSERT_EQ(npy.rc, 0) << npy.err;
+  EXPECT_EQ(txt.out, npy.out);
+}
+
+TEST_F(Cli, PowerSamplingIsReproducible) {
+  ASSERT_EQ(quarry("generate -n 2000 -c 4 -o " + path("p.npy")).rc, 0);
+  const std::string base = "select --input " + path("p.npy") + " -k 20 --strategy power --beta 2 ";
+  const Result a = quarry(base + "--seed 9"), b = quarry(base + "--seed 9"), c = quarry(base + "--seed 10");
+  ASSERT_EQ(a.rc, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_NE(a.out, c.out);
+}
+
+TEST_F(Cli, BadInputGetsAClearErrorAndNonZeroExit) {
+  // Missing file.
+  Result r = quarry("score --input " + path("missing.npy") + " -o " + path("s.npy"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("missing.npy"), std::string::npos) << r.err;
+  // Rows that do not sum to 1: the error names the file and the row.
+  std::vector<float> p = {0.5f, 0.5f, 0.2f, 0.3f, 1.0f, 0.0f};
+  quarry::write_npy(path("bad.npy"), quarry::ArrayView{p.data(), quarry::DType::f32, {3, 2}});
+  r = quarry("score --input " + path("bad.npy") + " -o " + path("s.npy"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("bad.npy: row 1"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("s.npy")));
+  // Unknown acquisition lists the valid ones.
+  r = quarry("score --input " + path("bad.npy") + " -a entropyy -o " + path("s.npy"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("badge-norm"), std::string::npos) << r.err;
+  // A committee score on [N,C].
+  p = {0.5f, 0.5f, 0.2f, 0.8f};
+  quarry::write_npy(path("ok.npy"), quarry::ArrayView{p.data(), quarry::DType::f32, {2, 2}});
+  r = quarry("score --input " + path("ok.npy") + " -a bald -o " + path("s.npy"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("committee"), std::string::npos) << r.err;
+  // CUDA where this version cannot run it.
+  r = quarry("score --input " + path("ok.npy") + " --device cuda -o " + path("s.npy"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("cuda"), std::string::npos) << r.err;
+  // Unknown flag / missing required flag: CLI11's own non-zero exit.
+  EXPECT_NE(quarry("select -k 3").rc, 0);
+  EXPECT_NE(quarry("score --bogus").rc, 0);
+}
+
+TEST_F(Cli, InfoDescribesNpyAndNpz) {
+  ASSERT_EQ(quarry("generate -n 100 -c 4 -o " + path("p.npy")).rc, 0);
+  const Result r = quarry("info " + path("p.npy"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("shape [100, 4]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("float32"), std::string::npos);
+  EXPECT_NE(r.out.find("(probabilities)"), std::string::npos) << r.out;
+  const std::string npz = std::string(QUARRY_SHARED_DATA) + "/pneumoniamnist/pneumoniamnist.npz";
+  if (fs::exists(npz)) {
+    const Result z = quarry("info " + npz);
+    ASSERT_EQ(z.rc, 0) << z.err;
+    EXPECT_NE(z.out.find("train_images"), std::string::npos);
+    EXPECT_NE(z.out.find("shape [3882, 28, 28]"), std::string::npos) << z.out;
+  }
+}
+
+TEST_F(Cli, DemoRunsTheMainJob) {
+  const Result r = quarry("demo -n 20000 -k 25 --out " + path("demo"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(fs::exists(path("demo/pool.npy")));
+  EXPECT_TRUE(fs::exists(path("demo/scores.npy")));
+  EXPECT_EQ(lines(slurp(path("demo/batch.csv"))).size(), 26u);
+  EXPECT_NE(r.out.find("most informative"), std::string::npos) << r.out;
+}
+
+}  // namespace
