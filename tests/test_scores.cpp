@@ -203,8 +203,9 @@ void ref_top2(const std::vector<double>& p, double& p1, double& p2) {
   if (p.size() < 2) p2 = 0.0;
 }
 
-// || p - e_y ||
-double ref_dist_to_onehot(const std::vector<double>& p, std::int64_t y) {
+// || p - e_y ||; `sumsq` (optional) is sum_c p_c^2, precomputed by a caller looping over y.
+double ref_dist_to_onehot(const std::vector<double>& p, std::int64_t y,
+                          const double* sumsq = nullptr) {
   const std::int64_t C = static_cast<std::int64_t>(p.size());
   if (C <= 128) {  // literally
     double s = 0;
@@ -217,7 +218,11 @@ double ref_dist_to_onehot(const std::vector<double>& p, std::int64_t y) {
   // Same quantity, expanded to keep the reference O(C) per label for C = 1000:
   // ||p - e_y||^2 = sum_c p_c^2 - p_y^2 + (1 - p_y)^2.
   double s = 0;
-  for (double v : p) s += v * v;
+  if (sumsq) {
+    s = *sumsq;
+  } else {
+    for (double v : p) s += v * v;
+  }
   const double py = p[y];
   return std::sqrt(std::max(0.0, s - py * py + (1 - py) * (1 - py)));
 }
@@ -303,8 +308,10 @@ std::vector<double> reference(const Tensor& in, Acquisition a, bool logits,
         break;
       }
       case Acquisition::egl: {
+        double sumsq = 0;
+        for (double v : p) sumsq += v * v;
         double s = 0;
-        for (std::int64_t y = 0; y < d.C; ++y) s += p[y] * ref_dist_to_onehot(p, y);
+        for (std::int64_t y = 0; y < d.C; ++y) s += p[y] * ref_dist_to_onehot(p, y, &sumsq);
         r = hnorm * s;
         break;
       }
@@ -1161,10 +1168,10 @@ TEST(HardCases, CommitteeAgrees) {
         for (std::int64_t n = 0; n < N; ++n) {
           const float b = t[Acquisition::bald][n], k = t[Acquisition::kl_max][n];
           const float e = t[Acquisition::vote_entropy][n], r = t[Acquisition::variation_ratio][n];
-          auto say = [&](float x) {
+          auto say = [&](float got) {
             return [=] {
               std::ostringstream os;
-              os << std::setprecision(9) << "row " << n << ": got " << x << ", expected 0";
+              os << std::setprecision(9) << "row " << n << ": got " << got << ", expected 0";
               return os.str();
             };
           };

@@ -111,19 +111,29 @@ struct Tile {
 template <unsigned Need, DType D>
 void tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Tile& tile) {
   const int m = nr * C;
-  float* x = tile.x.data();
   float* a = tile.a.data();
   float* b = tile.b.data();
-  // Load and validate: probabilities in [0, 3e38], logits finite; NaN fails every comparison.
-  // Bitwise, not &&, so that the loop has no branch and vectorises.
+  // Load and validate: probabilities in [0, FLT_MAX], logits finite; NaN fails every
+  // comparison. Bitwise, not &&, so that the loop has no branch and vectorises. float32
+  // probabilities are read in place; everything else is converted into the tile.
+  const bool in_place = D == DType::f32 && !logits;
+  float* x = in_place ? nullptr : tile.x.data();
   const float lo = logits ? -detail::kFloatMax : 0.0f;
   unsigned bad = 0;
-  QUARRY_SIMD(reduction(| : bad))
-  for (int i = 0; i < m; ++i) {
-    const float v = Elem<D>::get(rows, i);
-    x[i] = v;
-    bad |= static_cast<unsigned>(!(v >= lo)) | static_cast<unsigned>(!(v <= detail::kFloatMax));
+  if (in_place) {
+    const float* v = reinterpret_cast<const float*>(rows);
+    QUARRY_SIMD(reduction(| : bad))
+    for (int i = 0; i < m; ++i)
+      bad |= static_cast<unsigned>(!(v[i] >= lo)) | static_cast<unsigned>(!(v[i] <= detail::kFloatMax));
+  } else {
+    QUARRY_SIMD(reduction(| : bad))
+    for (int i = 0; i < m; ++i) {
+      const float v = Elem<D>::get(rows, i);
+      x[i] = v;
+      bad |= static_cast<unsigned>(!(v >= lo)) | static_cast<unsigned>(!(v <= detail::kFloatMax));
+    }
   }
+  const float* xs = in_place ? reinterpret_cast<const float*>(rows) : x;  // the values
   if (logits) {  // x <- z - max z, per row
     for (int r = 0; r < nr; ++r) {
       float zmax = -detail::kFloatMax;
@@ -139,33 +149,41 @@ void tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Til
     }
   } else if (Need & detail::kNeedEntropy) {
     QUARRY_SIMD()
-    for (int i = 0; i < m; ++i) b[i] = detail::xlogx(x[i]);
+    for (int i = 0; i < m; ++i) b[i] = detail::xlogx(xs[i]);
   }
-  const float* w = logits ? a : x;  // the weights
-  for (int r = 0; r < nr; ++r) {
-    const float* wr = w + r * C;
-    const float* br = b + r * C;
-    float s = 0.0f, t = 0.0f;
-    for (int c = 0; c < C; ++c) {
-      s += wr[c];
-      if (Need & detail::kNeedEntropy) t += br[c];
+  // Row sums, a column at a time: the loop over rows vectorises (strided loads).
+  const float* w = logits ? a : xs;  // the weights
+  for (int r = 0; r < nr; ++r) tile.s[r] = tile.t[r] = 0.0f;
+  for (int c = 0; c < C; ++c) {
+    QUARRY_SIMD()
+    for (int r = 0; r < nr; ++r) {
+      tile.s[r] += w[r * C + c];
+      if (Need & detail::kNeedEntropy) tile.t[r] += b[r * C + c];
     }
-    tile.s[r] = s;
-    tile.t[r] = t;
-    if (Need & detail::kNeedTop2) {
-      RowStats st;
-      auto ld = [xr = x + r * C](int c) { return xr[c]; };
-      detail::top2(ld, C, &st);
-      if (logits) {  // on z - max z: w1 = 1, w2 = exp(z2 - z1)
-        tile.w1[r] = 1.0f;
-        tile.w2[r] = C > 1 ? detail::fast_exp_nonpos(st.w2) : 0.0f;
-      } else {
-        tile.w1[r] = std::max(st.w1, 0.0f);
-        tile.w2[r] = std::max(st.w2, 0.0f);
+  }
+  if (Need & detail::kNeedTop2) {  // the two largest values, also a column at a time
+    for (int r = 0; r < nr; ++r) tile.w1[r] = tile.w2[r] = -detail::kFloatMax;
+    for (int c = 0; c < C; ++c) {
+      QUARRY_SIMD()
+      for (int r = 0; r < nr; ++r) {
+        const float v = xs[r * C + c];
+        const float low = tile.w1[r] < v ? tile.w1[r] : v;
+        tile.w2[r] = tile.w2[r] > low ? tile.w2[r] : low;
+        tile.w1[r] = tile.w1[r] > v ? tile.w1[r] : v;
       }
     }
-    tile.err[r] = detail::kRowOk;
+    QUARRY_SIMD()
+    for (int r = 0; r < nr; ++r) {
+      if (logits) {  // on z - max z: w1 = 1, w2 = exp(z2 - z1); C = 1 has no second value
+        tile.w1[r] = 1.0f;
+        tile.w2[r] = C > 1 ? detail::fast_exp_nonpos(tile.w2[r]) : 0.0f;
+      } else {
+        tile.w1[r] = tile.w1[r] > 0.0f ? tile.w1[r] : 0.0f;
+        tile.w2[r] = tile.w2[r] > 0.0f ? tile.w2[r] : 0.0f;
+      }
+    }
   }
+  for (int r = 0; r < nr; ++r) tile.err[r] = detail::kRowOk;
   if (bad) {  // rare: find which rows hold the bad values
     for (int r = 0; r < nr; ++r)
       for (int c = 0; c < C; ++c)
