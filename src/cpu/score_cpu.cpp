@@ -78,6 +78,9 @@ struct RowFault {
   }
 };
 
+// Below this many input values a pool is scored on one thread: waking threads costs more.
+constexpr std::int64_t kParallelWork = 1 << 15;
+
 struct Job {
   Acquisition acq;
   const void* input;
@@ -86,6 +89,7 @@ struct Job {
   bool logits;
   float tol;
   float* out;
+  std::int64_t work() const { return std::max<std::int64_t>(m, 1) * n * c; }
 };
 
 // Rows with few classes (C < kSmallC) are too short for a vector loop per row: they are scored
@@ -200,7 +204,7 @@ void score_small_c(const Job& job, RowFault& fault) {
   const bool logits = job.logits;
   const float tol = job.tol;
   const std::int64_t tiles = (job.n + kTileRows - 1) / kTileRows;
-#pragma omp parallel
+#pragma omp parallel if (job.work() > kParallelWork)
   {
     RowFault local;
     Tile tile(job.c);
@@ -211,8 +215,9 @@ void score_small_c(const Job& job, RowFault& fault) {
       tile_stats<Need, D>(base + r0 * job.c, nr, C, logits, tile);
       float* out = job.out + r0;
       auto none = [](int) { return 0.0f; };  // these scores do not read the row again
-      QUARRY_SIMD()
-      for (int r = 0; r < nr; ++r) {  // no per-row branch: vectorises
+      // No per-row branch: auto-vectorised (an omp simd pragma here would privatise `st` as a
+      // per-lane array, which does not vectorise).
+      for (int r = 0; r < nr; ++r) {
         RowStats st;
         st.s = tile.s[r];
         st.t = tile.t[r];
@@ -241,7 +246,7 @@ void score_single(const Job& job, RowFault& fault) {
   using E = Elem<D>;
   const auto* base = static_cast<const typename E::T*>(job.input);
   const int C = static_cast<int>(job.c);
-#pragma omp parallel
+#pragma omp parallel if (job.work() > kParallelWork)
   {
     RowFault local;
 #pragma omp for schedule(static)
@@ -270,7 +275,7 @@ void score_committee(const Job& job, RowFault& fault) {
   const auto* base = static_cast<const typename E::T*>(job.input);
   const int C = static_cast<int>(job.c), M = static_cast<int>(job.m);
   const std::int64_t member_stride = job.n * job.c;
-#pragma omp parallel
+#pragma omp parallel if (job.work() > kParallelWork)
   {
     RowFault local;
     std::vector<float> pbar(job.c), votes(job.c);

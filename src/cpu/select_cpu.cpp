@@ -1,6 +1,8 @@
 // Exact top-k and power sampling on the CPU.
 //
-// Top-k is a radix select on order-preserving 32-bit keys, in O(N) with three parallel passes
+// For k much smaller than N, a sampled threshold and one collecting pass find the answer
+// (topk_by_threshold); otherwise, and whenever that pass cannot prove its answer exact, top-k
+// is a radix select on order-preserving 32-bit keys, in O(N) with three parallel passes
 // over the scores and no sort of the pool:
 //   1. histogram of the high 16 bits of every selectable key (NaN check in the same pass);
 //   2. histogram of the low 16 bits within the one high bucket that holds the k-th key;
@@ -11,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -87,10 +90,66 @@ std::vector<std::int64_t> topk_small(const float* scores, std::int64_t n, std::i
   return idx;
 }
 
+// Fast path for k much smaller than n, one pass instead of three: a threshold key T taken from
+// a strided sample so that about 2k + 64 scores are expected at or above it, then one parallel
+// pass collects every selectable index with key >= T. If at least k were collected, the top k
+// are all among them (the k-th largest key is >= T), ties at T included, so the answer is exact.
+// Returns false (the caller falls back to the radix select) when fewer than k were collected
+// or too many (a threshold inside a large block of equal scores).
+bool topk_by_threshold(const float* scores, std::int64_t n, std::int64_t k,
+                       const std::vector<std::uint8_t>& mask, std::vector<std::int64_t>* out) {
+  constexpr std::int64_t kSample = 1 << 16;
+  if (k * 64 > n || n < 4 * kSample) return false;
+  const bool masked = !mask.empty();
+  std::vector<std::uint32_t> sample;
+  sample.reserve(kSample);
+  for (std::int64_t j = 0; j < kSample; ++j) {
+    const std::int64_t i = j * (n / kSample);
+    if (!masked || !mask[i]) sample.push_back(order_key(scores[i]));
+  }
+  const std::int64_t s = static_cast<std::int64_t>(sample.size());
+  const std::int64_t rank = std::min<std::int64_t>(s - 1, (2 * k * s) / n + 64);
+  if (rank < 0) return false;
+  std::nth_element(sample.begin(), sample.begin() + rank, sample.end(), std::greater<>());
+  const std::uint32_t threshold = sample[rank];
+  const std::int64_t cap = 16 * k + 4096;  // beyond this, let the radix select do it
+
+  const int nt = omp_get_max_threads();
+  std::vector<std::vector<std::int64_t>> found(nt);
+  std::int64_t first_nan = std::numeric_limits<std::int64_t>::max(), total = 0;
+#pragma omp parallel num_threads(nt) reduction(min : first_nan) reduction(+ : total)
+  {
+    const int t = omp_get_thread_num();
+    std::int64_t b, e;
+    block_of(n, t, omp_get_num_threads(), &b, &e);
+    auto& mine = found[t];
+    for (std::int64_t i = b; i < e; ++i) {
+      const float x = scores[i];
+      if (x != x) first_nan = std::min(first_nan, i);
+      if (order_key(x) >= threshold && (!masked || !mask[i]) &&
+          static_cast<std::int64_t>(mine.size()) <= cap)
+        mine.push_back(i);
+    }
+    total = static_cast<std::int64_t>(mine.size());
+  }
+  QUARRY_EXPECTS(first_nan == std::numeric_limits<std::int64_t>::max(), "score at index ",
+                 first_nan, " is NaN; scores must be numbers");
+  if (total < k || total > cap) return false;
+  out->clear();
+  out->reserve(static_cast<std::size_t>(total));
+  for (const auto& v : found) out->insert(out->end(), v.begin(), v.end());
+  std::nth_element(out->begin(), out->begin() + (k - 1), out->end(), Ranks{scores});
+  out->resize(static_cast<std::size_t>(k));
+  std::sort(out->begin(), out->end(), Ranks{scores});
+  return true;
+}
+
 // The k largest of `scores` (selectable by mask), sorted; ties by lower index.
 std::vector<std::int64_t> topk_indices(const float* scores, std::int64_t n, std::int64_t k,
                                        const std::vector<std::uint8_t>& mask) {
   if (n <= 65536) return topk_small(scores, n, k, mask);
+  std::vector<std::int64_t> fast;
+  if (topk_by_threshold(scores, n, k, mask, &fast)) return fast;
   const bool masked = !mask.empty();
   const int nt = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(n / 65536 + 1)));
   constexpr int kBuckets = 1 << 16;

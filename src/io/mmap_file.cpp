@@ -40,6 +40,8 @@ MappedFile map_file(const std::string& path) {
 
   void* p = ::mmap(nullptr, file.size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (p == MAP_FAILED) QUARRY_FAIL("cannot map ", path, ": ", std::strerror(errno));
+  // Pools are read front to back: ask for aggressive read-ahead (a hint; failure is harmless).
+  ::madvise(p, file.size, MADV_SEQUENTIAL);
   const std::size_t size = file.size;
   file.owner =
       std::shared_ptr<const void>(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
