@@ -12,7 +12,7 @@ packages=(
   libtorch-dev
   libopenmpi-dev openmpi-bin
   python3 python3-numpy
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev libomp-dev
 )
 
 missing=()

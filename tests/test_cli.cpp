@@ -180,9 +180,15 @@ TEST_F(Cli, BadInputGetsAClearErrorAndNonZeroExit) {
   r = quarry("score --input " + path("ok.npy") + " --device cuda -o " + path("s.npy"));
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.err.find("cuda"), std::string::npos) << r.err;
-  // Unknown flag / missing required flag: CLI11's own non-zero exit.
-  EXPECT_NE(quarry("select -k 3").rc, 0);
-  EXPECT_NE(quarry("score --bogus").rc, 0);
+  // Usage errors (missing required flag, unknown flag, bad value): exit 2.
+  EXPECT_EQ(quarry("select -k 3").rc, 2);
+  EXPECT_EQ(quarry("score --bogus").rc, 2);
+  EXPECT_EQ(quarry("select --scores x.npy -k -1").rc, 2);
+  // Selection errors name the file the scores came from.
+  r = quarry("select --input " + path("ok.npy") + " -k 5");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("ok.npy"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("only 2 are selectable"), std::string::npos) << r.err;
 }
 
 TEST_F(Cli, InfoDescribesNpyAndNpz) {
@@ -198,6 +204,10 @@ TEST_F(Cli, InfoDescribesNpyAndNpz) {
     ASSERT_EQ(z.rc, 0) << z.err;
     EXPECT_NE(z.out.find("train_images"), std::string::npos);
     EXPECT_NE(z.out.find("shape [3882, 28, 28]"), std::string::npos) << z.out;
+    const Result m = quarry("info " + npz + ":train_labels");
+    ASSERT_EQ(m.rc, 0) << m.err;
+    EXPECT_NE(m.out.find("npz member"), std::string::npos) << m.out;
+    EXPECT_NE(m.out.find("shape [3882, 1]"), std::string::npos) << m.out;
   }
 }
 

@@ -76,9 +76,8 @@ struct ScoreArgs {
     if (!embeddings.empty()) emb = read_array(embeddings);
     QUARRY_EXPECTS(embeddings.empty() || acquisition_needs_embeddings(acq), "--embeddings is only used by "
                    "egl and badge-norm, not by ", acquisition);
-    std::vector<float> s(static_cast<std::size_t>(std::max<std::int64_t>(0, pool_size(in.view()))));
     const ArrayView ev = emb.view();
-    score(in.view(), acq, s.data(), o, embeddings.empty() ? nullptr : &ev);
+    std::vector<float> s = score(in.view(), acq, o, embeddings.empty() ? nullptr : &ev);
     if (verbose)
       std::fprintf(stderr, "scored %zu samples (%s, %s %s) by %s in %.3f s\n", s.size(),
                    shape_string(in.shape()).c_str(), dtype_name(in.dtype()),
@@ -152,17 +151,22 @@ void add_select(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (0: all cores)");
   cmd->add_flag("--verbose,-v", a->verbose, "Print timings to stderr");
   cmd->callback([a] {
-    QUARRY_EXPECTS(!a->scores.empty() || !a->score.input.empty(),
-                   "select needs --scores FILE, or --input FILE with --acquisition");
+    if (a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
+      throw CLI::ValidationError("select needs --scores FILE, or --input FILE with --acquisition");
     set_threads(a->threads);
     const std::vector<float> s = a->scores.empty() ? a->score.run(a->verbose) : load_scores(a->scores);
     const std::vector<std::int64_t> excl =
         a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
     const auto t0 = Clock::now();
     const std::int64_t n = static_cast<std::int64_t>(s.size());
-    const Selection sel = a->strategy == "power"
-                              ? select_power(s.data(), n, a->k, a->beta, a->seed, excl)
-                              : select_topk(s.data(), n, a->k, excl);
+    Selection sel;
+    try {
+      sel = a->strategy == "power" ? select_power(s.data(), n, a->k, a->beta, a->seed, excl)
+                                   : select_topk(s.data(), n, a->k, excl);
+    } catch (const Error& e) {  // name the files the selection came from
+      const std::string from = a->scores.empty() ? a->score.input : a->scores;
+      QUARRY_FAIL(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", e.what());
+    }
     if (a->verbose)
       std::fprintf(stderr, "selected %lld of %lld (%s) in %.3f s\n", static_cast<long long>(sel.size()),
                    static_cast<long long>(n), a->strategy.c_str(), seconds_since(t0));
@@ -170,10 +174,12 @@ void add_select(CLI::App& app) {
     if (format.empty()) format = a->output.size() >= 5 && a->output.substr(a->output.size() - 5) == ".json" ? "json" : "csv";
     const std::string source = a->scores.empty() ? a->score.input + " (" + a->score.acquisition + ")" : a->scores;
     const std::string text = format == "json" ? selection_json(sel, a->strategy, source) : selection_csv(sel);
-    if (a->output.empty())
-      std::fwrite(text.data(), 1, text.size(), stdout);
-    else
+    if (a->output.empty()) {
+      QUARRY_EXPECTS(std::fwrite(text.data(), 1, text.size(), stdout) == text.size(),
+                     "cannot write standard output");
+    } else {
       write_text_atomic(a->output, text);
+    }
   });
 }
 
@@ -216,7 +222,9 @@ std::string describe(const Array& a) {
     case DType::f16:
     case DType::bf16: {
       std::vector<float> f(static_cast<std::size_t>(n));
-      for (std::int64_t i = 0; i < n; ++i) f[i] = detail::half_to_float(a.as<std::uint16_t>()[i]);
+      for (std::int64_t i = 0; i < n; ++i)
+        f[i] = a.dtype() == DType::f16 ? detail::half_to_float(a.as<std::uint16_t>()[i])
+                                       : detail::bfloat16_to_float(a.as<std::uint16_t>()[i]);
       summarise(f.data(), n, &mn, &mx, &mean, &bad);
       break;
     }
@@ -250,8 +258,11 @@ void add_info(CLI::App& app) {
   cmd->add_option("files", *files, "Files (.npy, .npz, .npz:member, IDX or IDX.gz)")->required();
   cmd->callback([files] {
     for (const std::string& f : *files) {
-      const FileKind kind = detect_file_kind(f);
-      if (kind == FileKind::npz && f.find(".npz:") == std::string::npos) {
+      // FILE.npz:member names a member; the kind is that of the archive.
+      const std::size_t colon = f.rfind(".npz:");
+      const bool member = colon != std::string::npos && std::filesystem::is_regular_file(f.substr(0, colon + 4));
+      const FileKind kind = detect_file_kind(member ? f.substr(0, colon + 4) : f);
+      if (kind == FileKind::npz && !member) {
         std::printf("%s: npz archive\n", f.c_str());
         for (const std::string& m : npz_members(f)) {
           const Array a = read_npz_member(f, m);

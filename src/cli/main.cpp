@@ -1,5 +1,7 @@
 // quarry: score a pool of model outputs and select the batch worth labelling.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 
 #include "cli.hpp"
@@ -18,14 +20,17 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     if (version) {
       std::fputs(quarry::build_info_string().c_str(), stdout);
-      return 0;
-    }
-    if (app.get_subcommands().empty()) {
+    } else if (app.get_subcommands().empty()) {
       std::fputs(app.help().c_str(), stdout);
       return 2;
     }
+    // What went to standard output must have been written (a full disk, a closed pipe).
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "quarry: error: cannot write standard output: %s\n", std::strerror(errno));
+      return 1;
+    }
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; usage errors: 2
   } catch (const quarry::Error& e) {
     std::fprintf(stderr, "quarry: error: %s\n", e.what());
     return 1;

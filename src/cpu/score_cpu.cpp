@@ -1,5 +1,5 @@
-// CPU backend for quarry::score: one OpenMP pass over the rows, each row through the shared
-// per-row math in include/quarry/detail/row_math.hpp.
+// CPU backend of quarry::score: one parallel pass over the rows, each row through the shared
+// per-row math in include/quarry/detail/row_math.hpp. Called by src/core/score.cpp.
 #include <omp.h>
 
 #include <algorithm>
@@ -8,11 +8,12 @@
 #include <limits>
 #include <vector>
 
-#include "quarry/acquisition.hpp"
+#include "core/parallel.hpp"
+#include "cpu/cpu_backend.hpp"
 #include "quarry/detail/row_math.hpp"
 #include "quarry/error.hpp"
 
-namespace quarry {
+namespace quarry::cpu {
 namespace {
 
 using detail::RowStats;
@@ -40,15 +41,17 @@ template <DType D>
 float row_norm(const void* base, std::int64_t n, std::int64_t d, bool* finite) {
   using E = Elem<D>;
   const typename E::T* row = static_cast<const typename E::T*>(base) + n * d;
-  float s = 0.0f;
+  double s = 0.0;  // double: a float sum of squares overflows for |h| > 1.8e19
   unsigned bad = 0;
+  QUARRY_SIMD(reduction(+ : s) reduction(| : bad))
   for (std::int64_t j = 0; j < d; ++j) {
     const float x = E::get(row, j);
-    bad |= static_cast<unsigned>(!(x >= -detail::kFloatMax)) | static_cast<unsigned>(!(x <= detail::kFloatMax));
-    s += x * x;
+    bad |= detail::out_of_range(x, -detail::kFloatMax);
+    s += static_cast<double>(x) * x;
   }
-  *finite = bad == 0;
-  return std::sqrt(s);
+  const float norm = static_cast<float>(std::sqrt(s));
+  *finite = bad == 0 && norm <= detail::kFloatMax;
+  return norm;
 }
 
 // ||h_n|| of an embedding row, for egl and badge-norm (1 when there are no embeddings).
@@ -65,8 +68,7 @@ float embedding_norm(const ArrayView* emb, std::int64_t n, bool* finite) {
   }
 }
 
-// The first bad row a thread saw; merged to the lowest row after the loop (no exception may
-// leave an OpenMP region).
+// The first bad row a thread saw; merged to the lowest row after the loop.
 struct RowFault {
   std::int64_t row = std::numeric_limits<std::int64_t>::max();
   int member = -1;  // committee member, or -1
@@ -81,16 +83,7 @@ struct RowFault {
 // Below this many input values a pool is scored on one thread: waking threads costs more.
 constexpr std::int64_t kParallelWork = 1 << 15;
 
-struct Job {
-  Acquisition acq;
-  const void* input;
-  std::int64_t m, n, c;  // m = 0 for an [N,C] input
-  const ArrayView* emb;
-  bool logits;
-  float tol;
-  float* out;
-  std::int64_t work() const { return std::max<std::int64_t>(m, 1) * n * c; }
-};
+using Job = ScoreCall;
 
 // Rows with few classes (C < kSmallC) are too short for a vector loop per row: they are scored
 // a tile of rows at a time, with the per-element work (load, validity, x log x, exp, squares)
@@ -99,16 +92,14 @@ struct Job {
 constexpr int kSmallC = 16;
 constexpr int kTileRows = 256;
 
-inline bool value_ok(float v, bool logits) {
-  return v >= (logits ? -detail::kFloatMax : 0.0f) && v <= detail::kFloatMax;
-}
 
 // Per-tile scratch: the tile's values (x), the element transforms (a, b), and the stats of each
 // row as structure-of-arrays so that the per-row finishing loop vectorises too.
 struct Tile {
   std::vector<float> x, a, b;
-  float s[kTileRows], t[kTileRows], w1[kTileRows], w2[kTileRows], zmax[kTileRows];
-  int err[kTileRows];
+  float s[kTileRows] = {}, t[kTileRows] = {}, w1[kTileRows] = {}, w2[kTileRows] = {};
+  float zmax[kTileRows] = {};
+  int err[kTileRows] = {};
   explicit Tile(std::int64_t c) : x(static_cast<std::size_t>(kTileRows * c)), a(x.size()), b(x.size()) {}
 };
 
@@ -128,13 +119,13 @@ void tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Til
     const float* v = reinterpret_cast<const float*>(rows);
     QUARRY_SIMD(reduction(| : bad))
     for (int i = 0; i < m; ++i)
-      bad |= static_cast<unsigned>(!(v[i] >= lo)) | static_cast<unsigned>(!(v[i] <= detail::kFloatMax));
+      bad |= detail::out_of_range(v[i], lo);
   } else {
     QUARRY_SIMD(reduction(| : bad))
     for (int i = 0; i < m; ++i) {
       const float v = Elem<D>::get(rows, i);
       x[i] = v;
-      bad |= static_cast<unsigned>(!(v >= lo)) | static_cast<unsigned>(!(v <= detail::kFloatMax));
+      bad |= detail::out_of_range(v, lo);
     }
   }
   const float* xs = in_place ? reinterpret_cast<const float*>(rows) : x;  // the values
@@ -191,7 +182,7 @@ void tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Til
   if (bad) {  // rare: find which rows hold the bad values
     for (int r = 0; r < nr; ++r)
       for (int c = 0; c < C; ++c)
-        if (!value_ok(Elem<D>::get(rows, r * C + c), logits)) tile.err[r] = detail::kRowNonFinite;
+        if (detail::out_of_range(Elem<D>::get(rows, r * C + c), lo)) tile.err[r] = detail::kRowNonFinite;
   }
 }
 
@@ -204,12 +195,10 @@ void score_small_c(const Job& job, RowFault& fault) {
   const bool logits = job.logits;
   const float tol = job.tol;
   const std::int64_t tiles = (job.n + kTileRows - 1) / kTileRows;
-#pragma omp parallel if (job.work() > kParallelWork)
-  {
+  parallel_blocks(tiles, job.work() > kParallelWork, [&](std::int64_t first, std::int64_t last) {
     RowFault local;
     Tile tile(job.c);
-#pragma omp for schedule(static)
-    for (std::int64_t ti = 0; ti < tiles; ++ti) {
+    for (std::int64_t ti = first; ti < last; ++ti) {
       const std::int64_t r0 = ti * kTileRows;
       const int nr = static_cast<int>(std::min<std::int64_t>(kTileRows, job.n - r0));
       tile_stats<Need, D>(base + r0 * job.c, nr, C, logits, tile);
@@ -238,7 +227,7 @@ void score_small_c(const Job& job, RowFault& fault) {
     }
 #pragma omp critical(quarry_score_fault)
     fault.take(local.row, local.member, local.code, local.sum, local.embedding);
-  }
+  });
 }
 
 template <unsigned Need, DType D>
@@ -246,11 +235,9 @@ void score_single(const Job& job, RowFault& fault) {
   using E = Elem<D>;
   const auto* base = static_cast<const typename E::T*>(job.input);
   const int C = static_cast<int>(job.c);
-#pragma omp parallel if (job.work() > kParallelWork)
-  {
+  parallel_blocks(job.n, job.work() > kParallelWork, [&](std::int64_t first, std::int64_t last) {
     RowFault local;
-#pragma omp for schedule(static)
-    for (std::int64_t n = 0; n < job.n; ++n) {
+    for (std::int64_t n = first; n < last; ++n) {
       const typename E::T* row = base + n * job.c;
       auto ld = [row](int c) { return E::get(row, c); };
       const RowStats st = detail::row_stats<Need>(ld, C, job.logits);
@@ -266,7 +253,7 @@ void score_single(const Job& job, RowFault& fault) {
     }
 #pragma omp critical(quarry_score_fault)
     fault.take(local.row, local.member, local.code, local.sum, local.embedding);
-  }
+  });
 }
 
 template <DType D>
@@ -275,12 +262,10 @@ void score_committee(const Job& job, RowFault& fault) {
   const auto* base = static_cast<const typename E::T*>(job.input);
   const int C = static_cast<int>(job.c), M = static_cast<int>(job.m);
   const std::int64_t member_stride = job.n * job.c;
-#pragma omp parallel if (job.work() > kParallelWork)
-  {
+  parallel_blocks(job.n, job.work() > kParallelWork, [&](std::int64_t first, std::int64_t last) {
     RowFault local;
-    std::vector<float> pbar(job.c), votes(job.c);
-#pragma omp for schedule(static)
-    for (std::int64_t n = 0; n < job.n; ++n) {
+    std::vector<float> pbar(static_cast<std::size_t>(job.c)), votes(static_cast<std::size_t>(job.c));
+    for (std::int64_t n = first; n < last; ++n) {
       const typename E::T* row0 = base + n * job.c;
       auto ld = [row0, member_stride](int m, int c) { return E::get(row0 + m * member_stride, c); };
       bool finite = true;
@@ -299,7 +284,7 @@ void score_committee(const Job& job, RowFault& fault) {
     }
 #pragma omp critical(quarry_score_fault)
     fault.take(local.row, local.member, local.code, local.sum, local.embedding);
-  }
+  });
 }
 
 template <DType D>
@@ -321,10 +306,10 @@ void score_typed(const Job& job, RowFault& fault) {
   }
 }
 
-[[noreturn]] void raise(const RowFault& f, const Job& job, const ScoreOptions& o) {
+[[noreturn]] void raise(const RowFault& f, const Job& job) {
   if (f.embedding)
-    QUARRY_FAIL(o.embeddings_name, ": row ", f.row, ": embedding contains NaN or Inf");
-  const std::string where = o.input_name + ": row " + std::to_string(f.row) +
+    QUARRY_FAIL(*job.embeddings_name, ": row ", f.row, ": embedding contains NaN or Inf, or its norm overflows float");
+  const std::string where = *job.input_name + ": row " + std::to_string(f.row) +
                             (f.member >= 0 ? " of committee member " + std::to_string(f.member) : "");
   if (f.code == detail::kRowBadSum)
     QUARRY_FAIL(where, ": probabilities sum to ", f.sum, ", expected 1 within ", job.tol,
@@ -335,59 +320,16 @@ void score_typed(const Job& job, RowFault& fault) {
 
 }  // namespace
 
-std::int64_t pool_size(const ArrayView& input) {
-  return input.rank() == 3 ? input.shape[1] : input.rank() == 2 ? input.shape[0] : 0;
-}
-
-void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptions& o,
-           const ArrayView* emb) {
-  const char* name = acquisition_name(acq);
-  QUARRY_EXPECTS(input.rank() == 2 || input.rank() == 3, o.input_name, ": expected [N, C] ",
-                 "model outputs or an [M, N, C] committee, got shape ", shape_string(input.shape));
-  QUARRY_EXPECTS(input.dtype == DType::f32 || input.dtype == DType::f16 ||
-                     input.dtype == DType::bf16 || input.dtype == DType::f64,
-                 o.input_name, ": expected float32, float16, bfloat16 or float64, got ",
-                 dtype_name(input.dtype));
-  const bool committee = input.rank() == 3;
-  QUARRY_EXPECTS(committee || !acquisition_needs_committee(acq), name,
-                 " needs a committee [M, N, C] (ensemble members or MC-dropout samples); ",
-                 o.input_name, " has shape ", shape_string(input.shape));
-  Job job{acq, input.data, committee ? input.shape[0] : 0, pool_size(input),
-          input.shape[input.rank() - 1], nullptr, o.logits, 0.0f, out};
-  QUARRY_EXPECTS(job.c >= 1 && job.c <= std::numeric_limits<int>::max(), o.input_name,
-                 ": the number of classes must be between 1 and 2^31-1, got ", job.c);
-  QUARRY_EXPECTS(!committee || (job.m >= 1 && job.m <= std::numeric_limits<int>::max()),
-                 o.input_name, ": a committee needs at least one member, got shape ",
-                 shape_string(input.shape));
-  if (acquisition_needs_embeddings(acq)) {
-    QUARRY_EXPECTS(emb != nullptr, name, " needs embeddings [N, D] (--embeddings)");
-    QUARRY_EXPECTS(emb->rank() == 2 && emb->shape[0] == job.n, o.embeddings_name,
-                   ": expected embeddings of shape [", job.n, ", D] to match ", o.input_name,
-                   ", got ", shape_string(emb->shape));
-    QUARRY_EXPECTS(emb->dtype == DType::f32 || emb->dtype == DType::f16 ||
-                       emb->dtype == DType::bf16 || emb->dtype == DType::f64,
-                   o.embeddings_name, ": expected float embeddings, got ", dtype_name(emb->dtype));
-    job.emb = emb;
-  }
-  const bool half = input.dtype == DType::f16 || input.dtype == DType::bf16;
-  job.tol = static_cast<float>(o.sum_tolerance >= 0 ? o.sum_tolerance : half ? 1e-2 : 1e-3);
-  resolve_device(o.device);  // only the CPU backend exists in this version
-
+void score(const ScoreCall& job) {
   RowFault fault;
-  switch (input.dtype) {
+  switch (job.dtype) {
     case DType::f32: score_typed<DType::f32>(job, fault); break;
     case DType::f64: score_typed<DType::f64>(job, fault); break;
     case DType::f16: score_typed<DType::f16>(job, fault); break;
-    default: score_typed<DType::bf16>(job, fault); break;
+    case DType::bf16: score_typed<DType::bf16>(job, fault); break;
+    default: QUARRY_FAIL(*job.input_name, ": unsupported dtype ", dtype_name(job.dtype));
   }
-  if (fault.code != detail::kRowOk) raise(fault, job, o);
+  if (fault.code != detail::kRowOk) raise(fault, job);
 }
 
-std::vector<float> score(const ArrayView& input, Acquisition acq, const ScoreOptions& o,
-                         const ArrayView* emb) {
-  std::vector<float> out(static_cast<std::size_t>(std::max<std::int64_t>(pool_size(input), 0)));
-  score(input, acq, out.data(), o, emb);
-  return out;
-}
-
-}  // namespace quarry
+}  // namespace quarry::cpu

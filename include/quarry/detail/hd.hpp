@@ -25,6 +25,12 @@ namespace quarry::detail {
 /// The largest finite float: a value v is finite iff -kFloatMax <= v <= kFloatMax (NaN fails).
 constexpr float kFloatMax = 3.402823466e38f;
 
+/// 1 when v is NaN or outside [lo, kFloatMax], else 0. Bitwise, not &&, so that a loop
+/// accumulating it has no branch and vectorises.
+QUARRY_HD unsigned out_of_range(float v, float lo) {
+  return static_cast<unsigned>(!(v >= lo)) | static_cast<unsigned>(!(v <= kFloatMax));
+}
+
 QUARRY_HD float bits_to_float(std::uint32_t b) {
   float f;
   std::memcpy(&f, &b, sizeof f);

@@ -40,7 +40,8 @@ QUARRY_HD float uniform_open01(std::uint64_t seed, std::uint64_t index) {
                                   static_cast<std::uint32_t>(index >> 32), 0x71A2u, 0u,
                                   static_cast<std::uint32_t>(seed),
                                   static_cast<std::uint32_t>(seed >> 32));
-  return (static_cast<float>(r.v[0] >> 8) + 0.5f) * (1.0f / 16777216.0f);
+  // 23 bits: (j + 0.5) 2^-23 is exact in float for every j, so u lies in [2^-24, 1 - 2^-24].
+  return (static_cast<float>(r.v[0] >> 9) + 0.5f) * (1.0f / 8388608.0f);
 }
 
 /// Gumbel-top-k key of a sample with score `s` >= 0: beta log s + G, G ~ Gumbel(0, 1).

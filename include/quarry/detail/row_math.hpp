@@ -38,38 +38,34 @@ QUARRY_HD float logit_offset(float z, float zmax) {
   return d > -100.0f ? d : -100.0f;
 }
 
-/// The two largest values of a row (w1 >= w2; equal values count twice), branch-free.
+/// The two largest values of a row (w1 >= w2; equal values count twice), as passes that each
+/// vectorise: the maximum, then how often it occurs and the largest value below it.
 template <class Load>
 QUARRY_HD void top2(const Load& ld, int C, RowStats* st) {
-  float a = -kFloatMax, b = -kFloatMax;
+  float a = -kFloatMax;
+  QUARRY_SIMD(reduction(max : a))
+  for (int c = 0; c < C; ++c) a = ld(c) > a ? ld(c) : a;
+  float b = -kFloatMax;
+  int count = 0;
+  QUARRY_SIMD(reduction(max : b) reduction(+ : count))
   for (int c = 0; c < C; ++c) {
     const float x = ld(c);
-    const float lo = a < x ? a : x;
-    b = b > lo ? b : lo;
-    a = a > x ? a : x;
+    count += x == a ? 1 : 0;
+    b = (x < a && x > b) ? x : b;
   }
   st->w1 = a;
-  st->w2 = b;
+  st->w2 = count > 1 ? a : b;
 }
 
 /// top2 and the argmax (the lowest index among equal maxima).
 template <class Load>
 QUARRY_HD void top2_argmax(const Load& ld, int C, RowStats* st) {
-  float a = -kFloatMax, b = -kFloatMax;
-  int ia = 0;
-  for (int c = 0; c < C; ++c) {
-    const float x = ld(c);
-    if (x > a) {
-      b = a;
-      a = x;
-      ia = c;
-    } else if (x > b) {
-      b = x;
-    }
-  }
-  st->w1 = a;
-  st->w2 = b;
-  st->i1 = ia;
+  top2(ld, C, st);
+  const float a = st->w1;
+  int first = C;
+  QUARRY_SIMD(reduction(min : first))
+  for (int c = 0; c < C; ++c) first = (ld(c) == a && c < first) ? c : first;
+  st->i1 = first < C ? first : 0;
 }
 
 template <unsigned Need, class Load>
@@ -81,7 +77,7 @@ QUARRY_HD RowStats row_stats(const Load& ld, int C, bool logits) {
     QUARRY_SIMD(reduction(+ : s, t, u) reduction(| : bad))
     for (int c = 0; c < C; ++c) {
       const float x = ld(c);
-      bad |= static_cast<unsigned>(!(x >= 0.0f)) | static_cast<unsigned>(!(x <= kFloatMax));  // NaN fails both
+      bad |= out_of_range(x, 0.0f);
       s += x;
       if (Need & kNeedEntropy) t += xlogx(x);
       if (Need & kNeedSquares) u += x * x;
@@ -101,7 +97,7 @@ QUARRY_HD RowStats row_stats(const Load& ld, int C, bool logits) {
     QUARRY_SIMD(reduction(max : zmax) reduction(| : bad))
     for (int c = 0; c < C; ++c) {
       const float x = ld(c);
-      bad |= static_cast<unsigned>(!(x >= -kFloatMax)) | static_cast<unsigned>(!(x <= kFloatMax));
+      bad |= out_of_range(x, -kFloatMax);
       zmax = x > zmax ? x : zmax;
     }
     float s = 0.0f, t = 0.0f, u = 0.0f;
@@ -186,6 +182,7 @@ QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, const Load
       //   ||p - e_y1||^2 = (sum_{c != y1} w_c^2 + (sum_{c != y1} w_c)^2) / s^2.
       // For every other y, p_y <= 1/2 and the first form is accurate.
       float rest = 0.0f, rest2 = 0.0f;
+      QUARRY_SIMD(reduction(+ : rest, rest2))
       for (int c = 0; c < C; ++c) {
         const float w = logits ? fast_exp_nonpos(logit_offset(ld(c), st.zmax)) : ld(c);
         const float keep = c == st.i1 ? 0.0f : w;
@@ -196,6 +193,7 @@ QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, const Load
       if (a == Acquisition::badge_norm) return hnorm * g_top;
       const float s2 = st.u * inv_s * inv_s;
       float acc = st.w1 * inv_s * g_top;
+      QUARRY_SIMD(reduction(+ : acc))
       for (int y = 0; y < C; ++y) {
         const float w = logits ? fast_exp_nonpos(logit_offset(ld(y), st.zmax)) : ld(y);
         const float py = w * inv_s;
@@ -243,6 +241,7 @@ QUARRY_HD CommitteeCheck committee_score(Acquisition a, const LoadM& ld, int M, 
     sum_h += stats_entropy(st);
     if (!vote_based) {
       const float scale = 1.0f / (st.s * static_cast<float>(M));
+      QUARRY_SIMD()
       for (int c = 0; c < C; ++c) {
         const float w = logits ? fast_exp_nonpos(logit_offset(ld(m, c), st.zmax)) : ld(m, c);
         pbar[c] += w * scale;
@@ -267,16 +266,21 @@ QUARRY_HD CommitteeCheck committee_score(Acquisition a, const LoadM& ld, int M, 
       auto pb = [&](int c) { return pbar[c]; };
       const float h = stats_entropy(row_stats<kNeedEntropy>(pb, C, false));
       const float mi = h - sum_h * inv_m;
-      *out = mi > 0.0f ? mi : 0.0f;
+      *out = (M > 1 && mi > 0.0f) ? mi : 0.0f;  // one member: no disagreement, exactly
       return chk;
     }
     case Acquisition::kl_max: {
+      if (M == 1) {  // a member against itself: exactly 0, not rounding noise
+        *out = 0.0f;
+        return chk;
+      }
       for (int c = 0; c < C; ++c) pbar[c] = pbar[c] >= 1.17549435e-38f ? fast_log(pbar[c]) : 0.0f;
       float best = 0.0f;
       for (int m = 0; m < M; ++m) {
         auto row = [&](int c) { return ld(m, c); };
         const RowStats st = row_stats<kNeedEntropy>(row, C, logits);
         float cross = 0.0f;  // sum_c w_c log pbar_c
+        QUARRY_SIMD(reduction(+ : cross))
         for (int c = 0; c < C; ++c) {
           const float w = logits ? fast_exp_nonpos(logit_offset(ld(m, c), st.zmax)) : ld(m, c);
           cross += w * pbar[c];

@@ -1,0 +1,63 @@
+// quarry::score: validates the call (shapes, dtypes, embeddings) and runs it on the backend
+// the device spec resolves to.
+#include <algorithm>
+#include <limits>
+
+#include "cpu/cpu_backend.hpp"
+#include "quarry/acquisition.hpp"
+#include "quarry/error.hpp"
+
+namespace quarry {
+
+namespace {
+bool float_dtype(DType t) {
+  return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::f64;
+}
+}  // namespace
+
+std::int64_t pool_size(const ArrayView& input) {
+  return input.rank() == 3 ? input.shape[1] : input.rank() == 2 ? input.shape[0] : 0;
+}
+
+void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptions& o,
+           const ArrayView* emb) {
+  const char* name = acquisition_name(acq);
+  QUARRY_EXPECTS(input.rank() == 2 || input.rank() == 3, o.input_name, ": expected [N, C] ",
+                 "model outputs or an [M, N, C] committee, got shape ", shape_string(input.shape));
+  QUARRY_EXPECTS(float_dtype(input.dtype), o.input_name,
+                 ": expected float32, float16, bfloat16 or float64, got ", dtype_name(input.dtype));
+  const bool committee = input.rank() == 3;
+  QUARRY_EXPECTS(committee || !acquisition_needs_committee(acq), name,
+                 " needs a committee [M, N, C] (ensemble members or MC-dropout samples); ",
+                 o.input_name, " has shape ", shape_string(input.shape));
+  cpu::ScoreCall call{acq,      input.data, input.dtype, committee ? input.shape[0] : 0,
+                      pool_size(input), input.shape[input.rank() - 1], nullptr, o.logits, 0.0f,
+                      out,      &o.input_name, &o.embeddings_name};
+  QUARRY_EXPECTS(call.c >= 1 && call.c <= std::numeric_limits<int>::max(), o.input_name,
+                 ": the number of classes must be between 1 and 2^31-1, got ", call.c);
+  QUARRY_EXPECTS(!committee || (call.m >= 1 && call.m <= std::numeric_limits<int>::max()),
+                 o.input_name, ": a committee needs at least one member, got shape ",
+                 shape_string(input.shape));
+  if (acquisition_needs_embeddings(acq)) {
+    QUARRY_EXPECTS(emb != nullptr, name, " needs embeddings [N, D] (--embeddings)");
+    QUARRY_EXPECTS(emb->rank() == 2 && emb->shape[0] == call.n, o.embeddings_name,
+                   ": expected embeddings of shape [", call.n, ", D] to match ", o.input_name,
+                   ", got ", shape_string(emb->shape));
+    QUARRY_EXPECTS(float_dtype(emb->dtype), o.embeddings_name, ": expected float embeddings, got ",
+                   dtype_name(emb->dtype));
+    call.emb = emb;
+  }
+  const bool half = input.dtype == DType::f16 || input.dtype == DType::bf16;
+  call.tol = static_cast<float>(o.sum_tolerance >= 0 ? o.sum_tolerance : half ? 1e-2 : 1e-3);
+  resolve_device(o.device);  // the CPU is the only backend of this version: this refuses CUDA
+  cpu::score(call);
+}
+
+std::vector<float> score(const ArrayView& input, Acquisition acq, const ScoreOptions& o,
+                         const ArrayView* emb) {
+  std::vector<float> out(static_cast<std::size_t>(std::max<std::int64_t>(pool_size(input), 0)));
+  score(input, acq, out.data(), o, emb);
+  return out;
+}
+
+}  // namespace quarry
