@@ -7,9 +7,12 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 jobs="${JOBS:-$(nproc)}"
 "$root/scripts/deps.sh"
 
+# From scratch: fresh build folders every run (build/ of demo.sh is left alone).
+rm -rf "$root/build-test" "$root/build-asan"
+
 echo "== Release build and tests"
-BUILD_DIR="$root/build" "$root/scripts/build.sh"
-ctest --test-dir "$root/build" --output-on-failure -j "$jobs"
+BUILD_DIR="$root/build-test" "$root/scripts/build.sh"
+ctest --test-dir "$root/build-test" --output-on-failure -j "$jobs"
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
 BUILD_DIR="$root/build-asan" "$root/scripts/build.sh" -DCMAKE_BUILD_TYPE=Debug -DQUARRY_SANITIZE=ON \

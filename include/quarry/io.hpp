@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "quarry/array.hpp"
@@ -23,6 +25,11 @@ Array parse_npy(std::shared_ptr<const void> owner, const void* bytes, std::size_
 /// Writes an .npy file (format 1.0), atomically: a temporary file in the same directory is
 /// written, flushed and renamed over `path`.
 void write_npy(const std::string& path, const ArrayView& array);
+
+/// Writes the concatenation of `parts` to `path` atomically: "<path>.tmp.<pid>" in the same
+/// folder is written, fsync'd and renamed over `path`. On failure it is removed, `path` is
+/// untouched, and the Error names `path` and the reason. Every writer of quarry uses it.
+void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts);
 
 /// The member names of an .npz archive (without the ".npy" suffix).
 std::vector<std::string> npz_members(const std::string& path);

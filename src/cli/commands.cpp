@@ -178,7 +178,7 @@ void add_select(CLI::App& app) {
       QUARRY_EXPECTS(std::fwrite(text.data(), 1, text.size(), stdout) == text.size(),
                      "cannot write standard output");
     } else {
-      write_text_atomic(a->output, text);
+      write_file_atomic(a->output, {text});
     }
   });
 }
@@ -344,7 +344,7 @@ void add_demo(CLI::App& app) {
     t0 = Clock::now();
     const Selection sel = select_topk(s.data(), a->n, a->k);
     const double t_select = seconds_since(t0);
-    write_text_atomic(batch, selection_csv(sel));
+    write_file_atomic(batch, {selection_csv(sel)});
 
     const double gb = static_cast<double>(in.nbytes()) / 1e9;
     std::printf("quarry demo: synthetic pool of %lld samples x %lld classes (float32, %.2f GB)\n",

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace quarry::io {
 
@@ -23,5 +24,8 @@ MappedFile map_file(const std::string& path);
 /// At most `max` characters of `text` with non-printable bytes written as \xNN, and "..."
 /// when cut: file content safe to quote in an error message.
 std::string printable(std::string_view text, std::size_t max = 60);
+
+/// "a, b, c" ("none" for an empty list): names listed in error messages.
+std::string join_names(const std::vector<std::string>& names);
 
 }  // namespace quarry::io

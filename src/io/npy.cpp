@@ -250,28 +250,6 @@ std::string npy_header(const ArrayView& a, const std::string& path) {
   return header + dict;
 }
 
-// Writes header and data to "<path>.tmp.<pid>", flushes it to disk and renames it over `path`.
-void write_atomically(const std::string& path, const std::string& header, const void* data, std::size_t n) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) QUARRY_FAIL("cannot write ", path, ": ", std::strerror(errno));
-  bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
-            (n == 0 || std::fwrite(data, 1, n, f) == n) && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  int err = errno;
-  if (std::fclose(f) != 0 && ok) {
-    ok = false;
-    err = errno;
-  }
-  if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ok = false;
-    err = errno;
-  }
-  if (!ok) {
-    std::remove(tmp.c_str());
-    QUARRY_FAIL("cannot write ", path, ": ", std::strerror(err));
-  }
-}
-
 }  // namespace
 
 Array parse_npy(std::shared_ptr<const void> owner, const void* bytes, std::size_t size,
@@ -327,7 +305,7 @@ void write_npy(const std::string& path, const ArrayView& array) {
     QUARRY_FAIL("cannot write ", path, ": NPY has no bfloat16 dtype; convert to float32 first");
   const std::size_t nbytes = checked_nbytes(array.shape, array.dtype, path);
   QUARRY_EXPECTS(nbytes == 0 || array.data, "cannot write ", path, ": the array has no data");
-  write_atomically(path, npy_header(array, path), array.data, nbytes);
+  write_file_atomic(path, {npy_header(array, path), {static_cast<const char*>(array.data), nbytes}});
 }
 
 }  // namespace quarry

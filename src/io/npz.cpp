@@ -65,11 +65,6 @@ std::string strip_npy(const std::string& name) {
   return ends_with(name, ".npy") ? name.substr(0, name.size() - 4) : name;
 }
 
-std::string join(const std::vector<std::string>& names) {
-  std::string out;
-  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out.empty() ? "none" : out;
-}
 
 // Index of `member` ("x" or "x.npy"); throws listing the members when there is none.
 zip_uint64_t locate(zip_t* z, const std::string& path, const std::string& member) {
@@ -79,7 +74,7 @@ zip_uint64_t locate(zip_t* z, const std::string& path, const std::string& member
   if (index < 0) {
     std::vector<std::string> names = entry_names(z);
     std::transform(names.begin(), names.end(), names.begin(), strip_npy);
-    QUARRY_FAIL(path, ": no member '", member, "' (members: ", join(names), ")");
+    QUARRY_FAIL(path, ": no member '", member, "' (members: ", io::join_names(names), ")");
   }
   return static_cast<zip_uint64_t>(index);
 }

@@ -29,11 +29,6 @@ bool is_regular_file(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-std::string join(const std::vector<std::string>& names) {
-  std::string out;
-  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out;
-}
 
 }  // namespace
 
@@ -56,7 +51,7 @@ Array read_array(const std::string& spec) {
     case FileKind::idx_gz: return read_idx(spec);
     case FileKind::npz:
       QUARRY_FAIL(spec, ": an NPZ archive needs a member name, as ", spec,
-                  ":MEMBER (members: ", join(npz_members(spec)), ")");
+                  ":MEMBER (members: ", io::join_names(npz_members(spec)), ")");
     case FileKind::unknown: break;
   }
   if (file.size == 0) QUARRY_FAIL(spec, ": empty file");
