@@ -32,8 +32,7 @@ std::string build_info_string() {
     s += "  cuda: not built\n";
   }
   s += "  libtorch: " + (b.torch_version.empty() ? std::string("not built") : b.torch_version) + "\n";
-  std::string mpi = b.mpi_version.substr(0, b.mpi_version.find(','));
-  s += "  mpi: " + (b.mpi ? (mpi.empty() ? std::string("yes") : mpi) : std::string("not built")) + "\n";
+  s += "  mpi: " + (b.mpi ? b.mpi_version : std::string("not built")) + "\n";
   return s;
 }
 

@@ -99,12 +99,30 @@ struct Tile {
   std::vector<float> x, a, b;
   float s[kTileRows] = {}, t[kTileRows] = {}, w1[kTileRows] = {}, w2[kTileRows] = {};
   float zmax[kTileRows] = {};
+  int i1[kTileRows] = {};
   int err[kTileRows] = {};
   explicit Tile(std::int64_t c) : x(static_cast<std::size_t>(kTileRows * c)), a(x.size()), b(x.size()) {}
 };
 
+// out[r] = sum_c v[r C + c] for nr rows, a column at a time: the loop over rows vectorises.
+void row_sums(const float* v, int nr, int C, float* out) {
+  for (int r = 0; r < nr; ++r) out[r] = 0.0f;
+  for (int c = 0; c < C; ++c) {
+    QUARRY_SIMD()
+    for (int r = 0; r < nr; ++r) out[r] += v[r * C + c];
+  }
+}
+
+float entropy_of(float s, float t) {
+  RowStats st;
+  st.s = s;
+  st.t = t;
+  return detail::stats_entropy(st);
+}
+
+// The stats of a tile of nr rows (see Tile); returns the rows' weights (p, or exp(z - max z)).
 template <unsigned Need, DType D>
-void tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Tile& tile) {
+const float* tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Tile& tile) {
   const int m = nr * C;
   float* a = tile.a.data();
   float* b = tile.b.data();
@@ -146,14 +164,22 @@ void tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Til
     QUARRY_SIMD()
     for (int i = 0; i < m; ++i) b[i] = detail::xlogx(xs[i]);
   }
-  // Row sums, a column at a time: the loop over rows vectorises (strided loads).
   const float* w = logits ? a : xs;  // the weights
-  for (int r = 0; r < nr; ++r) tile.s[r] = tile.t[r] = 0.0f;
-  for (int c = 0; c < C; ++c) {
-    QUARRY_SIMD()
+  row_sums(w, nr, C, tile.s);
+  if (Need & detail::kNeedEntropy) row_sums(b, nr, C, tile.t);
+  if (Need & detail::kNeedArgmax) {  // the first largest value's class, a column at a time
     for (int r = 0; r < nr; ++r) {
-      tile.s[r] += w[r * C + c];
-      if (Need & detail::kNeedEntropy) tile.t[r] += b[r * C + c];
+      tile.w1[r] = -detail::kFloatMax;
+      tile.i1[r] = 0;
+    }
+    for (int c = 0; c < C; ++c) {
+      QUARRY_SIMD()
+      for (int r = 0; r < nr; ++r) {
+        const float v = xs[r * C + c];
+        const bool more = v > tile.w1[r];  // strict: ties keep the lower class
+        tile.i1[r] = more ? c : tile.i1[r];
+        tile.w1[r] = more ? v : tile.w1[r];
+      }
     }
   }
   if (Need & detail::kNeedTop2) {  // the two largest values, also a column at a time
@@ -184,6 +210,7 @@ void tile_stats(const typename Elem<D>::T* rows, int nr, int C, bool logits, Til
       for (int c = 0; c < C; ++c)
         if (detail::out_of_range(Elem<D>::get(rows, r * C + c), lo)) tile.err[r] = detail::kRowNonFinite;
   }
+  return w;
 }
 
 template <Acquisition A, DType D>
@@ -287,9 +314,123 @@ void score_committee(const Job& job, RowFault& fault) {
   });
 }
 
+// Committee scores for C < kSmallC, a tile of samples at a time. Member m's rows of a tile are
+// contiguous ((m N + r0) C), so each member is one single-model tile pass (tile_stats), and the
+// committee's quantities accumulate per sample: the mean pbar (or the votes) and the sum of the
+// members' entropies. kl-max reads the members a second time, against log pbar.
+template <DType D>
+void score_committee_small_c(const Job& job, RowFault& fault) {
+  using E = Elem<D>;
+  const auto* base = static_cast<const typename E::T*>(job.input);
+  const int C = static_cast<int>(job.c), M = static_cast<int>(job.m);
+  const float fm = static_cast<float>(M);
+  const Acquisition acq = job.acq;
+  const bool vote_based = acq == Acquisition::vote_entropy || acq == Acquisition::variation_ratio;
+  const std::int64_t tiles = (job.n + kTileRows - 1) / kTileRows;
+  parallel_blocks(tiles, job.work() > kParallelWork, [&](std::int64_t first, std::int64_t last) {
+    RowFault local;
+    Tile tile(job.c);
+    std::vector<float> acc(static_cast<std::size_t>(kTileRows * C)), tmp(acc.size());
+    float hsum[kTileRows], best[kTileRows], sums[kTileRows], terms[kTileRows];
+    int bad_code[kTileRows], bad_member[kTileRows];
+    float bad_sum[kTileRows];
+    auto member_rows = [&](int m, std::int64_t r0) { return base + (m * job.n + r0) * job.c; };
+    for (std::int64_t ti = first; ti < last; ++ti) {
+      const std::int64_t r0 = ti * kTileRows;
+      const int nr = static_cast<int>(std::min<std::int64_t>(kTileRows, job.n - r0));
+      const int nv = nr * C;
+      std::fill(acc.begin(), acc.begin() + nv, 0.0f);
+      for (int r = 0; r < nr; ++r) hsum[r] = 0.0f, bad_code[r] = detail::kRowOk;
+      for (int m = 0; m < M; ++m) {
+        const float* w = vote_based
+            ? tile_stats<detail::kNeedArgmax, D>(member_rows(m, r0), nr, C, job.logits, tile)
+            : tile_stats<detail::kNeedEntropy, D>(member_rows(m, r0), nr, C, job.logits, tile);
+        for (int r = 0; r < nr; ++r) {
+          RowStats st;
+          st.s = tile.s[r];
+          st.valid = tile.err[r] == detail::kRowOk;
+          const int e = detail::check_row(st, job.logits, job.tol);
+          if (e != detail::kRowOk && bad_code[r] == detail::kRowOk) {
+            bad_code[r] = e;
+            bad_member[r] = m;
+            bad_sum[r] = st.s;
+          }
+        }
+        if (vote_based) {
+          for (int r = 0; r < nr; ++r) acc[r * C + tile.i1[r]] += 1.0f;
+          continue;
+        }
+        for (int r = 0; r < nr; ++r) {
+          hsum[r] += entropy_of(tile.s[r], tile.t[r]);
+          const float scale = 1.0f / (tile.s[r] * fm);
+          for (int c = 0; c < C; ++c) acc[r * C + c] += w[r * C + c] * scale;
+        }
+      }
+      float* out = job.out + r0;
+      switch (acq) {
+        case Acquisition::vote_entropy: {
+          QUARRY_SIMD()
+          for (int i = 0; i < nv; ++i) tmp[i] = detail::xlogx(acc[i] / fm);
+          row_sums(tmp.data(), nr, C, terms);
+          for (int r = 0; r < nr; ++r) out[r] = terms[r] < 0.0f ? -terms[r] : 0.0f;
+          break;
+        }
+        case Acquisition::variation_ratio:
+          for (int r = 0; r < nr; ++r) {
+            float most = 0.0f;
+            for (int c = 0; c < C; ++c) most = std::max(most, acc[r * C + c]);
+            out[r] = (fm - most) / fm;  // exact: 0 when all agree
+          }
+          break;
+        case Acquisition::consensus_entropy:
+        case Acquisition::bald: {
+          QUARRY_SIMD()
+          for (int i = 0; i < nv; ++i) tmp[i] = detail::xlogx(acc[i]);
+          row_sums(acc.data(), nr, C, sums);
+          row_sums(tmp.data(), nr, C, terms);
+          for (int r = 0; r < nr; ++r) {
+            const float h = entropy_of(sums[r], terms[r]);
+            const float mi = h - hsum[r] / fm;
+            out[r] = acq == Acquisition::consensus_entropy ? h : (M > 1 && mi > 0.0f) ? mi : 0.0f;
+          }
+          break;
+        }
+        default: {  // kl-max: max_m KL(p_m || pbar) = max_m (-H(p_m) - sum_c p_mc log pbar_c)
+          QUARRY_SIMD()
+          for (int i = 0; i < nv; ++i) acc[i] = acc[i] >= 1.17549435e-38f ? detail::fast_log(acc[i]) : 0.0f;
+          for (int r = 0; r < nr; ++r) best[r] = 0.0f;
+          for (int m = 0; M > 1 && m < M; ++m) {
+            const float* w = tile_stats<detail::kNeedEntropy, D>(member_rows(m, r0), nr, C, job.logits, tile);
+            QUARRY_SIMD()
+            for (int i = 0; i < nv; ++i) tmp[i] = w[i] * acc[i];
+            row_sums(tmp.data(), nr, C, terms);
+            for (int r = 0; r < nr; ++r) {
+              const float kl = -entropy_of(tile.s[r], tile.t[r]) - terms[r] / tile.s[r];
+              best[r] = kl > best[r] ? kl : best[r];
+            }
+          }
+          for (int r = 0; r < nr; ++r) out[r] = best[r];
+          break;
+        }
+      }
+      for (int r = 0; r < nr; ++r) {
+        if (bad_code[r] != detail::kRowOk) {
+          local.take(r0 + r, bad_member[r], bad_code[r], bad_sum[r], false);
+          out[r] = std::numeric_limits<float>::quiet_NaN();
+        }
+      }
+    }
+#pragma omp critical(quarry_score_fault)
+    fault.take(local.row, local.member, local.code, local.sum, local.embedding);
+  });
+}
+
 template <DType D>
 void score_typed(const Job& job, RowFault& fault) {
-  if (job.m > 0) return score_committee<D>(job, fault);
+  if (job.m > 0) {
+    if (job.c < kSmallC && acquisition_needs_committee(job.acq)) return score_committee_small_c<D>(job, fault);
+    return score_committee<D>(job, fault);
+  }
   if (job.c < kSmallC) {
     switch (job.acq) {
       case Acquisition::least_confidence: return score_small_c<Acquisition::least_confidence, D>(job, fault);
