@@ -382,6 +382,7 @@ std::string npz_sample(const std::string& path) {
 }
 
 TEST(Npz, StoredAndDeflatedMembers) {
+  if (!QUARRY_HAVE_NPZ) GTEST_SKIP() << "built with QUARRY_NPZ=OFF: no NPZ reader";
   const std::string path = tmp("s.npz");
   npz_sample(path);
   EXPECT_EQ(quarry::detect_file_kind(path), quarry::FileKind::npz);
@@ -578,6 +579,7 @@ TEST(Corrupt, Npy) {
 }
 
 TEST(Corrupt, Npz) {
+  if (!QUARRY_HAVE_NPZ) GTEST_SKIP() << "built with QUARRY_NPZ=OFF: no NPZ reader";
   const std::string good = npy(dict("<f4", "(2,)"), raw(std::vector<float>{1, 2}));
   const std::string sample = zip({{"a.npy", good, false}, {"b.npy", good, true}});
   const std::vector<Bad> corpus = {
@@ -720,6 +722,7 @@ TEST(Sweep, Npy) {
 }
 
 TEST(Sweep, Npz) {
+  if (!QUARRY_HAVE_NPZ) GTEST_SKIP() << "built with QUARRY_NPZ=OFF: no NPZ reader";
   const std::string good = npz_sample(tmp("sample.npz"));
   sweep(
       "s.npz", good,
@@ -786,6 +789,7 @@ TEST(RealData, Mnist) {
 }
 
 TEST(RealData, PneumoniaMnist) {
+  if (!QUARRY_HAVE_NPZ) GTEST_SKIP() << "built with QUARRY_NPZ=OFF: no NPZ reader";
   const std::string path = kData + "/pneumoniamnist/pneumoniamnist.npz";
   if (!fs::exists(path)) GTEST_SKIP() << "PneumoniaMNIST under " << kData << " is absent";
   const std::vector<std::string> members = quarry::npz_members(path);
