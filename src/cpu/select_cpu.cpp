@@ -214,12 +214,15 @@ std::vector<std::int64_t> topk(const float* scores, std::int64_t n, std::int64_t
 void gumbel_keys(const float* scores, std::int64_t n, float beta, std::uint64_t seed, float* keys) {
   std::int64_t bad = kNone;
   parallel_blocks(n, n > 65536, [&](std::int64_t b, std::int64_t e) {
-    std::int64_t first = kNone;
+    unsigned any_bad = 0;
+    QUARRY_SIMD(reduction(| : any_bad))
     for (std::int64_t i = b; i < e; ++i) {
-      const float s = scores[i];
-      if (detail::out_of_range(s, 0.0f)) first = std::min(first, i);
-      keys[i] = detail::gumbel_key(s, beta, seed, static_cast<std::uint64_t>(i));
+      any_bad |= detail::out_of_range(scores[i], 0.0f);
+      keys[i] = detail::gumbel_key(scores[i], beta, seed, static_cast<std::uint64_t>(i));
     }
+    std::int64_t first = kNone;
+    for (std::int64_t i = b; any_bad && i < e; ++i)  // rare: find the first bad score
+      if (detail::out_of_range(scores[i], 0.0f)) first = std::min(first, i);
 #pragma omp critical(quarry_gumbel)
     bad = std::min(bad, first);
   });

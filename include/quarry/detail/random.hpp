@@ -50,8 +50,9 @@ QUARRY_HD float uniform_open01(std::uint64_t seed, std::uint64_t index) {
 QUARRY_HD float gumbel_key(float s, float beta, std::uint64_t seed, std::uint64_t index) {
   const float u = uniform_open01(seed, index);
   const float g = -fast_log(-fast_log(u));
-  if (!(s >= 1.17549435e-38f)) return -HUGE_VALF;  // -inf
-  return beta * fast_log(s) + g;
+  const bool positive = s >= 1.17549435e-38f;
+  const float key = beta * fast_log(positive ? s : 1.0f) + g;  // branch-free: vectorises
+  return positive ? key : -HUGE_VALF;
 }
 
 }  // namespace quarry::detail

@@ -1,6 +1,8 @@
 // Per-row acquisition math, shared by the CPU backend (src/cpu) and the CUDA kernels (kernels/).
 // One row of C values is read through a loader `ld(c) -> float` (committee rows through
 // `ld(m, c)`), so the same code serves float32/float16/bfloat16 inputs on either backend.
+// Loaders are small (a pointer) and passed by value: through a reference, GCC cannot prove the
+// row pointer constant inside a loop and vectorises the loads as gathers (6x slower at C=1000).
 // The definitions are DESIGN.md's acquisition contract; accumulation is in float.
 #pragma once
 
@@ -41,7 +43,7 @@ QUARRY_HD float logit_offset(float z, float zmax) {
 /// The two largest values of a row (w1 >= w2; equal values count twice), as passes that each
 /// vectorise: the maximum, then how often it occurs and the largest value below it.
 template <class Load>
-QUARRY_HD void top2(const Load& ld, int C, RowStats* st) {
+QUARRY_HD void top2(Load ld, int C, RowStats* st) {
   float a = -kFloatMax;
   QUARRY_SIMD(reduction(max : a))
   for (int c = 0; c < C; ++c) a = ld(c) > a ? ld(c) : a;
@@ -59,7 +61,7 @@ QUARRY_HD void top2(const Load& ld, int C, RowStats* st) {
 
 /// top2 and the argmax (the lowest index among equal maxima).
 template <class Load>
-QUARRY_HD void top2_argmax(const Load& ld, int C, RowStats* st) {
+QUARRY_HD void top2_argmax(Load ld, int C, RowStats* st) {
   top2(ld, C, st);
   const float a = st->w1;
   int first = C;
@@ -69,7 +71,7 @@ QUARRY_HD void top2_argmax(const Load& ld, int C, RowStats* st) {
 }
 
 template <unsigned Need, class Load>
-QUARRY_HD RowStats row_stats(const Load& ld, int C, bool logits) {
+QUARRY_HD RowStats row_stats(Load ld, int C, bool logits) {
   RowStats st;
   unsigned bad = 0;
   if (!logits) {
@@ -160,7 +162,7 @@ constexpr unsigned single_model_need(Acquisition a) {
 /// The final score of a single-model acquisition from the row's stats. `ld` is read again only
 /// by egl (the sum over labels). `hnorm` is ||h|| of the sample's embedding (egl, badge-norm).
 template <class Load>
-QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, const Load& ld, int C,
+QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, Load ld, int C,
                                    bool logits, float hnorm) {
   const float inv_s = 1.0f / st.s;
   // Formed from the weights directly: a sum of non-negative floats is >= each term, so
@@ -217,7 +219,7 @@ struct CommitteeCheck {
 /// `pbar` and `votes` are caller-provided scratch of C floats each. Single-model acquisitions
 /// are computed on the committee mean pbar.
 template <class LoadM>
-QUARRY_HD CommitteeCheck committee_score(Acquisition a, const LoadM& ld, int M, int C,
+QUARRY_HD CommitteeCheck committee_score(Acquisition a, LoadM ld, int M, int C,
                                          bool logits, float tol, float hnorm, float* pbar,
                                          float* votes, float* out) {
   CommitteeCheck chk;
