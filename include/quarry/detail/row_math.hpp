@@ -183,24 +183,42 @@ QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, Load ld, i
       // the argmax y1 it is formed from the other classes instead:
       //   ||p - e_y1||^2 = (sum_{c != y1} w_c^2 + (sum_{c != y1} w_c)^2) / s^2.
       // For every other y, p_y <= 1/2 and the first form is accurate.
+      // The weight of class c, with the logits test outside the loops so that they vectorise.
+      const float zmax = st.zmax;
+      auto weight = [ld, zmax](int c, bool from_logits) {
+        return from_logits ? fast_exp_nonpos(logit_offset(ld(c), zmax)) : ld(c);
+      };
       float rest = 0.0f, rest2 = 0.0f;
-      QUARRY_SIMD(reduction(+ : rest, rest2))
-      for (int c = 0; c < C; ++c) {
-        const float w = logits ? fast_exp_nonpos(logit_offset(ld(c), st.zmax)) : ld(c);
-        const float keep = c == st.i1 ? 0.0f : w;
-        rest += keep;
-        rest2 += keep * keep;
+      if (logits) {
+        QUARRY_SIMD(reduction(+ : rest, rest2))
+        for (int c = 0; c < C; ++c) {
+          const float keep = c == st.i1 ? 0.0f : weight(c, true);
+          rest += keep;
+          rest2 += keep * keep;
+        }
+      } else {
+        QUARRY_SIMD(reduction(+ : rest, rest2))
+        for (int c = 0; c < C; ++c) {
+          const float keep = c == st.i1 ? 0.0f : weight(c, false);
+          rest += keep;
+          rest2 += keep * keep;
+        }
       }
       const float g_top = std::sqrt(rest2 + rest * rest) * inv_s;
       if (a == Acquisition::badge_norm) return hnorm * g_top;
       const float s2 = st.u * inv_s * inv_s;
       float acc = st.w1 * inv_s * g_top;
-      QUARRY_SIMD(reduction(+ : acc))
-      for (int y = 0; y < C; ++y) {
-        const float w = logits ? fast_exp_nonpos(logit_offset(ld(y), st.zmax)) : ld(y);
+      auto term = [&](int y, float w) {  // p_y ||p - e_y|| for y != y1
         const float py = w * inv_s;
         const float g2 = s2 - 2.0f * py + 1.0f;
-        acc += y == st.i1 ? 0.0f : py * std::sqrt(g2 > 0.0f ? g2 : 0.0f);
+        return y == st.i1 ? 0.0f : py * std::sqrt(g2 > 0.0f ? g2 : 0.0f);
+      };
+      if (logits) {
+        QUARRY_SIMD(reduction(+ : acc))
+        for (int y = 0; y < C; ++y) acc += term(y, weight(y, true));
+      } else {
+        QUARRY_SIMD(reduction(+ : acc))
+        for (int y = 0; y < C; ++y) acc += term(y, weight(y, false));
       }
       return hnorm * acc;
     }
