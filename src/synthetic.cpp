@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/parallel.hpp"
 #include "quarry/detail/random.hpp"
 #include "quarry/error.hpp"
 
@@ -54,9 +55,9 @@ Sample sample_of(const SyntheticSpec& s, std::int64_t n) {
   return {label, rival, 0.3, 0.0, 1.0};
 }
 
-void write_row(const std::vector<double>& z, bool logits, DType dt, void* base, std::int64_t off) {
-  const std::size_t c = z.size();
-  std::vector<double> v(z);
+// Writes one row of logits z (turned into probabilities in place unless `logits`).
+void write_row(std::vector<double>& v, bool logits, DType dt, void* base, std::int64_t off) {
+  const std::size_t c = v.size();
   if (!logits) {
     double mx = v[0];
     for (double x : v) mx = std::max(mx, x);
@@ -83,23 +84,24 @@ Array synthetic_outputs(const SyntheticSpec& s) {
                                             : std::vector<std::int64_t>{s.n, s.c};
   Array out = Array::allocate(s.dtype, shape, "synthetic");
   void* base = out.mutable_data();
-#pragma omp parallel for schedule(static)
-  for (std::int64_t n = 0; n < s.n; ++n) {
-    const Sample smp = sample_of(s, n);
-    std::vector<double> mean(s.c), z(s.c);
-    for (std::int64_t c = 0; c < s.c; ++c) {
-      mean[c] = 0.7 * normal(s.seed, static_cast<std::uint64_t>(n * s.c + c) * 2);
-      if (c == smp.label) mean[c] += smp.sharp;
-      if (c == smp.rival) mean[c] += smp.rival_up;
-    }
-    for (std::int64_t m = 0; m < members; ++m) {
+  parallel_blocks(s.n, s.n * s.c * members > (1 << 15), [&](std::int64_t first, std::int64_t last) {
+    std::vector<double> mean(static_cast<std::size_t>(s.c)), z(mean.size());  // per thread
+    for (std::int64_t n = first; n < last; ++n) {
+      const Sample smp = sample_of(s, n);
       for (std::int64_t c = 0; c < s.c; ++c) {
-        const std::uint64_t ctr = static_cast<std::uint64_t>(((m + 1) * s.n + n) * s.c + c) * 2 + 1;
-        z[c] = mean[c] + (s.m > 0 ? smp.spread * normal(s.seed, ctr) : 0.0);
+        mean[c] = 0.7 * normal(s.seed, static_cast<std::uint64_t>(n * s.c + c) * 2);
+        if (c == smp.label) mean[c] += smp.sharp;
+        if (c == smp.rival) mean[c] += smp.rival_up;
       }
-      write_row(z, s.logits, s.dtype, base, (m * s.n + n) * s.c);
+      for (std::int64_t m = 0; m < members; ++m) {
+        for (std::int64_t c = 0; c < s.c; ++c) {
+          const std::uint64_t ctr = static_cast<std::uint64_t>(((m + 1) * s.n + n) * s.c + c) * 2 + 1;
+          z[c] = mean[c] + (s.m > 0 ? smp.spread * normal(s.seed, ctr) : 0.0);
+        }
+        write_row(z, s.logits, s.dtype, base, (m * s.n + n) * s.c);
+      }
     }
-  }
+  });
   return out;
 }
 
@@ -107,16 +109,17 @@ Array synthetic_embeddings(const SyntheticSpec& s) {
   QUARRY_EXPECTS(s.n >= 0 && s.d >= 1, "synthetic embeddings: need n >= 0, d >= 1");
   Array out = Array::allocate(DType::f32, {s.n, s.d}, "synthetic embeddings");
   float* h = static_cast<float*>(out.mutable_data());
-#pragma omp parallel for schedule(static)
-  for (std::int64_t n = 0; n < s.n; ++n) {
-    const Sample smp = sample_of(s, n);
-    for (std::int64_t j = 0; j < s.d; ++j) {
-      // A class centroid (shared by all samples of the class) plus per-sample noise.
-      const double centroid = normal(s.seed + 17, static_cast<std::uint64_t>(smp.label * s.d + j));
-      const double noise = normal(s.seed + 29, static_cast<std::uint64_t>(n * s.d + j));
-      h[n * s.d + j] = static_cast<float>(centroid + 0.5 * noise);
+  parallel_blocks(s.n, s.n * s.d > (1 << 15), [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t n = first; n < last; ++n) {
+      const Sample smp = sample_of(s, n);
+      for (std::int64_t j = 0; j < s.d; ++j) {
+        // A class centroid (shared by all samples of the class) plus per-sample noise.
+        const double centroid = normal(s.seed + 17, static_cast<std::uint64_t>(smp.label * s.d + j));
+        const double noise = normal(s.seed + 29, static_cast<std::uint64_t>(n * s.d + j));
+        h[n * s.d + j] = static_cast<float>(centroid + 0.5 * noise);
+      }
     }
-  }
+  });
   return out;
 }
 

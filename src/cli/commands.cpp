@@ -105,21 +105,42 @@ void add_score(CLI::App& app) {
 }
 
 // ------------------------------------------------------------------ select
-std::vector<float> load_scores(const std::string& path) {
-  const Array a = read_array(path);
+// Scores to select from: float32 scores are used where they lie (the memory-mapped file, or
+// the vector scoring produced); other dtypes are converted once.
+struct Scores {
+  Array file;
+  std::vector<float> owned;
+  const float* data = nullptr;
+  std::int64_t n = 0;
+};
+
+Scores load_scores(const std::string& path) {
+  Scores sc;
+  sc.file = read_array(path);
+  const Array& a = sc.file;
   QUARRY_EXPECTS(a.rank() == 1 || (a.rank() == 2 && a.shape()[1] == 1), path,
                  ": expected scores of shape [N], got ", shape_string(a.shape()));
   QUARRY_EXPECTS(a.dtype() == DType::f32 || a.dtype() == DType::f64 || a.dtype() == DType::f16,
                  path, ": expected float scores, got ", dtype_name(a.dtype()));
-  std::vector<float> s(static_cast<std::size_t>(a.shape()[0]));
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    switch (a.dtype()) {
-      case DType::f32: s[i] = a.as<float>()[i]; break;
-      case DType::f64: s[i] = static_cast<float>(a.as<double>()[i]); break;
-      default: s[i] = detail::half_to_float(a.as<std::uint16_t>()[i]); break;
-    }
+  sc.n = a.shape()[0];
+  if (a.dtype() == DType::f32) {
+    sc.data = a.as<float>();
+    return sc;
   }
-  return s;
+  sc.owned.resize(static_cast<std::size_t>(sc.n));
+  for (std::size_t i = 0; i < sc.owned.size(); ++i)
+    sc.owned[i] = a.dtype() == DType::f64 ? static_cast<float>(a.as<double>()[i])
+                                          : detail::half_to_float(a.as<std::uint16_t>()[i]);
+  sc.data = sc.owned.data();
+  return sc;
+}
+
+Scores own_scores(std::vector<float> v) {
+  Scores sc;
+  sc.owned = std::move(v);
+  sc.data = sc.owned.data();
+  sc.n = static_cast<std::int64_t>(sc.owned.size());
+  return sc;
 }
 
 void add_select(CLI::App& app) {
@@ -154,15 +175,15 @@ void add_select(CLI::App& app) {
     if (a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
       throw CLI::ValidationError("select needs --scores FILE, or --input FILE with --acquisition");
     set_threads(a->threads);
-    const std::vector<float> s = a->scores.empty() ? a->score.run(a->verbose) : load_scores(a->scores);
+    const Scores s = a->scores.empty() ? own_scores(a->score.run(a->verbose)) : load_scores(a->scores);
     const std::vector<std::int64_t> excl =
         a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
     const auto t0 = Clock::now();
-    const std::int64_t n = static_cast<std::int64_t>(s.size());
+    const std::int64_t n = s.n;
     Selection sel;
     try {
-      sel = a->strategy == "power" ? select_power(s.data(), n, a->k, a->beta, a->seed, excl)
-                                   : select_topk(s.data(), n, a->k, excl);
+      sel = a->strategy == "power" ? select_power(s.data, n, a->k, a->beta, a->seed, excl)
+                                   : select_topk(s.data, n, a->k, excl);
     } catch (const Error& e) {  // name the files the selection came from
       const std::string from = a->scores.empty() ? a->score.input : a->scores;
       QUARRY_FAIL(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", e.what());

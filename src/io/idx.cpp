@@ -181,10 +181,11 @@ Array read_gzip(const io::MappedFile& file, const std::string& path) {
 
 }  // namespace
 
-Array read_idx(const std::string& path) {
-  const io::MappedFile file = io::map_file(path);
+Array io::parse_idx(const MappedFile& file, const std::string& path) {
   const bool gzip = file.size >= 2 && file.data[0] == 0x1f && file.data[1] == 0x8b;
   return gzip ? read_gzip(file, path) : read_raw(file, path);
 }
+
+Array read_idx(const std::string& path) { return io::parse_idx(io::map_file(path), path); }
 
 }  // namespace quarry

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "quarry/array.hpp"
+
 namespace quarry::io {
 
 /// A whole file mapped read-only. `owner` unmaps it when the last reference goes away.
@@ -24,6 +26,9 @@ MappedFile map_file(const std::string& path);
 /// At most `max` characters of `text` with non-printable bytes written as \xNN, and "..."
 /// when cut: file content safe to quote in an error message.
 std::string printable(std::string_view text, std::size_t max = 60);
+
+/// Reads an IDX file (raw or gzip) that is already mapped; `path` names it in errors.
+Array parse_idx(const MappedFile& file, const std::string& path);
 
 /// "a, b, c" ("none" for an empty list): names listed in error messages.
 std::string join_names(const std::vector<std::string>& names);

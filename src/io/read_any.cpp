@@ -44,11 +44,11 @@ Array read_array(const std::string& spec) {
     if (archive.size() > 4 && archive.compare(archive.size() - 4, 4, ".npz") == 0 && is_regular_file(archive))
       return read_npz_member(archive, spec.substr(colon + 1));
   }
-  const io::MappedFile file = io::map_file(spec);
+  const io::MappedFile file = io::map_file(spec);  // mapped once: detected, then parsed
   switch (kind_of(file)) {
-    case FileKind::npy: return read_npy(spec);
+    case FileKind::npy: return parse_npy(file.owner, file.data, file.size, spec);
     case FileKind::idx:
-    case FileKind::idx_gz: return read_idx(spec);
+    case FileKind::idx_gz: return io::parse_idx(file, spec);
     case FileKind::npz:
       QUARRY_FAIL(spec, ": an NPZ archive needs a member name, as ", spec,
                   ":MEMBER (members: ", io::join_names(npz_members(spec)), ")");
