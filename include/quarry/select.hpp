@@ -4,6 +4,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "quarry/acquisition.hpp"
+#include "quarry/device.hpp"
+
 namespace quarry {
 
 struct Selection {
@@ -16,8 +19,11 @@ struct Selection {
 /// ties broken by the lower index. O(N) expected time (radix select, no sort of the pool).
 /// NaN scores are an Error naming the index; k larger than the number of selectable samples
 /// is an Error saying how many there are; an excluded index outside [0, n) is an Error.
+/// `device`: where the selection runs (the scores are host memory; on CUDA they are copied to
+/// the device once). The selection is identical on every device.
 Selection select_topk(const float* scores, std::int64_t n, std::int64_t k,
-                      const std::vector<std::int64_t>& exclude = {});
+                      const std::vector<std::int64_t>& exclude = {},
+                      const DeviceSpec& device = {DeviceKind::cpu, 0});
 
 /// Power sampling (Kirsch et al. 2023): k samples without replacement with probability
 /// proportional to score^beta, by the Gumbel-top-k trick with a counter-based (Philox)
@@ -25,6 +31,23 @@ Selection select_topk(const float* scores, std::int64_t n, std::int64_t k,
 /// score 0 have probability 0 and are taken last, in index order, only when k exceeds the
 /// number of positive scores. The returned `score` holds the original scores.
 Selection select_power(const float* scores, std::int64_t n, std::int64_t k, double beta,
-                       std::uint64_t seed, const std::vector<std::int64_t>& exclude = {});
+                       std::uint64_t seed, const std::vector<std::int64_t>& exclude = {},
+                       const DeviceSpec& device = {DeviceKind::cpu, 0});
+
+/// How score_and_select chooses among the scores.
+struct SelectOptions {
+  std::int64_t k = 0;
+  bool power = false;  // false: exact top-k; true: power sampling with beta and seed
+  double beta = 1.0;
+  std::uint64_t seed = 0;
+  std::vector<std::int64_t> exclude;
+};
+
+/// Scores the pool (as quarry::score, on score_options.device) and selects from the scores in
+/// one call; on CUDA the scores never leave the device. Same result as score() followed by
+/// select_topk()/select_power() on the same device.
+Selection score_and_select(const ArrayView& input, Acquisition acquisition,
+                           const ScoreOptions& score_options, const SelectOptions& select,
+                           const ArrayView* embeddings = nullptr);
 
 }  // namespace quarry

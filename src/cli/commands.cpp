@@ -61,27 +61,39 @@ struct ScoreArgs {
                     "Allowed |row sum - 1| of probabilities (negative: 1e-3, or 1e-2 for float16)");
   }
 
-  // Scores the pool; `source` gets a description for messages.
+  // The validated inputs of a scoring call.
+  struct ScoreInput {  // what load() read and parsed
+    Acquisition acquisition = Acquisition::entropy;
+    ScoreOptions options;
+    Array input, embeddings;
+  };
+  ScoreInput load() const {
+    ScoreInput in;
+    in.acquisition = parse_acquisition(acquisition);
+    in.options.logits = logits;
+    in.options.sum_tolerance = tolerance;
+    in.options.device = parse_device(device);
+    in.options.input_name = input;
+    in.options.embeddings_name = embeddings;
+    in.input = read_array(input);
+    if (!embeddings.empty()) in.embeddings = read_array(embeddings);
+    QUARRY_EXPECTS(embeddings.empty() || acquisition_needs_embeddings(in.acquisition),
+                   "--embeddings is only used by egl and badge-norm, not by ", acquisition);
+    return in;
+  }
+
+  // Scores the pool.
   std::vector<float> run(bool verbose) const {
-    const Acquisition acq = parse_acquisition(acquisition);
-    ScoreOptions o;
-    o.logits = logits;
-    o.sum_tolerance = tolerance;
-    o.device = parse_device(device);
-    o.input_name = input;
-    o.embeddings_name = embeddings;
-    auto t0 = Clock::now();
-    const Array in = read_array(input);
-    Array emb;
-    if (!embeddings.empty()) emb = read_array(embeddings);
-    QUARRY_EXPECTS(embeddings.empty() || acquisition_needs_embeddings(acq), "--embeddings is only used by "
-                   "egl and badge-norm, not by ", acquisition);
-    const ArrayView ev = emb.view();
-    std::vector<float> s = score(in.view(), acq, o, embeddings.empty() ? nullptr : &ev);
+    const auto t0 = Clock::now();
+    const ScoreInput in = load();
+    const ArrayView ev = in.embeddings.view();
+    std::vector<float> s = score(in.input.view(), in.acquisition, in.options,
+                                 in.embeddings.data() ? &ev : nullptr);
     if (verbose)
-      std::fprintf(stderr, "scored %zu samples (%s, %s %s) by %s in %.3f s\n", s.size(),
-                   shape_string(in.shape()).c_str(), dtype_name(in.dtype()),
-                   logits ? "logits" : "probabilities", acquisition.c_str(), seconds_since(t0));
+      std::fprintf(stderr, "scored %zu samples (%s, %s %s) by %s on %s in %.3f s\n", s.size(),
+                   shape_string(in.input.shape()).c_str(), dtype_name(in.input.dtype()),
+                   logits ? "logits" : "probabilities", acquisition.c_str(),
+                   device_string(resolve_device(in.options.device)).c_str(), seconds_since(t0));
     return s;
   }
 };
@@ -135,13 +147,6 @@ Scores load_scores(const std::string& path) {
   return sc;
 }
 
-Scores own_scores(std::vector<float> v) {
-  Scores sc;
-  sc.owned = std::move(v);
-  sc.data = sc.owned.data();
-  sc.n = static_cast<std::int64_t>(sc.owned.size());
-  return sc;
-}
 
 void add_select(CLI::App& app) {
   auto* cmd = app.add_subcommand(
@@ -175,18 +180,41 @@ void add_select(CLI::App& app) {
     if (a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
       throw CLI::ValidationError("select needs --scores FILE, or --input FILE with --acquisition");
     set_threads(a->threads);
-    const Scores s = a->scores.empty() ? own_scores(a->score.run(a->verbose)) : load_scores(a->scores);
     const std::vector<std::int64_t> excl =
         a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
+    const bool power = a->strategy == "power";
     const auto t0 = Clock::now();
-    const std::int64_t n = s.n;
+    const bool from_scores = !a->scores.empty();
+    Scores s;
+    ScoreArgs::ScoreInput in;
+    if (from_scores) {
+      s = load_scores(a->scores);
+    } else {
+      in = a->score.load();
+    }
+    const std::int64_t n = from_scores ? s.n : pool_size(in.input.view());
     Selection sel;
     try {
-      sel = a->strategy == "power" ? select_power(s.data, n, a->k, a->beta, a->seed, excl)
-                                   : select_topk(s.data, n, a->k, excl);
+      if (from_scores) {
+        const DeviceSpec device = parse_device(a->score.device);
+        sel = power ? select_power(s.data, n, a->k, a->beta, a->seed, excl, device)
+                    : select_topk(s.data, n, a->k, excl, device);
+      } else {  // score and select in one call: on CUDA the scores stay on the device
+        SelectOptions so;
+        so.k = a->k;
+        so.power = power;
+        so.beta = a->beta;
+        so.seed = a->seed;
+        so.exclude = excl;
+        const ArrayView ev = in.embeddings.view();
+        sel = score_and_select(in.input.view(), in.acquisition, in.options, so,
+                               in.embeddings.data() ? &ev : nullptr);
+      }
     } catch (const Error& e) {  // name the files the selection came from
-      const std::string from = a->scores.empty() ? a->score.input : a->scores;
-      QUARRY_FAIL(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", e.what());
+      const std::string what = e.what();
+      const std::string from = from_scores ? a->scores : a->score.input;
+      if (what.compare(0, from.size(), from) == 0) throw;  // the message names the file already
+      QUARRY_FAIL(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", what);
     }
     if (a->verbose)
       std::fprintf(stderr, "selected %lld of %lld (%s) in %.3f s\n", static_cast<long long>(sel.size()),

@@ -3,6 +3,9 @@
 #include <string>
 
 #include "quarry/device.hpp"
+#if QUARRY_BUILD_CUDA
+#include "kernels/cuda_backend.hpp"
+#endif
 #include "quarry/version.hpp"
 
 namespace quarry {
@@ -26,8 +29,13 @@ std::string build_info_string() {
   std::string s = "quarry " + b.version + "\n";
   s += "  cpu backend: OpenMP, " + std::to_string(b.openmp_threads) + " threads\n";
   if (b.cuda) {
-    s += "  cuda: built with CUDA " + b.cuda_version + ", " +
-         std::to_string(cuda_device_count()) + " device(s) visible\n";
+    const int devices = cuda_device_count();
+    s += "  cuda: built with CUDA " + b.cuda_version + ", " + std::to_string(devices) +
+         " device(s) visible\n";
+#if QUARRY_BUILD_CUDA
+    for (int d = 0; d < devices; ++d)
+      s += "    cuda:" + std::to_string(d) + ": " + cuda::device_description(d) + "\n";
+#endif
   } else {
     s += "  cuda: not built\n";
   }

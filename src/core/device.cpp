@@ -43,23 +43,22 @@ std::string device_string(const DeviceSpec& d) {
 }
 
 DeviceSpec resolve_device(const DeviceSpec& requested) {
-  // The CUDA scoring and selection kernels are not part of this version: every request for
-  // CUDA is refused with the reason, and `auto` runs on the CPU.
-  if (requested.kind == DeviceKind::cuda) {
+  if (requested.kind == DeviceKind::cpu) return {DeviceKind::cpu, 0};
 #if QUARRY_BUILD_CUDA
-    const int count = cuda_device_count();
-    QUARRY_EXPECTS(count > 0, "--device ", device_string(requested),
-                   ": no CUDA device is visible on this machine; use --device cpu");
-    QUARRY_EXPECTS(requested.index < count, "--device ", device_string(requested), ": only ",
-                   count, " CUDA device(s) visible");
-    QUARRY_FAIL("--device ", device_string(requested),
-                ": this version of quarry has no CUDA scoring backend yet; use --device cpu");
-#else
-    QUARRY_FAIL("--device ", device_string(requested),
-                ": this quarry was built without CUDA (QUARRY_CUDA=OFF or no nvcc); use --device cpu");
-#endif
+  const int count = cuda_device_count();
+  if (requested.kind == DeviceKind::automatic) {  // CUDA where a device exists, else the CPU
+    return count > 0 ? DeviceSpec{DeviceKind::cuda, 0} : DeviceSpec{DeviceKind::cpu, 0};
   }
+  QUARRY_EXPECTS(count > 0, "--device ", device_string(requested),
+                 ": no CUDA device is visible on this machine; use --device cpu (or auto)");
+  QUARRY_EXPECTS(requested.index < count, "--device ", device_string(requested), ": only ",
+                 count, " CUDA device(s) visible (cuda:0 to cuda:", count - 1, ")");
+  return requested;
+#else
+  QUARRY_EXPECTS(requested.kind != DeviceKind::cuda, "--device ", device_string(requested),
+                 ": this quarry was built without CUDA (QUARRY_CUDA=OFF or no nvcc); use --device cpu");
   return {DeviceKind::cpu, 0};
+#endif
 }
 
 }  // namespace quarry

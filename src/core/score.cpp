@@ -4,6 +4,9 @@
 #include <limits>
 
 #include "cpu/cpu_backend.hpp"
+#if QUARRY_BUILD_CUDA
+#include "kernels/cuda_backend.hpp"
+#endif
 #include "quarry/acquisition.hpp"
 #include "quarry/error.hpp"
 
@@ -19,8 +22,8 @@ std::int64_t pool_size(const ArrayView& input) {
   return input.rank() == 3 ? input.shape[1] : input.rank() == 2 ? input.shape[0] : 0;
 }
 
-void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptions& o,
-           const ArrayView* emb) {
+ScoreCall make_score_call(const ArrayView& input, Acquisition acq, const ScoreOptions& o,
+                          const ArrayView* emb) {
   const char* name = acquisition_name(acq);
   QUARRY_EXPECTS(input.rank() == 2 || input.rank() == 3, o.input_name, ": expected [N, C] ",
                  "model outputs or an [M, N, C] committee, got shape ", shape_string(input.shape));
@@ -30,9 +33,9 @@ void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptio
   QUARRY_EXPECTS(committee || !acquisition_needs_committee(acq), name,
                  " needs a committee [M, N, C] (ensemble members or MC-dropout samples); ",
                  o.input_name, " has shape ", shape_string(input.shape));
-  cpu::ScoreCall call{acq,      input.data, input.dtype, committee ? input.shape[0] : 0,
-                      pool_size(input), input.shape[input.rank() - 1], nullptr, o.logits, 0.0f,
-                      out,      &o.input_name, &o.embeddings_name};
+  ScoreCall call{acq,     input.data, input.dtype, committee ? input.shape[0] : 0,
+                 pool_size(input), input.shape[input.rank() - 1], nullptr, o.logits, 0.0f,
+                 nullptr, &o.input_name, &o.embeddings_name};
   QUARRY_EXPECTS(call.c >= 1 && call.c <= std::numeric_limits<int>::max(), o.input_name,
                  ": the number of classes must be between 1 and 2^31-1, got ", call.c);
   QUARRY_EXPECTS(!committee || (call.m >= 1 && call.m <= std::numeric_limits<int>::max()),
@@ -49,7 +52,20 @@ void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptio
   }
   const bool half = input.dtype == DType::f16 || input.dtype == DType::bf16;
   call.tol = static_cast<float>(o.sum_tolerance >= 0 ? o.sum_tolerance : half ? 1e-2 : 1e-3);
-  resolve_device(o.device);  // the CPU is the only backend of this version: this refuses CUDA
+  return call;
+}
+
+void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptions& o,
+           const ArrayView* emb) {
+  ScoreCall call = make_score_call(input, acq, o, emb);
+  call.out = out;
+  const DeviceSpec device = resolve_device(o.device);
+  if (device.kind == DeviceKind::cuda) {
+#if QUARRY_BUILD_CUDA
+    cuda::score(call, device.index);
+    return;
+#endif
+  }
   cpu::score(call);
 }
 

@@ -1,9 +1,13 @@
-// quarry::select_topk and quarry::select_power: validate the call (k, beta, exclusions) and run
-// it on the CPU backend.
+// quarry::select_topk, select_power and score_and_select: validate the call (k, beta,
+// exclusions) and run it on the backend the device spec resolves to.
 #include <cmath>
 #include <vector>
 
+#include "core/score_call.hpp"
 #include "cpu/cpu_backend.hpp"
+#if QUARRY_BUILD_CUDA
+#include "kernels/cuda_backend.hpp"
+#endif
 #include "quarry/detail/hd.hpp"
 #include "quarry/error.hpp"
 #include "quarry/select.hpp"
@@ -39,24 +43,82 @@ Selection with_scores(std::vector<std::int64_t> index, const float* scores) {
   return sel;
 }
 
+
+void expect_beta(double beta) {
+  QUARRY_EXPECTS(std::isfinite(beta) && beta > 0 && beta <= detail::kFloatMax,
+                 "power sampling needs a finite beta > 0, got ", beta);
+}
+
+// The device a selection runs on; for CUDA also its index.
+bool on_cuda(const DeviceSpec& requested, int* index) {
+  const DeviceSpec d = resolve_device(requested);
+  *index = d.index;
+  return d.kind == DeviceKind::cuda;
+}
+
+// CPU power sampling: the Gumbel keys, then their top k.
+std::vector<std::int64_t> cpu_power(const float* scores, std::int64_t n, std::int64_t k,
+                                    double beta, std::uint64_t seed,
+                                    const std::vector<std::uint8_t>& mask) {
+  std::vector<float> keys(static_cast<std::size_t>(n));
+  cpu::gumbel_keys(scores, n, static_cast<float>(beta), seed, keys.data());
+  return cpu::topk(keys.data(), n, k, mask);
+}
+
 }  // namespace
 
 Selection select_topk(const float* scores, std::int64_t n, std::int64_t k,
-                      const std::vector<std::int64_t>& exclude) {
+                      const std::vector<std::int64_t>& exclude, const DeviceSpec& device) {
   const std::vector<std::uint8_t> mask = prepare(n, k, exclude);
+  int index = 0;
+  const bool cuda = on_cuda(device, &index);
   if (k == 0) return {};
+#if QUARRY_BUILD_CUDA
+  if (cuda) return with_scores(cuda::topk(scores, n, k, mask, index), scores);
+#endif
+  (void)cuda;
   return with_scores(cpu::topk(scores, n, k, mask), scores);
 }
 
 Selection select_power(const float* scores, std::int64_t n, std::int64_t k, double beta,
-                       std::uint64_t seed, const std::vector<std::int64_t>& exclude) {
-  QUARRY_EXPECTS(std::isfinite(beta) && beta > 0 && beta <= detail::kFloatMax,
-                 "power sampling needs a finite beta > 0, got ", beta);
+                       std::uint64_t seed, const std::vector<std::int64_t>& exclude,
+                       const DeviceSpec& device) {
+  expect_beta(beta);
   const std::vector<std::uint8_t> mask = prepare(n, k, exclude);
+  int index = 0;
+  const bool cuda = on_cuda(device, &index);
   if (k == 0) return {};
-  std::vector<float> keys(static_cast<std::size_t>(n));
-  cpu::gumbel_keys(scores, n, static_cast<float>(beta), seed, keys.data());
-  return with_scores(cpu::topk(keys.data(), n, k, mask), scores);
+#if QUARRY_BUILD_CUDA
+  if (cuda)
+    return with_scores(cuda::power(scores, n, k, static_cast<float>(beta), seed, mask, index), scores);
+#endif
+  (void)cuda;
+  return with_scores(cpu_power(scores, n, k, beta, seed, mask), scores);
+}
+
+Selection score_and_select(const ArrayView& input, Acquisition acquisition,
+                           const ScoreOptions& so, const SelectOptions& sel,
+                           const ArrayView* embeddings) {
+  ScoreCall call = make_score_call(input, acquisition, so, embeddings);
+  if (sel.power) expect_beta(sel.beta);
+  const std::vector<std::uint8_t> mask = prepare(call.n, sel.k, sel.exclude);
+  int index = 0;
+  if (on_cuda(so.device, &index)) {
+#if QUARRY_BUILD_CUDA
+    Selection out;
+    out.index = cuda::score_select(call, sel.k, sel.power, static_cast<float>(sel.beta), sel.seed,
+                                   mask, index, &out.score);
+    return out;
+#endif
+  }
+  // The CPU: every row is scored (bad rows are errors even for k = 0), then selected.
+  std::vector<float> scores(static_cast<std::size_t>(call.n));
+  call.out = scores.data();
+  cpu::score(call);
+  if (sel.k == 0) return {};
+  return with_scores(sel.power ? cpu_power(scores.data(), call.n, sel.k, sel.beta, sel.seed, mask)
+                               : cpu::topk(scores.data(), call.n, sel.k, mask),
+                     scores.data());
 }
 
 }  // namespace quarry

@@ -6,27 +6,19 @@
 #include <vector>
 
 #include "quarry/acquisition.hpp"
+#include "core/score_call.hpp"
 #include "quarry/array.hpp"
 
 namespace quarry::cpu {
 
-/// A validated scoring call: input [N,C] (m = 0) or [M,N,C], embeddings [N,D] or null.
-struct ScoreCall {
-  Acquisition acq;
-  const void* input;
-  DType dtype;
-  std::int64_t m, n, c;
-  const ArrayView* emb;
-  bool logits;
-  float tol;
-  float* out;
-  const std::string* input_name;       // for error messages
-  const std::string* embeddings_name;
-  std::int64_t work() const { return (m > 0 ? m : 1) * n * c; }
-};
+using quarry::ScoreCall;
 
 /// Scores every row; throws quarry::Error naming the first bad row.
 void score(const ScoreCall& call);
+
+/// Throws the Error score() would throw for row `row` of a host-resident call (another backend
+/// found that row bad and reports it in the CPU's words).
+[[noreturn]] void diagnose_row(const ScoreCall& call, std::int64_t row);
 
 /// The k best of n scores (excluded[i] != 0 skips i; `excluded` empty: none), sorted by score
 /// descending then index ascending. Requires 0 < k <= selectable. NaN is an Error.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -471,6 +472,46 @@ void score(const ScoreCall& job) {
     default: QUARRY_FAIL(*job.input_name, ": unsupported dtype ", dtype_name(job.dtype));
   }
   if (fault.code != detail::kRowOk) raise(fault, job);
+}
+
+void diagnose_row(const ScoreCall& call, std::int64_t row) {
+  // The row alone (every member's), scored by this backend: the same checks, the same message.
+  const std::size_t es = dtype_size(call.dtype);
+  const std::int64_t members = call.m > 0 ? call.m : 1;
+  const std::size_t row_bytes = static_cast<std::size_t>(call.c) * es;
+  std::vector<unsigned char> rows(static_cast<std::size_t>(members) * row_bytes);
+  for (std::int64_t m = 0; m < members; ++m)
+    std::memcpy(rows.data() + m * row_bytes,
+                static_cast<const unsigned char*>(call.input) + (m * call.n + row) * row_bytes, row_bytes);
+  std::vector<unsigned char> emb_row;
+  ArrayView emb_view;
+  if (call.emb) {
+    const std::size_t eb = static_cast<std::size_t>(call.emb->shape[1]) * dtype_size(call.emb->dtype);
+    emb_row.assign(static_cast<const unsigned char*>(call.emb->data) + row * eb,
+                   static_cast<const unsigned char*>(call.emb->data) + (row + 1) * eb);
+    emb_view = ArrayView{emb_row.data(), call.emb->dtype, {1, call.emb->shape[1]}};
+  }
+  ScoreCall one = call;
+  float out = 0.0f;
+  one.input = rows.data();
+  one.n = 1;
+  one.emb = call.emb ? &emb_view : nullptr;
+  one.out = &out;
+  RowFault fault;
+  switch (call.dtype) {
+    case DType::f32: score_typed<DType::f32>(one, fault); break;
+    case DType::f64: score_typed<DType::f64>(one, fault); break;
+    case DType::f16: score_typed<DType::f16>(one, fault); break;
+    case DType::bf16: score_typed<DType::bf16>(one, fault); break;
+    default: break;
+  }
+  if (fault.code != detail::kRowOk) {
+    fault.row = row;
+    raise(fault, call);
+  }
+  // Another backend flagged a row this one accepts: a sum at the very edge of the tolerance.
+  QUARRY_FAIL(*call.input_name, ": row ", row, ": rejected by the ", "GPU backend (a probability ",
+              "sum at the edge of the tolerance ", call.tol, ", or a value out of range)");
 }
 
 }  // namespace quarry::cpu

@@ -4,6 +4,15 @@
 // Loaders are small (a pointer) and passed by value: through a reference, GCC cannot prove the
 // row pointer constant inside a loop and vectorises the loads as gathers (6x slower at C=1000).
 // The definitions are DESIGN.md's acquisition contract; accumulation is in float.
+//
+// A row is worked on by one thread or by several together, described by a `Lanes` policy:
+// thread `first()` of the group handles classes first, first + step, first + 2 step, ... and
+// the group combines partial results with max/min/sum/any. The CPU backend and the
+// thread-per-row CUDA kernels use Serial (the whole row, no combining, loops the compiler
+// vectorises); the warp- and block-per-row CUDA kernels use the splits of kernels/lanes.cuh.
+// Every combine is reached by all threads of a group (no early exit before one), and a thread
+// writes scratch (committee pbar/votes) only for the classes it owns, so the math below is the
+// same code on both backends.
 #pragma once
 
 #include <cmath>
@@ -13,6 +22,18 @@
 #include "quarry/detail/hd.hpp"
 
 namespace quarry::detail {
+
+/// One thread holds the whole row.
+struct Serial {
+  QUARRY_HD int first() const { return 0; }
+  QUARRY_HD int step() const { return 1; }
+  QUARRY_HD bool owns(int) const { return true; }
+  QUARRY_HD float max(float v) const { return v; }
+  QUARRY_HD float sum(float v) const { return v; }
+  QUARRY_HD int sum(int v) const { return v; }
+  QUARRY_HD int min(int v) const { return v; }
+  QUARRY_HD unsigned any(unsigned v) const { return v; }
+};
 
 // What a row pass must compute (compile-time, so unused work is not done).
 enum : unsigned { kNeedEntropy = 1u, kNeedTop2 = 2u, kNeedSquares = 4u, kNeedArgmax = 8u };
@@ -42,91 +63,99 @@ QUARRY_HD float logit_offset(float z, float zmax) {
 
 /// The two largest values of a row (w1 >= w2; equal values count twice), as passes that each
 /// vectorise: the maximum, then how often it occurs and the largest value below it.
-template <class Load>
-QUARRY_HD void top2(Load ld, int C, RowStats* st) {
+template <class Load, class Lanes = Serial>
+QUARRY_HD void top2(Load ld, int C, RowStats* st, Lanes L = {}) {
+  const int c0 = L.first(), dc = L.step();
   float a = -kFloatMax;
   QUARRY_SIMD(reduction(max : a))
-  for (int c = 0; c < C; ++c) a = ld(c) > a ? ld(c) : a;
+  for (int c = c0; c < C; c += dc) a = ld(c) > a ? ld(c) : a;
+  a = L.max(a);
   float b = -kFloatMax;
   int count = 0;
   QUARRY_SIMD(reduction(max : b) reduction(+ : count))
-  for (int c = 0; c < C; ++c) {
+  for (int c = c0; c < C; c += dc) {
     const float x = ld(c);
     count += x == a ? 1 : 0;
     b = (x < a && x > b) ? x : b;
   }
+  count = L.sum(count);
+  b = L.max(b);
   st->w1 = a;
   st->w2 = count > 1 ? a : b;
 }
 
 /// top2 and the argmax (the lowest index among equal maxima).
-template <class Load>
-QUARRY_HD void top2_argmax(Load ld, int C, RowStats* st) {
-  top2(ld, C, st);
+template <class Load, class Lanes = Serial>
+QUARRY_HD void top2_argmax(Load ld, int C, RowStats* st, Lanes L = {}) {
+  top2(ld, C, st, L);
   const float a = st->w1;
+  const int c0 = L.first(), dc = L.step();
   int first = C;
   QUARRY_SIMD(reduction(min : first))
-  for (int c = 0; c < C; ++c) first = (ld(c) == a && c < first) ? c : first;
+  for (int c = c0; c < C; c += dc) first = (ld(c) == a && c < first) ? c : first;
+  first = L.min(first);
   st->i1 = first < C ? first : 0;
 }
 
-template <unsigned Need, class Load>
-QUARRY_HD RowStats row_stats(Load ld, int C, bool logits) {
+template <unsigned Need, class Load, class Lanes = Serial>
+QUARRY_HD RowStats row_stats(Load ld, int C, bool logits, Lanes L = {}) {
   RowStats st;
+  const int c0 = L.first(), dc = L.step();
   unsigned bad = 0;
   if (!logits) {
     float s = 0.0f, t = 0.0f, u = 0.0f;
     QUARRY_SIMD(reduction(+ : s, t, u) reduction(| : bad))
-    for (int c = 0; c < C; ++c) {
+    for (int c = c0; c < C; c += dc) {
       const float x = ld(c);
       bad |= out_of_range(x, 0.0f);
       s += x;
       if (Need & kNeedEntropy) t += xlogx(x);
       if (Need & kNeedSquares) u += x * x;
     }
-    st.s = s;
-    st.t = t;
-    st.u = u;
+    st.s = L.sum(s);
+    st.t = (Need & kNeedEntropy) ? L.sum(t) : 0.0f;
+    st.u = (Need & kNeedSquares) ? L.sum(u) : 0.0f;
     if (Need & kNeedArgmax) {
-      top2_argmax(ld, C, &st);
+      top2_argmax(ld, C, &st, L);
     } else if (Need & kNeedTop2) {
-      top2(ld, C, &st);
+      top2(ld, C, &st, L);
     }
     st.w1 = st.w1 < 0.0f ? 0.0f : st.w1;  // C = 1: no second value
     st.w2 = st.w2 < 0.0f ? 0.0f : st.w2;
   } else {
     float zmax = -kFloatMax;
     QUARRY_SIMD(reduction(max : zmax) reduction(| : bad))
-    for (int c = 0; c < C; ++c) {
+    for (int c = c0; c < C; c += dc) {
       const float x = ld(c);
       bad |= out_of_range(x, -kFloatMax);
       zmax = x > zmax ? x : zmax;
     }
+    zmax = L.max(zmax);
     float s = 0.0f, t = 0.0f, u = 0.0f;
     QUARRY_SIMD(reduction(+ : s, t, u))
-    for (int c = 0; c < C; ++c) {
+    for (int c = c0; c < C; c += dc) {
       const float d = logit_offset(ld(c), zmax);
       const float w = fast_exp_nonpos(d);
       s += w;
       if (Need & kNeedEntropy) t += w * d;  // w log w, exactly, without a log
       if (Need & kNeedSquares) u += w * w;
     }
-    st.s = s;
-    st.t = t;
-    st.u = u;
+    st.s = L.sum(s);
+    st.t = (Need & kNeedEntropy) ? L.sum(t) : 0.0f;
+    st.u = (Need & kNeedSquares) ? L.sum(u) : 0.0f;
     st.zmax = zmax;
     if (Need & (kNeedTop2 | kNeedArgmax)) {
       // The top two logits z1 >= z2 give w1 = 1 and w2 = exp(z2 - z1).
       if (Need & kNeedArgmax) {
-        top2_argmax(ld, C, &st);
+        top2_argmax(ld, C, &st, L);
       } else {
-        top2(ld, C, &st);
+        top2(ld, C, &st, L);
       }
       st.w2 = C > 1 ? fast_exp_nonpos(logit_offset(st.w2, zmax)) : 0.0f;
       st.w1 = 1.0f;
     }
   }
-  st.valid = bad == 0;
+  st.valid = L.any(bad) == 0;
   return st;
 }
 
@@ -161,9 +190,9 @@ constexpr unsigned single_model_need(Acquisition a) {
 
 /// The final score of a single-model acquisition from the row's stats. `ld` is read again only
 /// by egl (the sum over labels). `hnorm` is ||h|| of the sample's embedding (egl, badge-norm).
-template <class Load>
+template <class Load, class Lanes = Serial>
 QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, Load ld, int C,
-                                   bool logits, float hnorm) {
+                                   bool logits, float hnorm, Lanes L = {}) {
   const float inv_s = 1.0f / st.s;
   // Formed from the weights directly: a sum of non-negative floats is >= each term, so
   // s - w1 >= 0 and the scores stay in range (1 - w1 * (1/s) can round below 0).
@@ -188,26 +217,29 @@ QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, Load ld, i
       auto weight = [ld, zmax](int c, bool from_logits) {
         return from_logits ? fast_exp_nonpos(logit_offset(ld(c), zmax)) : ld(c);
       };
+      const int c0 = L.first(), dc = L.step();
       float rest = 0.0f, rest2 = 0.0f;
       if (logits) {
         QUARRY_SIMD(reduction(+ : rest, rest2))
-        for (int c = 0; c < C; ++c) {
+        for (int c = c0; c < C; c += dc) {
           const float keep = c == st.i1 ? 0.0f : weight(c, true);
           rest += keep;
           rest2 += keep * keep;
         }
       } else {
         QUARRY_SIMD(reduction(+ : rest, rest2))
-        for (int c = 0; c < C; ++c) {
+        for (int c = c0; c < C; c += dc) {
           const float keep = c == st.i1 ? 0.0f : weight(c, false);
           rest += keep;
           rest2 += keep * keep;
         }
       }
+      rest = L.sum(rest);
+      rest2 = L.sum(rest2);
       const float g_top = std::sqrt(rest2 + rest * rest) * inv_s;
       if (a == Acquisition::badge_norm) return hnorm * g_top;
       const float s2 = st.u * inv_s * inv_s;
-      float acc = st.w1 * inv_s * g_top;
+      float acc = 0.0f;
       auto term = [&](int y, float w) {  // p_y ||p - e_y|| for y != y1
         const float py = w * inv_s;
         const float g2 = s2 - 2.0f * py + 1.0f;
@@ -215,11 +247,12 @@ QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, Load ld, i
       };
       if (logits) {
         QUARRY_SIMD(reduction(+ : acc))
-        for (int y = 0; y < C; ++y) acc += term(y, weight(y, true));
+        for (int y = c0; y < C; y += dc) acc += term(y, weight(y, true));
       } else {
         QUARRY_SIMD(reduction(+ : acc))
-        for (int y = 0; y < C; ++y) acc += term(y, weight(y, false));
+        for (int y = c0; y < C; y += dc) acc += term(y, weight(y, false));
       }
+      acc = st.w1 * inv_s * g_top + L.sum(acc);
       return hnorm * acc;
     }
     default: return 0.0f;  // committee scores are not single-model scores
@@ -234,35 +267,37 @@ struct CommitteeCheck {
 };
 
 /// Scores one sample of a committee [M, N, C] (ld(m, c) reads member m's row of this sample).
-/// `pbar` and `votes` are caller-provided scratch of C floats each. Single-model acquisitions
-/// are computed on the committee mean pbar.
-template <class LoadM>
+/// `pbar` and `votes` are caller-provided scratch of C floats each (shared by the group of
+/// lanes; each lane touches only its own classes). Single-model acquisitions are computed on
+/// the committee mean pbar.
+template <class LoadM, class Lanes = Serial>
 QUARRY_HD CommitteeCheck committee_score(Acquisition a, LoadM ld, int M, int C,
                                          bool logits, float tol, float hnorm, float* pbar,
-                                         float* votes, float* out) {
+                                         float* votes, float* out, Lanes L = {}) {
   CommitteeCheck chk;
+  const int c0 = L.first(), dc = L.step();
   const bool vote_based = a == Acquisition::vote_entropy || a == Acquisition::variation_ratio;
-  for (int c = 0; c < C; ++c) {
+  for (int c = c0; c < C; c += dc) {
     pbar[c] = 0.0f;
     votes[c] = 0.0f;
   }
   float sum_h = 0.0f;
   for (int m = 0; m < M; ++m) {
     auto row = [&](int c) { return ld(m, c); };
-    const RowStats st = row_stats<kNeedEntropy | kNeedArgmax>(row, C, logits);
+    const RowStats st = row_stats<kNeedEntropy | kNeedArgmax>(row, C, logits, L);
     const int e = check_row(st, logits, tol);
-    if (e != kRowOk) {
+    if (e != kRowOk) {  // the same on every lane: st is combined
       chk.error = e;
       chk.member = m;
       chk.sum = st.s;
       return chk;
     }
-    votes[st.i1] += 1.0f;
+    if (L.owns(st.i1)) votes[st.i1] += 1.0f;
     sum_h += stats_entropy(st);
     if (!vote_based) {
       const float scale = 1.0f / (st.s * static_cast<float>(M));
       QUARRY_SIMD()
-      for (int c = 0; c < C; ++c) {
+      for (int c = c0; c < C; c += dc) {
         const float w = logits ? fast_exp_nonpos(logit_offset(ld(m, c), st.zmax)) : ld(m, c);
         pbar[c] += w * scale;
       }
@@ -272,19 +307,21 @@ QUARRY_HD CommitteeCheck committee_score(Acquisition a, LoadM ld, int M, int C,
   switch (a) {
     case Acquisition::vote_entropy: {
       float h = 0.0f;
-      for (int c = 0; c < C; ++c) h -= xlogx(votes[c] / static_cast<float>(M));
+      for (int c = c0; c < C; c += dc) h -= xlogx(votes[c] / static_cast<float>(M));
+      h = L.sum(h);
       *out = h > 0.0f ? h : 0.0f;
       return chk;
     }
     case Acquisition::variation_ratio: {
       float best = 0.0f;
-      for (int c = 0; c < C; ++c) best = votes[c] > best ? votes[c] : best;
+      for (int c = c0; c < C; c += dc) best = votes[c] > best ? votes[c] : best;
+      best = L.max(best);
       *out = (static_cast<float>(M) - best) / static_cast<float>(M);  // exact: 0 when all agree
       return chk;
     }
     case Acquisition::bald: {
       auto pb = [&](int c) { return pbar[c]; };
-      const float h = stats_entropy(row_stats<kNeedEntropy>(pb, C, false));
+      const float h = stats_entropy(row_stats<kNeedEntropy>(pb, C, false, L));
       const float mi = h - sum_h * inv_m;
       *out = (M > 1 && mi > 0.0f) ? mi : 0.0f;  // one member: no disagreement, exactly
       return chk;
@@ -294,17 +331,18 @@ QUARRY_HD CommitteeCheck committee_score(Acquisition a, LoadM ld, int M, int C,
         *out = 0.0f;
         return chk;
       }
-      for (int c = 0; c < C; ++c) pbar[c] = pbar[c] >= 1.17549435e-38f ? fast_log(pbar[c]) : 0.0f;
+      for (int c = c0; c < C; c += dc) pbar[c] = pbar[c] >= 1.17549435e-38f ? fast_log(pbar[c]) : 0.0f;
       float best = 0.0f;
       for (int m = 0; m < M; ++m) {
         auto row = [&](int c) { return ld(m, c); };
-        const RowStats st = row_stats<kNeedEntropy>(row, C, logits);
+        const RowStats st = row_stats<kNeedEntropy>(row, C, logits, L);
         float cross = 0.0f;  // sum_c w_c log pbar_c
         QUARRY_SIMD(reduction(+ : cross))
-        for (int c = 0; c < C; ++c) {
+        for (int c = c0; c < C; c += dc) {
           const float w = logits ? fast_exp_nonpos(logit_offset(ld(m, c), st.zmax)) : ld(m, c);
           cross += w * pbar[c];
         }
+        cross = L.sum(cross);
         // KL(p_m || pbar) = sum p log p - sum p log pbar = -H(p_m) - cross / s
         const float kl = -stats_entropy(st) - cross / st.s;
         best = kl > best ? kl : best;
@@ -314,8 +352,9 @@ QUARRY_HD CommitteeCheck committee_score(Acquisition a, LoadM ld, int M, int C,
     }
     default: {
       auto pb = [&](int c) { return pbar[c]; };
-      const RowStats st = row_stats<kNeedEntropy | kNeedTop2 | kNeedArgmax | kNeedSquares>(pb, C, false);
-      *out = single_model_score(a, st, pb, C, false, hnorm);
+      const RowStats st =
+          row_stats<kNeedEntropy | kNeedTop2 | kNeedArgmax | kNeedSquares>(pb, C, false, L);
+      *out = single_model_score(a, st, pb, C, false, hnorm, L);
       return chk;
     }
   }

@@ -1,0 +1,45 @@
+// Device-pointer entry points of the CUDA backend, for the host entry points
+// (kernels/cuda_backend.hpp), the benchmarks and the future streaming/MPI paths. Everything is
+// enqueued on ctx.stream(); nothing here copies the pool to or from the host.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/score_call.hpp"
+#include "kernels/context.cuh"
+
+namespace quarry::cuda {
+
+/// No bad row seen (the initial value of a fault word).
+constexpr unsigned long long kNoFault = ~0ull;
+
+/// Launches the scoring kernels for a validated call whose input, embeddings (call.emb->data)
+/// and output (call.out) are device pointers. A bad row (NaN/Inf, negative probability, sum
+/// off, bad embedding) lowers *d_fault, a device word the caller set to kNoFault, to that row's
+/// index: the caller checks it after the stream and reports the row (cpu::diagnose_row says
+/// why). Asynchronous.
+void launch_score(Context& ctx, const ScoreCall& call, unsigned long long* d_fault);
+
+/// The exclusion mask (excluded[i] != 0: never select i; empty: none) as the device bitmask
+/// topk_device takes; an empty buffer (null data) when nothing is excluded.
+DeviceBuffer<std::uint32_t> upload_exclusions(Context& ctx, const std::vector<std::uint8_t>& excluded,
+                                              std::int64_t n);
+
+/// Exact top-k of n device scores: writes the k winners' indices and scores, in rank order
+/// (score descending, lower index first: identical to cpu::topk), to d_index[k] and d_score[k]
+/// (d_score may be null: indices only).
+/// `d_excluded` is a device bitmask of ceil(n/32) words (bit i%32 of word i/32 set: index i is
+/// never selected) or null. Requires 0 < k <= selectable and n < 2^32. A NaN score is an Error
+/// naming the lowest NaN index. Synchronises the stream (the select passes read small counts
+/// back to the host).
+void topk_device(Context& ctx, const float* d_scores, std::int64_t n, std::int64_t k,
+                 const std::uint32_t* d_excluded, std::int64_t* d_index, float* d_score);
+
+/// Gumbel-top-k keys of power sampling, keys[i] = detail::gumbel_key(scores[i], beta, seed, i),
+/// bit-identical to the CPU's. A score that is NaN, negative or infinite lowers *d_fault to
+/// its index (as launch_score). Asynchronous.
+void launch_gumbel_keys(Context& ctx, const float* d_scores, std::int64_t n, float beta,
+                        std::uint64_t seed, float* d_keys, unsigned long long* d_fault);
+
+}  // namespace quarry::cuda

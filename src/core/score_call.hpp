@@ -1,0 +1,33 @@
+// A validated scoring call, as src/core/score.cpp hands it to a backend (src/cpu, kernels/).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "quarry/acquisition.hpp"
+#include "quarry/array.hpp"
+
+namespace quarry {
+
+/// Input [N,C] (m = 0) or committee [M,N,C]; embeddings [N,D] or null. The pointers are host
+/// memory for the host entry points and device memory for kernels/'s device entry points.
+struct ScoreCall {
+  Acquisition acq;
+  const void* input;
+  DType dtype;
+  std::int64_t m, n, c;
+  const ArrayView* emb;
+  bool logits;
+  float tol;
+  float* out;
+  const std::string* input_name;  // for error messages
+  const std::string* embeddings_name;
+  std::int64_t work() const { return (m > 0 ? m : 1) * n * c; }
+};
+
+/// Validates a scoring call (shapes, dtypes, embeddings, committee) and fills in everything but
+/// `out`; the names in `options` are referenced, so `options` must outlive the call.
+ScoreCall make_score_call(const ArrayView& input, Acquisition acquisition,
+                          const ScoreOptions& options, const ArrayView* embeddings);
+
+}  // namespace quarry
