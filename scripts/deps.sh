@@ -8,6 +8,7 @@ packages=(
   cmake g++ ninja-build pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
+  libopenblas-dev
   zlib1g-dev libzip-dev zipcmp zipmerge ziptool
   libtorch-dev
   libopenmpi-dev openmpi-bin

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "quarry/acquisition.hpp"
+#include "quarry/diversity.hpp"
 #include "quarry/io.hpp"
 #include "quarry/select.hpp"
 #include "quarry/synthetic.hpp"
@@ -218,6 +219,50 @@ TEST_F(Cli, DemoRunsTheMainJob) {
   EXPECT_TRUE(fs::exists(path("demo/scores.npy")));
   EXPECT_EQ(lines(slurp(path("demo/batch.csv"))).size(), 26u);
   EXPECT_NE(r.out.find("most informative"), std::string::npos) << r.out;
+}
+
+}  // namespace
+
+namespace {
+
+// select --strategy badge|kcenter|cluster-margin|uncertain-kcenter gives the library's selection.
+TEST_F(Cli, DiversityStrategiesMatchTheLibrary) {
+  ASSERT_EQ(quarry("generate -n 3000 -c 5 --seed 4 -o " + path("p.npy") + " --embeddings " + path("h.npy") +
+                   " -d 12").rc,
+            0);
+  {
+    std::ofstream ex(path("labeled.txt"));
+    ex << "3\n17\n400\n";
+  }
+  const quarry::Array p = quarry::read_array(path("p.npy"));
+  const quarry::Array h = quarry::read_array(path("h.npy"));
+  for (quarry::DiversityStrategy s : quarry::all_diversity_strategies()) {
+    const std::string name = quarry::diversity_strategy_name(s);
+    const Result r = quarry("select --input " + path("p.npy") + " --embeddings " + path("h.npy") +
+                            " --strategy " + name + " -k 25 --seed 9 --candidates 200 --device cpu --exclude " +
+                            path("labeled.txt") + " -o " + path(name + ".csv"));
+    ASSERT_EQ(r.rc, 0) << name << ": " << r.err;
+    quarry::DiversityOptions o;
+    o.k = 25;
+    o.seed = 9;
+    o.candidates = 200;
+    o.exclude = {3, 17, 400};
+    o.acquisition = quarry::Acquisition::entropy;  // the command's default --acquisition
+    o.device = {quarry::DeviceKind::cpu, 0};
+    const quarry::ArrayView pv = p.view();
+    const quarry::Selection want = quarry::select_diverse(s, h.view(), &pv, o);
+    const std::vector<std::string> got = lines(slurp(path(name + ".csv")));
+    ASSERT_EQ(got.size(), want.index.size() + 1) << name;
+    for (std::size_t i = 0; i < want.index.size(); ++i) {
+      const std::string prefix = std::to_string(i + 1) + "," + std::to_string(want.index[i]) + ",";
+      EXPECT_EQ(got[i + 1].compare(0, prefix.size(), prefix), 0) << name << ": " << got[i + 1];
+    }
+  }
+  // Usage errors: a diversity strategy without embeddings, badge without outputs.
+  EXPECT_EQ(quarry("select --input " + path("p.npy") + " --strategy badge -k 3").rc, 2);
+  EXPECT_EQ(quarry("select --embeddings " + path("h.npy") + " --strategy badge -k 3").rc, 2);
+  // kcenter needs only the embeddings.
+  EXPECT_EQ(quarry("select --embeddings " + path("h.npy") + " --strategy kcenter -k 3 --device cpu").rc, 0);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "quarry/detail/hd.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
+#include "quarry/diversity.hpp"
 #include "quarry/select.hpp"
 #include "quarry/synthetic.hpp"
 
@@ -148,42 +149,116 @@ Scores load_scores(const std::string& path) {
 }
 
 
+// Writes a selection as CSV or JSON (by --format, else by the output's extension) to the
+// output file, atomically, or to standard output.
+void write_selection(const Selection& sel, const std::string& strategy, const std::string& source,
+                     const std::string& output, std::string format) {
+  if (format.empty()) format = output.size() >= 5 && output.substr(output.size() - 5) == ".json" ? "json" : "csv";
+  const std::string text = format == "json" ? selection_json(sel, strategy, source) : selection_csv(sel);
+  if (output.empty()) {
+    QUARRY_EXPECTS(std::fwrite(text.data(), 1, text.size(), stdout) == text.size(),
+                   "cannot write standard output");
+  } else {
+    write_file_atomic(output, {text});
+  }
+}
+
+// Progress of a long diversity selection on stderr: nothing during the first second, then at
+// most one line a second.
+DiversityProgressFn progress_printer(const std::string& strategy) {
+  auto start = std::make_shared<Clock::time_point>(Clock::now());
+  auto last = std::make_shared<double>(0.0);
+  return [=](const DiversityProgress& p) {
+    const double t = seconds_since(*start);
+    if (t < 1.0 || t - *last < 1.0) return;
+    *last = t;
+    std::fprintf(stderr, "quarry: %s: %s %lld/%lld (%.1f s)\n", strategy.c_str(), p.phase,
+                 static_cast<long long>(p.done), static_cast<long long>(p.total), t);
+  };
+}
+
+struct SelectArgs {
+  ScoreArgs score;
+  std::string scores, exclude, strategy = "topk", output, format;
+  std::int64_t k = -1, candidates = 0, clusters = 0;
+  double beta = 1.0;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  bool verbose = false;
+};
+
+// select --strategy badge|kcenter|cluster-margin|uncertain-kcenter: over --embeddings, with the
+// model outputs of --input where the strategy reads them.
+Selection select_diverse_cli(const SelectArgs& a, const std::vector<std::int64_t>& exclude) {
+  const DiversityStrategy strategy = parse_diversity_strategy(a.strategy);
+  if (a.score.embeddings.empty())
+    throw CLI::ValidationError("--strategy " + a.strategy + " needs --embeddings H.npy ([N, D])");
+  if (!a.scores.empty())
+    throw CLI::ValidationError("--strategy " + a.strategy + " selects from --input and --embeddings, not --scores");
+  if (diversity_needs_outputs(strategy) && a.score.input.empty())
+    throw CLI::ValidationError("--strategy " + a.strategy + " needs the model outputs: --input P.npy");
+  DiversityOptions o;
+  o.k = a.k;
+  o.exclude = exclude;
+  o.candidates = a.candidates;
+  o.clusters = a.clusters;
+  o.acquisition = parse_acquisition(a.score.acquisition);
+  o.seed = a.seed;
+  o.logits = a.score.logits;
+  o.sum_tolerance = a.score.tolerance;
+  o.device = parse_device(a.score.device);
+  o.input_name = a.score.input;
+  o.embeddings_name = a.score.embeddings;
+  o.progress = progress_printer(a.strategy);
+  const Array emb = read_array(a.score.embeddings);
+  Array outputs;
+  if (!a.score.input.empty()) outputs = read_array(a.score.input);
+  const ArrayView ov = outputs.view();
+  return select_diverse(strategy, emb.view(), a.score.input.empty() ? nullptr : &ov, o);
+}
+
 void add_select(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "select", "Select the k samples to label: from --scores, or score --input and select in one call");
-  struct Args {
-    ScoreArgs score;
-    std::string scores, exclude, strategy = "topk", output, format;
-    std::int64_t k = -1;
-    double beta = 1.0;
-    std::uint64_t seed = 0;
-    int threads = 0;
-    bool verbose = false;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<SelectArgs>();
   auto* sc = cmd->add_option("--scores", a->scores, "Scores [N] (.npy) from `quarry score`");
   a->score.add(cmd, false);
   cmd->get_option("--input")->excludes(sc);
   cmd->add_option("-k", a->k, "Number of samples to select")->required()->check(CLI::NonNegativeNumber);
   cmd->add_option("--exclude", a->exclude,
                   "Already labeled indices, never selected: integer .npy, or text/CSV with one index per line");
-  cmd->add_option("--strategy", a->strategy, "topk (the k highest scores) or power (sample k with P ~ score^beta)")
-      ->check(CLI::IsMember({"topk", "power"}));
+  cmd->add_option("--strategy", a->strategy,
+                  "topk (the k highest scores), power (sample k with P ~ score^beta), or a diversity "
+                  "strategy over --embeddings: badge, kcenter, cluster-margin, uncertain-kcenter")
+      ->check(CLI::IsMember({"topk", "power", "badge", "kcenter", "cluster-margin", "uncertain-kcenter"}));
   cmd->add_option("--beta", a->beta, "Exponent of power sampling");
-  cmd->add_option("--seed", a->seed, "Seed of power sampling (same seed, same selection)");
+  cmd->add_option("--seed", a->seed, "Seed of power sampling, badge and cluster-margin (same seed, same selection)");
+  cmd->add_option("--candidates", a->candidates,
+                  "cluster-margin, uncertain-kcenter: choose among this many most uncertain samples (0: 10 k)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--clusters", a->clusters, "cluster-margin: k-means clusters (0: k)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--output,-o", a->output, "Where to write the selection (standard output if absent)");
   cmd->add_option("--format", a->format, "csv (rank,index,score) or json; default: from the output's extension")
       ->check(CLI::IsMember({"csv", "json"}));
   cmd->add_option("--threads", a->threads, "CPU threads (0: all cores)");
   cmd->add_flag("--verbose,-v", a->verbose, "Print timings to stderr");
   cmd->callback([a] {
-    if (a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
+    const bool diverse = a->strategy != "topk" && a->strategy != "power";
+    if (!diverse && a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
       throw CLI::ValidationError("select needs --scores FILE, or --input FILE with --acquisition");
     set_threads(a->threads);
     const std::vector<std::int64_t> excl =
         a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
     const bool power = a->strategy == "power";
     const auto t0 = Clock::now();
+    if (diverse) {
+      const Selection sel = select_diverse_cli(*a, excl);
+      if (a->verbose)
+        std::fprintf(stderr, "selected %lld (%s) in %.3f s\n", static_cast<long long>(sel.size()),
+                     a->strategy.c_str(), seconds_since(t0));
+      write_selection(sel, a->strategy, a->score.embeddings, a->output, a->format);
+      return;
+    }
     const bool from_scores = !a->scores.empty();
     Scores s;
     ScoreArgs::ScoreInput in;
@@ -219,16 +294,8 @@ void add_select(CLI::App& app) {
     if (a->verbose)
       std::fprintf(stderr, "selected %lld of %lld (%s) in %.3f s\n", static_cast<long long>(sel.size()),
                    static_cast<long long>(n), a->strategy.c_str(), seconds_since(t0));
-    std::string format = a->format;
-    if (format.empty()) format = a->output.size() >= 5 && a->output.substr(a->output.size() - 5) == ".json" ? "json" : "csv";
     const std::string source = a->scores.empty() ? a->score.input + " (" + a->score.acquisition + ")" : a->scores;
-    const std::string text = format == "json" ? selection_json(sel, a->strategy, source) : selection_csv(sel);
-    if (a->output.empty()) {
-      QUARRY_EXPECTS(std::fwrite(text.data(), 1, text.size(), stdout) == text.size(),
-                     "cannot write standard output");
-    } else {
-      write_file_atomic(a->output, {text});
-    }
+    write_selection(sel, a->strategy, source, a->output, a->format);
   });
 }
 

@@ -1,0 +1,314 @@
+// quarry::select_diverse and quarry::kmeans: validate the call (shapes, k, exclusions,
+// candidates, device), prepare the inputs (outputs validated by quarry::score, embeddings as
+// float32) and run the strategy on the CPU backend (src/cpu/diversity_cpu.cpp). The
+// strategy-level logic that is not arithmetic (candidate sets, the cluster round-robin, index
+// mapping) lives here so that a CUDA backend reuses it.
+#include "quarry/diversity.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cpu/diversity_cpu.hpp"
+#if QUARRY_BUILD_CUDA
+#include "kernels/diversity_cuda.hpp"
+#endif
+#include "quarry/detail/diversity_math.hpp"
+#include "quarry/error.hpp"
+#include "quarry/select.hpp"
+
+namespace quarry {
+namespace {
+
+struct Named {
+  DiversityStrategy s;
+  const char* name;
+};
+constexpr Named kNames[] = {
+    {DiversityStrategy::badge, "badge"},
+    {DiversityStrategy::kcenter, "kcenter"},
+    {DiversityStrategy::cluster_margin, "cluster-margin"},
+    {DiversityStrategy::uncertain_kcenter, "uncertain-kcenter"},
+};
+
+bool is_float(DType t) { return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16; }
+
+// Whether a selection runs on CUDA (and on which device): `auto` where this build has CUDA and
+// a device is visible, as for scoring. Asking for CUDA where there is none is an Error that
+// says why (resolve_device).
+bool on_cuda(const DeviceSpec& device, int* index) {
+  const DeviceSpec d = resolve_device(device);
+  *index = d.index;
+  return d.kind == DeviceKind::cuda;
+}
+
+void expect_embeddings(const ArrayView& e, const std::string& name) {
+  QUARRY_EXPECTS(e.rank() == 2, name, ": expected embeddings [N, D], got shape ", shape_string(e.shape));
+  QUARRY_EXPECTS(is_float(e.dtype), name, ": embeddings must be float32, float16, bfloat16 or float64, got ",
+                 dtype_name(e.dtype));
+  QUARRY_EXPECTS(e.shape[1] >= 1, name, ": embeddings need at least one dimension (D >= 1), got shape ",
+                 shape_string(e.shape));
+  QUARRY_EXPECTS(e.shape[0] <= std::numeric_limits<std::int32_t>::max() - 1, name,
+                 ": at most 2^31 - 2 samples are supported, got ", e.shape[0]);
+}
+
+cpu::ProgressFn adapt(const DiversityProgressFn& f) {
+  if (!f) return nullptr;
+  return [&f](const char* phase, std::int64_t done, std::int64_t total) { f({phase, done, total}); };
+}
+
+// The exclusion mask and the number of excluded samples; an index outside [0, n) is an Error.
+std::vector<std::uint8_t> exclusion_mask(const std::vector<std::int64_t>& exclude, std::int64_t n,
+                                         std::int64_t* count) {
+  std::vector<std::uint8_t> mask;
+  *count = 0;
+  if (exclude.empty()) return mask;
+  mask.assign(static_cast<std::size_t>(n), 0);
+  for (std::int64_t i : exclude) {
+    QUARRY_EXPECTS(i >= 0 && i < n, "excluded index ", i, " is outside the pool [0, ", n, ")");
+    *count += mask[i] == 0;
+    mask[i] = 1;
+  }
+  return mask;
+}
+
+std::vector<std::int64_t> sorted_unique(std::vector<std::int64_t> v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+  return v;
+}
+
+ScoreOptions score_options(const DiversityOptions& o) {
+  ScoreOptions so;
+  so.logits = o.logits;
+  so.sum_tolerance = o.sum_tolerance;
+  so.device = {DeviceKind::cpu, 0};
+  so.input_name = o.input_name;
+  so.embeddings_name = o.embeddings_name;
+  return so;
+}
+
+Selection to_selection(cpu::Picks p) {
+  Selection s;
+  s.index = std::move(p.index);
+  s.score = std::move(p.score);
+  return s;
+}
+
+// The top `m` samples by `scores` (exclusions skipped), in increasing index order.
+std::vector<std::int64_t> top_candidates(const std::vector<float>& scores, std::int64_t m,
+                                         const std::vector<std::int64_t>& exclude) {
+  Selection top = select_topk(scores.data(), static_cast<std::int64_t>(scores.size()), m, exclude);
+  std::sort(top.index.begin(), top.index.end());
+  return top.index;
+}
+
+Selection kcenter_on(const cpu::FloatRows& rows, const std::vector<std::int64_t>& labeled,
+                     std::int64_t k, const DiversityOptions& o) {
+  int dev = 0;
+  const bool cuda = on_cuda(o.device, &dev);
+#if QUARRY_BUILD_CUDA
+  if (cuda) return to_selection(cuda::kcenter(rows, labeled, k, adapt(o.progress), dev));
+#endif
+  (void)cuda;
+  return to_selection(cpu::kcenter(rows, labeled, k, adapt(o.progress)));
+}
+
+Selection uncertain_kcenter(const ArrayView& emb, const ArrayView& outputs, const DiversityOptions& o,
+                            std::int64_t candidates) {
+  const std::vector<float> scores = score(outputs, o.acquisition, score_options(o),
+                                          acquisition_needs_embeddings(o.acquisition) ? &emb : nullptr);
+  const cpu::FloatRows rows = cpu::float_rows(emb, o.embeddings_name);
+  const std::vector<std::int64_t> cand = top_candidates(scores, candidates, o.exclude);
+  // The sub-pool: candidates and labeled samples in pool order, so that ties between equal
+  // distances still go to the lower pool index.
+  const std::vector<std::int64_t> labeled = sorted_unique(o.exclude);
+  std::vector<std::int64_t> sub;
+  sub.reserve(cand.size() + labeled.size());
+  std::merge(cand.begin(), cand.end(), labeled.begin(), labeled.end(), std::back_inserter(sub));
+  std::vector<std::int64_t> labeled_pos;
+  labeled_pos.reserve(labeled.size());
+  for (std::size_t r = 0, l = 0; r < sub.size() && l < labeled.size(); ++r)
+    if (sub[r] == labeled[l]) {
+      labeled_pos.push_back(static_cast<std::int64_t>(r));
+      ++l;
+    }
+  const cpu::FloatRows gathered = cpu::gather_rows(rows, sub);
+  Selection sel = kcenter_on(gathered, labeled_pos, o.k, o);
+  for (std::int64_t& i : sel.index) i = sub[static_cast<std::size_t>(i)];
+  return sel;
+}
+
+Selection cluster_margin(const ArrayView& emb, const ArrayView& outputs, const DiversityOptions& o,
+                         std::int64_t candidates) {
+  const std::int64_t n = emb.shape[0];
+  const std::vector<float> margin = score(outputs, Acquisition::margin, score_options(o));
+  std::vector<std::int32_t> labels;
+  if (!o.cluster_labels.empty()) {
+    QUARRY_EXPECTS(static_cast<std::int64_t>(o.cluster_labels.size()) == n, "cluster labels: expected ",
+                   n, " (one per sample of ", o.embeddings_name, "), got ", o.cluster_labels.size());
+    for (std::size_t i = 0; i < o.cluster_labels.size(); ++i)
+      QUARRY_EXPECTS(o.cluster_labels[i] >= 0, "cluster labels: sample ", i, " has cluster ",
+                     o.cluster_labels[i], "; cluster ids must be >= 0");
+    labels = o.cluster_labels;
+  } else {
+    KMeansOptions ko;
+    ko.clusters = o.clusters > 0 ? o.clusters : std::min(o.k, n);
+    ko.iterations = o.kmeans_iterations;
+    ko.seed = o.seed;
+    ko.device = o.device;
+    ko.embeddings_name = o.embeddings_name;
+    ko.progress = o.progress;
+    labels = kmeans(emb, ko).labels;
+  }
+  // The lowest-margin candidates, grouped by cluster, each cluster in a seeded random order.
+  const std::vector<std::int64_t> cand = top_candidates(margin, candidates, o.exclude);
+  std::map<std::int32_t, std::vector<std::int64_t>> groups;
+  for (std::int64_t i : cand) groups[labels[static_cast<std::size_t>(i)]].push_back(i);
+  std::vector<std::vector<std::int64_t>*> order;
+  for (auto& [label, members] : groups) {
+    std::sort(members.begin(), members.end(), [&](std::int64_t a, std::int64_t b) {
+      const std::uint64_t ka = detail::cluster_order_key(o.seed, a), kb = detail::cluster_order_key(o.seed, b);
+      return ka != kb ? ka < kb : a < b;
+    });
+    order.push_back(&members);
+  }
+  // Clusters in increasing size (std::map gave increasing labels: stable keeps that for ties).
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto* a, const auto* b) { return a->size() < b->size(); });
+  Selection sel;
+  for (std::size_t round = 0; sel.size() < o.k; ++round) {
+    for (const auto* members : order) {
+      if (round >= members->size()) continue;
+      const std::int64_t i = (*members)[round];
+      sel.index.push_back(i);
+      sel.score.push_back(margin[static_cast<std::size_t>(i)]);
+      if (sel.size() == o.k) break;
+    }
+  }
+  if (o.progress) o.progress({"picking", o.k, o.k});
+  return sel;
+}
+
+}  // namespace
+
+DiversityStrategy parse_diversity_strategy(std::string_view name) {
+  for (const Named& n : kNames)
+    if (name == n.name) return n.s;
+  std::string valid;
+  for (const Named& n : kNames) valid += std::string(valid.empty() ? "" : ", ") + n.name;
+  QUARRY_FAIL("unknown diversity strategy '", name, "'; expected one of: ", valid);
+}
+
+const char* diversity_strategy_name(DiversityStrategy s) {
+  for (const Named& n : kNames)
+    if (n.s == s) return n.name;
+  return "?";
+}
+
+const std::vector<DiversityStrategy>& all_diversity_strategies() {
+  static const std::vector<DiversityStrategy> all = [] {
+    std::vector<DiversityStrategy> v;
+    for (const Named& n : kNames) v.push_back(n.s);
+    return v;
+  }();
+  return all;
+}
+
+bool diversity_needs_outputs(DiversityStrategy s) { return s != DiversityStrategy::kcenter; }
+
+Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb, const ArrayView* outputs,
+                         const DiversityOptions& o) {
+  const char* name = diversity_strategy_name(strategy);
+  expect_embeddings(emb, o.embeddings_name);
+  const std::int64_t n = emb.shape[0];
+  QUARRY_EXPECTS(o.k >= 0, "k must be non-negative, got ", o.k);
+  std::int64_t excluded = 0;
+  const std::vector<std::uint8_t> mask = exclusion_mask(o.exclude, n, &excluded);
+  const std::int64_t selectable = n - excluded;
+  QUARRY_EXPECTS(o.k <= selectable, "asked for k = ", o.k, " samples but only ", selectable,
+                 " are selectable (pool of ", n, ", ", excluded, " excluded)");
+  int device_index = 0;
+  const bool cuda = on_cuda(o.device, &device_index);  // refuses CUDA where there is none, up front
+
+  if (diversity_needs_outputs(strategy)) {
+    QUARRY_EXPECTS(outputs != nullptr, name, " needs the model outputs [N, C] (probabilities or logits) ",
+                   "besides the embeddings");
+  }
+  if (outputs) {
+    const bool committee_ok = strategy == DiversityStrategy::uncertain_kcenter ||
+                              strategy == DiversityStrategy::cluster_margin;
+    QUARRY_EXPECTS(outputs->rank() == 2 || (committee_ok && outputs->rank() == 3), o.input_name,
+                   ": expected model outputs [N, C]", committee_ok ? " or a committee [M, N, C]" : "",
+                   " for ", name, ", got shape ", shape_string(outputs->shape));
+    QUARRY_EXPECTS(pool_size(*outputs) == n, o.input_name, " has ", pool_size(*outputs), " samples (shape ",
+                   shape_string(outputs->shape), ") but ", o.embeddings_name, " has ", n, " (shape ",
+                   shape_string(emb.shape), "); they must describe the same pool");
+  }
+  std::int64_t candidates = 0;
+  if (strategy == DiversityStrategy::cluster_margin || strategy == DiversityStrategy::uncertain_kcenter) {
+    QUARRY_EXPECTS(o.candidates >= 0, "candidates must be non-negative, got ", o.candidates);
+    candidates = o.candidates > 0 ? o.candidates : std::max<std::int64_t>(o.k, std::min(selectable, 10 * o.k));
+    QUARRY_EXPECTS(candidates >= o.k, "candidates (", candidates, ") must be at least k (", o.k,
+                   "): the batch is chosen among them");
+    candidates = std::min(candidates, selectable);
+  }
+  if (strategy == DiversityStrategy::cluster_margin) {
+    QUARRY_EXPECTS(o.clusters >= 0 && o.clusters <= n, "clusters must be between 1 and the pool size ", n,
+                   " (0: min(k, N)), got ", o.clusters);
+    QUARRY_EXPECTS(o.kmeans_iterations >= 1, "k-means needs at least one iteration, got ", o.kmeans_iterations);
+  }
+  if (o.k == 0) return {};
+
+  switch (strategy) {
+    case DiversityStrategy::kcenter: {
+      const cpu::FloatRows rows = cpu::float_rows(emb, o.embeddings_name);
+      return kcenter_on(rows, sorted_unique(o.exclude), o.k, o);
+    }
+    case DiversityStrategy::badge: {
+      score(*outputs, Acquisition::margin, score_options(o));  // validates every row, with its messages
+      const std::vector<double> a = cpu::badge_factors(*outputs, o.logits);
+      const cpu::FloatRows rows = cpu::float_rows(emb, o.embeddings_name);
+#if QUARRY_BUILD_CUDA
+      if (cuda)
+        return to_selection(
+            cuda::badge(a, outputs->shape[1], rows, mask, o.k, o.seed, adapt(o.progress), device_index));
+#endif
+      (void)cuda;
+      return to_selection(cpu::badge(a, outputs->shape[1], rows, mask, o.k, o.seed, adapt(o.progress)));
+    }
+    case DiversityStrategy::uncertain_kcenter: return uncertain_kcenter(emb, *outputs, o, candidates);
+    case DiversityStrategy::cluster_margin: return cluster_margin(emb, *outputs, o, candidates);
+  }
+  QUARRY_FAIL("unknown diversity strategy");
+}
+
+KMeansResult kmeans(const ArrayView& emb, const KMeansOptions& o) {
+  expect_embeddings(emb, o.embeddings_name);
+  const std::int64_t n = emb.shape[0];
+  QUARRY_EXPECTS(o.clusters >= 1 && o.clusters <= n, "k-means: clusters must be between 1 and the number of ",
+                 "samples (", n, "), got ", o.clusters);
+  QUARRY_EXPECTS(o.iterations >= 1, "k-means needs at least one iteration, got ", o.iterations);
+  int dev = 0;
+  const bool cuda = on_cuda(o.device, &dev);
+  const cpu::FloatRows rows = cpu::float_rows(emb, o.embeddings_name);
+#if QUARRY_BUILD_CUDA
+  cpu::KMeansOut r = cuda ? cuda::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress), dev)
+                          : cpu::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress));
+#else
+  (void)cuda;
+  cpu::KMeansOut r = cpu::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress));
+#endif
+  KMeansResult out;
+  out.labels = std::move(r.labels);
+  out.centroids = std::move(r.centroids);
+  out.clusters = o.clusters;
+  out.dim = emb.shape[1];
+  out.iterations = r.iterations;
+  out.converged = r.converged;
+  return out;
+}
+
+}  // namespace quarry
