@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -373,6 +374,30 @@ double spot_check(Context& ctx, const DevicePool& p, const PoolSpec& s, const fl
   return worst;
 }
 
+// Google Benchmark calls a benchmark function several times (growing iteration counts); the
+// correctness checks after the timed loop run on its first call only, and their result is
+// reported on every call. Keyed by the benchmark's label.
+struct Verdict {
+  bool ok = true;
+  double spot_err = -1;  // -1: no spot check
+  std::string message;
+};
+std::map<std::string, Verdict>& verdicts() {
+  static auto* v = new std::map<std::string, Verdict>();
+  return *v;
+}
+
+// Runs `check` once per label; afterwards replays its verdict. False: the benchmark is skipped.
+template <class Check>
+bool verified(benchmark::State& state, const std::string& label, Check check) {
+  auto it = verdicts().find(label);
+  if (it == verdicts().end()) it = verdicts().emplace(label, check()).first;
+  const Verdict& v = it->second;
+  if (v.spot_err >= 0) state.counters["spot_err"] = v.spot_err;
+  if (!v.ok) state.SkipWithError(v.message.c_str());
+  return v.ok;
+}
+
 // What the CPU says of a row the kernels flagged.
 std::string diagnose(Context& ctx, const DevicePool& p, const PoolSpec& s, std::int64_t row) {
   HostRows h = fetch_rows(ctx, p, s, {row});
@@ -417,6 +442,38 @@ bool fits(benchmark::State& state, Context& ctx, const PoolSpec& s, double extra
   return false;
 }
 
+// The device's selection against the CPU's select_topk / select_power on the same scores.
+Verdict check_selection(Context& ctx, const float* d_scores, std::int64_t n, std::int64_t k,
+                        const std::int64_t* d_index, bool power, double beta, std::uint64_t seed) {
+  std::vector<float> host(static_cast<std::size_t>(n));
+  quarry::cuda::copy_to_host(ctx, host.data(), d_scores, host.size() * sizeof(float));
+  std::vector<std::int64_t> gpu(static_cast<std::size_t>(k));
+  quarry::cuda::copy_to_host(ctx, gpu.data(), d_index, gpu.size() * sizeof(std::int64_t));
+  const quarry::DeviceSpec cpu{quarry::DeviceKind::cpu, 0};
+  const quarry::Selection ref = power ? quarry::select_power(host.data(), n, k, beta, seed, {}, cpu)
+                                      : quarry::select_topk(host.data(), n, k, {}, cpu);
+  Verdict v;
+  if (ref.index == gpu) return v;
+  std::int64_t r = 0;
+  while (r < k && ref.index[r] == gpu[r]) ++r;
+  v.ok = false;
+  v.message = "the device's selection differs from the CPU's at rank " + std::to_string(r) + ": index " +
+              std::to_string(gpu[r]) + " vs " + std::to_string(ref.index[r]);
+  return v;
+}
+
+// The spot check of scores as a verdict.
+Verdict check_scores(Context& ctx, const DevicePool& p, const PoolSpec& s, const float* d_out) {
+  Verdict v;
+  std::string detail;
+  v.spot_err = spot_check(ctx, p, s, d_out, &detail);
+  if (!(v.spot_err <= 1.0)) {
+    v.ok = false;
+    v.message = "GPU scores disagree with the CPU: " + detail;
+  }
+  return v;
+}
+
 // ------------------------------------------------------------------ scores
 
 void BM_Score(benchmark::State& state, PoolSpec s) {
@@ -446,13 +503,7 @@ void BM_Score(benchmark::State& state, PoolSpec s) {
                               .c_str());
       return;
     }
-    std::string detail;
-    const double err = spot_check(ctx, p, s, out.data(), &detail);
-    state.counters["spot_err"] = err;
-    if (!(err <= 1.0)) {
-      state.SkipWithError(("GPU scores disagree with the CPU: " + detail).c_str());
-      return;
-    }
+    if (!verified(state, describe(s), [&] { return check_scores(ctx, p, s, out.data()); })) return;
     report(state, s.n, s.input_bytes());
   } catch (const quarry::Error& e) {
     drop_pool();
@@ -480,25 +531,6 @@ ScoreVector& scores_for(Context& ctx, std::int64_t n) {
   return *sv;
 }
 
-// The device's selection against the CPU's select_topk / select_power on the same scores.
-bool check_selection(benchmark::State& state, Context& ctx, const float* d_scores, std::int64_t n, std::int64_t k,
-                     const std::int64_t* d_index, bool power, double beta, std::uint64_t seed) {
-  std::vector<float> host(static_cast<std::size_t>(n));
-  quarry::cuda::copy_to_host(ctx, host.data(), d_scores, host.size() * sizeof(float));
-  std::vector<std::int64_t> gpu(static_cast<std::size_t>(k));
-  quarry::cuda::copy_to_host(ctx, gpu.data(), d_index, gpu.size() * sizeof(std::int64_t));
-  const quarry::DeviceSpec cpu{quarry::DeviceKind::cpu, 0};
-  const quarry::Selection ref = power ? quarry::select_power(host.data(), n, k, beta, seed, {}, cpu)
-                                      : quarry::select_topk(host.data(), n, k, {}, cpu);
-  if (ref.index == gpu) return true;
-  std::int64_t r = 0;
-  while (r < k && ref.index[r] == gpu[r]) ++r;
-  state.SkipWithError(("the device's selection differs from the CPU's at rank " + std::to_string(r) + ": index " +
-                       std::to_string(gpu[r]) + " vs " + std::to_string(ref.index[r]))
-                          .c_str());
-  return false;
-}
-
 // args: n, k
 void BM_TopK(benchmark::State& state) {
   if (!have_device(state)) return;
@@ -519,7 +551,9 @@ void BM_TopK(benchmark::State& state) {
       quarry::cuda::topk_device(ctx, sv.d.data(), n, k, nullptr, index.data(), chosen.data());
       state.SetIterationTime(t.stop());
     }
-    if (!check_selection(state, ctx, sv.d.data(), n, k, index.data(), false, 0, 0)) return;
+    if (!verified(state, "topk " + std::to_string(n) + " " + std::to_string(k),
+                  [&] { return check_selection(ctx, sv.d.data(), n, k, index.data(), false, 0, 0); }))
+      return;
     report(state, n, 4.0 * n);
   } catch (const quarry::Error& e) {
     state.SkipWithError(e.what());
@@ -560,7 +594,9 @@ void BM_Power(benchmark::State& state) {
       state.SkipWithError(("the Gumbel kernel flagged score " + std::to_string(bad) + " as bad").c_str());
       return;
     }
-    if (!check_selection(state, ctx, sv.d.data(), n, k, index.data(), true, beta, seed)) return;
+    if (!verified(state, "power " + std::to_string(n) + " " + std::to_string(k),
+                  [&] { return check_selection(ctx, sv.d.data(), n, k, index.data(), true, beta, seed); }))
+      return;
     report(state, n, 4.0 * n);
   } catch (const quarry::Error& e) {
     state.SkipWithError(e.what());
@@ -601,14 +637,17 @@ void BM_ScoreTopK(benchmark::State& state, PoolSpec s, std::int64_t k) {
                               .c_str());
       return;
     }
-    std::string detail;
-    const double err = spot_check(ctx, p, s, scores.data(), &detail);
-    state.counters["spot_err"] = err;
-    if (!(err <= 1.0)) {
-      state.SkipWithError(("GPU scores disagree with the CPU: " + detail).c_str());
+    if (!verified(state, describe(s) + " + topk " + std::to_string(k), [&] {
+          Verdict v = check_scores(ctx, p, s, scores.data());
+          if (!v.ok) return v;
+          const Verdict sel = check_selection(ctx, scores.data(), s.n, k, index.data(), false, 0, 0);
+          if (!sel.ok) {
+            v.ok = false;
+            v.message = sel.message;
+          }
+          return v;
+        }))
       return;
-    }
-    if (!check_selection(state, ctx, scores.data(), s.n, k, index.data(), false, 0, 0)) return;
     report(state, s.n, s.input_bytes());
   } catch (const quarry::Error& e) {
     drop_pool();

@@ -33,12 +33,17 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 # ----------------------------------------------------------------------------- the shared pools
 
+def mul32(x, k):
+    """(x * k) mod 2^32 for x in [0, 2^32) without int64 overflow: k split into 16-bit halves."""
+    return (x * (k & 0xFFFF) + (((x * (k >> 16)) & 0xFFFF) << 16)) & M32
+
+
 def lowbias32(x):
-    """x: int64 tensor of values in [0, 2^32). Products wrap modulo 2^64; the mask keeps 32 bits."""
+    """bench_cuda's lowbias32 on an int64 tensor of values in [0, 2^32)."""
     x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & M32
+    x = mul32(x, 0x7FEB352D)
     x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & M32
+    x = mul32(x, 0x846CA68B)
     x = x ^ (x >> 16)
     return x
 

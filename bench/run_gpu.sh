@@ -21,7 +21,7 @@ say() { printf '[run_gpu %4ds] %s\n' "$((SECONDS - start))" "$*"; }
 
 # Build logs stay in the build folder; $OUT gets the results.
 OUT='' "$root/scripts/gpu_check.sh" --build-only bench_cuda quarry_cli || { say "build failed"; exit 5; }
-export LD_LIBRARY_PATH="$root/carry/deps/prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$root/carry/deps/prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"  # the carried BLAS
 
 commit="${QUARRY_COMMIT:-$(git -C "$root" describe --always --dirty --abbrev=7 2>/dev/null || echo unknown)}"
 export QUARRY_COMMIT="$commit"

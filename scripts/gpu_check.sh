@@ -9,8 +9,9 @@
 #   scripts/gpu_check.sh --build-only [TARGET...]   configure and build (bench/run_gpu.sh uses it)
 #
 # Environment (all optional):
-#   OUT           where logs go (the device tool brings back at most 8 files from it); default
-#                 build-gpu/logs. The summary is also saved as bench/results/gpu-<stamp>-<commit>-check.json
+#   OUT           where the logs and the summary gpu-<stamp>-<commit>-check.json go (8 files: the
+#                 device tool brings back at most 8); default build-gpu/logs. The summary is also
+#                 copied to bench/results/
 #   BUILD_DIR     build folder (default build-gpu; kept between calls while the machine is warm)
 #   JOBS          build parallelism (default: all cores)
 #   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default 90: H100/H200; CI builds 80;90 elsewhere)
@@ -60,8 +61,9 @@ if [ ! -d "$deps/prefix" ]; then
   say "carry/deps is missing: run scripts/prepare_device_carry.sh on the development machine and name \"carry\" in the call's carry list"
   exit 2
 fi
-# The carried BLAS (and OpenBLAS's Fortran runtime) for the loader, in every test process.
-export LD_LIBRARY_PATH="$deps/prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The carried BLAS (and OpenBLAS's Fortran runtime) and the CUDA runtime for the loader, in every
+# test process (the installed copy of libquarry that the consumer test links has no RPATH).
+export LD_LIBRARY_PATH="$deps/prefix/lib:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 if [ "$build_only" = 0 ] || [ ! -f "$logs/environment.txt" ]; then
   {
@@ -129,8 +131,11 @@ say "building with -j$jobs ${targets[*]:-(all targets)}"
 ninja -C "$build" -j "$jobs" "${targets[@]}" >"$logs/build.log" 2>&1
 rc=$?
 build_s=$((SECONDS - t0))
-# The ptxas resource report (-Xptxas -v) of every kernel: registers, shared memory, spills.
-grep -E "ptxas info|bytes stack frame" "$logs/build.log" >"$logs/ptxas.log" 2>/dev/null
+# The ptxas resource report (-Xptxas -v) of every kernel: registers, shared memory, spills. Kept
+# in the build folder: an incremental build that compiles no .cu file reports nothing new.
+grep -E "ptxas info|bytes stack frame" "$logs/build.log" >"$build/ptxas.new" 2>/dev/null
+[ -s "$build/ptxas.new" ] && mv "$build/ptxas.new" "$build/ptxas.log"
+[ -f "$build/ptxas.log" ] && cp "$build/ptxas.log" "$logs/ptxas.log"
 spills="$(grep -cE "[1-9][0-9]* bytes spill (stores|loads)" "$logs/ptxas.log" 2>/dev/null)"
 if [ $rc -ne 0 ]; then
   grep -E "error|FAILED" "$logs/build.log" | head -40
@@ -195,7 +200,7 @@ done
 # ------------------------------------------------------------------ summary
 commit="${QUARRY_COMMIT:-$(git -C "$root" describe --always --dirty --abbrev=7 2>/dev/null || echo unknown)}"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-summary="$logs/summary.json"
+summary="$logs/gpu-$stamp-$commit-check.json"
 python3 - "$summary" <<EOF
 import json, re, sys
 def text(p):
@@ -235,10 +240,19 @@ res = {
     "kernels_with_spills": [k for k in kernels if k.get("spill_stores", 0) or k.get("spill_loads", 0)],
     "kernels": kernels,
 }
+try:  # readable kernel names where c++filt exists
+    import subprocess
+    names = subprocess.run(["c++filt"], input="\n".join(k["kernel"] for k in kernels), capture_output=True,
+                           text=True, timeout=30).stdout.splitlines()
+    if len(names) == len(kernels):
+        for k, n in zip(kernels, names):
+            k["name"] = n
+except Exception:
+    pass
 json.dump(res, open(sys.argv[1], "w"), indent=1)
 EOF
 mkdir -p "$root/bench/results"
-cp "$summary" "$root/bench/results/gpu-$stamp-$commit-check.json" 2>/dev/null
+cp "$summary" "$root/bench/results/" 2>/dev/null
 
 ok=1
 [ "$ctest_rc" = 0 ] || ok=0
@@ -249,6 +263,6 @@ printf '  %-10s %s\n' build "${build_s}s, ${spills:-0} ptxas reports with spills
   ctest "rc $ctest_rc, ${ctest_s}s: $ctest_line" \
   memcheck "rc ${san_rc[memcheck]}, ${san_s[memcheck]}s: ${san_summary[memcheck]}" \
   racecheck "rc ${san_rc[racecheck]}, ${san_s[racecheck]}s: ${san_summary[racecheck]}"
-echo "  logs: $logs ($(ls "$logs" | tr '\n' ' ')); summary saved as bench/results/gpu-$stamp-$commit-check.json"
+echo "  logs: $logs ($(ls "$logs" | tr '\n' ' ')); summary: $(basename "$summary") (also in bench/results/)"
 echo "  total $((SECONDS - start))s"
 [ "$ok" = 1 ] && exit 0 || exit 1
