@@ -150,6 +150,12 @@ def main():
         subprocess.run([quarry, "generate", "-n", str(a.n), "-c", str(a.c), "--seed", "0", "-o", pf,
                         "--embeddings", hf, "-d", str(a.d)], check=True)
         p, h = np.load(pf), np.load(hf)
+        # quarry's k-center picks (deterministic) to compare with NumPy's float32 ones.
+        sel = os.path.join(tmp, "kcenter.csv")
+        r = subprocess.run([quarry, "select", "--embeddings", hf, "--strategy", "kcenter", "-k", str(a.k),
+                            "--device", "cpu", "-o", sel], capture_output=True, text=True)
+        q_kc = (np.loadtxt(sel, delimiter=",", skiprows=1, usecols=1, dtype=np.int64).tolist()
+                if r.returncode == 0 else None)
 
     t_kc, kc_all, kc_picks = timed(lambda: numpy_kcenter(h, a.k), a.repeats)
     t_bg, bg_all, (bg_picks, g_bytes) = timed(lambda: numpy_badge(p, h, a.k, 1), a.badge_repeats or a.repeats)
@@ -167,6 +173,12 @@ def main():
         "numpy_badge_s": t_bg, "numpy_badge_runs_s": bg_all,
         "quarry_kcenter_s": q.get("kcenter"), "quarry_badge_s": q.get("badge"),
     }
+    if q_kc is not None:
+        # NumPy's distances are float32 (||x||² - 2 x.c + ||c||²): where two candidates are
+        # within its rounding of each other it may pick the other one, and diverge from there.
+        res["kcenter_same_picks_as_numpy_prefix"] = next(
+            (i for i, (x, y) in enumerate(zip(kc_picks, q_kc)) if x != y), min(len(kc_picks), len(q_kc)))
+        res["kcenter_same_set_as_numpy"] = len(set(kc_picks) & set(q_kc)) / a.k
     res["speedup_kcenter"] = t_kc / q["kcenter"] if q.get("kcenter") else None
     res["speedup_badge"] = t_bg / q["badge"] if q.get("badge") else None
     print(f"pool: N={a.n:,} C={a.c} D={a.d} float32, k={a.k}; NumPy BLAS: {', '.join(res['machine']['numpy_blas']) or '?'}")
@@ -175,6 +187,9 @@ def main():
         qt = q.get(name)
         print(f"  {name:10} {qt if qt else float('nan'):9.3f}s {t:9.3f}s {t / qt if qt else float('nan'):7.1f}x")
     print(f"  NumPy BADGE materialised {g_bytes / 1e9:.2f} GB of gradient embeddings; quarry keeps O(N (C + D)).")
+    if q_kc is not None:
+        print(f"  k-center: the first {res['kcenter_same_picks_as_numpy_prefix']} picks equal NumPy's (float32); "
+              f"{res['kcenter_same_set_as_numpy']:.3f} of the batch in common")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -557,34 +557,46 @@ TEST(Badge, SeedsAreReproducibleAndDiffer) {
 // ------------------------------------------------------------------ pruning is exact
 
 TEST(Pruning, SameResultAsRecomputingEveryDistance) {
-  // Large enough for the triangle-inequality and norm tests to skip most of the work.
-  const std::int64_t n = 20000, d = 24, c = 10;
-  const auto hs = blob_embeddings(n, d, 12, 31);
-  quarry::cpu::FloatRows h;
-  h.data = hs.data();
-  h.n = n;
-  h.d = d;
-  auto lab = random_subset(n, 300, 2);
-  std::sort(lab.begin(), lab.end());
-  for (const auto& labeled : {std::vector<std::int64_t>{}, lab}) {
-    const auto a = quarry::cpu::kcenter(h, labeled, 300, nullptr, {true});
-    const auto b = quarry::cpu::kcenter(h, labeled, 300, nullptr, {false});
-    EXPECT_EQ(a.index, b.index);
-    EXPECT_EQ(a.score, b.score);
+  // Large enough for the triangle-inequality and norm tests to skip most of the work and for
+  // the relayouts (at 16, 64, 256 centres) to happen; on clustered data, on data far from the
+  // origin (the bfloat16 screens and the GEMM bounds near their limits), on integer grids
+  // (exact ties), and at widths around the screens' 32-element blocks.
+  struct Case {
+    const char* data;
+    std::int64_t n, d;
+  };
+  for (const Case& cs : {Case{"blobs", 20000, 24}, Case{"far", 12000, 40}, Case{"grid", 12000, 7},
+                         Case{"blobs", 6000, 100}}) {
+    const std::string kind = cs.data;
+    const std::int64_t n = cs.n, d = cs.d, c = 10;
+    const auto hs = kind == "grid" ? grid_embeddings(n, d, 5, 3)
+                                   : blob_embeddings(n, d, 12, 31, kind == "far" ? 300.0f : 0.0f);
+    quarry::cpu::FloatRows h;
+    h.data = hs.data();
+    h.n = n;
+    h.d = d;
+    auto lab = random_subset(n, 300, 2);
+    std::sort(lab.begin(), lab.end());
+    for (const auto& labeled : {std::vector<std::int64_t>{}, lab}) {
+      const auto a = quarry::cpu::kcenter(h, labeled, 300, nullptr, {true});
+      const auto b = quarry::cpu::kcenter(h, labeled, 300, nullptr, {false});
+      EXPECT_EQ(a.index, b.index) << kind << " d=" << d << " labeled=" << labeled.size();
+      EXPECT_EQ(a.score, b.score) << kind << " d=" << d;
+    }
+    const auto probs = random_probs(n, c, 8);
+    const ArrayView pv{probs.data(), DType::f32, {n, c}};
+    const std::vector<double> fac = quarry::cpu::badge_factors(pv, false);
+    std::vector<std::uint8_t> ex(static_cast<std::size_t>(n), 0);
+    for (std::int64_t i = 0; i < n; i += 17) ex[i] = 1;
+    const auto a = quarry::cpu::badge(fac, c, h, ex, 400, 5, nullptr, {true});
+    const auto b = quarry::cpu::badge(fac, c, h, ex, 400, 5, nullptr, {false});
+    EXPECT_EQ(a.index, b.index) << kind << " d=" << d;
+    EXPECT_EQ(a.score, b.score) << kind << " d=" << d;
+    const auto ka = quarry::cpu::kmeans(h, 50, 3, 9, nullptr, {true});
+    const auto kb = quarry::cpu::kmeans(h, 50, 3, 9, nullptr, {false});
+    EXPECT_EQ(ka.labels, kb.labels) << kind << " d=" << d;
+    EXPECT_EQ(ka.centroids, kb.centroids) << kind << " d=" << d;
   }
-  const auto probs = random_probs(n, c, 8);
-  const ArrayView pv{probs.data(), DType::f32, {n, c}};
-  const std::vector<double> fac = quarry::cpu::badge_factors(pv, false);
-  std::vector<std::uint8_t> ex(static_cast<std::size_t>(n), 0);
-  for (std::int64_t i = 0; i < n; i += 17) ex[i] = 1;
-  const auto a = quarry::cpu::badge(fac, c, h, ex, 400, 5, nullptr, {true});
-  const auto b = quarry::cpu::badge(fac, c, h, ex, 400, 5, nullptr, {false});
-  EXPECT_EQ(a.index, b.index);
-  EXPECT_EQ(a.score, b.score);
-  const auto ka = quarry::cpu::kmeans(h, 50, 3, 9, nullptr, {true});
-  const auto kb = quarry::cpu::kmeans(h, 50, 3, 9, nullptr, {false});
-  EXPECT_EQ(ka.labels, kb.labels);
-  EXPECT_EQ(ka.centroids, kb.centroids);
 }
 
 // ------------------------------------------------------------------ uncertain-kcenter

@@ -66,8 +66,9 @@ const std::vector<DiversityStrategy>& all_diversity_strategies();
 /// True for the strategies that read model outputs [N, C] (all but kcenter).
 bool diversity_needs_outputs(DiversityStrategy s);
 
-/// Reported by a long selection: `phase` is "labeled distances", "k-means", "candidates" or
-/// "picking"; `done` of `total` steps of that phase are finished.
+/// Reported by a long selection: `phase` is "labeled distances" (rows done), "k-means seeding"
+/// (centres chosen), "k-means" (Lloyd iterations) or "picking" (picks made); `done` of `total`
+/// steps of that phase are finished.
 struct DiversityProgress {
   const char* phase;
   std::int64_t done;
@@ -100,8 +101,9 @@ struct DiversityOptions {
   /// cluster-margin: k-means clusters; 0 means min(k, N).
   std::int64_t clusters = 0;
   /// cluster-margin: at most this many Lloyd iterations (they stop earlier when no sample
-  /// changes cluster).
-  int kmeans_iterations = 20;
+  /// changes cluster). Each is a GEMM of the pool against the centroids (N x clusters x D);
+  /// the round-robin needs coarse clusters, not a converged objective.
+  int kmeans_iterations = 10;
   /// cluster-margin: cluster ids [N] from an earlier kmeans() (cluster once, select every
   /// round); empty: cluster now.
   std::vector<std::int32_t> cluster_labels;
@@ -121,7 +123,8 @@ struct DiversityOptions {
 /// with the score described at the top of this header.
 /// Errors (quarry::Error): shapes that disagree, k larger than the number of selectable
 /// samples, an excluded index outside the pool, NaN or Inf embeddings (naming the row), bad
-/// output rows (as quarry::score), candidates < k, and a CUDA device.
+/// output rows (as quarry::score), candidates < k, and CUDA asked for where this build or this
+/// machine has none.
 Selection select_diverse(DiversityStrategy strategy, const ArrayView& embeddings,
                          const ArrayView* outputs, const DiversityOptions& options);
 

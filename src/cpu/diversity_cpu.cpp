@@ -1,22 +1,25 @@
 // CPU backend of the diversity strategies (BADGE, k-center, k-means for cluster-margin).
 //
 // The canonical distances of include/quarry/detail/diversity_math.hpp decide every pick, so
-// the selection does not depend on the thread count, the BLAS, or the order of any sum. Two
-// kinds of fast path sit in front of them, and both only ever skip work they can prove
-// useless:
+// the selection does not depend on the thread count, the BLAS, or the order of any sum. Every
+// fast path in front of them only skips work it can prove useless, through error bounds that
+// cover the canonical values' own rounding (E, eta):
 //
 //   * BLAS GEMM blocks (nearest_rows: distances to the labeled set, k-means assignment) give
-//     ||x||² + ||y||² - 2 x·y in float with a rigorous error bound; only the rows the bound
+//     ||x||² + ||y||² - 2 x·y in float with a rigorous error bound; only the columns the bound
 //     cannot rule out are recomputed canonically.
-//   * The greedy loops (Coverage) keep, for every sample, its canonical squared distance to the
-//     nearest centre (mind2) and which centre that is (owner). A new centre c can only lower
-//     mind2[i] if d(i, c) < d(i, owner); by the triangle inequality that is impossible when
-//     d(owner, c) >= 2 d(i, owner), or when | ||g_i|| - ||g_c|| | >= d(i, owner). Both tests
-//     are evaluated with the error bounds of the canonical values (E, eta below), so a skipped
-//     distance is one whose canonical value would not have changed mind2. What remains is
-//     screened in float (bounded again) before the canonical double computation.
-//   With GreedyOptions::prune = false every distance is computed canonically (the tests compare
-//   both).
+//   * k-center (LazyKCenter) needs only the largest distance to the nearest centre at each
+//     pick: samples keep stale upper bounds in a max-heap and are brought up to date only when
+//     they reach the top, skipping centres by the triangle inequality (a table of bounds on
+//     the distances between picks) and screening the rest in float.
+//   * BADGE and k-means++ seeding (Coverage) need every D² weight at every draw, so every
+//     centre keeps its members; a new centre visits only the members it can take by the
+//     triangle inequality (d(owner, c) < 2 d(p, owner), and | |x_p| - |x_c| | < d(p, owner)),
+//     screens those in float on a bfloat16 copy of the rows (laid out centre by centre, so
+//     that they stream from memory), and computes canonically only what the screen cannot
+//     settle. D² draws go through a Fenwick tree over exact integer weights.
+//   With GreedyOptions::prune = false every distance is computed canonically, in index order,
+//   with none of the above (the tests compare both).
 //
 // Exact ties in the canonical values decide picks (duplicated embeddings, grid data), which is
 // why FMA contraction is turned off in this file: a fused a*b+c rounds differently from the
@@ -39,7 +42,6 @@
 #include <numeric>
 #include <vector>
 
-#include "core/parallel.hpp"
 #include "quarry/detail/diversity_math.hpp"
 #include "quarry/detail/hd.hpp"
 #include "quarry/error.hpp"
@@ -154,7 +156,8 @@ ArgMax parallel_argmax(std::int64_t n, std::int64_t work, F value_of) {  // -inf
   return best;
 }
 
-// Asks for every cache line of [p, p + bytes) to be loaded.
+// Asks for every cache line of [p, p + bytes) to be loaded, into L2 (locality 1): the L1 has
+// too few fill buffers for the rows of several samples in flight.
 inline void prefetch_bytes(const void* p, std::int64_t bytes) {
   const char* c = static_cast<const char*>(p);
   for (std::int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 1);
@@ -176,20 +179,24 @@ inline void prefetch_bytes(const void* p, std::int64_t bytes) {
 
 // sum_k (x_k - y_k)^2 and sum_k x_k y_k over bfloat16 rows, in float, in any order: within
 // gamma_{n+2} of the exact value (relative, resp. times ||x|| ||y||), as the float screens of
-// diversity_math.hpp. Written with vector extensions and two accumulators: the chain of
-// dependent FMAs of a single accumulator, not the arithmetic, would bound the rate (the
-// compiler lowers the 16-wide vectors to whatever the target has).
+// diversity_math.hpp. 32 values at a time as 16 32-bit words: the even elements are
+// (word << 16), the odd ones (word & 0xFFFF0000), both exact floats; two accumulators. (Widening
+// the 16-bit values one by one costs twice the instructions; the compiler lowers the 16-wide
+// vectors to whatever the target has.)
 using f32x16 = float __attribute__((vector_size(64)));
 using u32x16 = std::uint32_t __attribute__((vector_size(64)));
-using u16x16 = std::uint16_t __attribute__((vector_size(32)));
 
-inline f32x16 load_bf16x16(const std::uint16_t* p) {
-  u16x16 h;
-  std::memcpy(&h, p, sizeof h);
-  const u32x16 w = __builtin_convertvector(h, u32x16) << 16;
-  f32x16 f;
-  std::memcpy(&f, &w, sizeof f);
-  return f;
+struct Bf16Pair {
+  f32x16 even, odd;
+};
+inline Bf16Pair load_bf16x32(const std::uint16_t* p) {
+  u32x16 w;
+  std::memcpy(&w, p, sizeof w);
+  const u32x16 e = w << 16, o = w & 0xFFFF0000u;
+  Bf16Pair out;
+  std::memcpy(&out.even, &e, sizeof e);
+  std::memcpy(&out.odd, &o, sizeof o);
+  return out;
 }
 inline float hsum(f32x16 v) {
   float s = 0;
@@ -200,8 +207,8 @@ inline float sqdist_bf16(const std::uint16_t* x, const std::uint16_t* y, std::in
   f32x16 a = {}, b = {};
   std::int64_t k = 0;
   for (; k + 32 <= n; k += 32) {
-    const f32x16 d0 = load_bf16x16(x + k) - load_bf16x16(y + k);
-    const f32x16 d1 = load_bf16x16(x + k + 16) - load_bf16x16(y + k + 16);
+    const Bf16Pair px = load_bf16x32(x + k), py = load_bf16x32(y + k);
+    const f32x16 d0 = px.even - py.even, d1 = px.odd - py.odd;
     a += d0 * d0;
     b += d1 * d1;
   }
@@ -216,16 +223,53 @@ inline float dot_bf16(const std::uint16_t* x, const std::uint16_t* y, std::int64
   f32x16 a = {}, b = {};
   std::int64_t k = 0;
   for (; k + 32 <= n; k += 32) {
-    a += load_bf16x16(x + k) * load_bf16x16(y + k);
-    b += load_bf16x16(x + k + 16) * load_bf16x16(y + k + 16);
+    const Bf16Pair px = load_bf16x32(x + k), py = load_bf16x32(y + k);
+    a += px.even * py.even;
+    b += px.odd * py.odd;
   }
   float s = hsum(a + b);
   for (; k < n; ++k) s += detail::bfloat16_to_float(x[k]) * detail::bfloat16_to_float(y[k]);
   return s;
 }
 
+// sum_k (r_k - c_jk)^2 for four rows c_j at once, in float, in any order (the bound of
+// detail::sqdist_f32): four independent accumulators, and r read once for the four. A screen
+// only, so FMA contraction is allowed here (the rest of the file forbids it).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+#endif
+__attribute__((noinline)) void sqdist_f32_x4(const float* r, const float* const c[4], std::int64_t n, float out[4]) {
+  f32x16 acc[4] = {};
+  std::int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    f32x16 rv;
+    std::memcpy(&rv, r + k, sizeof rv);
+    for (int j = 0; j < 4; ++j) {
+      f32x16 cv;
+      std::memcpy(&cv, c[j] + k, sizeof cv);
+      const f32x16 dv = rv - cv;
+      acc[j] += dv * dv;
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    float s = hsum(acc[j]);
+    for (std::int64_t q = k; q < n; ++q) {
+      const float dq = r[q] - c[j][q];
+      s += dq * dq;
+    }
+    out[j] = s;
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
 // Subnormal rounding of a float sum of n products: at most n * 2^-149 each way, doubled.
 double subnormal_slack(std::int64_t n) { return 8.0 * static_cast<double>(n) * 1.401298464324817e-45; }
+// The bf16 screens round a term at most d / 32 + 50 times (the accumulator, the 16-lane sum,
+// a scalar tail of up to 31): their error bounds are taken for d + 64 terms.
+constexpr std::int64_t kScreenExtra = 64;
 
 // out[q] = in[order[q]]
 template <class T>
@@ -304,8 +348,8 @@ class Euclid {
     E = 4.1 * static_cast<double>(d_ + 8) * kEps * xmax2;
     eta = 1.1 * static_cast<double>(d_ + 8) * kEps * std::sqrt(xmax2);
     screen_ = 4.0 * xmax2 < 1e36;  // no overflow in float
-    gamma1_ = (1.0 + detail::sqdist_f32_rel_error(d_)) * kSlack;
-    abs_ = subnormal_slack(d_);
+    gamma1_ = (1.0 + detail::sqdist_f32_rel_error(d_ + kScreenExtra)) * kSlack;
+    abs_ = subnormal_slack(d_ + kScreenExtra);
   }
   std::int64_t n() const { return x_.n; }
   double exact(std::int64_t i, std::int64_t j) const { return sqdist_canonical(x_.row(i), x_.row(j), d_); }
@@ -361,9 +405,9 @@ class Badge {
     // sum a few eps more: (c + d + 6) eps (g_i + g_j)² <= 4 (c + d + 6) eps gmax².
     E = 4.1 * static_cast<double>(c_ + d_ + 8) * kEps * gmax2;
     eta = 1.1 * static_cast<double>(c_ + d_ + 8) * kEps * std::sqrt(gmax2);
-    gamma_ = detail::dot_f32_error_factor(d_) * 1.01;
+    gamma_ = detail::dot_f32_error_factor(d_ + kScreenExtra) * 1.01;
     canon_ = 2.0 * static_cast<double>(d_ + 4) * kEps;
-    abs_ = subnormal_slack(d_);
+    abs_ = subnormal_slack(d_ + kScreenExtra);
     double hmax = 0;
     for (double v : hnorm_) hmax = std::max(hmax, v);
     screen_ = hmax * hmax < 1e36;
@@ -579,8 +623,11 @@ class Coverage {
     best_.assign(rows.size(), ArgMax{});
     for (std::int64_t p = 0; p < m_.n(); ++p)
       if (mind2_[p] >= 0) members_[owner_[p]].push_back(static_cast<std::int32_t>(p));
-    parallel_chunks(slots(), 16, m_.n(), [&](std::int64_t b, std::int64_t e, int) {
-      for (std::int64_t a = b; a < e; ++a) refresh(a);
+    parallel_chunks(slots(), 16, m_.n() * 8, [&](std::int64_t b, std::int64_t e, int) {
+      for (std::int64_t a = b; a < e; ++a) {
+        sort_members(members_[a]);
+        refresh(a);
+      }
     });
     return finish({});
   }
@@ -637,24 +684,33 @@ class Coverage {
   }
 
   // ------------------------------------------------ pruned
-  // r2 and the best member of slot a, from its member list (dropping members that left it).
-  void refresh(std::int64_t a) {
+  // Every slot's members are kept in decreasing mind2 (then increasing position): a member's
+  // mind2 changes only when it moves to a new slot, so the order holds, and a pass over a slot
+  // can stop at the first member whose distance the slot's bound already rules out.
+  void sort_members(std::vector<std::int32_t>& mem) const {
+    std::sort(mem.begin(), mem.end(), [&](std::int32_t a, std::int32_t b) {
+      return mind2_[a] != mind2_[b] ? mind2_[a] > mind2_[b] : a < b;
+    });
+  }
+
+  // Drops the members of slot a that left it among its first `limit` (the only ones a pass can
+  // have moved), keeping the order; then r2 (the first member's mind2) and the best member
+  // (the lowest index among those equal to r2).
+  void refresh(std::int64_t a, std::size_t limit) {
     auto& mem = members_[a];
+    limit = std::min(limit, mem.size());
     std::size_t keep = 0;
-    double r2 = 0;
-    ArgMax best;
-    for (std::size_t j = 0; j < mem.size(); ++j) {
+    for (std::size_t j = 0; j < limit; ++j) {
       const std::int32_t p = mem[j];
-      const double m = mind2_[p];
-      if (m < 0 || owner_[p] != a) continue;
-      mem[keep++] = p;
-      r2 = std::max(r2, m);
-      best.take(m, idx_[p]);
+      if (mind2_[p] >= 0 && owner_[p] == a) mem[keep++] = p;
     }
-    mem.resize(keep);
-    r2_[a] = r2;
+    if (keep < limit) mem.erase(mem.begin() + static_cast<std::ptrdiff_t>(keep), mem.begin() + static_cast<std::ptrdiff_t>(limit));
+    ArgMax best;
+    r2_[a] = mem.empty() ? 0.0 : mind2_[mem.front()];
+    for (std::size_t j = 0; j < mem.size() && mind2_[mem[j]] == r2_[a]; ++j) best.take(r2_[a], idx_[mem[j]]);
     best_[a] = best;
   }
+  void refresh(std::int64_t a) { refresh(a, members_[a].size()); }
 
   PassStats first_centre(std::int64_t c) {
     const std::int64_t n = m_.n();
@@ -668,6 +724,7 @@ class Coverage {
     auto& mem = members_[0];
     for (std::int64_t p = 0; p < n; ++p)
       if (mind2_[p] >= 0) mem.push_back(static_cast<std::int32_t>(p));
+    sort_members(mem);
     refresh(0);
     return finish({});
   }
@@ -718,44 +775,44 @@ class Coverage {
     parallel_chunks(s, 64, s * 64, [&](std::int64_t b, std::int64_t e, int) {
       for (std::int64_t a = b; a < e; ++a) lb2_[a] = slot_bound(a, c);
     });
-    std::vector<std::int64_t> dirty;
+    // The slots to visit, each in chunks; a chunk records how far into the slot it had to go.
     struct Item {
       std::int32_t slot;
-      std::int64_t begin, end;
+      std::int64_t begin, end, reach;
     };
     std::vector<Item> items;
     std::int64_t work = 0;
     for (std::int64_t a = 0; a < s; ++a) {
       if (!(lb2_[a] < 4.0 * (r2_[a] + E) * kSlack)) continue;
-      dirty.push_back(a);
       const std::int64_t size = static_cast<std::int64_t>(members_[a].size());
       for (std::int64_t b = 0; b < size; b += kPassChunk)
-        items.push_back({static_cast<std::int32_t>(a), b, std::min(size, b + kPassChunk)});
+        items.push_back({static_cast<std::int32_t>(a), b, std::min(size, b + kPassChunk), b});
       work += size * 16;
     }
-    if (old_owner >= 0 && old_owner < s && std::find(dirty.begin(), dirty.end(), old_owner) == dirty.end())
-      dirty.push_back(old_owner);  // it loses c
     movers_.resize(static_cast<std::size_t>(max_threads()));
     for (auto& v : movers_) v.clear();
     const std::int32_t snew = static_cast<std::int32_t>(s);
     parallel_chunks(static_cast<std::int64_t>(items.size()), 1, work, [&](std::int64_t b, std::int64_t e, int t) {
       std::int32_t todo[kPassChunk];
       for (std::int64_t it = b; it < e; ++it) {
-        const Item& item = items[it];
+        Item& item = items[it];
         const std::int32_t* mem = members_[item.slot].data();
         const double lb2 = lb2_[item.slot];
         // First the members whose distance to c the bounds cannot rule out, then those
-        // distances, with the rows a few members ahead prefetched.
+        // distances, with the rows a few members ahead prefetched. The members come in
+        // decreasing mind2: once d(owner, c) >= 2 d(p, owner) holds, it holds for the rest.
         int count = 0;
-        for (std::int64_t j = item.begin; j < item.end; ++j) {
+        std::int64_t j = item.begin;
+        for (; j < item.end; ++j) {
           const std::int32_t p = mem[j];
           const double m = mind2_[p];
-          if (!(m > 0)) continue;                           // taken, or at distance 0
-          if (lb2 >= 4.0 * (m + E) * kSlack) continue;      // d(owner, c) >= 2 d(p, owner)
+          if (m < 0) continue;                                // c itself
+          if (m == 0 || lb2 >= 4.0 * (m + E) * kSlack) break;  // d(owner, c) >= 2 d(p, owner)
           const double g = std::fabs(m_.rho(p) - rc) - eta;
-          if (g > 0 && g * g >= (m + E) * kSlack) continue;  // | |x_p| - |x_c| | >= d(p, owner)
+          if (g > 0 && g * g >= (m + E) * kSlack) continue;   // | |x_p| - |x_c| | >= d(p, owner)
           todo[count++] = p;
         }
+        item.reach = j;
         // The screen on the copies, then the canonical distance of those it cannot settle
         // (the rows of the caller's array, prefetched the same way).
         int left = 0;
@@ -779,12 +836,22 @@ class Coverage {
         }
       }
     });
-    parallel_chunks(static_cast<std::int64_t>(dirty.size()), 1, work, [&](std::int64_t b, std::int64_t e, int) {
-      for (std::int64_t j = b; j < e; ++j) refresh(dirty[j]);
-    });
+    // The visited slots lose the members that moved (all within how far their chunks went),
+    // and c's old slot loses c (anywhere in it).
+    std::vector<std::pair<std::int64_t, std::int64_t>> dirty;  // (slot, prefix to compact)
+    for (const Item& item : items) {
+      if (dirty.empty() || dirty.back().first != item.slot) dirty.emplace_back(item.slot, 0);
+      dirty.back().second = std::max(dirty.back().second, item.reach);
+    }
+    if (old_owner >= 0 && old_owner < s) {
+      auto it = std::find_if(dirty.begin(), dirty.end(), [&](const auto& dl) { return dl.first == old_owner; });
+      if (it == dirty.end()) it = dirty.insert(dirty.end(), {old_owner, 0});
+      it->second = static_cast<std::int64_t>(members_[old_owner].size());
+    }
+    for (const auto& [a, limit] : dirty) refresh(a, static_cast<std::size_t>(limit));
     auto& mem = members_[s];
     for (const auto& v : movers_) mem.insert(mem.end(), v.begin(), v.end());
-    std::sort(mem.begin(), mem.end());
+    sort_members(mem);
     refresh(s);
     std::vector<std::int32_t> changed(mem.begin(), mem.end());
     changed.push_back(static_cast<std::int32_t>(pc));
@@ -1043,36 +1110,247 @@ void nearest_rows(const FloatRows& x, const FloatRows& y, const std::vector<std:
 
 // ---------------------------------------------------------------------------- strategies
 
+namespace {
+
+// Greedy k-center only ever needs the largest mind2, and mind2 only decreases as centres are
+// added. So every sample keeps its mind2 against the centres up to upto[i], an upper bound of
+// its current value, in a max-heap ordered by (value desc, index asc). A pick pops the top
+// entries, brings them up to date against the centres added since, and pushes them back,
+// until the top entry is up to date: that sample is the exact argmax, lowest index on ties,
+// since every other entry's bound (hence its value) is smaller, or equal with a larger index.
+// Most samples sit below the covering radius and are rarely brought up to date, so a pick
+// costs a few hundred distances to recent centres, held in cache, instead of a pass over the
+// pool; the values, and so the picks, are those of the eager update.
+//
+// Bringing sample p up to date against a new centre s is skipped when a lower bound on
+// d(owner_p, s)² (kept for every pair of picks, as a float table, while it fits in
+// kPairTableBytes) is >= 4 (mind2_p + E): then d(p, s) >= d(p, owner_p) by the triangle
+// inequality. Otherwise a float screen with its error bound, four centres at a time, and the
+// canonical distance of what it cannot settle.
+class LazyKCenter {
+ public:
+  explicit LazyKCenter(const FloatRows& x)
+      : x_(x), d_(x.d), mind2_(static_cast<std::size_t>(x.n), kInf), upto_(static_cast<std::size_t>(x.n), 0),
+        owner_(static_cast<std::size_t>(x.n), -1) {
+    std::vector<double> part(static_cast<std::size_t>(max_threads()), 0.0);
+    parallel_chunks(x.n, 4096, x.n * x.d, [&](std::int64_t b, std::int64_t e, int t) {
+      for (std::int64_t i = b; i < e; ++i) part[t] = std::max(part[t], dot_canonical(x.row(i), x.row(i), d_));
+    });
+    const double xmax2 = *std::max_element(part.begin(), part.end()) * (1 + 1e-9);
+    E_ = 4.1 * static_cast<double>(d_ + 8) * kEps * xmax2;  // as Euclid::E
+    screen_ = 4.0 * xmax2 < 1e36;                            // no overflow in float
+    gamma_ = detail::sqdist_f32_rel_error(d_ + kScreenExtra);
+    factor_ = (1.0 + gamma_) * (1.0 + 4.0 * detail::sqdist_rel_error(d_) + 1e-12);
+    abs_ = subnormal_slack(d_ + kScreenExtra);
+  }
+
+  /// Labeled samples as the first centres, with every other sample's distance to the nearest
+  /// (d2, by index).
+  void start(const std::vector<std::int64_t>& labeled, std::vector<double> d2) {
+    mind2_ = std::move(d2);
+    for (std::int64_t l : labeled) mind2_[l] = kTaken;
+    labeled_ = static_cast<std::int64_t>(labeled.size());
+    std::fill(upto_.begin(), upto_.end(), static_cast<std::int32_t>(labeled_));
+    build_heap();  // owners stay -1: no pair bounds with labeled centres
+  }
+  /// One first centre c: every distance to it.
+  void start(std::int64_t c) {
+    const std::int64_t n = x_.n;
+    parallel_chunks(n, kPassChunk, n * d_, [&](std::int64_t b, std::int64_t e, int) {
+      for (std::int64_t i = b; i < e; ++i) mind2_[i] = sqdist_canonical(x_.row(i), x_.row(c), d_);
+    });
+    labeled_ = 0;
+    add(c);
+    std::fill(upto_.begin(), upto_.end(), 1);
+    std::fill(owner_.begin(), owner_.end(), 0);
+    mind2_[c] = kTaken;
+    build_heap();
+  }
+
+  /// The next pick: the sample farthest from its nearest centre (value: that squared distance),
+  /// made a centre.
+  ArgMax next() {
+    const std::int32_t now = static_cast<std::int32_t>(centres());
+    for (;;) {
+      if (upto_[heap_.front().i] == now) {
+        std::pop_heap(heap_.begin(), heap_.end());
+        const Entry top = heap_.back();
+        heap_.pop_back();
+        add(top.i);
+        ArgMax out;
+        out.take(top.v, top.i);
+        return out;
+      }
+      // The stale entries on top, brought up to date together (in parallel when worth it).
+      batch_.clear();
+      std::int64_t work = 0;
+      while (!heap_.empty() && static_cast<int>(batch_.size()) < kBatch && upto_[heap_.front().i] != now) {
+        std::pop_heap(heap_.begin(), heap_.end());
+        batch_.push_back(heap_.back().i);
+        work += (now - upto_[heap_.back().i]) * d_;
+        heap_.pop_back();
+      }
+      parallel_chunks(static_cast<std::int64_t>(batch_.size()), 1, work / 4, [&](std::int64_t b, std::int64_t e, int) {
+        for (std::int64_t j = b; j < e; ++j) refresh(batch_[j], now);
+      });
+      for (std::int32_t i : batch_) {
+        heap_.push_back({mind2_[i], i});
+        std::push_heap(heap_.begin(), heap_.end());
+      }
+    }
+  }
+
+ private:
+  struct Entry {
+    double v;
+    std::int32_t i;
+    bool operator<(const Entry& o) const { return v != o.v ? v < o.v : i > o.i; }  // max-heap
+  };
+  static constexpr int kBatch = 16;
+  static constexpr std::int64_t kPairTableBytes = std::int64_t{256} << 20;
+
+  std::int64_t picks() const { return static_cast<std::int64_t>(picked_.size()) / d_; }
+  std::int64_t centres() const { return labeled_ + picks(); }
+  const float* pick_row(std::int64_t j) const { return picked_.data() + j * d_; }
+
+  // Pick c joins the centres; its row of pair bounds: lower bounds on the true d(c, j)² for
+  // every earlier pick j (the float distance divided by its error factor, rounded down).
+  void add(std::int64_t c) {
+    const std::int64_t j = picks();
+    picked_.insert(picked_.end(), x_.row(c), x_.row(c) + d_);
+    if (!screen_ || (pairs_.size() + static_cast<std::size_t>(j)) * sizeof(float) > kPairTableBytes) return;
+    pair_start_.push_back(static_cast<std::int64_t>(pairs_.size()));
+    pairs_.resize(pairs_.size() + static_cast<std::size_t>(j));
+    float* row = pairs_.data() + pair_start_.back();
+    parallel_chunks((j + 3) / 4, 64, j * d_, [&](std::int64_t b, std::int64_t e, int) {
+      for (std::int64_t q = b * 4; q < std::min(j, e * 4); q += 4) {
+        const float* cs[4];
+        float f[4];
+        for (int u = 0; u < 4; ++u) cs[u] = pick_row(std::min(q + u, j - 1));
+        sqdist_f32_x4(x_.row(c), cs, d_, f);
+        for (int u = 0; u < 4 && q + u < j; ++u) {
+          const double lb = (static_cast<double>(f[u]) - abs_) / (1.0 + gamma_) * (1.0 - 1e-6);
+          row[q + u] = lb > 0 ? static_cast<float>(lb) : 0.0f;
+        }
+      }
+    });
+  }
+  // Lower bound on the true d(pick a, pick s)², a < s; 0 where the table stops.
+  float pair_bound(std::int64_t s, std::int64_t a) const {
+    return s < static_cast<std::int64_t>(pair_start_.size()) ? pairs_[static_cast<std::size_t>(pair_start_[s] + a)] : 0.0f;
+  }
+  void build_heap() {
+    heap_.clear();
+    for (std::int64_t i = 0; i < x_.n; ++i)
+      if (mind2_[i] >= 0) heap_.push_back({mind2_[i], static_cast<std::int32_t>(i)});
+    std::make_heap(heap_.begin(), heap_.end());
+  }
+  // mind2 of i against the centres upto[i] .. now-1 (all picks, in a contiguous cache-held
+  // copy). f >= m (1 + gamma)(1 + 4 delta) + abs proves the canonical distance >= m.
+  void refresh(std::int32_t i, std::int32_t now) {
+    const float* r = x_.row(i);
+    double m = mind2_[i];
+    std::int32_t owner = owner_[i];
+    const float* cs[4];
+    std::int32_t js[4];
+    int queued = 0;
+    auto settle = [&](int count) {
+      float f[4];
+      if (screen_) {
+        for (int u = count; u < 4; ++u) cs[u] = cs[0];
+        sqdist_f32_x4(r, cs, d_, f);
+      }
+      for (int u = 0; u < count; ++u) {
+        if (screen_ && f[u] >= m * factor_ + abs_) continue;
+        const double e = sqdist_canonical(r, cs[u], d_);
+        if (e < m) {
+          m = e;
+          owner = js[u];
+        }
+      }
+    };
+    for (std::int64_t s = upto_[i] - labeled_; s < now - labeled_; ++s) {
+      // d(owner, s) >= 2 sqrt(m + E): s cannot be nearer than the owner.
+      if (owner >= 0 && pair_bound(s, owner) >= 4.0 * (m + E_) * kSlack) continue;
+      cs[queued] = pick_row(s);
+      js[queued] = static_cast<std::int32_t>(s);
+      if (++queued == 4) {
+        settle(4);
+        queued = 0;
+      }
+    }
+    if (queued > 0) settle(queued);
+    mind2_[i] = m;
+    owner_[i] = owner;
+    upto_[i] = now;
+  }
+
+  const FloatRows& x_;
+  std::int64_t d_;
+  std::vector<double> mind2_;
+  std::vector<std::int32_t> upto_;
+  std::vector<std::int32_t> owner_;  // the pick nearest each sample, -1 for a labeled one
+  std::vector<float> picked_;        // rows of the picks, in pick order
+  std::vector<float> pairs_;         // pair bounds, row s at pair_start_[s] (s entries)
+  std::vector<std::int64_t> pair_start_;
+  std::int64_t labeled_ = 0;
+  std::vector<Entry> heap_;
+  std::vector<std::int32_t> batch_;
+  bool screen_ = true;
+  double E_ = 0, gamma_ = 0, factor_ = 1, abs_ = 0;
+};
+
+}  // namespace
+
 Picks kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
               const ProgressFn& progress, const GreedyOptions& opt) {
   Picks out;
   const std::int64_t n = x.n;
-  Euclid metric(x);
-  Coverage<Euclid> cov(metric, opt.prune, false);
-  PassStats st;
-  std::int64_t t = 0;
+  std::vector<double> d2;
+  std::vector<std::int32_t> slot;
+  std::int64_t first = -1;
   if (!labeled.empty()) {
     // The distance of every sample to the nearest labeled one, in GEMM blocks.
     FloatRows centres = gather_rows(x, labeled);
     std::vector<std::uint8_t> skip(static_cast<std::size_t>(n), 0);
     for (std::int64_t l : labeled) skip[l] = 1;
-    std::vector<double> d2;
-    std::vector<std::int32_t> slot;
     nearest_rows(x, centres, skip, &d2, &slot, progress, "labeled distances");
-    st = cov.set_initial(labeled, std::move(d2), slot);
   } else {
     // No labels: the sample nearest the pool mean (ties to the lower index) starts.
     const std::vector<double> mean = pool_mean(x);
     const ArgMax near = parallel_argmax(n, n * x.d, [&](std::int64_t i) {
       return -sqdist_canonical(x.row(i), mean.data(), x.d);
     });
-    out.index.push_back(near.index);
+    first = near.index;
+    out.index.push_back(first);
     out.score.push_back(static_cast<float>(std::sqrt(-near.value)));
-    t = 1;
     report(progress, "picking", 1, k);
-    if (k > 1) st = cov.add_centre(near.index);
   }
-  for (; t < k; ++t) {
+  if (opt.prune) {
+    LazyKCenter lazy(x);
+    if (first >= 0) {
+      if (k > 1) lazy.start(first);
+    } else {
+      lazy.start(labeled, std::move(d2));
+    }
+    for (std::int64_t t = static_cast<std::int64_t>(out.index.size()); t < k; ++t) {
+      const ArgMax pick = lazy.next();
+      out.index.push_back(pick.index);
+      out.score.push_back(static_cast<float>(std::sqrt(std::max(pick.value, 0.0))));
+      report(progress, "picking", t + 1, k);
+    }
+    return out;
+  }
+  // The reference: every distance to every new centre, in index order.
+  Euclid metric(x);
+  Coverage<Euclid> cov(metric, false, false);
+  PassStats st;
+  if (first >= 0) {
+    if (k > 1) st = cov.add_centre(first);
+  } else {
+    st = cov.set_initial(labeled, d2, slot);
+  }
+  for (std::int64_t t = static_cast<std::int64_t>(out.index.size()); t < k; ++t) {
     const std::int64_t pick = st.best.index;
     out.index.push_back(pick);
     out.score.push_back(static_cast<float>(std::sqrt(std::max(st.best.value, 0.0))));
