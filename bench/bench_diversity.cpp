@@ -10,42 +10,22 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
-#include <map>
-#include <tuple>
 #include <vector>
 
 #include "quarry/array.hpp"
 #include "quarry/diversity.hpp"
 #include "quarry/synthetic.hpp"
+#include "synthetic_pool.hpp"
 
 namespace {
 
-struct Data {
-  quarry::Array outputs, embeddings;
-};
-
-// One pool cached at a time: 1e5 x 256 floats is 100 MB, 1e6 x 512 is 2 GB.
-const Data& pool(std::int64_t n, std::int64_t c, std::int64_t d) {
-  static std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t>, Data> cache;
-  const auto key = std::make_tuple(n, c, d);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  cache.clear();
-  quarry::SyntheticSpec spec;
-  spec.n = n;
-  spec.c = c;
-  spec.d = d;
-  spec.seed = 0;
-  Data data{quarry::synthetic_outputs(spec), quarry::synthetic_embeddings(spec)};
-  return cache.emplace(key, std::move(data)).first->second;
-}
 
 // args: strategy, N, D, C, k, labeled (the first `labeled` indices excluded), clusters
 void BM_Diversity(benchmark::State& state) {
   const auto strategy = static_cast<quarry::DiversityStrategy>(state.range(0));
   const std::int64_t n = state.range(1), d = state.range(2), c = state.range(3), k = state.range(4);
   const std::int64_t labeled = state.range(5), clusters = state.range(6);
-  const Data& data = pool(n, c, d);
+  const quarry_bench::Pool& data = quarry_bench::synthetic_pool(n, c, d);
   quarry::DiversityOptions o;
   o.k = k;
   o.seed = 1;

@@ -42,4 +42,9 @@ void topk_device(Context& ctx, const float* d_scores, std::int64_t n, std::int64
 void launch_gumbel_keys(Context& ctx, const float* d_scores, std::int64_t n, float beta,
                         std::uint64_t seed, float* d_keys, unsigned long long* d_fault);
 
+/// launch_gumbel_keys with its own fault word, checked: a bad score is the CPU's Error
+/// ("score at index I is V; power sampling needs finite scores >= 0"). Synchronises.
+void gumbel_keys_checked(Context& ctx, const float* d_scores, std::int64_t n, float beta,
+                         std::uint64_t seed, float* d_keys);
+
 }  // namespace quarry::cuda

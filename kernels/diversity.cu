@@ -592,11 +592,19 @@ struct Greedy {
     QUARRY_CUDA_LAUNCH_CHECK("d2_select_kernel");
   }
 
-  void host_picks(std::vector<i64>* idx, std::vector<double>* val) {
-    idx->resize(static_cast<std::size_t>(k));
-    val->resize(static_cast<std::size_t>(k));
-    copy_to_host(ctx, idx->data(), picks.data(), static_cast<std::size_t>(k) * sizeof(i64));
-    copy_to_host(ctx, val->data(), values.data(), static_cast<std::size_t>(k) * sizeof(double));
+  // The picks in order, each with score(t, value of pick t).
+  template <class Score>
+  cpu::Picks host_picks(Score score) {
+    std::vector<i64> idx(static_cast<std::size_t>(k));
+    std::vector<double> val(static_cast<std::size_t>(k));
+    copy_to_host(ctx, idx.data(), picks.data(), idx.size() * sizeof(i64));
+    copy_to_host(ctx, val.data(), values.data(), val.size() * sizeof(double));
+    cpu::Picks out;
+    for (i64 t = 0; t < k; ++t) {
+      out.index.push_back(idx[static_cast<std::size_t>(t)]);
+      out.score.push_back(static_cast<float>(score(t, val[static_cast<std::size_t>(t)])));
+    }
+    return out;
   }
 };
 
@@ -663,17 +671,10 @@ cpu::Picks kcenter(const cpu::FloatRows& x, const std::vector<std::int64_t>& lab
     gr.pass<Mode::mind2>(t - 1, nullptr, true, t);
     report(progress, ctx, "picking", t + 1, k);
   }
-  std::vector<i64> idx;
-  std::vector<double> val;
-  gr.host_picks(&idx, &val);
-  cpu::Picks out;
-  for (i64 t = 0; t < k; ++t) {
-    out.index.push_back(idx[static_cast<std::size_t>(t)]);
-    const double v = val[static_cast<std::size_t>(t)];
-    // The first pick without labels carries -d² to the mean.
-    out.score.push_back(static_cast<float>(t == 0 && labeled.empty() ? std::sqrt(-v) : std::sqrt(std::max(v, 0.0))));
-  }
-  return out;
+  // The first pick without labels carries -d² to the mean.
+  return gr.host_picks([&](i64 t, double v) {
+    return t == 0 && labeled.empty() ? std::sqrt(-v) : std::sqrt(std::max(v, 0.0));
+  });
 }
 
 cpu::Picks badge(const std::vector<double>& a, std::int64_t c, const cpu::FloatRows& h,
@@ -699,15 +700,7 @@ cpu::Picks badge(const std::vector<double>& a, std::int64_t c, const cpu::FloatR
   gr.pass<Mode::norm>(-1, nullptr, true, 0);  // the largest ||g||², lowest index on ties
   report(progress, ctx, "picking", 1, k);
   d2_loop(gr, seed, detail::kStreamBadge, progress, "picking");
-  std::vector<i64> idx;
-  std::vector<double> val;
-  gr.host_picks(&idx, &val);
-  cpu::Picks out;
-  for (i64 t = 0; t < k; ++t) {
-    out.index.push_back(idx[static_cast<std::size_t>(t)]);
-    out.score.push_back(static_cast<float>(val[static_cast<std::size_t>(t)]));
-  }
-  return out;
+  return gr.host_picks([](i64, double v) { return v; });
 }
 
 namespace {
@@ -759,7 +752,7 @@ cpu::KMeansOut kmeans(const cpu::FloatRows& x, std::int64_t clusters, int iterat
   DeviceBuffer<float> dx = upload(ctx, x.data, static_cast<std::size_t>(n * d), "embeddings");
   cpu::KMeansOut out;
   // k-means++ seeding: the first centre uniform (draw 0), then D² draws 1 .. clusters-1.
-  std::vector<i64> seeds;
+  std::vector<std::int64_t> seeds;
   {
     Greedy gr(ctx, Pool{dx.data(), n, d, nullptr, 0, nullptr}, clusters);
     const i64 c0 = static_cast<i64>(
@@ -768,10 +761,9 @@ cpu::KMeansOut kmeans(const cpu::FloatRows& x, std::int64_t clusters, int iterat
     const double taken = kTaken;
     copy_to_device(ctx, gr.mind2.data() + c0, &taken, sizeof(double));
     d2_loop(gr, seed, detail::kStreamKMeansInit, progress, "k-means seeding");
-    std::vector<double> unused;
-    gr.host_picks(&seeds, &unused);
+    seeds = gr.host_picks([](i64, double) { return 0.0; }).index;
   }
-  const cpu::FloatRows cent_host = cpu::gather_rows(x, std::vector<std::int64_t>(seeds.begin(), seeds.end()));
+  const cpu::FloatRows cent_host = cpu::gather_rows(x, seeds);
   DeviceBuffer<float> cent = upload(ctx, cent_host.data, static_cast<std::size_t>(clusters * d), "centroids");
   DeviceBuffer<double> d2(ctx, static_cast<std::size_t>(n), "assignment distances");
   DeviceBuffer<int> lab(ctx, static_cast<std::size_t>(n), "assignments");

@@ -36,9 +36,24 @@ struct OrOp {
   __device__ __forceinline__ unsigned operator()(unsigned a, unsigned b) const { return a | b; }
 };
 
+/// The combines as the host pass of nvcc sees them: never called there (the policies are only
+/// used on the device), but the shared QUARRY_HD math must compile for the host too. The
+/// device combines of each policy hide these.
+struct HostCombines {
+#if !defined(__CUDA_ARCH__)
+  float max(float v) const { return v; }
+  float sum(float v) const { return v; }
+  int sum(int v) const { return v; }
+  int min(int v) const { return v; }
+  unsigned any(unsigned v) const { return v; }
+  double sumd(double v) const { return v; }
+#endif
+};
+
 /// A warp shares a row: lane l takes classes l, l + 32, ...
-struct WarpLanes {
+struct WarpLanes : HostCombines {
   int lane;
+  QUARRY_HD explicit WarpLanes(int l) : lane(l) {}
   QUARRY_HD int first() const { return lane; }
   QUARRY_HD int step() const { return 32; }
   QUARRY_HD bool owns(int c) const { return (c & 31) == lane; }
@@ -49,20 +64,14 @@ struct WarpLanes {
   __device__ __forceinline__ int min(int v) const { return warp_reduce(v, MinOp{}); }
   __device__ __forceinline__ unsigned any(unsigned v) const { return warp_reduce(v, OrOp{}); }
   __device__ __forceinline__ double sumd(double v) const { return warp_reduce(v, SumOp{}); }
-#else
-  float max(float v) const { return v; }
-  float sum(float v) const { return v; }
-  int sum(int v) const { return v; }
-  int min(int v) const { return v; }
-  unsigned any(unsigned v) const { return v; }
-  double sumd(double v) const { return v; }
 #endif
 };
 
 /// A whole block shares a row: thread t takes classes t, t + blockDim.x, ... `scratch` is 32
 /// doubles of shared memory owned by this policy (one value per warp).
-struct BlockLanes {
+struct BlockLanes : HostCombines {
   double* scratch;
+  QUARRY_HD explicit BlockLanes(double* s) : scratch(s) {}
   QUARRY_HD int first() const {
 #if defined(__CUDA_ARCH__)
     return static_cast<int>(threadIdx.x);
@@ -104,13 +113,6 @@ struct BlockLanes {
   __device__ int min(int v) const { return block_reduce(v, MinOp{}, 0x7fffffff); }
   __device__ unsigned any(unsigned v) const { return block_reduce(v, OrOp{}, 0u); }
   __device__ double sumd(double v) const { return block_reduce(v, SumOp{}, 0.0); }
-#else
-  float max(float v) const { return v; }
-  float sum(float v) const { return v; }
-  int sum(int v) const { return v; }
-  int min(int v) const { return v; }
-  unsigned any(unsigned v) const { return v; }
-  double sumd(double v) const { return v; }
 #endif
 };
 

@@ -504,15 +504,7 @@ std::vector<std::int64_t> score_select(const ScoreCall& call, std::int64_t k, bo
   const float* rank_by = scores.data();
   if (power) {
     keys = DeviceBuffer<float>(ctx, n, "power-sampling keys");
-    launch_gumbel_keys(ctx, scores.data(), call.n, beta, seed, keys.data(), p.fault.data());
-    unsigned long long bad = kNoFault;
-    copy_to_host(ctx, &bad, p.fault.data(), sizeof bad);
-    if (bad != kNoFault) {  // the CPU's message (cpu::gumbel_keys)
-      float v = 0.0f;
-      copy_to_host(ctx, &v, scores.data() + bad, sizeof v);
-      QUARRY_FAIL("score at index ", static_cast<std::int64_t>(bad), " is ", v,
-                  "; power sampling needs finite scores >= 0");
-    }
+    gumbel_keys_checked(ctx, scores.data(), call.n, beta, seed, keys.data());
     rank_by = keys.data();
   }
   DeviceBuffer<std::int64_t> index(ctx, static_cast<std::size_t>(k), "selected indices");

@@ -100,6 +100,23 @@ struct BufferSource {
   }
 };
 
+// Item v of the source, or invalid composites past the end (those threads still run the
+// iteration: the warp-wide appends need every lane).
+template <class Source>
+__device__ __forceinline__ void load_or_blank(const Source& src, std::uint64_t v, std::uint64_t items,
+                                              std::uint64_t (&c)[Source::kWidth],
+                                              bool (&valid)[Source::kWidth], std::uint32_t& nan_min) {
+  if (v < items) {
+    src.load(v, c, valid, nan_min);
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < Source::kWidth; ++j) {
+    c[j] = 0;
+    valid[j] = false;
+  }
+}
+
 // ---------------------------------------------------------------- kernels
 
 // Appends c to dst (capacity cap) for every lane with `want`. Must be called by all 32 lanes
@@ -148,15 +165,7 @@ __global__ void __launch_bounds__(kBlock) radix_pass_kernel(Source src, PassArgs
     const std::uint64_t v = base + threadIdx.x;
     std::uint64_t c[W];
     bool valid[W];
-    if (v < items) {
-      src.load(v, c, valid, nan_min);
-    } else {
-#pragma unroll
-      for (int j = 0; j < W; ++j) {
-        c[j] = 0;
-        valid[j] = false;
-      }
-    }
+    load_or_blank(src, v, items, c, valid, nan_min);
     int r[W];
 #pragma unroll
     for (int j = 0; j < W; ++j) r[j] = valid[j] ? radix::role(c[j], a.prefix_shift, a.prefix) : radix::kBelow;
@@ -208,15 +217,7 @@ __global__ void __launch_bounds__(kBlock) collect_kernel(Source src, std::uint64
     const std::uint64_t v = base + threadIdx.x;
     std::uint64_t c[W];
     bool valid[W];
-    if (v < items) {
-      src.load(v, c, valid, nan_min);
-    } else {
-#pragma unroll
-      for (int j = 0; j < W; ++j) {
-        c[j] = 0;
-        valid[j] = false;
-      }
-    }
+    load_or_blank(src, v, items, c, valid, nan_min);
 #pragma unroll
     for (int j = 0; j < W; ++j) warp_append(valid[j] && c[j] >= threshold, c[j], out, out_count, cap);
   }
@@ -409,6 +410,20 @@ void launch_gumbel_keys(Context& ctx, const float* d_scores, std::int64_t n, flo
 
 // ---------------------------------------------------------------- host entry points
 
+void gumbel_keys_checked(Context& ctx, const float* d_scores, std::int64_t n, float beta,
+                         std::uint64_t seed, float* d_keys) {
+  DeviceBuffer<unsigned long long> d_fault(ctx, 1, "power-sampling fault word");
+  QUARRY_CUDA_CHECK(cudaMemsetAsync(d_fault.data(), 0xff, sizeof(unsigned long long), ctx.stream()));
+  launch_gumbel_keys(ctx, d_scores, n, beta, seed, d_keys, d_fault.data());
+  unsigned long long bad = kNoFault;
+  copy_to_host(ctx, &bad, d_fault.data(), sizeof bad);
+  if (bad == kNoFault) return;
+  float v = 0.0f;  // the CPU's message (cpu::gumbel_keys), with the same types streamed
+  copy_to_host(ctx, &v, d_scores + bad, sizeof v);
+  QUARRY_FAIL("score at index ", static_cast<std::int64_t>(bad), " is ", v,
+              "; power sampling needs finite scores >= 0");
+}
+
 namespace {
 
 // Device memory a select of k of n needs besides its input: mask, winners (3 x 8 bytes each for
@@ -460,15 +475,7 @@ std::vector<std::int64_t> power(const float* scores, std::int64_t n, std::int64_
   {
     DeviceBuffer<float> d_scores(ctx, static_cast<std::size_t>(n), "power-sampling scores");
     copy_to_device(ctx, d_scores.data(), scores, static_cast<std::size_t>(n) * sizeof(float));
-    DeviceBuffer<unsigned long long> d_fault(ctx, 1, "power-sampling fault word");
-    const unsigned long long none = kNoFault;
-    copy_to_device(ctx, d_fault.data(), &none, sizeof none);
-    launch_gumbel_keys(ctx, d_scores.data(), n, beta, seed, d_keys.data(), d_fault.data());
-    unsigned long long bad = kNoFault;
-    copy_to_host(ctx, &bad, d_fault.data(), sizeof bad);
-    // The CPU's message (cpu::gumbel_keys), with the same types streamed.
-    QUARRY_EXPECTS(bad == kNoFault, "score at index ", static_cast<std::int64_t>(bad), " is ",
-                   scores[bad], "; power sampling needs finite scores >= 0");
+    gumbel_keys_checked(ctx, d_scores.data(), n, beta, seed, d_keys.data());
   }
   const DeviceBuffer<std::uint32_t> d_mask = upload_exclusions(ctx, excluded, n);
   DeviceBuffer<std::int64_t> d_index(ctx, static_cast<std::size_t>(k), "power-sampling indices");
