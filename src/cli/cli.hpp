@@ -12,6 +12,8 @@ namespace quarry::cli {
 /// Registers every subcommand on `app`. Each subcommand's callback does its work and throws
 /// quarry::Error on failure.
 void add_commands(CLI::App& app);
+/// train, infer, simulate (src/cli/loop_commands.cpp).
+void add_loop_commands(CLI::App& app);
 
 /// The selection as CSV (`rank,index,score`) or JSON.
 std::string selection_csv(const Selection& sel);

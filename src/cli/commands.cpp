@@ -1,4 +1,4 @@
-// The quarry subcommands: score, select, info, generate, demo.
+// The quarry subcommands: score, select, info, generate, demo (train, infer, simulate: loop_commands.cpp).
 #include <omp.h>
 
 #include <algorithm>
@@ -489,6 +489,7 @@ void add_commands(CLI::App& app) {
   add_info(app);
   add_generate(app);
   add_demo(app);
+  add_loop_commands(app);
 }
 
 }  // namespace quarry::cli

@@ -1,0 +1,141 @@
+// The active-learning loop, simulated with the dataset's own labels as the oracle: train,
+// evaluate, infer on the pool, score and select through the engine (the same calls as
+// `quarry select`), label, retrain. And what it reports: metrics, learning curves, label
+// efficiency against random sampling, rounds.jsonl / curves.csv / summary.json / summary.md /
+// curves.svg.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "quarry/dataset.hpp"
+#include "quarry/device.hpp"
+#include "quarry/train.hpp"
+
+namespace quarry {
+
+// ------------------------------------------------------------------ metrics
+
+struct Metrics {
+  double accuracy = 0;           // correct / n
+  double balanced_accuracy = 0;  // mean over classes present in the truth of their recall
+  double macro_f1 = 0;           // mean of F1_c = 2TP / (2TP + FP + FN) over the classes in
+                                 // the truth or in the predictions (present but never
+                                 // predicted, or predicted but never present: 0; in neither:
+                                 // left out), as scikit-learn's macro F1
+  std::vector<double> sensitivity;  // [C]: recall of class c, TP / (TP + FN) (NaN if absent)
+  std::vector<double> specificity;  // [C]: TN / (TN + FP) over the other classes (NaN if none)
+  std::vector<std::int64_t> confusion;  // [C*C]: row = truth, column = prediction
+  int num_classes = 0;
+  std::int64_t n = 0;
+};
+
+/// Metrics of predictions against the truth (same length, classes in [0, num_classes)).
+Metrics evaluate_predictions(const std::vector<std::int32_t>& truth,
+                             const std::vector<std::int32_t>& predicted, int num_classes);
+
+// ------------------------------------------------------------------ one round's record
+
+struct RoundRecord {
+  std::string strategy;
+  int repeat = 0;
+  int round = 0;             // 0: the initial set; r >= 1: after the r-th selected batch
+  std::int64_t labels = 0;   // labeled samples the model of this round was trained on
+  Metrics test;
+  std::vector<std::int64_t> labeled_per_class;  // [C] of the labeled set
+  int epochs = 0;
+  double train_seconds = 0, eval_seconds = 0, infer_seconds = 0, score_seconds = 0,
+         select_seconds = 0, round_seconds = 0;
+  /// The batch selected after this round's model (empty after the last round).
+  std::vector<std::int64_t> selected;
+};
+
+// ------------------------------------------------------------------ summary
+
+/// Mean and sample standard deviation (n - 1; 0 for one repeat) over repeats.
+struct MeanStd {
+  double mean = 0, std = 0;
+};
+
+/// How many labels a strategy needed to reach a target (random sampling's final mean), read
+/// off its mean curve with linear interpolation between rounds: the first crossing.
+struct Efficiency {
+  double target = 0;                   // the baseline's final mean
+  std::optional<double> labels;        // none: the target was never reached
+  std::optional<double> saving_percent;  // 100 * (1 - labels / baseline's final labels)
+};
+
+struct StrategySummary {
+  std::string strategy;
+  int repeats = 0;
+  std::vector<std::int64_t> labels;  // per round (the same in every repeat)
+  std::vector<MeanStd> accuracy, balanced_accuracy, macro_f1;  // per round
+  /// For two classes: per round, per class (index [round][class]).
+  std::vector<std::vector<MeanStd>> sensitivity, specificity;
+  Efficiency accuracy_efficiency, balanced_accuracy_efficiency;
+  MeanStd round_seconds;  // mean time of a round (all rounds of all repeats)
+  MeanStd train_seconds, infer_seconds, score_seconds, select_seconds;
+};
+
+struct SimulationSummary {
+  std::string dataset;      // Dataset::describe() and spec
+  std::string model;        // Model::describe() of a round-0 model
+  std::string baseline = "random";
+  std::int64_t seed_size = 0, batch = 0;
+  int rounds = 0, repeats = 0, num_classes = 0;
+  std::string config_json;  // the full configuration, as JSON (written into summary.json)
+  std::vector<StrategySummary> strategies;  // in the order first seen in the records
+};
+
+/// Aggregates round records (every strategy x repeat x round) into the summary. The baseline
+/// is `baseline` ("random"); without it in the records the efficiencies are left empty.
+/// Errors: repeats of a strategy with different label counts per round.
+SimulationSummary summarize(const std::vector<RoundRecord>& records, SimulationSummary header);
+
+/// One JSON object (one line, no newline) for rounds.jsonl.
+std::string round_json(const RoundRecord& r);
+/// Parses a line of rounds.jsonl back (tests compare the summary with it).
+RoundRecord parse_round_json(const std::string& line);
+std::string curves_csv(const SimulationSummary& s);
+std::string summary_json(const SimulationSummary& s);
+std::string summary_markdown(const SimulationSummary& s);
+/// Learning curves (accuracy and balanced accuracy against labels, mean with a +-1 std band
+/// per strategy), a self-contained SVG.
+std::string curves_svg(const SimulationSummary& s);
+
+// ------------------------------------------------------------------ the simulation
+
+struct SimulateOptions {
+  /// "random", an acquisition name (entropy, margin, least-confidence, ratio, bald,
+  /// vote-entropy, kl-max, variation-ratio, consensus-entropy, egl, badge-norm: exact top-k),
+  /// or a diversity strategy (badge, kcenter, cluster-margin, uncertain-kcenter).
+  std::vector<std::string> strategies{"random", "entropy", "margin", "bald", "badge"};
+  std::int64_t seed_size = 200;
+  std::int64_t batch = 100;
+  int rounds = 10;
+  int repeats = 3;
+  std::uint64_t seed = 0;
+  /// Model and training settings (its seed is replaced by the repeat's).
+  TrainOptions train;
+  /// Committee of the committee strategies (bald, ...): MC-dropout unless told otherwise.
+  CommitteeSpec committee{CommitteeSpec::Kind::mc, 10};
+  /// Where scoring and selection run (quarry's engine).
+  DeviceSpec device{};
+  /// Called after every round (progress lines, rounds.jsonl).
+  std::function<void(const RoundRecord&)> on_round;
+};
+
+/// Runs every strategy for every repeat. Repeat r uses seed + r for its initial set (the same
+/// for every strategy of the repeat) and for training. Errors: an unknown strategy, a seed set
+/// or batch larger than the pool, a pool too small for the rounds.
+std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& options);
+
+/// Writes rounds.jsonl, curves.csv, summary.json, summary.md and curves.svg into `dir`
+/// (created if needed; each file atomically).
+void write_simulation_report(const std::string& dir, const std::vector<RoundRecord>& records,
+                             const SimulationSummary& summary);
+
+}  // namespace quarry

@@ -1,0 +1,354 @@
+// The loop subcommands: train, infer, simulate.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli.hpp"
+#include "quarry/error.hpp"
+#include "quarry/io.hpp"
+#include "quarry/loop.hpp"
+#include "quarry/train.hpp"
+#include "quarry/version.hpp"
+
+namespace quarry::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+const char* kDatasetHelp =
+    "Dataset: idx:DIR (MNIST-style IDX files), npz:FILE (MedMNIST layout), npy:X.npy,y.npy "
+    "(feature vectors), synthetic[:N] (built-in image pool)";
+
+// Options every loop command shares: the dataset and how it is split.
+struct DataArgs {
+  std::string dataset = "synthetic";
+  std::int64_t pool_limit = 0;
+  std::uint64_t data_seed = 0;
+
+  void add(CLI::App* cmd, bool required) {
+    auto* o = cmd->add_option("--dataset", dataset, kDatasetHelp);
+    if (required) o->required();
+    cmd->add_option("--pool-limit", pool_limit,
+                    "Use a random subset of this many training samples (0: all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--data-seed", data_seed,
+                    "Seed of the held-out splits and of --pool-limit's subset (use the same value for "
+                    "train and infer)");
+  }
+  Dataset load() const {
+    DatasetOptions o;
+    o.seed = data_seed;
+    o.pool_limit = pool_limit;
+    return load_dataset(dataset, o);
+  }
+};
+
+// Options of training.
+struct TrainArgs {
+  std::string model, committee = "none", device = "auto";
+  int epochs = 40, patience = 6, min_steps = 300, batch_size = 64, threads = 0;
+  double lr = 1e-3, weight_decay = 1e-4;
+  bool no_class_weights = false;
+  std::uint64_t seed = 0;
+
+  void add(CLI::App* cmd, bool committee_flag) {
+    cmd->add_option("--model", model, "cnn, mlp or torchscript:FILE (default: cnn for images, mlp for features)");
+    if (committee_flag)
+      cmd->add_option("--committee", committee,
+                      "none, mc:M (MC-dropout samples at inference) or ensemble:M (train M models)");
+    cmd->add_option("--epochs", epochs, "Most epochs (early stopping on the validation loss)")->check(CLI::PositiveNumber);
+    cmd->add_option("--patience", patience, "Epochs without a better validation loss before stopping")
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("--min-steps", min_steps, "At least this many optimiser steps, however few the labels")
+        ->check(CLI::NonNegativeNumber);
+    cmd->add_option("--batch-size", batch_size, "Training batch size")->check(CLI::PositiveNumber);
+    cmd->add_option("--lr", lr, "Adam learning rate")->check(CLI::PositiveNumber);
+    cmd->add_option("--weight-decay", weight_decay, "Adam weight decay")->check(CLI::NonNegativeNumber);
+    cmd->add_flag("--no-class-weights", no_class_weights, "Do not weight the loss by inverse class frequency");
+    cmd->add_option("--seed", seed, "Seed of the initialisation, data order and dropout");
+    cmd->add_option("--device", device, "Where LibTorch runs: auto, cpu, cuda or cuda:N");
+    cmd->add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  }
+  TrainOptions options(const Dataset& data) const {
+    TrainOptions o;
+    o.model = model.empty() ? default_model(data) : parse_model_spec(model);
+    o.committee = parse_committee(committee);
+    o.max_epochs = epochs;
+    o.patience = patience;
+    o.min_steps = min_steps;
+    o.batch_size = batch_size;
+    o.learning_rate = lr;
+    o.weight_decay = weight_decay;
+    o.class_weights = !no_class_weights;
+    o.seed = seed;
+    o.device = parse_device(device);
+    o.threads = threads;
+    return o;
+  }
+};
+
+std::string percent(double v) { return fmt::format("{:.1f}%", 100.0 * v); }
+
+std::string metrics_line(const Metrics& m) {
+  std::string s = fmt::format("accuracy {}, balanced accuracy {}, macro-F1 {:.3f}", percent(m.accuracy),
+                              percent(m.balanced_accuracy), m.macro_f1);
+  if (m.num_classes == 2)
+    s += fmt::format(", sensitivity {} / {} (class 0 / 1)", percent(m.sensitivity[0]), percent(m.sensitivity[1]));
+  return s;
+}
+
+// ------------------------------------------------------------------ train
+void add_train(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train", "Train a model on the labeled samples of a dataset's pool");
+  struct Args {
+    DataArgs data;
+    TrainArgs train;
+    std::string labeled, out;
+  };
+  auto a = std::make_shared<Args>();
+  a->data.add(cmd, true);
+  a->train.add(cmd, true);
+  cmd->add_option("--labeled", a->labeled,
+                  "Pool indices to train on (.npy of integers, or text/CSV with an index column); "
+                  "default: the whole training split");
+  cmd->add_option("--out", a->out, "Model file to write (LibTorch archive)")->required();
+  cmd->callback([a] {
+    const Dataset data = a->data.load();
+    std::vector<std::int64_t> labeled;
+    if (a->labeled.empty()) {
+      for (std::int64_t i = 0; i < data.train.size(); ++i) labeled.push_back(i);
+    } else {
+      labeled = read_index_list(a->labeled);
+      for (std::size_t r = 0; r < labeled.size(); ++r)
+        QUARRY_EXPECTS(labeled[r] >= 0 && labeled[r] < data.train.size(), a->labeled, ": entry ", r + 1,
+                       ": index ", labeled[r], " is outside the pool [0, ", data.train.size(), ") of ",
+                       data.spec);
+    }
+    const TrainOptions o = a->train.options(data);
+    std::fprintf(stderr, "quarry: train: %s, %zu labeled\n", data.describe().c_str(), labeled.size());
+    auto last = std::make_shared<Clock::time_point>(Clock::now());
+    TrainReport rep;
+    const Model model = Model::train(data, labeled, o, &rep, [last](const std::string& what, std::int64_t done,
+                                                                    std::int64_t total) {
+      if (seconds_since(*last) < 1.0) return;
+      *last = Clock::now();
+      std::fprintf(stderr, "quarry: train: %s %lld/%lld\n", what.c_str(), static_cast<long long>(done),
+                   static_cast<long long>(total));
+    });
+    model.save(a->out);
+    std::printf("model: %s\n", model.describe().c_str());
+    std::printf("trained: %d epochs in %.1f s on %s (best epoch %d, validation loss %.4f)\n", rep.epochs,
+                rep.seconds, rep.device.c_str(), rep.best_epoch, rep.best_val_loss);
+    if (data.val.size() > 0)
+      std::printf("validation: %s\n",
+                  metrics_line(evaluate_predictions(data.val.y, model.predict(data.val, o.threads), data.num_classes))
+                      .c_str());
+    if (data.test.size() > 0)
+      std::printf("test: %s\n",
+                  metrics_line(evaluate_predictions(data.test.y, model.predict(data.test, o.threads), data.num_classes))
+                      .c_str());
+    std::printf("wrote %s\n", a->out.c_str());
+  });
+}
+
+// ------------------------------------------------------------------ infer
+void add_infer(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "infer", "Run a trained model over a dataset's pool: probs.npy, embeddings.npy, committee.npy");
+  struct Args {
+    DataArgs data;
+    std::string model, out, split = "train", committee, device = "auto";
+    std::uint64_t seed = 0;
+    int batch_size = 512, threads = 0;
+  };
+  auto a = std::make_shared<Args>();
+  a->data.add(cmd, true);
+  cmd->add_option("--model", a->model, "Model file written by quarry train")->required();
+  cmd->add_option("--out", a->out, "Folder for probs.npy [N,C], embeddings.npy [N,D], committee.npy [M,N,C]")
+      ->required();
+  cmd->add_option("--split", a->split, "train (the pool), val or test")->check(CLI::IsMember({"train", "val", "test"}));
+  cmd->add_option("--committee", a->committee,
+                  "none, mc:M or ensemble:M (default: what the model was trained with)");
+  cmd->add_option("--seed", a->seed, "Seed of the MC-dropout masks");
+  cmd->add_option("--batch-size", a->batch_size, "Inference batch size")->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", a->threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", a->device, "Where LibTorch runs: auto, cpu, cuda or cuda:N");
+  cmd->callback([a] {
+    const Dataset data = a->data.load();
+    const Model model = Model::load(a->model, parse_device(a->device));
+    QUARRY_EXPECTS(model.sample_shape() == data.sample_shape && model.num_classes() == data.num_classes, a->model,
+                   ": the model takes ", shape_string(model.sample_shape()), " samples of ", model.num_classes(),
+                   " classes, but ", data.spec, " has ", shape_string(data.sample_shape), " samples of ",
+                   data.num_classes, " classes");
+    const Split& split = a->split == "train" ? data.train : a->split == "val" ? data.val : data.test;
+    InferOptions io;
+    if (!a->committee.empty()) io.committee = parse_committee(a->committee);
+    io.seed = a->seed;
+    io.batch_size = a->batch_size;
+    io.threads = a->threads;
+    const auto t0 = Clock::now();
+    const Inference inf = model.infer(split, io);
+    const double t = seconds_since(t0);
+    std::filesystem::create_directories(a->out);
+    const std::filesystem::path d(a->out);
+    write_npy((d / "probs.npy").string(), inf.probs.view());
+    write_npy((d / "embeddings.npy").string(), inf.embeddings.view());
+    if (inf.committee.numel() > 0) write_npy((d / "committee.npy").string(), inf.committee.view());
+    std::printf("model: %s\n", model.describe().c_str());
+    std::printf("inferred %lld samples of the %s split in %.2f s (%.0f samples/s)\n",
+                static_cast<long long>(split.size()), a->split.c_str(), t, split.size() / std::max(t, 1e-9));
+    std::printf("wrote %s/probs.npy %s, embeddings.npy %s", a->out.c_str(), shape_string(inf.probs.shape()).c_str(),
+                shape_string(inf.embeddings.shape()).c_str());
+    if (inf.committee.numel() > 0) std::printf(", committee.npy %s", shape_string(inf.committee.shape()).c_str());
+    std::printf("\n");
+  });
+}
+
+// ------------------------------------------------------------------ simulate
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    const auto comma = s.find(',', start);
+    const std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!item.empty()) out.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+void add_simulate(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "simulate",
+      "Simulate active learning with the dataset's labels as the oracle and measure label efficiency "
+      "against random sampling");
+  struct Args {
+    DataArgs data;
+    TrainArgs train;
+    std::string strategies = "random,entropy,margin,bald,badge", committee = "mc:10", out = "quarry-simulate",
+                score_device = "auto";
+    std::int64_t seed_size = 200, batch = 100;
+    int rounds = 10, repeats = 3;
+    std::uint64_t seed = 0;
+  };
+  auto a = std::make_shared<Args>();
+  a->data.add(cmd, false);
+  a->train.add(cmd, false);
+  cmd->add_option("--strategies", a->strategies,
+                  "Comma-separated: random, any acquisition (entropy, margin, least-confidence, ratio, bald, "
+                  "vote-entropy, kl-max, variation-ratio, consensus-entropy, egl, badge-norm) or diversity "
+                  "strategy (badge, kcenter, cluster-margin, uncertain-kcenter)");
+  cmd->add_option("--committee", a->committee, "Committee of the committee strategies: mc:M or ensemble:M");
+  cmd->add_option("--seed-size", a->seed_size, "Initial random labeled set")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", a->batch, "Labels bought per round")->check(CLI::PositiveNumber);
+  cmd->add_option("--rounds", a->rounds, "Selection rounds")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--repeats", a->repeats, "Repeats (each with its own initial set and training seed)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--score-device", a->score_device, "Where scoring and selection run: auto, cpu, cuda[:N]");
+  cmd->add_option("--out", a->out, "Folder for rounds.jsonl, curves.csv, summary.json, summary.md, curves.svg");
+  cmd->callback([a] {
+    const auto t0 = Clock::now();
+    const Dataset data = a->data.load();
+    SimulateOptions o;
+    o.strategies = split_list(a->strategies);
+    o.seed_size = a->seed_size;
+    o.batch = a->batch;
+    o.rounds = a->rounds;
+    o.repeats = a->repeats;
+    o.seed = a->train.seed;
+    o.train = a->train.options(data);
+    o.committee = parse_committee(a->committee);
+    o.device = parse_device(a->score_device);
+    QUARRY_EXPECTS(have_torch(), "this build of quarry has no LibTorch: simulate needs it (Debian: libtorch-dev)");
+
+    nlohmann::json config = {
+        {"dataset", data.spec},           {"dataset_description", data.describe()},
+        {"model", model_spec_string(o.train.model)},
+        {"committee", committee_string(o.committee)},
+        {"strategies", o.strategies},     {"seed_size", o.seed_size},
+        {"batch", o.batch},               {"rounds", o.rounds},
+        {"repeats", o.repeats},           {"seed", o.seed},
+        {"pool_limit", a->data.pool_limit}, {"data_seed", a->data.data_seed},
+        {"max_epochs", o.train.max_epochs}, {"patience", o.train.patience},
+        {"min_steps", o.train.min_steps}, {"batch_size", o.train.batch_size},
+        {"learning_rate", o.train.learning_rate}, {"weight_decay", o.train.weight_decay},
+        {"class_weights", o.train.class_weights}, {"train_device", device_string(o.train.device)},
+        {"score_device", device_string(o.device)}, {"threads", o.train.threads},
+        {"quarry", build_info().version},  {"libtorch", build_info().torch_version}};
+
+    std::filesystem::create_directories(a->out);
+    const std::string rounds_path = (std::filesystem::path(a->out) / "rounds.jsonl").string();
+    auto lines = std::make_shared<std::string>();
+    const std::size_t total_rounds = o.strategies.size() * static_cast<std::size_t>(o.repeats) *
+                                     static_cast<std::size_t>(o.rounds + 1);
+    auto done = std::make_shared<std::size_t>(0);
+    std::fprintf(stderr, "quarry: simulate: %s; model %s; %zu strategies x %d repeats x %d rounds\n",
+                 data.describe().c_str(), model_spec_string(o.train.model).c_str(), o.strategies.size(),
+                 o.repeats, o.rounds + 1);
+    o.on_round = [&, lines, done](const RoundRecord& r) {
+      // rounds.jsonl grows as the run goes (rewritten atomically): a long run keeps its rounds.
+      *lines += round_json(r) + "\n";
+      write_file_atomic(rounds_path, {*lines});
+      ++*done;
+      std::fprintf(stderr,
+                   "quarry: [%zu/%zu] %-18s repeat %d/%d round %2d/%d: %5lld labels, accuracy %5.1f%%, "
+                   "balanced %5.1f%% (%.1f s)\n",
+                   *done, total_rounds, r.strategy.c_str(), r.repeat + 1, o.repeats, r.round, o.rounds,
+                   static_cast<long long>(r.labels), 100 * r.test.accuracy, 100 * r.test.balanced_accuracy,
+                   r.round_seconds);
+    };
+    const std::vector<RoundRecord> records = simulate(data, o);
+
+    SimulationSummary header;
+    header.dataset = data.spec + " (" + data.describe() + ")";
+    header.model = model_spec_string(o.train.model) + ", committee strategies: " + committee_string(o.committee);
+    header.seed_size = o.seed_size;
+    header.batch = o.batch;
+    header.rounds = o.rounds;
+    header.repeats = o.repeats;
+    header.num_classes = data.num_classes;
+    config["seconds"] = seconds_since(t0);
+    header.config_json = config.dump();
+    const SimulationSummary summary = summarize(records, header);
+    write_simulation_report(a->out, records, summary);
+
+    std::printf("quarry simulate: %s, %d repeats, %lld + %d x %lld labels, %.0f s\n", data.spec.c_str(), o.repeats,
+                static_cast<long long>(o.seed_size), o.rounds, static_cast<long long>(o.batch), seconds_since(t0));
+    std::printf("  %-18s %16s %16s %22s %22s\n", "strategy", "final accuracy", "final balanced",
+                "labels to random acc", "labels to random bal");
+    auto eff = [](const Efficiency& e) {
+      if (!e.labels) return std::string("not reached");
+      return fmt::format("{:.0f} ({:+.0f}%)", *e.labels, e.saving_percent ? -*e.saving_percent : 0.0);
+    };
+    for (const auto& s : summary.strategies) {
+      const auto& acc = s.accuracy.back();
+      const auto& bal = s.balanced_accuracy.back();
+      std::printf("  %-18s %8.1f ± %4.1f%% %8.1f ± %4.1f%% %22s %22s\n", s.strategy.c_str(), 100 * acc.mean,
+                  100 * acc.std, 100 * bal.mean, 100 * bal.std, eff(s.accuracy_efficiency).c_str(),
+                  eff(s.balanced_accuracy_efficiency).c_str());
+    }
+    const std::filesystem::path d(a->out);
+    std::printf("summary: %s\nplot:    %s\nrounds:  %s\n", (d / "summary.md").string().c_str(),
+                (d / "curves.svg").string().c_str(), rounds_path.c_str());
+  });
+}
+
+}  // namespace
+
+void add_loop_commands(CLI::App& app) {
+  add_train(app);
+  add_infer(app);
+  add_simulate(app);
+}
+
+}  // namespace quarry::cli

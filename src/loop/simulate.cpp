@@ -1,0 +1,219 @@
+// The simulated active-learning loop: the dataset's labels are the oracle. Every selection goes
+// through the engine's public calls, the same ones `quarry select` makes: quarry::score then
+// quarry::select_topk for an acquisition, quarry::select_diverse for a diversity strategy.
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "quarry/acquisition.hpp"
+#include "quarry/diversity.hpp"
+#include "quarry/error.hpp"
+#include "quarry/io.hpp"
+#include "quarry/loop.hpp"
+#include "quarry/select.hpp"
+
+namespace quarry {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct Strategy {
+  enum class Kind { random, acquisition, diversity } kind = Kind::random;
+  std::string name;
+  Acquisition acquisition = Acquisition::entropy;
+  DiversityStrategy diversity = DiversityStrategy::badge;
+  // The committee outputs [M, N, C] are needed (a committee acquisition).
+  bool committee() const { return kind == Kind::acquisition && acquisition_needs_committee(acquisition); }
+};
+
+std::string strategy_names() {
+  std::string s = "random";
+  for (auto a : all_acquisitions()) s += std::string(", ") + acquisition_name(a);
+  for (auto d : all_diversity_strategies()) s += std::string(", ") + diversity_strategy_name(d);
+  return s;
+}
+
+Strategy parse_strategy(const std::string& name) {
+  Strategy s;
+  s.name = name;
+  if (name == "random") return s;
+  for (auto a : all_acquisitions())
+    if (name == acquisition_name(a)) {
+      s.kind = Strategy::Kind::acquisition;
+      s.acquisition = a;
+      return s;
+    }
+  for (auto d : all_diversity_strategies())
+    if (name == diversity_strategy_name(d)) {
+      s.kind = Strategy::Kind::diversity;
+      s.diversity = d;
+      return s;
+    }
+  QUARRY_FAIL("unknown strategy '", name, "': expected one of ", strategy_names());
+}
+
+// Fisher-Yates with a fully specified generator (the same draw on every platform).
+std::vector<std::int64_t> sample_without_replacement(std::vector<std::int64_t> from, std::int64_t k,
+                                                     std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (std::int64_t i = 0; i < k; ++i) {
+    const std::int64_t j = i + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(from.size() - i));
+    std::swap(from[i], from[j]);
+  }
+  from.resize(static_cast<std::size_t>(k));
+  return from;
+}
+
+std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t z = a * 0x9E3779B97F4A7C15ull ^ (b + 0xBF58476D1CE4E5B9ull + (a << 6) + (a >> 2));
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// FNV-1a: a stable hash of a strategy's name (std::hash differs between standard libraries).
+std::uint64_t name_hash(const std::string& s) {
+  std::uint64_t h = 0xCBF29CE484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001B3ull;
+  return h;
+}
+
+}  // namespace
+
+std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o) {
+  QUARRY_EXPECTS(!o.strategies.empty(), "simulate: no strategies given");
+  std::vector<Strategy> strategies;
+  for (const auto& name : o.strategies) {
+    strategies.push_back(parse_strategy(name));
+    for (std::size_t i = 0; i + 1 < strategies.size(); ++i)
+      QUARRY_EXPECTS(strategies[i].name != name, "simulate: strategy '", name, "' is listed twice");
+  }
+  const std::int64_t pool = data.train.size();
+  QUARRY_EXPECTS(o.seed_size >= 1 && o.batch >= 1 && o.rounds >= 0 && o.repeats >= 1,
+                 "simulate: --seed-size and --batch must be >= 1, --rounds >= 0, --repeats >= 1");
+  QUARRY_EXPECTS(o.seed_size + o.rounds * o.batch <= pool, "simulate: ", o.seed_size, " initial labels + ",
+                 o.rounds, " rounds x ", o.batch, " = ", o.seed_size + o.rounds * o.batch,
+                 " labels, but the pool (", data.spec, ") has only ", pool, " samples");
+  QUARRY_EXPECTS(data.test.size() > 0, "simulate: ", data.spec, " has no test split to evaluate on");
+  const bool committee_needed =
+      std::any_of(strategies.begin(), strategies.end(), [](const Strategy& s) { return s.committee(); });
+  QUARRY_EXPECTS(!committee_needed || o.committee.kind != CommitteeSpec::Kind::none,
+                 "simulate: a committee strategy needs a committee (--committee mc:M or ensemble:M)");
+
+  std::vector<std::int64_t> all(static_cast<std::size_t>(pool));
+  for (std::int64_t i = 0; i < pool; ++i) all[i] = i;
+  std::vector<RoundRecord> records;
+
+  for (int repeat = 0; repeat < o.repeats; ++repeat) {
+    const std::uint64_t repeat_seed = o.seed + static_cast<std::uint64_t>(repeat);
+    const std::vector<std::int64_t> initial = sample_without_replacement(all, o.seed_size, mix(repeat_seed, 1));
+    for (const Strategy& strategy : strategies) {
+      std::vector<std::int64_t> labeled = initial;
+      std::vector<char> is_labeled(static_cast<std::size_t>(pool), 0);
+      for (auto i : labeled) is_labeled[static_cast<std::size_t>(i)] = 1;
+      for (int round = 0; round <= o.rounds; ++round) {
+        const auto round_start = Clock::now();
+        RoundRecord r;
+        r.strategy = strategy.name;
+        r.repeat = repeat;
+        r.round = round;
+        r.labels = static_cast<std::int64_t>(labeled.size());
+        r.labeled_per_class.assign(static_cast<std::size_t>(data.num_classes), 0);
+        for (auto i : labeled) ++r.labeled_per_class[static_cast<std::size_t>(data.train.y[i])];
+
+        // Train: the repeat's seed, so every strategy's round 0 is the same model.
+        TrainOptions to = o.train;
+        to.seed = repeat_seed;
+        to.committee = strategy.committee() && o.committee.kind == CommitteeSpec::Kind::ensemble
+                           ? o.committee
+                           : CommitteeSpec{};
+        TrainReport tr;
+        auto t = Clock::now();
+        const Model model = Model::train(data, labeled, to, &tr);
+        r.train_seconds = since(t);
+        r.epochs = tr.epochs;
+
+        t = Clock::now();
+        r.test = evaluate_predictions(data.test.y, model.predict(data.test, to.threads), data.num_classes);
+        r.eval_seconds = since(t);
+
+        if (round < o.rounds) {
+          const std::uint64_t round_seed = mix(mix(repeat_seed, 2 + static_cast<std::uint64_t>(round)),
+                                               name_hash(strategy.name));
+          Selection sel;
+          if (strategy.kind == Strategy::Kind::random) {
+            t = Clock::now();
+            std::vector<std::int64_t> rest;
+            for (std::int64_t i = 0; i < pool; ++i)
+              if (!is_labeled[static_cast<std::size_t>(i)]) rest.push_back(i);
+            sel.index = sample_without_replacement(rest, o.batch, round_seed);
+            r.select_seconds = since(t);
+          } else {
+            InferOptions io;
+            io.committee = strategy.committee() ? o.committee : CommitteeSpec{};
+            io.seed = round_seed;
+            io.threads = to.threads;
+            t = Clock::now();
+            const Inference inf = model.infer(data.train, io);
+            r.infer_seconds = since(t);
+            const ArrayView probs = inf.probs.view(), emb = inf.embeddings.view();
+            if (strategy.kind == Strategy::Kind::acquisition) {
+              const ArrayView input = strategy.committee() ? inf.committee.view() : probs;
+              ScoreOptions so;
+              so.device = o.device;
+              so.input_name = "probs";
+              t = Clock::now();
+              const std::vector<float> scores = score(input, strategy.acquisition, so,
+                                                      acquisition_needs_embeddings(strategy.acquisition) ? &emb : nullptr);
+              r.score_seconds = since(t);
+              t = Clock::now();
+              sel = select_topk(scores.data(), pool, o.batch, labeled, o.device);
+              r.select_seconds = since(t);
+            } else {
+              DiversityOptions d;
+              d.k = o.batch;
+              d.exclude = labeled;
+              d.seed = round_seed;
+              d.device = o.device;
+              d.input_name = "probs";
+              t = Clock::now();
+              sel = select_diverse(strategy.diversity, emb, &probs, d);
+              r.select_seconds = since(t);
+            }
+          }
+          for (auto i : sel.index) {
+            QUARRY_EXPECTS(!is_labeled[static_cast<std::size_t>(i)], "internal: strategy ", strategy.name,
+                           " selected the labeled sample ", i);
+            is_labeled[static_cast<std::size_t>(i)] = 1;
+            labeled.push_back(i);
+          }
+          r.selected = sel.index;
+        }
+        r.round_seconds = since(round_start);
+        if (o.on_round) o.on_round(r);
+        records.push_back(std::move(r));
+      }
+    }
+  }
+  return records;
+}
+
+void write_simulation_report(const std::string& dir, const std::vector<RoundRecord>& records,
+                             const SimulationSummary& summary) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  QUARRY_EXPECTS(!ec, dir, ": cannot create the output folder: ", ec.message());
+  std::string lines;
+  for (const auto& r : records) lines += round_json(r) + "\n";
+  const std::filesystem::path d(dir);
+  write_file_atomic((d / "rounds.jsonl").string(), {lines});
+  write_file_atomic((d / "curves.csv").string(), {curves_csv(summary)});
+  write_file_atomic((d / "summary.json").string(), {summary_json(summary)});
+  write_file_atomic((d / "summary.md").string(), {summary_markdown(summary)});
+  write_file_atomic((d / "curves.svg").string(), {curves_svg(summary)});
+}
+
+}  // namespace quarry

@@ -1,0 +1,536 @@
+// Metrics, the summary over repeats (means, stds, label efficiency) and the report files
+// (rounds.jsonl lines, curves.csv, summary.json, summary.md, curves.svg) on hand-made records.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "quarry/error.hpp"
+#include "quarry/loop.hpp"
+
+namespace {
+
+using quarry::Error;
+using quarry::Metrics;
+using quarry::RoundRecord;
+using quarry::SimulationSummary;
+using quarry::StrategySummary;
+
+constexpr double kEps = 1e-12;
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// ---------------------------------------------------------------- metrics
+
+TEST(Metrics, BinaryHandComputed) {
+  // truth 0 x6, 1 x4; confusion [[5, 1], [2, 2]]
+  const std::vector<std::int32_t> truth{0, 0, 0, 0, 0, 0, 1, 1, 1, 1};
+  const std::vector<std::int32_t> pred{0, 0, 0, 0, 0, 1, 1, 1, 0, 0};
+  const Metrics m = quarry::evaluate_predictions(truth, pred, 2);
+  EXPECT_EQ(m.num_classes, 2);
+  EXPECT_EQ(m.n, 10);
+  EXPECT_EQ(m.confusion, (std::vector<std::int64_t>{5, 1, 2, 2}));
+  EXPECT_NEAR(m.accuracy, 0.7, kEps);
+  EXPECT_NEAR(m.balanced_accuracy, (5.0 / 6 + 0.5) / 2, kEps);
+  // F1_0 = 2*5 / (10 + 2 + 1), F1_1 = 2*2 / (4 + 1 + 2)
+  EXPECT_NEAR(m.macro_f1, (10.0 / 13 + 4.0 / 7) / 2, kEps);
+  ASSERT_EQ(m.sensitivity.size(), 2u);
+  EXPECT_NEAR(m.sensitivity[0], 5.0 / 6, kEps);
+  EXPECT_NEAR(m.sensitivity[1], 0.5, kEps);
+  EXPECT_NEAR(m.specificity[0], 0.5, kEps);  // of the 4 samples of class 1, 2 not called 0
+  EXPECT_NEAR(m.specificity[1], 5.0 / 6, kEps);
+}
+
+TEST(Metrics, ThreeClassesOneNeverPredicted) {
+  // confusion [[1,1,0],[1,1,0],[0,2,0]]: class 2 is in the truth but never predicted.
+  const std::vector<std::int32_t> truth{0, 0, 1, 1, 2, 2};
+  const std::vector<std::int32_t> pred{0, 1, 1, 0, 1, 1};
+  const Metrics m = quarry::evaluate_predictions(truth, pred, 3);
+  EXPECT_EQ(m.confusion, (std::vector<std::int64_t>{1, 1, 0, 1, 1, 0, 0, 2, 0}));
+  EXPECT_NEAR(m.accuracy, 1.0 / 3, kEps);
+  EXPECT_NEAR(m.balanced_accuracy, (0.5 + 0.5 + 0.0) / 3, kEps);
+  // F1: 2/(2+1+1), 2/(2+3+1), 0 (present, never predicted: counts as 0)
+  EXPECT_NEAR(m.macro_f1, (0.5 + 1.0 / 3 + 0.0) / 3, kEps);
+  EXPECT_NEAR(m.sensitivity[2], 0.0, kEps);
+  EXPECT_NEAR(m.specificity[0], 0.75, kEps);
+  EXPECT_NEAR(m.specificity[1], 0.25, kEps);
+  EXPECT_NEAR(m.specificity[2], 1.0, kEps);
+
+  // A fourth class in neither the truth nor the predictions is left out of every mean.
+  const Metrics m4 = quarry::evaluate_predictions(truth, pred, 4);
+  EXPECT_NEAR(m4.accuracy, m.accuracy, kEps);
+  EXPECT_NEAR(m4.balanced_accuracy, m.balanced_accuracy, kEps);
+  EXPECT_NEAR(m4.macro_f1, m.macro_f1, kEps);
+  EXPECT_TRUE(std::isnan(m4.sensitivity[3]));
+  EXPECT_NEAR(m4.specificity[3], 1.0, kEps);
+}
+
+TEST(Metrics, ClassPredictedButAbsentCountsInMacroF1Only) {
+  // Class 2 is predicted once but never true: F1_2 = 0 joins the macro mean, not the recalls.
+  const std::vector<std::int32_t> truth{0, 0, 1, 1};
+  const std::vector<std::int32_t> pred{0, 2, 1, 1};
+  const Metrics m = quarry::evaluate_predictions(truth, pred, 3);
+  EXPECT_NEAR(m.accuracy, 0.75, kEps);
+  EXPECT_NEAR(m.balanced_accuracy, (0.5 + 1.0) / 2, kEps);
+  EXPECT_NEAR(m.macro_f1, (2.0 / 3 + 1.0 + 0.0) / 3, kEps);
+  EXPECT_TRUE(std::isnan(m.sensitivity[2]));
+  EXPECT_NEAR(m.specificity[2], 0.75, kEps);
+}
+
+TEST(Metrics, PerfectAndAllWrong) {
+  const std::vector<std::int32_t> truth{0, 1, 2, 2, 1, 0, 2};
+  const Metrics perfect = quarry::evaluate_predictions(truth, truth, 3);
+  EXPECT_EQ(perfect.accuracy, 1.0);
+  EXPECT_EQ(perfect.balanced_accuracy, 1.0);
+  EXPECT_EQ(perfect.macro_f1, 1.0);
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(perfect.sensitivity[c], 1.0);
+    EXPECT_EQ(perfect.specificity[c], 1.0);
+  }
+
+  const Metrics wrong = quarry::evaluate_predictions({0, 1, 0, 1}, {1, 0, 1, 0}, 2);
+  EXPECT_EQ(wrong.accuracy, 0.0);
+  EXPECT_EQ(wrong.balanced_accuracy, 0.0);
+  EXPECT_EQ(wrong.macro_f1, 0.0);
+  EXPECT_EQ(wrong.sensitivity, (std::vector<double>{0.0, 0.0}));
+  EXPECT_EQ(wrong.specificity, (std::vector<double>{0.0, 0.0}));
+  EXPECT_EQ(wrong.confusion, (std::vector<std::int64_t>{0, 2, 2, 0}));
+}
+
+TEST(Metrics, OneClassInTheTruth) {
+  // Only class 0 in the truth, always predicted: no negatives for class 0's specificity.
+  const Metrics m = quarry::evaluate_predictions({0, 0, 0}, {0, 0, 0}, 2);
+  EXPECT_EQ(m.accuracy, 1.0);
+  EXPECT_EQ(m.balanced_accuracy, 1.0);
+  EXPECT_EQ(m.macro_f1, 1.0);
+  EXPECT_TRUE(std::isnan(m.specificity[0]));
+  EXPECT_TRUE(std::isnan(m.sensitivity[1]));
+  EXPECT_EQ(m.specificity[1], 1.0);
+
+  const Metrics empty = quarry::evaluate_predictions({}, {}, 2);
+  EXPECT_EQ(empty.n, 0);
+  EXPECT_TRUE(std::isnan(empty.accuracy));
+  EXPECT_TRUE(std::isnan(empty.balanced_accuracy));
+  EXPECT_TRUE(std::isnan(empty.macro_f1));
+}
+
+TEST(Metrics, Errors) {
+  EXPECT_THROW(quarry::evaluate_predictions({0, 1}, {0}, 2), Error);
+  EXPECT_THROW(quarry::evaluate_predictions({0, 2}, {0, 1}, 2), Error);
+  EXPECT_THROW(quarry::evaluate_predictions({0, 1}, {0, -1}, 2), Error);
+  EXPECT_THROW(quarry::evaluate_predictions({0}, {0}, 0), Error);
+  try {
+    quarry::evaluate_predictions({0, 1, 5}, {0, 1, 1}, 3);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("5"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------- summarize
+
+RoundRecord rec(const std::string& strategy, int repeat, int round, std::int64_t labels,
+                double acc, double bal, double f1 = 0.5, int classes = 3) {
+  RoundRecord r;
+  r.strategy = strategy;
+  r.repeat = repeat;
+  r.round = round;
+  r.labels = labels;
+  r.test.accuracy = acc;
+  r.test.balanced_accuracy = bal;
+  r.test.macro_f1 = f1;
+  r.test.num_classes = classes;
+  r.test.sensitivity.assign(classes, 0.5);
+  r.test.specificity.assign(classes, 0.5);
+  r.round_seconds = 1.0 + repeat + 0.5 * round;
+  r.train_seconds = 0.5;
+  return r;
+}
+
+// Labels 10, 20, 30 (rounds 0..2), two repeats each.
+//   random:  acc means 0.6, 0.7, 0.8 (target 0.8); bal means 0.5, 0.6, 0.7 (target 0.7)
+//   entropy: acc means 0.6, 0.85, 0.9 -> 18 labels;  bal 0.5, 0.6, 0.75 -> 26.67 labels
+//   margin:  acc means 0.5, 0.6, 0.7 -> never;        bal 0.5, 0.6, 0.75 -> 26.67 labels
+//   kcenter: acc 0.85 at round 0 -> 10 labels
+std::vector<RoundRecord> sample_records() {
+  std::vector<RoundRecord> r;
+  const std::int64_t L[] = {10, 20, 30};
+  auto add = [&](const std::string& s, const double (&acc)[2][3], const double (&bal)[2][3]) {
+    for (int rep = 0; rep < 2; ++rep)
+      for (int k = 0; k < 3; ++k) r.push_back(rec(s, rep, k, L[k], acc[rep][k], bal[rep][k]));
+  };
+  // entropy first: strategies keep the order they are first seen in.
+  add("entropy", {{0.55, 0.8, 0.9}, {0.65, 0.9, 0.9}}, {{0.5, 0.6, 0.7}, {0.5, 0.6, 0.8}});
+  add("random", {{0.5, 0.6, 0.7}, {0.7, 0.8, 0.9}}, {{0.4, 0.5, 0.6}, {0.6, 0.7, 0.8}});
+  add("margin", {{0.5, 0.6, 0.7}, {0.5, 0.6, 0.7}}, {{0.5, 0.6, 0.75}, {0.5, 0.6, 0.75}});
+  add("kcenter", {{0.85, 0.85, 0.9}, {0.85, 0.85, 0.9}}, {{0.8, 0.8, 0.8}, {0.8, 0.8, 0.8}});
+  return r;
+}
+
+SimulationSummary sample_summary() {
+  SimulationSummary h;
+  h.dataset = "toy: 3 classes";
+  h.model = "mlp";
+  h.seed_size = 10;
+  h.batch = 10;
+  h.rounds = 2;
+  h.repeats = 2;
+  h.config_json = R"({"strategies":["entropy","random","margin","kcenter"],"seed":7})";
+  return quarry::summarize(sample_records(), h);
+}
+
+const StrategySummary& get(const SimulationSummary& s, const std::string& name) {
+  for (const StrategySummary& st : s.strategies)
+    if (st.strategy == name) return st;
+  throw std::runtime_error("no strategy " + name);
+}
+
+TEST(Summarize, MeansStdsAndOrder) {
+  const SimulationSummary s = sample_summary();
+  ASSERT_EQ(s.strategies.size(), 4u);
+  EXPECT_EQ(s.strategies[0].strategy, "entropy");
+  EXPECT_EQ(s.strategies[1].strategy, "random");
+  EXPECT_EQ(s.num_classes, 3);  // filled from the records
+
+  const StrategySummary& random = get(s, "random");
+  EXPECT_EQ(random.repeats, 2);
+  EXPECT_EQ(random.labels, (std::vector<std::int64_t>{10, 20, 30}));
+  ASSERT_EQ(random.accuracy.size(), 3u);
+  EXPECT_NEAR(random.accuracy[0].mean, 0.6, kEps);
+  EXPECT_NEAR(random.accuracy[2].mean, 0.8, kEps);
+  EXPECT_NEAR(random.accuracy[1].std, std::sqrt(0.02), kEps);  // (0.6, 0.8): sample std
+  EXPECT_NEAR(random.balanced_accuracy[2].mean, 0.7, kEps);
+  EXPECT_NEAR(random.macro_f1[1].mean, 0.5, kEps);
+  EXPECT_EQ(random.macro_f1[1].std, 0.0);
+  EXPECT_TRUE(random.sensitivity.empty());  // three classes: none
+
+  // Round times 1 + repeat + 0.5 round: {1, 1.5, 2, 2, 2.5, 3}, mean 2.
+  EXPECT_NEAR(random.round_seconds.mean, 2.0, kEps);
+  EXPECT_NEAR(random.round_seconds.std, std::sqrt(2.5 / 5), kEps);
+  EXPECT_NEAR(random.train_seconds.mean, 0.5, kEps);
+  EXPECT_EQ(random.train_seconds.std, 0.0);
+}
+
+TEST(Summarize, EfficiencyInterpolation) {
+  const SimulationSummary s = sample_summary();
+  const StrategySummary& entropy = get(s, "entropy");
+  EXPECT_NEAR(entropy.accuracy_efficiency.target, 0.8, kEps);
+  ASSERT_TRUE(entropy.accuracy_efficiency.labels);
+  EXPECT_NEAR(*entropy.accuracy_efficiency.labels, 18.0, 1e-9);  // 10 + (0.2 / 0.25) * 10
+  ASSERT_TRUE(entropy.accuracy_efficiency.saving_percent);
+  EXPECT_NEAR(*entropy.accuracy_efficiency.saving_percent, 40.0, 1e-9);
+
+  EXPECT_NEAR(entropy.balanced_accuracy_efficiency.target, 0.7, kEps);
+  ASSERT_TRUE(entropy.balanced_accuracy_efficiency.labels);
+  EXPECT_NEAR(*entropy.balanced_accuracy_efficiency.labels, 20.0 + 10.0 * (0.1 / 0.15), 1e-9);
+  EXPECT_NEAR(*entropy.balanced_accuracy_efficiency.saving_percent,
+              100.0 * (1 - (20.0 + 10.0 * (0.1 / 0.15)) / 30.0), 1e-9);
+
+  // The baseline reaches its own final mean at its final round.
+  const StrategySummary& random = get(s, "random");
+  ASSERT_TRUE(random.accuracy_efficiency.labels);
+  EXPECT_NEAR(*random.accuracy_efficiency.labels, 30.0, 1e-9);
+  EXPECT_NEAR(*random.accuracy_efficiency.saving_percent, 0.0, 1e-9);
+}
+
+TEST(Summarize, NeverReachedAndReachedAtRoundZero) {
+  const SimulationSummary s = sample_summary();
+  const StrategySummary& margin = get(s, "margin");
+  EXPECT_NEAR(margin.accuracy_efficiency.target, 0.8, kEps);
+  EXPECT_FALSE(margin.accuracy_efficiency.labels);
+  EXPECT_FALSE(margin.accuracy_efficiency.saving_percent);
+  ASSERT_TRUE(margin.balanced_accuracy_efficiency.labels);
+  EXPECT_NEAR(*margin.balanced_accuracy_efficiency.labels, 20.0 + 10.0 * (0.1 / 0.15), 1e-9);
+
+  const StrategySummary& kcenter = get(s, "kcenter");
+  ASSERT_TRUE(kcenter.accuracy_efficiency.labels);
+  EXPECT_EQ(*kcenter.accuracy_efficiency.labels, 10.0);
+  EXPECT_NEAR(*kcenter.accuracy_efficiency.saving_percent, 100.0 * (1 - 10.0 / 30), 1e-9);
+}
+
+TEST(Summarize, BaselineMissing) {
+  std::vector<RoundRecord> records;
+  for (const RoundRecord& r : sample_records())
+    if (r.strategy != "random") records.push_back(r);
+  const SimulationSummary s = quarry::summarize(records, SimulationSummary{});
+  ASSERT_EQ(s.strategies.size(), 3u);
+  for (const StrategySummary& st : s.strategies) {
+    EXPECT_FALSE(st.accuracy_efficiency.labels);
+    EXPECT_FALSE(st.accuracy_efficiency.saving_percent);
+    EXPECT_FALSE(st.balanced_accuracy_efficiency.labels);
+    EXPECT_FALSE(st.balanced_accuracy_efficiency.saving_percent);
+  }
+  // The protocol, left out of the header, is read off the records.
+  EXPECT_EQ(s.repeats, 2);
+  EXPECT_EQ(s.rounds, 2);
+  EXPECT_EQ(s.seed_size, 10);
+  EXPECT_EQ(s.batch, 10);
+  // And the reports still come out.
+  EXPECT_NE(quarry::summary_markdown(s).find("not in this run"), std::string::npos);
+  EXPECT_TRUE(nlohmann::json::parse(quarry::summary_json(s)).is_object());
+  EXPECT_EQ(quarry::curves_svg(s).rfind("<svg", 0), 0u);
+}
+
+TEST(Summarize, OtherBaselineName) {
+  SimulationSummary h;
+  h.baseline = "margin";
+  const SimulationSummary s = quarry::summarize(sample_records(), h);
+  EXPECT_NEAR(get(s, "entropy").accuracy_efficiency.target, 0.7, kEps);
+}
+
+TEST(Summarize, InconsistentRepeatsAreErrors) {
+  std::vector<RoundRecord> records = sample_records();
+  records[4].labels = 25;  // entropy, repeat 1, round 1
+  EXPECT_THROW(quarry::summarize(records, {}), Error);
+
+  records = sample_records();
+  records.erase(records.begin() + 5);  // entropy, repeat 1, round 2
+  try {
+    quarry::summarize(records, {});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("entropy"), std::string::npos) << e.what();
+  }
+
+  records = sample_records();
+  records.erase(records.begin());  // entropy, repeat 0, round 0
+  EXPECT_THROW(quarry::summarize(records, {}), Error);
+
+  records = sample_records();
+  records.push_back(records[0]);  // the same round twice
+  EXPECT_THROW(quarry::summarize(records, {}), Error);
+
+  records = sample_records();
+  records[3].test.num_classes = 2;
+  EXPECT_THROW(quarry::summarize(records, {}), Error);
+}
+
+TEST(Summarize, BinarySensitivitySpecificity) {
+  std::vector<RoundRecord> records;
+  for (int rep = 0; rep < 3; ++rep)
+    for (int k = 0; k < 2; ++k) {
+      RoundRecord r = rec("random", rep, k, 100 + 50 * k, 0.8, 0.7, 0.6, 2);
+      r.test.sensitivity = {0.9 + 0.01 * rep, 0.5};
+      r.test.specificity = {0.5, 0.9 + 0.01 * rep};
+      if (rep == 2) r.test.sensitivity[1] = std::nan("");  // undefined in one repeat
+      records.push_back(r);
+    }
+  const SimulationSummary s = quarry::summarize(records, {});
+  EXPECT_EQ(s.num_classes, 2);
+  const StrategySummary& st = s.strategies.at(0);
+  ASSERT_EQ(st.sensitivity.size(), 2u);
+  ASSERT_EQ(st.sensitivity[1].size(), 2u);
+  EXPECT_NEAR(st.sensitivity[1][0].mean, 0.91, kEps);
+  EXPECT_NEAR(st.sensitivity[1][0].std, 0.01, 1e-12);
+  EXPECT_NEAR(st.sensitivity[1][1].mean, 0.5, kEps);  // the undefined repeat left out
+  EXPECT_NEAR(st.specificity[0][1].mean, 0.91, kEps);
+
+  const std::string csv = quarry::curves_csv(s);
+  EXPECT_NE(csv.find(",sensitivity_0_mean,sensitivity_0_std,sensitivity_1_mean,"
+                     "sensitivity_1_std,specificity_0_mean,specificity_0_std,"
+                     "specificity_1_mean,specificity_1_std\n"),
+            std::string::npos)
+      << csv;
+  EXPECT_NE(quarry::summary_markdown(s).find("Sensitivity, class 1"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- rounds.jsonl
+
+TEST(RoundJson, RoundTrip) {
+  RoundRecord r;
+  r.strategy = "entropy \"quoted\"";
+  r.repeat = 2;
+  r.round = 3;
+  r.labels = 500;
+  r.test = quarry::evaluate_predictions({0, 0, 1, 1, 1}, {0, 1, 1, 1, 0}, 3);  // class 2 absent
+  r.test.macro_f1 = std::nan("");
+  r.labeled_per_class = {250, 200, 50};
+  r.epochs = 17;
+  r.train_seconds = 1.25;
+  r.eval_seconds = 0.125;
+  r.infer_seconds = 0.5;
+  r.score_seconds = 0.0625;
+  r.select_seconds = 1.0 / 3;
+  r.round_seconds = 2.1;
+  r.selected = {7, 3, 123456789012};
+
+  const std::string line = quarry::round_json(r);
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  const nlohmann::json j = nlohmann::json::parse(line);
+  EXPECT_TRUE(j["macro_f1"].is_null());
+  EXPECT_TRUE(j["sensitivity"][2].is_null());
+  EXPECT_EQ(j["confusion"].size(), 3u);
+  EXPECT_EQ(j["seconds"]["train"], 1.25);
+
+  const RoundRecord b = quarry::parse_round_json(line);
+  EXPECT_EQ(b.strategy, r.strategy);
+  EXPECT_EQ(b.repeat, 2);
+  EXPECT_EQ(b.round, 3);
+  EXPECT_EQ(b.labels, 500);
+  EXPECT_EQ(b.test.accuracy, r.test.accuracy);
+  EXPECT_EQ(b.test.balanced_accuracy, r.test.balanced_accuracy);
+  EXPECT_TRUE(std::isnan(b.test.macro_f1));
+  ASSERT_EQ(b.test.sensitivity.size(), 3u);
+  EXPECT_EQ(b.test.sensitivity[0], r.test.sensitivity[0]);
+  EXPECT_TRUE(std::isnan(b.test.sensitivity[2]));
+  EXPECT_EQ(b.test.specificity, r.test.specificity);
+  EXPECT_EQ(b.test.confusion, r.test.confusion);
+  EXPECT_EQ(b.test.num_classes, 3);
+  EXPECT_EQ(b.test.n, 5);
+  EXPECT_EQ(b.labeled_per_class, r.labeled_per_class);
+  EXPECT_EQ(b.epochs, 17);
+  EXPECT_EQ(b.train_seconds, 1.25);
+  EXPECT_EQ(b.eval_seconds, 0.125);
+  EXPECT_EQ(b.infer_seconds, 0.5);
+  EXPECT_EQ(b.score_seconds, 0.0625);
+  EXPECT_EQ(b.select_seconds, 1.0 / 3);  // doubles round-trip exactly
+  EXPECT_EQ(b.round_seconds, 2.1);
+  EXPECT_EQ(b.selected, r.selected);
+  EXPECT_EQ(quarry::round_json(b), line);
+}
+
+TEST(RoundJson, MalformedLinesAreErrors) {
+  for (const std::string& bad : {std::string("{not json"), std::string("[1, 2]"),
+                                std::string(R"({"strategy": "x"})")}) {
+    try {
+      quarry::parse_round_json(bad);
+      FAIL() << "expected an error for " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+  RoundRecord r = rec("random", 0, 0, 10, 0.5, 0.5);
+  nlohmann::json j = nlohmann::json::parse(quarry::round_json(r));
+  j["labels"] = "ten";
+  EXPECT_THROW(quarry::parse_round_json(j.dump()), Error);
+}
+
+// ---------------------------------------------------------------- the report files
+
+TEST(CurvesCsv, RowsAndValues) {
+  const SimulationSummary s = sample_summary();
+  const std::string csv = quarry::curves_csv(s);
+  EXPECT_EQ(csv.rfind("strategy,round,labels,repeats,accuracy_mean,accuracy_std,"
+                      "balanced_accuracy_mean,balanced_accuracy_std,macro_f1_mean,macro_f1_std\n",
+                      0),
+            0u);
+  EXPECT_EQ(count(csv, "\n"), 1u + 4 * 3);
+  EXPECT_NE(csv.find("\nentropy,1,20,2,0.85,0.0707107,0.6,0,0.5,0\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\nrandom,2,30,2,0.8,0.141421,0.7,0.141421,0.5,0\n"), std::string::npos)
+      << csv;
+}
+
+TEST(SummaryJson, Fields) {
+  const SimulationSummary s = sample_summary();
+  const nlohmann::json j = nlohmann::json::parse(quarry::summary_json(s));
+  EXPECT_EQ(j["dataset"], "toy: 3 classes");
+  EXPECT_EQ(j["baseline"], "random");
+  EXPECT_EQ(j["num_classes"], 3);
+  EXPECT_EQ(j["config"]["seed"], 7);
+  ASSERT_EQ(j["strategies"].size(), 4u);
+  const nlohmann::json& entropy = j["strategies"][0];
+  EXPECT_EQ(entropy["strategy"], "entropy");
+  EXPECT_EQ(entropy["repeats"], 2);
+  ASSERT_EQ(entropy["curve"].size(), 3u);
+  EXPECT_EQ(entropy["curve"][1]["labels"], 20);
+  EXPECT_NEAR(entropy["curve"][1]["accuracy"]["mean"].get<double>(), 0.85, kEps);
+  EXPECT_NEAR(entropy["efficiency"]["accuracy"]["labels"].get<double>(), 18.0, 1e-9);
+  EXPECT_NEAR(entropy["efficiency"]["accuracy"]["saving_percent"].get<double>(), 40.0, 1e-9);
+  EXPECT_NEAR(entropy["efficiency"]["accuracy"]["target"].get<double>(), 0.8, kEps);
+  const nlohmann::json& margin = j["strategies"][2];
+  EXPECT_TRUE(margin["efficiency"]["accuracy"]["labels"].is_null());
+  EXPECT_TRUE(margin["efficiency"]["accuracy"]["saving_percent"].is_null());
+  EXPECT_EQ(margin["efficiency"]["accuracy"]["reached"], false);
+  EXPECT_TRUE(entropy["seconds"]["round"]["mean"].is_number());
+
+  SimulationSummary bad = s;
+  bad.config_json = "{oops";
+  EXPECT_THROW(quarry::summary_json(bad), Error);
+}
+
+TEST(SummaryMarkdown, StrategiesAndSavings) {
+  const SimulationSummary s = sample_summary();
+  const std::string m = quarry::summary_markdown(s);
+  for (const char* name : {"entropy", "random", "margin", "kcenter"})
+    EXPECT_NE(m.find(std::string("| ") + name + " |"), std::string::npos) << name;
+  EXPECT_NE(m.find("toy: 3 classes"), std::string::npos);
+  EXPECT_NE(m.find("| 18 | 40.0 % |"), std::string::npos) << m;
+  EXPECT_NE(m.find("not reached (> 30 labels)"), std::string::npos) << m;
+  EXPECT_NE(m.find("**66.7 %** (best)"), std::string::npos) << m;  // kcenter, accuracy
+  EXPECT_EQ(count(m, "(best)"), 2u);  // once per metric
+  EXPECT_NE(m.find("0.8500 ± 0.0707"), std::string::npos) << m;  // entropy, round 1
+  EXPECT_NE(m.find("How to read this"), std::string::npos);
+}
+
+SimulationSummary realistic_summary(const std::string& extra_name) {
+  // Learning curves of the usual shape: a saturating rise, strategies ahead of random.
+  std::vector<RoundRecord> records;
+  const std::vector<std::pair<std::string, double>> strategies{
+      {"random", 1.0}, {"entropy", 1.9}, {"margin", 2.1}, {"bald", 1.6}, {extra_name, 1.3}};
+  for (const auto& [name, speed] : strategies)
+    for (int rep = 0; rep < 3; ++rep)
+      for (int k = 0; k <= 10; ++k) {
+        const double labels = 200 + 100 * k;
+        const double noise = 0.012 * std::sin(3.0 * rep + k * 1.7 + speed);
+        const double acc = 0.93 - 0.33 * std::exp(-speed * (labels - 200) / 600) + noise;
+        const double bal = 0.90 - 0.40 * std::exp(-speed * (labels - 200) / 700) + 1.4 * noise;
+        RoundRecord r = rec(name, rep, k, static_cast<std::int64_t>(labels), acc, bal, bal, 4);
+        records.push_back(r);
+      }
+  SimulationSummary h;
+  h.dataset = "synthetic: 4000 train / 500 val / 1000 test, 1x28x28, 4 classes";
+  h.model = "cnn";
+  return quarry::summarize(records, h);
+}
+
+TEST(CurvesSvg, WellFormedEnough) {
+  const SimulationSummary s = realistic_summary("a<b & \"c\"");
+  const std::string svg = quarry::curves_svg(s);
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
+  EXPECT_EQ(svg.substr(svg.size() - 7), "</svg>\n");
+  // One mean line per strategy in each of the two panels.
+  EXPECT_EQ(count(svg, "<polyline"), 2 * s.strategies.size());
+  EXPECT_EQ(count(svg, "<g"), count(svg, "</g>"));
+  EXPECT_EQ(count(svg, "<text"), count(svg, "</text>"));
+  // Names escaped: no raw '<' or '&' from the name.
+  EXPECT_NE(svg.find("a&lt;b &amp; &quot;c&quot;"), std::string::npos);
+  EXPECT_EQ(svg.find("a<b"), std::string::npos);
+  // Nothing external.
+  EXPECT_EQ(svg.find("<script"), std::string::npos);
+  EXPECT_EQ(svg.find("href"), std::string::npos);
+  EXPECT_EQ(svg.find("@import"), std::string::npos);
+  // Random sampling dashed; the bands are translucent polygons.
+  EXPECT_NE(svg.find("stroke-dasharray=\"7 4\""), std::string::npos);
+  EXPECT_GE(count(svg, "fill-opacity=\"0.15\""), 2 * s.strategies.size());
+
+  // The Markdown report escapes it too (no HTML tag, no emphasis).
+  const std::string md = quarry::summary_markdown(s);
+  EXPECT_NE(md.find("| a\\<b & \"c\" |"), std::string::npos) << md;
+
+  // For looking at: tests/tmp/curves_sample.svg (render it with rsvg-convert).
+  std::ofstream(std::string(QUARRY_TEST_TMP) + "/curves_sample.svg") << svg;
+  std::ofstream(std::string(QUARRY_TEST_TMP) + "/summary_sample.md") << md;
+}
+
+TEST(CurvesSvg, EmptyAndSingleRound) {
+  const std::string empty = quarry::curves_svg(quarry::summarize({}, {}));
+  EXPECT_EQ(empty.rfind("<svg", 0), 0u);
+  EXPECT_EQ(count(empty, "<polyline"), 0u);
+
+  std::vector<RoundRecord> one{rec("random", 0, 0, 50, 0.5, 0.5)};
+  const std::string svg = quarry::curves_svg(quarry::summarize(one, {}));
+  EXPECT_EQ(count(svg, "<polyline"), 2u);
+  EXPECT_EQ(svg.find("nan"), std::string::npos);
+  EXPECT_EQ(svg.find("inf"), std::string::npos);
+}
+
+}  // namespace

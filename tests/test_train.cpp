@@ -1,0 +1,488 @@
+// The LibTorch loop: training, inference (MC-dropout, ensembles), TorchScript models, saving,
+// and `simulate` end to end (library and command line). Small configurations: CI runs these.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "quarry/error.hpp"
+#include "quarry/io.hpp"
+#include "quarry/loop.hpp"
+#include "quarry/train.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string tmp_dir(const std::string& name) {
+  const std::string d = std::string(QUARRY_TEST_TMP) + "/train_" + name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct Result {
+  int rc;
+  std::string out, err;
+};
+
+Result quarry_cli(const std::string& args, const std::string& dir) {
+  const std::string cmd = std::string(QUARRY_CLI_PATH) + " " + args + " >" + dir + "/stdout 2>" + dir + "/stderr";
+  const int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(dir + "/stdout"), slurp(dir + "/stderr")};
+}
+
+// A small image pool shared by the tests (generation takes milliseconds, but keep one copy).
+const quarry::Dataset& pool() {
+  static const quarry::Dataset d = quarry::synthetic_images(800, 7);
+  return d;
+}
+
+std::vector<std::int64_t> first(std::int64_t n) {
+  std::vector<std::int64_t> v;
+  for (std::int64_t i = 0; i < n; ++i) v.push_back(i);
+  return v;
+}
+
+// Short training: a few hundred steps.
+quarry::TrainOptions quick(std::uint64_t seed = 1) {
+  quarry::TrainOptions o;
+  o.model = quarry::parse_model_spec("cnn");
+  o.max_epochs = 12;
+  o.patience = 4;
+  o.min_steps = 120;
+  o.seed = seed;
+  o.device = quarry::parse_device("cpu");
+  o.threads = 2;
+  return o;
+}
+
+bool same(const quarry::Array& a, const quarry::Array& b) {
+  return a.shape() == b.shape() && a.nbytes() == b.nbytes() &&
+         std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+
+double max_abs_diff(const float* a, const float* b, std::int64_t n) {
+  double m = 0;
+  for (std::int64_t i = 0; i < n; ++i) m = std::max(m, static_cast<double>(std::fabs(a[i] - b[i])));
+  return m;
+}
+
+void expect_probability_rows(const float* p, std::int64_t rows, std::int64_t c) {
+  for (std::int64_t i = 0; i < rows; ++i) {
+    double s = 0;
+    for (std::int64_t j = 0; j < c; ++j) {
+      ASSERT_GE(p[i * c + j], 0.0f);
+      s += p[i * c + j];
+    }
+    ASSERT_NEAR(s, 1.0, 1e-4) << "row " << i;
+  }
+}
+
+TEST(Train, SpecsParseAndRejectNonsense) {
+  EXPECT_EQ(quarry::parse_model_spec("mlp").kind, quarry::ModelSpec::Kind::mlp);
+  EXPECT_EQ(quarry::parse_model_spec("torchscript:/x/m.pt").path, "/x/m.pt");
+  EXPECT_THROW(quarry::parse_model_spec("resnet"), quarry::Error);
+  EXPECT_THROW(quarry::parse_model_spec("torchscript:"), quarry::Error);
+  EXPECT_EQ(quarry::parse_committee("mc:20").members, 20);
+  EXPECT_EQ(quarry::parse_committee("ensemble:3").kind, quarry::CommitteeSpec::Kind::ensemble);
+  EXPECT_EQ(quarry::parse_committee("none").kind, quarry::CommitteeSpec::Kind::none);
+  for (const char* bad : {"mc:1", "mc:", "mc:x", "dropout:5", "ensemble:2x"})
+    EXPECT_THROW(quarry::parse_committee(bad), quarry::Error) << bad;
+  EXPECT_TRUE(quarry::have_torch());
+}
+
+TEST(Train, ACnnBeatsChanceByAWideMargin) {
+  const auto& d = pool();
+  quarry::TrainReport rep;
+  const auto model = quarry::Model::train(d, first(600), quick(), &rep);
+  EXPECT_GT(rep.epochs, 0);
+  EXPECT_EQ(rep.device, "cpu");
+  const auto m = quarry::evaluate_predictions(d.test.y, model.predict(d.test), d.num_classes);
+  // 4 classes: chance balanced accuracy is 25%, the majority class about 50%.
+  EXPECT_GT(m.accuracy, 0.75) << "test accuracy";
+  EXPECT_GT(m.balanced_accuracy, 0.6) << "balanced accuracy";
+  EXPECT_EQ(model.num_classes(), d.num_classes);
+  EXPECT_EQ(model.embedding_dim(), 128);
+}
+
+TEST(Train, AnMlpLearnsFeatureVectors) {
+  // Feature vectors: the synthetic images flattened and downsampled to 49 features.
+  const auto& img = pool();
+  quarry::Dataset d;
+  d.spec = d.name = "features";
+  d.sample_shape = {49};
+  d.num_classes = img.num_classes;
+  auto down = [](const quarry::Split& s) {
+    quarry::Split out;
+    out.y = s.y;
+    for (std::int64_t i = 0; i < s.size(); ++i)
+      for (int r = 0; r < 7; ++r)
+        for (int c = 0; c < 7; ++c) {
+          float sum = 0;
+          for (int dr = 0; dr < 4; ++dr)
+            for (int dc = 0; dc < 4; ++dc) sum += s.x[i * 784 + (r * 4 + dr) * 28 + c * 4 + dc];
+          out.x.push_back(sum / 16);
+        }
+    return out;
+  };
+  d.train = down(img.train);
+  d.val = down(img.val);
+  d.test = down(img.test);
+  auto o = quick();
+  o.model = quarry::default_model(d);
+  ASSERT_EQ(o.model.kind, quarry::ModelSpec::Kind::mlp);
+  const auto model = quarry::Model::train(d, first(600), o);
+  const auto m = quarry::evaluate_predictions(d.test.y, model.predict(d.test), d.num_classes);
+  EXPECT_GT(m.balanced_accuracy, 0.5);
+  // cnn on feature vectors is a clear error.
+  o.model = quarry::parse_model_spec("cnn");
+  try {
+    quarry::Model::train(d, first(100), o);
+    FAIL() << "cnn accepted feature vectors";
+  } catch (const quarry::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--model mlp"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Train, TheSameSeedGivesTheSameModelAndAnotherSeedAnother) {
+  const auto& d = pool();
+  const auto a = quarry::Model::train(d, first(200), quick(3)).infer(d.test);
+  const auto b = quarry::Model::train(d, first(200), quick(3)).infer(d.test);
+  const auto c = quarry::Model::train(d, first(200), quick(4)).infer(d.test);
+  EXPECT_TRUE(same(a.probs, b.probs));
+  EXPECT_TRUE(same(a.embeddings, b.embeddings));
+  EXPECT_FALSE(same(a.probs, c.probs));
+}
+
+TEST(Train, McDropoutSamplesDifferAndAreReproducible) {
+  const auto& d = pool();
+  const auto model = quarry::Model::train(d, first(300), quick());
+  quarry::InferOptions io;
+  io.committee = quarry::parse_committee("mc:4");
+  io.seed = 11;
+  const auto a = model.infer(d.test, io);
+  const std::int64_t n = d.test.size(), C = d.num_classes;
+  ASSERT_EQ(a.committee.shape(), (std::vector<std::int64_t>{4, n, C}));
+  ASSERT_EQ(a.probs.shape(), (std::vector<std::int64_t>{n, C}));
+  const float* com = a.committee.as<float>();
+  expect_probability_rows(com, 4 * n, C);
+  expect_probability_rows(a.probs.as<float>(), n, C);
+  for (int m = 1; m < 4; ++m) EXPECT_GT(max_abs_diff(com, com + m * n * C, n * C), 1e-3) << "sample " << m;
+  EXPECT_GT(max_abs_diff(com, a.probs.as<float>(), n * C), 1e-3) << "a dropout sample equals the plain output";
+  // The same seed draws the same masks; another seed others; the plain outputs do not change.
+  const auto b = model.infer(d.test, io);
+  EXPECT_TRUE(same(a.committee, b.committee));
+  io.seed = 12;
+  const auto c = model.infer(d.test, io);
+  EXPECT_FALSE(same(a.committee, c.committee));
+  EXPECT_TRUE(same(a.probs, c.probs));
+  // Batching does not change the answer.
+  io.batch_size = 7;
+  io.seed = 11;
+  const auto e = model.infer(d.test, io);
+  EXPECT_LT(max_abs_diff(a.probs.as<float>(), e.probs.as<float>(), n * C), 1e-5);
+}
+
+TEST(Train, EnsembleMembersDifferAndTheirMeanIsTheOutput) {
+  const auto& d = pool();
+  auto o = quick();
+  o.max_epochs = 6;
+  o.committee = quarry::parse_committee("ensemble:3");
+  const auto model = quarry::Model::train(d, first(300), o);
+  const auto inf = model.infer(d.test);  // the trained committee by default
+  const std::int64_t n = d.test.size(), C = d.num_classes;
+  ASSERT_EQ(inf.committee.shape(), (std::vector<std::int64_t>{3, n, C}));
+  const float* com = inf.committee.as<float>();
+  EXPECT_GT(max_abs_diff(com, com + n * C, n * C), 1e-3);
+  EXPECT_GT(max_abs_diff(com + n * C, com + 2 * n * C, n * C), 1e-3);
+  std::vector<float> mean(static_cast<std::size_t>(n * C));
+  for (std::int64_t i = 0; i < n * C; ++i) mean[i] = (com[i] + com[n * C + i] + com[2 * n * C + i]) / 3;
+  EXPECT_LT(max_abs_diff(mean.data(), inf.probs.as<float>(), n * C), 1e-5);
+  // Fewer members than trained is fine; more is a clear error.
+  quarry::InferOptions io;
+  io.committee = quarry::parse_committee("ensemble:2");
+  EXPECT_EQ(model.infer(d.test, io).committee.shape()[0], 2);
+  io.committee = quarry::parse_committee("ensemble:5");
+  EXPECT_THROW(model.infer(d.test, io), quarry::Error);
+}
+
+TEST(Train, SavedModelsLoadAndGiveTheSameOutputs) {
+  const auto& d = pool();
+  const std::string dir = tmp_dir("save");
+  const auto model = quarry::Model::train(d, first(200), quick());
+  model.save(dir + "/m.pt");
+  const auto loaded = quarry::Model::load(dir + "/m.pt", quarry::parse_device("cpu"));
+  EXPECT_EQ(loaded.describe(), model.describe());
+  EXPECT_TRUE(same(model.infer(d.test).probs, loaded.infer(d.test).probs));
+  // Not a model: errors name the file.
+  std::ofstream(dir + "/junk.pt") << "not a model at all";
+  try {
+    quarry::Model::load(dir + "/junk.pt");
+    FAIL();
+  } catch (const quarry::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("junk.pt"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(quarry::Model::load(dir + "/missing.pt"), quarry::Error);
+  // Training input errors.
+  EXPECT_THROW(quarry::Model::train(d, {}, quick()), quarry::Error);
+  EXPECT_THROW(quarry::Model::train(d, {0, 5, 5}, quick()), quarry::Error);
+  EXPECT_THROW(quarry::Model::train(d, {d.train.size()}, quick()), quarry::Error);
+}
+
+// A user's TorchScript model, defined here: a two-layer perceptron with dropout and an embed().
+std::string write_torchscript(const std::string& path, int classes, bool good_shape = true) {
+  torch::manual_seed(0);
+  torch::jit::Module m("UserNet");
+  m.register_attribute("training", c10::BoolType::get(), true);  // as a Python nn.Module has
+  m.register_parameter("w1", torch::randn({784, 32}) * 0.05, false);
+  m.register_parameter("b1", torch::zeros({32}), false);
+  m.register_parameter("w2", torch::randn({32, good_shape ? classes : classes + 1}) * 0.05, false);
+  m.register_parameter("b2", torch::zeros({good_shape ? classes : classes + 1}), false);
+  m.define(R"JIT(
+def embed(self, x):
+    return torch.relu(torch.matmul(torch.flatten(x, 1), self.w1) + self.b1)
+
+def forward(self, x):
+    h = torch.dropout(self.embed(x), 0.3, self.training)
+    return torch.matmul(h, self.w2) + self.b2
+)JIT");
+  m.save(path);
+  return path;
+}
+
+TEST(Train, ATorchScriptModelTrainsInfersAndSaves) {
+  const auto& d = pool();
+  const std::string dir = tmp_dir("torchscript");
+  auto o = quick();
+  o.model = quarry::parse_model_spec("torchscript:" + write_torchscript(dir + "/user.pt", d.num_classes));
+  const auto model = quarry::Model::train(d, first(600), o);
+  EXPECT_EQ(model.embedding_dim(), 32);
+  const auto m = quarry::evaluate_predictions(d.test.y, model.predict(d.test), d.num_classes);
+  EXPECT_GT(m.accuracy, 0.6);
+  quarry::InferOptions io;
+  io.committee = quarry::parse_committee("mc:3");
+  const auto inf = model.infer(d.test, io);
+  const std::int64_t n = d.test.size(), C = d.num_classes;
+  ASSERT_EQ(inf.embeddings.shape(), (std::vector<std::int64_t>{n, 32}));
+  EXPECT_GT(max_abs_diff(inf.committee.as<float>(), inf.committee.as<float>() + n * C, n * C), 1e-4);
+  model.save(dir + "/trained.pt");
+  const auto loaded = quarry::Model::load(dir + "/trained.pt");
+  EXPECT_TRUE(same(model.infer(d.test).probs, loaded.infer(d.test).probs));
+  // A model whose output does not have the dataset's classes is refused with the shapes.
+  o.model = quarry::parse_model_spec("torchscript:" + write_torchscript(dir + "/bad.pt", d.num_classes, false));
+  try {
+    quarry::Model::train(d, first(100), o);
+    FAIL();
+  } catch (const quarry::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expected [2, 4]"), std::string::npos) << e.what();
+  }
+  o.model = quarry::parse_model_spec("torchscript:" + dir + "/nothing.pt");
+  EXPECT_THROW(quarry::Model::train(d, first(100), o), quarry::Error);
+}
+
+quarry::SimulateOptions small_simulation() {
+  quarry::SimulateOptions o;
+  o.strategies = {"random", "entropy", "bald", "badge"};
+  o.seed_size = 60;
+  o.batch = 40;
+  o.rounds = 2;
+  o.repeats = 2;
+  o.seed = 5;
+  o.train = quick();
+  o.train.max_epochs = 4;
+  o.train.min_steps = 40;
+  o.committee = quarry::parse_committee("mc:4");
+  o.device = quarry::parse_device("cpu");
+  return o;
+}
+
+TEST(Simulate, RunsEveryStrategyAndRepeatFromTheSameInitialSet) {
+  const auto& d = pool();
+  const auto o = small_simulation();
+  int calls = 0;
+  auto with_callback = o;
+  with_callback.on_round = [&](const quarry::RoundRecord&) { ++calls; };
+  const auto records = quarry::simulate(d, with_callback);
+  ASSERT_EQ(records.size(), 4u * 2u * 3u);
+  EXPECT_EQ(calls, 24);
+  std::map<std::pair<std::string, int>, std::set<std::int64_t>> labeled;
+  std::map<int, double> round0_accuracy;
+  for (const auto& r : records) {
+    EXPECT_EQ(r.labels, 60 + 40 * r.round);
+    std::int64_t per_class = 0;
+    for (auto c : r.labeled_per_class) per_class += c;
+    EXPECT_EQ(per_class, r.labels);
+    auto& set = labeled[{r.strategy, r.repeat}];
+    if (r.round == 0) {
+      // Same initial set and training seed: every strategy's round-0 model is the same model.
+      if (!round0_accuracy.count(r.repeat)) round0_accuracy[r.repeat] = r.test.accuracy;
+      EXPECT_EQ(r.test.accuracy, round0_accuracy[r.repeat]) << r.strategy;
+    }
+    if (r.round < 2) {
+      ASSERT_EQ(r.selected.size(), 40u);
+      for (auto i : r.selected) {
+        EXPECT_TRUE(i >= 0 && i < d.train.size());
+        EXPECT_TRUE(set.insert(i).second) << r.strategy << " selected " << i << " twice";
+      }
+      if (r.strategy != "random") EXPECT_GT(r.infer_seconds, 0.0) << r.strategy;
+    } else {
+      EXPECT_TRUE(r.selected.empty());
+    }
+  }
+  // Repeats differ (their own initial set and seed).
+  EXPECT_NE((labeled[{"random", 0}]), (labeled[{"random", 1}]));
+  // The uncertainty strategies pick differently from random.
+  EXPECT_NE((labeled[{"entropy", 0}]), (labeled[{"random", 0}]));
+}
+
+TEST(Simulate, TheSameSeedGivesTheSameRunAndTheReportAgreesWithItsRounds) {
+  const auto& d = pool();
+  auto o = small_simulation();
+  o.strategies = {"random", "margin", "kcenter"};
+  o.repeats = 2;
+  const auto a = quarry::simulate(d, o);
+  const auto b = quarry::simulate(d, o);
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].selected, b[i].selected) << i;
+    EXPECT_EQ(a[i].test.accuracy, b[i].test.accuracy) << i;
+    EXPECT_EQ(a[i].test.confusion, b[i].test.confusion) << i;
+  }
+
+  const std::string dir = tmp_dir("report");
+  quarry::SimulationSummary header;
+  header.dataset = d.spec;
+  header.seed_size = o.seed_size;
+  header.batch = o.batch;
+  header.rounds = o.rounds;
+  header.repeats = o.repeats;
+  const auto summary = quarry::summarize(a, header);
+  quarry::write_simulation_report(dir, a, summary);
+  for (const char* f : {"rounds.jsonl", "curves.csv", "summary.json", "summary.md", "curves.svg"})
+    EXPECT_TRUE(fs::exists(dir + "/" + f)) << f;
+  // The summary's numbers come from its rounds: re-read rounds.jsonl and recompute the means.
+  std::vector<quarry::RoundRecord> back;
+  std::ifstream in(dir + "/rounds.jsonl");
+  for (std::string line; std::getline(in, line);) back.push_back(quarry::parse_round_json(line));
+  ASSERT_EQ(back.size(), a.size());
+  const auto j = nlohmann::json::parse(slurp(dir + "/summary.json"));
+  const auto again = quarry::summarize(back, header);
+  ASSERT_EQ(again.strategies.size(), 3u);
+  for (std::size_t s = 0; s < again.strategies.size(); ++s) {
+    const auto& st = again.strategies[s];
+    for (std::size_t r = 0; r < st.accuracy.size(); ++r) {
+      double sum = 0;
+      int count = 0;
+      for (const auto& rec : back)
+        if (rec.strategy == st.strategy && rec.round == static_cast<int>(r)) {
+          sum += rec.test.accuracy;
+          ++count;
+        }
+      ASSERT_EQ(count, o.repeats);
+      EXPECT_NEAR(st.accuracy[r].mean, sum / count, 1e-12);
+      EXPECT_NEAR(summary.strategies[s].accuracy[r].mean, sum / count, 1e-12);
+    }
+  }
+  EXPECT_NE(slurp(dir + "/summary.md").find("kcenter"), std::string::npos);
+  EXPECT_EQ(slurp(dir + "/curves.svg").rfind("<svg", 0), 0u);
+  EXPECT_FALSE(j.dump().empty());
+}
+
+TEST(Simulate, BadConfigurationsAreClearErrors) {
+  const auto& d = pool();
+  auto o = small_simulation();
+  o.strategies = {"random", "typo"};
+  try {
+    quarry::simulate(d, o);
+    FAIL();
+  } catch (const quarry::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown strategy 'typo'"), std::string::npos) << e.what();
+  }
+  o = small_simulation();
+  o.seed_size = d.train.size();
+  EXPECT_THROW(quarry::simulate(d, o), quarry::Error);
+  o = small_simulation();
+  o.committee = quarry::CommitteeSpec{};
+  EXPECT_THROW(quarry::simulate(d, o), quarry::Error);  // bald without a committee
+}
+
+TEST(Cli, TrainInferAndSimulateEndToEnd) {
+  const std::string dir = tmp_dir("cli");
+  // train on a labeled list, infer with MC-dropout.
+  {
+    std::ofstream f(dir + "/labeled.txt");
+    for (int i = 0; i < 300; ++i) f << i << "\n";
+  }
+  Result r = quarry_cli("train --dataset synthetic:400 --labeled " + dir + "/labeled.txt --epochs 3 --min-steps 20 "
+                        "--threads 2 --out " + dir + "/m.pt", dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("test: accuracy"), std::string::npos) << r.out;
+  r = quarry_cli("infer --dataset synthetic:400 --model " + dir + "/m.pt --committee mc:3 --out " + dir + "/inf", dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto probs = quarry::read_npy(dir + "/inf/probs.npy");
+  const auto emb = quarry::read_npy(dir + "/inf/embeddings.npy");
+  const auto com = quarry::read_npy(dir + "/inf/committee.npy");
+  EXPECT_EQ(probs.shape(), (std::vector<std::int64_t>{400, 4}));
+  EXPECT_EQ(emb.shape(), (std::vector<std::int64_t>{400, 128}));
+  EXPECT_EQ(com.shape(), (std::vector<std::int64_t>{3, 400, 4}));
+  // The outputs feed the scoring commands as they are.
+  r = quarry_cli("select --input " + dir + "/inf/committee.npy --acquisition bald -k 5 --exclude " + dir +
+                 "/labeled.txt", dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  // Errors: an index outside the pool names the file and the entry; a model for other data.
+  { std::ofstream(dir + "/bad.txt") << "3\n400\n"; }
+  r = quarry_cli("train --dataset synthetic:400 --labeled " + dir + "/bad.txt --out " + dir + "/x.pt", dir);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("bad.txt: entry 2: index 400"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/x.pt"));
+
+  // simulate: the files, and summary.json's final means equal the means of rounds.jsonl.
+  r = quarry_cli("simulate --dataset synthetic:400 --strategies random,entropy --seed-size 40 --batch 30 --rounds 2 "
+                 "--repeats 2 --epochs 3 --min-steps 20 --threads 2 --out " + dir + "/sim", dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("summary: " + dir + "/sim/summary.md"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("plot:    " + dir + "/sim/curves.svg"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("repeat 2/2 round  2/2"), std::string::npos) << r.err;
+  const auto j = nlohmann::json::parse(slurp(dir + "/sim/summary.json"));
+  std::map<std::string, std::vector<double>> final_acc;
+  std::ifstream in(dir + "/sim/rounds.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    const auto rec = nlohmann::json::parse(line);
+    if (rec.at("round").get<int>() == 2) final_acc[rec.at("strategy").get<std::string>()].push_back(rec.at("accuracy"));
+  }
+  EXPECT_EQ(lines, 2 * 2 * 3);
+  ASSERT_EQ(final_acc.size(), 2u);
+  const std::string dumped = j.dump();
+  for (const auto& [name, v] : final_acc) {
+    ASSERT_EQ(v.size(), 2u);
+    const double mean = (v[0] + v[1]) / 2;
+    bool found = false;
+    for (const auto& s : j.at("strategies"))
+      if (s.at("strategy") == name) {
+        found = true;
+        EXPECT_NEAR(s.at("curve").back().at("accuracy").at("mean").get<double>(), mean, 1e-9) << name;
+      }
+    EXPECT_TRUE(found) << name << " missing from summary.json: " << dumped.substr(0, 400);
+  }
+}
+
+}  // namespace
