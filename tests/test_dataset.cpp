@@ -4,7 +4,7 @@
 // where present.
 //
 // Like test_io.cpp, the test links neither zlib nor libzip: gzip streams (stored deflate
-// blocks) and zip archives (stored members) are written by hand.
+// blocks) and zip archives (stored members) are written by hand (file_builders.hpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "file_builders.hpp"
 #include "quarry/dataset.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
@@ -29,88 +30,14 @@ using quarry::Dataset;
 using quarry::DatasetOptions;
 using quarry::DType;
 using quarry::Split;
+using namespace quarry_test;
 
 namespace {
 
 // ---------------------------------------------------------------- files
 
-// A fresh folder per test, so that tests can run in parallel.
-std::string tmp(const std::string& file = "") {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  const fs::path dir =
-      fs::path(QUARRY_TEST_TMP) / "dataset" / (std::string(info->test_suite_name()) + "." + info->name());
-  fs::create_directories(dir);
-  return file.empty() ? dir.string() : (dir / file).string();
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(f.good()) << path;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
-}
-
-std::string le(std::uint64_t v, int n) {
-  std::string s;
-  for (int i = 0; i < n; ++i) s += static_cast<char>((v >> (8 * i)) & 0xff);
-  return s;
-}
-
-std::string be32(std::uint32_t v) {
-  std::string s;
-  for (int i = 3; i >= 0; --i) s += static_cast<char>((v >> (8 * i)) & 0xff);
-  return s;
-}
-
-std::uint32_t crc32(const std::string& s) {
-  std::uint32_t c = 0xffffffffu;
-  for (unsigned char b : s) {
-    c ^= b;
-    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
-  }
-  return ~c;
-}
-
-// A gzip stream of stored (uncompressed) deflate blocks (RFC 1951 3.2.4, RFC 1952).
-std::string gzip(const std::string& data) {
-  std::string out = std::string("\x1f\x8b\x08\0\0\0\0\0\0\x03", 10);
-  std::size_t pos = 0;
-  do {
-    const std::size_t n = std::min<std::size_t>(data.size() - pos, 65535);
-    out += static_cast<char>(pos + n == data.size() ? 1 : 0);  // BFINAL, BTYPE = 00
-    out += le(n, 2) + le(~n & 0xffff, 2) + data.substr(pos, n);
-    pos += n;
-  } while (pos < data.size());
-  return out + le(crc32(data), 4) + le(data.size(), 4);
-}
-
-// A zip archive of stored members.
-std::string zip(const std::vector<std::pair<std::string, std::string>>& members) {
-  std::string local, central;
-  for (const auto& [name, data] : members) {
-    const std::string common = le(20, 2) + le(0, 2) + le(0, 2) + le(0, 2) + le(0x21, 2) + le(crc32(data), 4) +
-                               le(data.size(), 4) + le(data.size(), 4) + le(name.size(), 2) + le(0, 2);
-    central += le(0x02014b50, 4) + le(20, 2) + common + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) +
-               le(local.size(), 4) + name;
-    local += le(0x04034b50, 4) + common + name + data;
-  }
-  return local + central + le(0x06054b50, 4) + le(0, 2) + le(0, 2) + le(members.size(), 2) +
-         le(members.size(), 2) + le(central.size(), 4) + le(local.size(), 4) + le(0, 2);
-}
-
-// An IDX file: type code, dims, and the data already in big-endian order.
-std::string idx(int type, const std::vector<std::uint32_t>& dims, const std::string& data) {
-  std::string s{'\0', '\0', static_cast<char>(type), static_cast<char>(dims.size())};
-  for (std::uint32_t d : dims) s += be32(d);
-  return s + data;
-}
+// A fresh folder per test, under QUARRY_TEST_TMP/dataset.
+std::string tmp(const std::string& file = "") { return test_tmp("dataset", file); }
 
 std::string idx_u8(const std::vector<std::uint32_t>& dims, const std::vector<std::uint8_t>& v) {
   return idx(0x08, dims, std::string(v.begin(), v.end()));
@@ -187,23 +114,6 @@ std::vector<int> check_images(const Split& s, int channels, int h, int w, int cl
 
 // ---------------------------------------------------------------- checks
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const quarry::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-// f must throw quarry::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  const std::string msg = message_of(f);
-  EXPECT_FALSE(msg.empty()) << "no quarry::Error; expected one mentioning " << parts.front();
-  for (const std::string& p : parts)
-    EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-}
-
 bool ascending(const std::vector<int>& v) {
   return std::is_sorted(v.begin(), v.end()) && std::adjacent_find(v.begin(), v.end()) == v.end();
 }
@@ -225,7 +135,7 @@ bool same(const Split& a, const Split& b) { return a.x == b.x && a.y == b.y; }
 // An MNIST-layout folder: 50 train images and 12 test images of 4x5, 3 classes.
 std::string write_idx_folder(const std::string& dir, bool gz_train, bool gz_test) {
   auto put = [&](const std::string& name, const std::string& bytes, bool gz) {
-    write_file(dir + "/" + name + (gz ? ".gz" : ""), gz ? gzip(bytes) : bytes);
+    write_file(dir + "/" + name + (gz ? ".gz" : ""), gz ? gzip_stored(bytes) : bytes);
   };
   put("train-images-idx3-ubyte", idx_u8({50, 4, 5}, images(50, 4, 5, 1)), gz_train);
   put("train-labels-idx1-ubyte", idx_u8({50}, labels(50, 3)), gz_train);
@@ -291,8 +201,8 @@ TEST(Idx, GrayscaleRawAndGzip) {
 
 TEST(Idx, RgbBecomesChannelsFirst) {
   const std::string dir = tmp("rgb");
-  write_file(dir + "/train-images-idx3-ubyte.gz", gzip(idx_u8({30, 3, 4, 3}, images(30, 3, 4, 3))));
-  write_file(dir + "/train-labels-idx1-ubyte.gz", gzip(idx_u8({30}, labels(30, 4))));
+  write_file(dir + "/train-images-idx3-ubyte.gz", gzip_stored(idx_u8({30, 3, 4, 3}, images(30, 3, 4, 3))));
+  write_file(dir + "/train-labels-idx1-ubyte.gz", gzip_stored(idx_u8({30}, labels(30, 4))));
   write_file(dir + "/t10k-images-idx3-ubyte", idx_u8({5, 3, 4, 3}, images(5, 3, 4, 3, 200)));
   write_file(dir + "/t10k-labels-idx1-ubyte", idx_u8({5}, labels(5, 4, 200)));
   const Dataset d = quarry::load_dataset("idx:" + dir);
@@ -313,7 +223,7 @@ TEST(Idx, MissingFolderOrFile) {
 
 TEST(Idx, LengthMismatchNamesBothFiles) {
   const std::string dir = write_idx_folder(tmp("toy"), true, false);
-  write_file(dir + "/train-labels-idx1-ubyte.gz", gzip(idx_u8({49}, labels(49, 3))));
+  write_file(dir + "/train-labels-idx1-ubyte.gz", gzip_stored(idx_u8({49}, labels(49, 3))));
   expect_error([&] { quarry::load_dataset("idx:" + dir); }, {dir + "/train-labels-idx1-ubyte.gz", "49 labels",
                                                              "train-images-idx3-ubyte.gz has 50 images"});
 }
@@ -355,7 +265,7 @@ TEST(Idx, BadImageShapes) {
 #define SKIP_WITHOUT_NPZ() \
   if (!QUARRY_HAVE_NPZ) GTEST_SKIP() << "built with QUARRY_NPZ=OFF: no NPZ reader"
 
-using Members = std::vector<std::pair<std::string, std::string>>;
+using Members = std::vector<ZipMember>;
 
 // Members of an NPZ split: `n` images of h x w (x3 when rgb) with ids from `first_id`.
 void add_split(Members& m, const std::string& split, int n, int h, int w, bool rgb, int first_id, int classes,
@@ -462,20 +372,20 @@ TEST(Npz, Errors) {
   expect_error([&] { quarry::load_dataset("npz:" + path); }, {path, "val_images but no val_labels"});
   // Labels of another length; labels [N, 2]; float labels.
   Members bad = m;
-  bad[1].second = npy(DType::i64, {9}, std::vector<std::int64_t>(9, 0));
+  bad[1].data = npy(DType::i64, {9}, std::vector<std::int64_t>(9, 0));
   write_file(path, zip(bad));
   expect_error([&] { quarry::load_dataset("npz:" + path); },
                {path + ":train_labels", "9 labels", "e.npz:train_images has 10 images"});
-  bad[1].second = npy(DType::i64, {10, 2}, std::vector<std::int64_t>(20, 0));
+  bad[1].data = npy(DType::i64, {10, 2}, std::vector<std::int64_t>(20, 0));
   write_file(path, zip(bad));
   expect_error([&] { quarry::load_dataset("npz:" + path); },
                {path + ":train_labels", "[N] or [N, 1]", "[10, 2]"});
-  bad[1].second = npy(DType::f32, {10}, std::vector<float>(10, 0));
+  bad[1].data = npy(DType::f32, {10}, std::vector<float>(10, 0));
   write_file(path, zip(bad));
   expect_error([&] { quarry::load_dataset("npz:" + path); }, {path + ":train_labels", "integers", "float32"});
   // RGB test images with grayscale training images.
   bad = m;
-  bad[2].second = npy(DType::u8, {3, 2, 2, 3}, images(3, 2, 2, 3));
+  bad[2].data = npy(DType::u8, {3, 2, 2, 3}, images(3, 2, 2, 3));
   write_file(path, zip(bad));
   expect_error([&] { quarry::load_dataset("npz:" + path); }, {path + ":test_images", "3x2x2", "1x2x2"});
 }

@@ -3,8 +3,8 @@
 // truncation and byte-flip sweeps, and the real data sets where present.
 //
 // The test does not link zlib or libzip: the zip archives and gzip streams it needs are
-// written here by hand (stored blocks and fixed-Huffman deflate, CRC-32), which also lets
-// it write archives whose headers lie.
+// written by hand (fixed-Huffman deflate, CRC-32; file_builders.hpp), which also lets it
+// write archives whose headers lie.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "file_builders.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 
@@ -28,32 +29,14 @@ using quarry::Array;
 using quarry::ArrayView;
 using quarry::DType;
 using namespace std::string_literals;
+using namespace quarry_test;
 
 namespace {
 
 // ---------------------------------------------------------------- files
 
-// A fresh folder per test, so that tests can run in parallel.
-std::string tmp(const std::string& file) {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  const fs::path dir =
-      fs::path(QUARRY_TEST_TMP) / "io" / (std::string(info->test_suite_name()) + "." + info->name());
-  fs::create_directories(dir);
-  return (dir / file).string();
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(f.good()) << path;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
-}
+// A fresh folder per test, under QUARRY_TEST_TMP/io.
+std::string tmp(const std::string& file) { return test_tmp("io", file); }
 
 std::string bytes(std::initializer_list<int> b) {
   std::string s;
@@ -74,12 +57,6 @@ std::string big_endian(const std::vector<T>& v) {
   return s;
 }
 
-std::string le(std::uint64_t v, int n) {
-  std::string s;
-  for (int i = 0; i < n; ++i) s += static_cast<char>((v >> (8 * i)) & 0xff);
-  return s;
-}
-
 // An NPY file with the given header dict text, padded as numpy pads it.
 std::string npy(const std::string& dict, const std::string& data, int major = 1) {
   const std::size_t preamble = major == 1 ? 10 : 12;
@@ -97,100 +74,7 @@ std::string dict(const std::string& descr, const std::string& shape, const std::
   return "{'descr': '" + descr + "', 'fortran_order': " + fortran + ", 'shape': " + shape + ", }";
 }
 
-// ---------------------------------------------------------------- gzip and zip by hand
-
-std::uint32_t crc32(const std::string& s) {
-  std::uint32_t c = 0xffffffffu;
-  for (unsigned char b : s) {
-    c ^= b;
-    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
-  }
-  return ~c;
-}
-
-// Deflate with one fixed-Huffman block of literals (RFC 1951 3.2.6).
-std::string deflate_fixed(const std::string& data) {
-  std::string out;
-  std::uint32_t acc = 0;
-  int nbits = 0;
-  auto put = [&](std::uint32_t bit) {
-    acc |= bit << nbits;
-    if (++nbits == 8) {
-      out += static_cast<char>(acc);
-      acc = 0;
-      nbits = 0;
-    }
-  };
-  auto code = [&](std::uint32_t c, int len) {
-    for (int i = len - 1; i >= 0; --i) put((c >> i) & 1u);
-  };
-  put(1);  // final block
-  put(1);  // BTYPE = 01, least significant bit first
-  put(0);
-  for (unsigned char b : data) {
-    if (b < 144)
-      code(0x30u + b, 8);
-    else
-      code(0x190u + (b - 144u), 9);
-  }
-  code(0, 7);  // end of block
-  if (nbits) out += static_cast<char>(acc);
-  return out;
-}
-
-std::string gzip(const std::string& data) {
-  return bytes({0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3}) + deflate_fixed(data) + le(crc32(data), 4) +
-         le(data.size(), 4);
-}
-
-struct ZipMember {
-  std::string name;
-  std::string data;
-  bool deflate = false;
-  std::int64_t declared_size = -1;  // >= 0: lie about the uncompressed size
-  bool bad_crc = false;
-};
-
-std::string zip(const std::vector<ZipMember>& members) {
-  std::string local, central;
-  for (const ZipMember& m : members) {
-    const std::string body = m.deflate ? deflate_fixed(m.data) : m.data;
-    const std::uint64_t size =
-        m.declared_size >= 0 ? static_cast<std::uint64_t>(m.declared_size) : m.data.size();
-    const std::string common = le(20, 2) + le(0, 2) + le(m.deflate ? 8 : 0, 2) + le(0, 2) + le(0x21, 2) +
-                               le(crc32(m.data) ^ (m.bad_crc ? 1u : 0u), 4) + le(body.size(), 4) +
-                               le(size, 4) + le(m.name.size(), 2) + le(0, 2);
-    central += le(0x02014b50, 4) + le(20, 2) + common + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) +
-               le(local.size(), 4) + m.name;
-    local += le(0x04034b50, 4) + common + m.name + body;
-  }
-  return local + central + le(0x06054b50, 4) + le(0, 2) + le(0, 2) + le(members.size(), 2) +
-         le(members.size(), 2) + le(central.size(), 4) + le(local.size(), 4) + le(0, 2);
-}
-
-std::string idx(int type, const std::vector<std::uint32_t>& dims, const std::string& data) {
-  std::string s = bytes({0, 0, type, static_cast<int>(dims.size())});
-  return s + big_endian(dims) + data;
-}
-
 // ---------------------------------------------------------------- checks
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const quarry::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-// f must throw quarry::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  const std::string msg = message_of(f);
-  EXPECT_FALSE(msg.empty()) << "no quarry::Error; expected one mentioning " << parts.front();
-  for (const std::string& p : parts)
-    EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-}
 
 // Reads every byte of the array (so that the sanitizers see any out-of-bounds view).
 unsigned checksum(const ArrayView& v) {

@@ -132,6 +132,8 @@ class Model {
   void save(const std::string& path) const;
   static Model load(const std::string& path, const DeviceSpec& device = {});
 
+  /// True for a default-constructed (or moved-from) model, which has no members.
+  bool empty() const;
   int num_classes() const;
   std::int64_t embedding_dim() const;
   const std::vector<std::int64_t>& sample_shape() const;

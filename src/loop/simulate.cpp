@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -110,6 +111,9 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
   for (int repeat = 0; repeat < o.repeats; ++repeat) {
     const std::uint64_t repeat_seed = o.seed + static_cast<std::uint64_t>(repeat);
     const std::vector<std::int64_t> initial = sample_without_replacement(all, o.seed_size, mix(repeat_seed, 1));
+    Model round0_single, round0_ensemble;
+    double round0_single_seconds = 0, round0_ensemble_seconds = 0;
+    int round0_single_epochs = 0, round0_ensemble_epochs = 0;
     for (const Strategy& strategy : strategies) {
       std::vector<std::int64_t> labeled = initial;
       std::vector<char> is_labeled(static_cast<std::size_t>(pool), 0);
@@ -130,11 +134,29 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
         to.committee = strategy.committee() && o.committee.kind == CommitteeSpec::Kind::ensemble
                            ? o.committee
                            : CommitteeSpec{};
-        TrainReport tr;
+        // Round 0 is the same model for every strategy of the repeat (same set, same seed): it is
+        // trained once per kind (single model or ensemble) and shared.
+        const bool ensemble = to.committee.kind == CommitteeSpec::Kind::ensemble;
+        std::optional<Model> trained;
+        Model* round0 = ensemble ? &round0_ensemble : &round0_single;
         auto t = Clock::now();
-        const Model model = Model::train(data, labeled, to, &tr);
-        r.train_seconds = since(t);
-        r.epochs = tr.epochs;
+        const bool shared = round == 0 && !round0->empty();
+        if (shared) {
+          r.train_seconds = ensemble ? round0_ensemble_seconds : round0_single_seconds;
+          r.epochs = ensemble ? round0_ensemble_epochs : round0_single_epochs;
+        } else {
+          TrainReport tr;
+          trained = Model::train(data, labeled, to, &tr);
+          r.train_seconds = since(t);
+          r.epochs = tr.epochs;
+          if (round == 0) {
+            *round0 = std::move(*trained);
+            trained.reset();
+            (ensemble ? round0_ensemble_seconds : round0_single_seconds) = r.train_seconds;
+            (ensemble ? round0_ensemble_epochs : round0_single_epochs) = r.epochs;
+          }
+        }
+        const Model& model = trained ? *trained : *round0;
 
         t = Clock::now();
         r.test = evaluate_predictions(data.test.y, model.predict(data.test, to.threads), data.num_classes);
@@ -192,7 +214,8 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
           }
           r.selected = sel.index;
         }
-        r.round_seconds = since(round_start);
+        // A shared round-0 model counts its one training in every strategy's round 0.
+        r.round_seconds = since(round_start) + (shared ? r.train_seconds : 0.0);
         if (o.on_round) o.on_round(r);
         records.push_back(std::move(r));
       }

@@ -23,6 +23,7 @@ Inference Model::infer(const float*, std::int64_t, const InferOptions&) const { 
 std::vector<std::int32_t> Model::predict(const Split&, int) const { no_torch(); }
 void Model::save(const std::string&) const { no_torch(); }
 Model Model::load(const std::string&, const DeviceSpec&) { no_torch(); }
+bool Model::empty() const { return true; }
 int Model::num_classes() const { no_torch(); }
 std::int64_t Model::embedding_dim() const { no_torch(); }
 const std::vector<std::int64_t>& Model::sample_shape() const { no_torch(); }

@@ -682,6 +682,7 @@ Model Model::load(const std::string& path, const DeviceSpec& device) {
   return model;
 }
 
+bool Model::empty() const { return !impl_ || impl_->members.empty(); }
 int Model::num_classes() const { return impl_->num_classes; }
 std::int64_t Model::embedding_dim() const { return impl_->embedding_dim; }
 const std::vector<std::int64_t>& Model::sample_shape() const { return impl_->sample_shape; }
