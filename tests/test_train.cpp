@@ -199,6 +199,8 @@ TEST(Train, McDropoutSamplesDifferAndAreReproducible) {
   io.seed = 11;
   const auto e = model.infer(d.test, io);
   EXPECT_LT(max_abs_diff(a.probs.as<float>(), e.probs.as<float>(), n * C), 1e-5);
+  // The masks are a function of (seed, sample, row, unit): the committee does not change either.
+  EXPECT_LT(max_abs_diff(a.committee.as<float>(), e.committee.as<float>(), 4 * n * C), 1e-5);
 }
 
 TEST(Train, EnsembleMembersDifferAndTheirMeanIsTheOutput) {
@@ -273,10 +275,14 @@ TEST(Train, ATorchScriptModelTrainsInfersAndSaves) {
   const std::string dir = tmp_dir("torchscript");
   auto o = quick();
   o.model = quarry::parse_model_spec("torchscript:" + write_torchscript(dir + "/user.pt", d.num_classes));
+  o.max_epochs = 40;
+  o.patience = 10;
+  o.min_steps = 400;
   const auto model = quarry::Model::train(d, first(600), o);
   EXPECT_EQ(model.embedding_dim(), 32);
   const auto m = quarry::evaluate_predictions(d.test.y, model.predict(d.test), d.num_classes);
-  EXPECT_GT(m.accuracy, 0.6);
+  // A plain perceptron on raw pixels: well above chance (25% balanced), far below the cnn.
+  EXPECT_GT(m.balanced_accuracy, 0.45);
   quarry::InferOptions io;
   io.committee = quarry::parse_committee("mc:3");
   const auto inf = model.infer(d.test, io);

@@ -4,9 +4,9 @@
 //
 // Models (--model):
 //   cnn                a small convolutional net for images of 28x28 to 64x64 (any channels):
-//                      two conv(3x3)+ReLU+max-pool blocks (32, 64 channels), global 4x4
-//                      average pool, a 128-unit penultimate layer (the embeddings), dropout
-//                      (p = 0.5) and the linear classifier
+//                      two conv(3x3)+ReLU+max-pool blocks (16, 32 channels), an adaptive
+//                      average pool to 7x7, a 128-unit penultimate layer (the embeddings),
+//                      dropout (p = 0.5) and the linear classifier
 //   mlp                for feature vectors: two 256-unit ReLU layers, a 128-unit penultimate
 //                      layer, dropout (p = 0.5), the linear classifier
 //   torchscript:FILE   a user's TorchScript model: forward(x) returns logits [B, C]; an
@@ -14,10 +14,16 @@
 //
 // MC-dropout (--committee mc:M) keeps dropout on at inference. For cnn and mlp, dropout sits
 // only before the classifier, so the trunk runs once per image and the M samples cost M small
-// matrix products; a TorchScript model is run M times in training mode.
+// matrix products; their masks are a pure function of (seed, sample, pool row, unit), the same
+// for any batch size, device or thread count. A TorchScript model is run M times in training
+// mode (its masks come from LibTorch's generator, seeded).
+//
+// Reproducibility: the same seed gives the same model and outputs on the CPU for a given
+// machine and thread count; on CUDA, cuDNN's convolution kernels may differ in the last bits.
 // Ensembles (--committee ensemble:M) train M models from different initialisations and data
 // orders (seed + member); the pool's probabilities are the members' mean, its embeddings those
-// of member 0.
+// of member 0. (TorchScript members all start from the file's weights: they differ by data
+// order and dropout only.)
 #pragma once
 
 #include <cstdint>
@@ -58,8 +64,8 @@ struct TrainOptions {
   /// ensemble:M trains M members; mc:M is an inference setting kept with the model.
   CommitteeSpec committee;
   int max_epochs = 40;
-  /// Early stopping: stop after this many epochs without a better validation loss, and keep
-  /// the weights of the best epoch.
+  /// Early stopping: stop after this many epochs without a better validation balanced accuracy
+  /// (ties: a lower class-weighted validation loss), and keep the weights of the best epoch.
   int patience = 6;
   /// At least this many optimiser steps, whatever the labeled set's size (a 200-label set is
   /// 4 batches an epoch): epochs are lengthened to reach it.
@@ -79,7 +85,8 @@ struct TrainOptions {
 struct TrainReport {
   int epochs = 0;            // epochs run (summed over ensemble members)
   int best_epoch = 0;        // of member 0
-  double best_val_loss = 0;  // of member 0
+  double best_val_loss = 0;  // of member 0, at its best epoch
+  double best_val_balanced_accuracy = 0;  // of member 0, at its best epoch
   double seconds = 0;
   std::string device;        // "cpu", "cuda:0"
 };
@@ -112,7 +119,7 @@ class Model {
   Model& operator=(Model&&) noexcept;
 
   /// Trains on the samples `labeled` (indices into data.train, with their labels) with early
-  /// stopping on data.val. Reproducible for a seed on a given machine and thread count.
+  /// stopping on data.val (at most 1000 of its samples, evenly spaced). Reproducible for a seed on a given machine and thread count.
   /// Errors: no LibTorch, an empty labeled set, an index outside the pool, a TorchScript model
   /// that fails on the data's shape (with LibTorch's message).
   static Model train(const Dataset& data, const std::vector<std::int64_t>& labeled,

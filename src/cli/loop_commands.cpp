@@ -65,8 +65,8 @@ struct TrainArgs {
     if (committee_flag)
       cmd->add_option("--committee", committee,
                       "none, mc:M (MC-dropout samples at inference) or ensemble:M (train M models)");
-    cmd->add_option("--epochs", epochs, "Most epochs (early stopping on the validation loss)")->check(CLI::PositiveNumber);
-    cmd->add_option("--patience", patience, "Epochs without a better validation loss before stopping")
+    cmd->add_option("--epochs", epochs, "Most epochs (early stopping on the validation balanced accuracy)")->check(CLI::PositiveNumber);
+    cmd->add_option("--patience", patience, "Epochs without a better validation balanced accuracy before stopping")
         ->check(CLI::PositiveNumber);
     cmd->add_option("--min-steps", min_steps, "At least this many optimiser steps, however few the labels")
         ->check(CLI::NonNegativeNumber);
@@ -135,6 +135,16 @@ void add_train(CLI::App& app) {
     }
     const TrainOptions o = a->train.options(data);
     std::fprintf(stderr, "quarry: train: %s, %zu labeled\n", data.describe().c_str(), labeled.size());
+    {
+      std::vector<std::int64_t> count(static_cast<std::size_t>(data.num_classes), 0);
+      for (auto i : labeled) ++count[static_cast<std::size_t>(data.train.y[static_cast<std::size_t>(i)])];
+      std::string missing;
+      for (int c = 0; c < data.num_classes; ++c)
+        if (count[c] == 0) missing += (missing.empty() ? "" : ", ") + std::to_string(c);
+      if (!missing.empty())
+        std::fprintf(stderr, "quarry: warning: no labeled sample of class %s: the model cannot learn %s\n",
+                     missing.c_str(), missing.find(',') == std::string::npos ? "it" : "them");
+    }
     auto last = std::make_shared<Clock::time_point>(Clock::now());
     TrainReport rep;
     const Model model = Model::train(data, labeled, o, &rep, [last](const std::string& what, std::int64_t done,
@@ -146,8 +156,9 @@ void add_train(CLI::App& app) {
     });
     model.save(a->out);
     std::printf("model: %s\n", model.describe().c_str());
-    std::printf("trained: %d epochs in %.1f s on %s (best epoch %d, validation loss %.4f)\n", rep.epochs,
-                rep.seconds, rep.device.c_str(), rep.best_epoch, rep.best_val_loss);
+    std::printf("trained: %d epochs in %.1f s on %s (best epoch %d: validation balanced accuracy %.1f%%, "
+                "loss %.4f)\n", rep.epochs, rep.seconds, rep.device.c_str(), rep.best_epoch,
+                100 * rep.best_val_balanced_accuracy, rep.best_val_loss);
     if (data.val.size() > 0)
       std::printf("validation: %s\n",
                   metrics_line(evaluate_predictions(data.val.y, model.predict(data.val, o.threads), data.num_classes))

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "quarry/detail/random.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 #include "quarry/train.hpp"
@@ -73,6 +74,8 @@ struct NativeNet : torch::nn::Module {
   torch::Tensor head(const torch::Tensor& h, bool dropout) {
     return classifier(torch::dropout(h, kDropout, dropout));
   }
+  /// The classifier on embeddings times a dropout mask (entries 0 or 1 / (1 - p)).
+  torch::Tensor head_masked(const torch::Tensor& h, const torch::Tensor& mask) { return classifier(h * mask); }
 };
 
 // Two conv(3x3, same) + ReLU + 2x2 max-pool blocks (16, 32 channels), an adaptive average pool
@@ -129,9 +132,9 @@ class Member {
   virtual torch::Tensor logits(const torch::Tensor& x) = 0;
   /// Eval-mode embeddings and logits of a batch.
   virtual std::pair<torch::Tensor, torch::Tensor> embed_and_logits(const torch::Tensor& x) = 0;
-  /// Built-in nets: the classifier on embeddings, with or without dropout.
+  /// Built-in nets: the classifier on embeddings times a dropout mask.
   virtual bool has_head() const { return false; }
-  virtual torch::Tensor head(const torch::Tensor&, bool) { return {}; }
+  virtual torch::Tensor head_masked(const torch::Tensor&, const torch::Tensor&) { return {}; }
   virtual void save(torch::serialize::OutputArchive& archive, const std::string& key) = 0;
   std::int64_t parameter_count() {
     std::int64_t n = 0;
@@ -158,7 +161,9 @@ class NativeMember : public Member {
     return {h, net_->head(h, false)};
   }
   bool has_head() const override { return true; }
-  torch::Tensor head(const torch::Tensor& h, bool dropout) override { return net_->head(h, dropout); }
+  torch::Tensor head_masked(const torch::Tensor& h, const torch::Tensor& mask) override {
+    return net_->head_masked(h, mask);
+  }
   void save(torch::serialize::OutputArchive& archive, const std::string& key) override {
     torch::serialize::OutputArchive sub;
     net_->save(sub);
@@ -211,6 +216,27 @@ class ScriptMember : public Member {
   torch::jit::Module module_;
   bool has_embed_ = false;
 };
+
+// The MC-dropout mask of sample `s` for pool rows [first, first + rows) and `dim` units: unit j
+// of row i is kept (scaled by 1 / (1 - p)) when a Philox draw keyed by (seed, s, i, j) falls
+// below 1 - p. A pure function of those: the same masks for any batch size, device or thread.
+torch::Tensor dropout_mask(std::uint64_t seed, int s, std::int64_t first, std::int64_t rows, std::int64_t dim) {
+  auto mask = torch::empty({rows, dim}, torch::kFloat32);
+  float* m = mask.data_ptr<float>();
+  const float keep = static_cast<float>(1.0 / (1.0 - kDropout));
+  const std::uint32_t threshold = static_cast<std::uint32_t>((1.0 - kDropout) * 16777216.0);
+  for (std::int64_t i = 0; i < rows; ++i) {
+    const std::uint64_t row = static_cast<std::uint64_t>(first + i);
+    for (std::int64_t j = 0; j < dim; j += 4) {
+      const detail::Philox4 r = detail::philox4x32_10(
+          static_cast<std::uint32_t>(row), static_cast<std::uint32_t>(row >> 32),
+          static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(s) ^ (0xD50Bu << 16),
+          static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
+      for (std::int64_t q = 0; q < 4 && j + q < dim; ++q) m[i * dim + j + q] = (r.v[q] >> 8) < threshold ? keep : 0.0f;
+    }
+  }
+  return mask;
+}
 
 torch::Tensor batch_tensor(const float* x, std::int64_t rows, const std::vector<std::int64_t>& shape,
                            const torch::Device& device) {
@@ -449,7 +475,7 @@ Model Model::train(const Dataset& data, const std::vector<std::int64_t>& labeled
     std::mt19937_64 rng(seed);
     std::vector<std::int64_t> order(static_cast<std::size_t>(n));
     std::size_t cursor = order.size();
-    double best = std::numeric_limits<double>::infinity();
+    double best = std::numeric_limits<double>::infinity(), best_bacc = -1.0;
     int best_epoch = 0;
     std::vector<torch::Tensor> best_state;
     int epoch = 0;
@@ -477,11 +503,16 @@ Model Model::train(const Dataset& data, const std::vector<std::int64_t>& labeled
           if (progress) progress("epoch", epoch, options.max_epochs);
           continue;
         }
-        double val_loss = 0;
+        // The validation check: balanced accuracy (what imbalanced pools are judged by), ties
+        // broken by the class-weighted loss. Selecting on the loss alone keeps, on imbalanced
+        // pools, early epochs whose loss is low but which predict one class.
+        double val_loss = 0, val_bacc = 0;
         {
           torch::NoGradGuard guard;
           member->set_training(false);
           double sum = 0, wsum = 0;
+          std::vector<std::int64_t> hit(static_cast<std::size_t>(m.num_classes), 0),
+              total(static_cast<std::size_t>(m.num_classes), 0);
           for (std::int64_t b = 0; b < nval; b += 1024) {
             const std::int64_t e = std::min(nval, b + 1024);
             auto logits = member->logits(vx.slice(0, b, e));
@@ -491,18 +522,34 @@ Model Model::train(const Dataset& data, const std::vector<std::int64_t>& labeled
                 logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
             sum += (nll * w).sum().item<double>();
             wsum += w.sum().item<double>();
+            const auto pred = logits.argmax(1).to(torch::kCPU).contiguous();
+            const auto truth = target.to(torch::kCPU).contiguous();
+            const auto* pp = pred.data_ptr<std::int64_t>();
+            const auto* tp = truth.data_ptr<std::int64_t>();
+            for (std::int64_t i = 0; i < e - b; ++i) {
+              ++total[static_cast<std::size_t>(tp[i])];
+              hit[static_cast<std::size_t>(tp[i])] += pp[i] == tp[i];
+            }
           }
           val_loss = sum / std::max(wsum, 1e-30);
+          int present = 0;
+          for (int c = 0; c < m.num_classes; ++c)
+            if (total[c] > 0) {
+              val_bacc += static_cast<double>(hit[c]) / static_cast<double>(total[c]);
+              ++present;
+            }
+          val_bacc /= std::max(present, 1);
         }
         QUARRY_EXPECTS(std::isfinite(val_loss), model_spec_string(m.spec), ": the validation loss became ",
                        val_loss, " at epoch ", epoch, " (diverged: try a lower learning rate)");
-        if (val_loss < best) {
+        if (val_bacc > best_bacc || (val_bacc == best_bacc && val_loss < best)) {
           best = val_loss;
+          best_bacc = val_bacc;
           best_epoch = epoch;
           best_state.clear();
           for (const auto& t : member->state()) best_state.push_back(t.detach().clone());
-        } else if (epoch - best_epoch >= options.patience) {
-          break;
+        } else if (epoch - best_epoch >= options.patience && epoch * steps_per_check >= options.min_steps) {
+          break;  // patience ran out, and at least min_steps steps were taken
         }
         if (progress) progress("epoch", epoch, options.max_epochs);
       }
@@ -519,6 +566,7 @@ Model Model::train(const Dataset& data, const std::vector<std::int64_t>& labeled
     if (mi == 0) {
       rep.best_epoch = best_epoch;
       rep.best_val_loss = best;
+      rep.best_val_balanced_accuracy = best_bacc;
     }
     m.members.push_back(std::move(member));
   }
@@ -574,8 +622,10 @@ Inference Model::infer(const float* x, std::int64_t n, const InferOptions& optio
         if (committee.kind == CommitteeSpec::Kind::mc && mi == 0) {
           Member& first = *m.members[0];
           if (first.has_head()) {
-            for (int s = 0; s < M; ++s)
-              put(torch::softmax(first.head(h, true).to(torch::kFloat32), 1), com + (s * n + b) * C);
+            for (int s = 0; s < M; ++s) {
+              const auto mask = dropout_mask(options.seed, s, b, rows, D).to(h.device());
+              put(torch::softmax(first.head_masked(h, mask).to(torch::kFloat32), 1), com + (s * n + b) * C);
+            }
           } else {  // a TorchScript model: whole forward passes in training mode
             first.set_training(true);
             for (int s = 0; s < M; ++s)
