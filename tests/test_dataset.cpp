@@ -427,6 +427,16 @@ TEST(Npy, FeaturesWithHeldOutSplits) {
                          test = feature_rows(d.test);
   EXPECT_TRUE(ascending(train) && ascending(val) && ascending(test));
   EXPECT_EQ(merged(merged(train, val), test), range(0, 100));
+  // source_row maps every sample back to its row of X.npy, also after a pool limit.
+  for (const Split* s : {&d.train, &d.val, &d.test})
+    for (std::int64_t k = 0; k < s->size(); ++k)
+      EXPECT_EQ(s->source_row(k), feature_rows(*s)[static_cast<std::size_t>(k)]);
+  DatasetOptions limited;
+  limited.pool_limit = 30;
+  const Dataset l = quarry::load_dataset(spec, limited);
+  ASSERT_EQ(l.train.size(), 30);
+  for (std::int64_t k = 0; k < 30; ++k)
+    EXPECT_EQ(l.train.source_row(k), feature_rows(l.train)[static_cast<std::size_t>(k)]);
 
   DatasetOptions o;
   o.test_fraction = 0.5;
@@ -501,7 +511,7 @@ TEST(Spec, UnknownPrefixListsTheForms) {
                {"unknown dataset 'csv:data.csv'", "idx:DIR", "npz:FILE", "npy:X.npy,y.npy", "synthetic:N"});
   expect_error([] { quarry::load_dataset(""); }, {"unknown dataset ''"});
   expect_error([] { quarry::load_dataset("synthetics"); }, {"unknown dataset"});
-  expect_error([] { quarry::load_dataset("synthetic:99"); }, {"synthetic:99", "N >= 100", "99"});
+  expect_error([] { quarry::load_dataset("synthetic:99"); }, {"synthetic:99", "N from 100 to 10000000", "99"});
   expect_error([] { quarry::load_dataset("synthetic:12x"); }, {"synthetic:12x", "whole number"});
   expect_error([] { quarry::load_dataset("synthetic:"); }, {"whole number"});
   expect_error([] { quarry::load_dataset("synthetic:-200"); }, {"whole number"});

@@ -250,11 +250,11 @@ TEST(Train, SavedModelsLoadAndGiveTheSameOutputs) {
 }
 
 // A user's TorchScript model, defined here: a two-layer perceptron with dropout and an embed().
-std::string write_torchscript(const std::string& path, int classes, bool good_shape = true) {
+std::string write_torchscript(const std::string& path, int classes, bool good_shape = true, int inputs = 784) {
   torch::manual_seed(0);
   torch::jit::Module m("UserNet");
   m.register_attribute("training", c10::BoolType::get(), true);  // as a Python nn.Module has
-  m.register_parameter("w1", torch::randn({784, 32}) * 0.05, false);
+  m.register_parameter("w1", torch::randn({inputs, 32}) * 0.05, false);
   m.register_parameter("b1", torch::zeros({32}), false);
   m.register_parameter("w2", torch::randn({32, good_shape ? classes : classes + 1}) * 0.05, false);
   m.register_parameter("b2", torch::zeros({good_shape ? classes : classes + 1}), false);
@@ -300,8 +300,23 @@ TEST(Train, ATorchScriptModelTrainsInfersAndSaves) {
   } catch (const quarry::Error& e) {
     EXPECT_NE(std::string(e.what()).find("expected [2, 4]"), std::string::npos) << e.what();
   }
+  // A model written for other inputs (3x32x32 images): LibTorch's interpreter fails inside
+  // forward; that is a quarry::Error naming the model, not an internal error.
+  o.model = quarry::parse_model_spec("torchscript:" + write_torchscript(dir + "/rgb.pt", d.num_classes, true, 3072));
+  try {
+    quarry::Model::train(d, first(100), o);
+    FAIL();
+  } catch (const quarry::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rgb.pt: fails on a batch of shape [2, 1, 28, 28]"), std::string::npos)
+        << e.what();
+  }
   o.model = quarry::parse_model_spec("torchscript:" + dir + "/nothing.pt");
   EXPECT_THROW(quarry::Model::train(d, first(100), o), quarry::Error);
+  // An empty model says so instead of crashing.
+  quarry::Model empty;
+  EXPECT_TRUE(empty.empty());
+  EXPECT_THROW(empty.num_classes(), quarry::Error);
+  EXPECT_THROW(empty.infer(d.test), quarry::Error);
 }
 
 quarry::SimulateOptions small_simulation() {
@@ -331,6 +346,7 @@ TEST(Simulate, RunsEveryStrategyAndRepeatFromTheSameInitialSet) {
   EXPECT_EQ(calls, 24);
   std::map<std::pair<std::string, int>, std::set<std::int64_t>> labeled;
   std::map<int, double> round0_accuracy;
+  std::map<int, std::vector<std::int64_t>> round0_classes;
   for (const auto& r : records) {
     EXPECT_EQ(r.labels, 60 + 40 * r.round);
     std::int64_t per_class = 0;
@@ -338,9 +354,14 @@ TEST(Simulate, RunsEveryStrategyAndRepeatFromTheSameInitialSet) {
     EXPECT_EQ(per_class, r.labels);
     auto& set = labeled[{r.strategy, r.repeat}];
     if (r.round == 0) {
-      // Same initial set and training seed: every strategy's round-0 model is the same model.
-      if (!round0_accuracy.count(r.repeat)) round0_accuracy[r.repeat] = r.test.accuracy;
+      // Same initial set and training seed: every strategy's round 0 is the same model, on the
+      // same labeled classes.
+      if (!round0_accuracy.count(r.repeat)) {
+        round0_accuracy[r.repeat] = r.test.accuracy;
+        round0_classes[r.repeat] = r.labeled_per_class;
+      }
       EXPECT_EQ(r.test.accuracy, round0_accuracy[r.repeat]) << r.strategy;
+      EXPECT_EQ(r.labeled_per_class, round0_classes[r.repeat]) << r.strategy;
     }
     if (r.round < 2) {
       ASSERT_EQ(r.selected.size(), 40u);
@@ -449,6 +470,9 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   EXPECT_EQ(probs.shape(), (std::vector<std::int64_t>{400, 4}));
   EXPECT_EQ(emb.shape(), (std::vector<std::int64_t>{400, 128}));
   EXPECT_EQ(com.shape(), (std::vector<std::int64_t>{3, 400, 4}));
+  const auto rows = quarry::read_npy(dir + "/inf/rows.npy");  // synthetic: the identity
+  ASSERT_EQ(rows.shape(), (std::vector<std::int64_t>{400}));
+  EXPECT_EQ(rows.as<std::int64_t>()[399], 399);
   // The outputs feed the scoring commands as they are.
   r = quarry_cli("select --input " + dir + "/inf/committee.npy --acquisition bald -k 5 --exclude " + dir +
                  "/labeled.txt", dir);

@@ -26,7 +26,12 @@ namespace quarry {
 struct Split {
   std::vector<float> x;        // [size, sample_numel]: images scaled to [0, 1], features as read
   std::vector<std::int32_t> y; // [size]: class ids in [0, num_classes)
+  /// [size]: the row of each sample in its source (the file's split), where held-out splits or
+  /// a pool limit removed rows; empty means the identity. Pool indices (--labeled, the rows of
+  /// infer's outputs, selections) are positions in this split, not file rows.
+  std::vector<std::int64_t> rows;
   std::int64_t size() const { return static_cast<std::int64_t>(y.size()); }
+  std::int64_t source_row(std::int64_t i) const { return rows.empty() ? i : rows[static_cast<std::size_t>(i)]; }
 };
 
 struct Dataset {

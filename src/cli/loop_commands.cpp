@@ -29,6 +29,13 @@ const char* kDatasetHelp =
     "Dataset: idx:DIR (MNIST-style IDX files), npz:FILE (MedMNIST layout), npy:X.npy,y.npy "
     "(feature vectors), synthetic[:N] (built-in image pool)";
 
+// Creates the output folder; a file in the way or a permission problem is a quarry::Error.
+void make_folder(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  QUARRY_EXPECTS(!ec, dir, ": cannot create the output folder: ", ec.message());
+}
+
 // Options every loop command shares: the dataset and how it is split.
 struct DataArgs {
   std::string dataset = "synthetic";
@@ -184,7 +191,9 @@ void add_infer(CLI::App& app) {
   auto a = std::make_shared<Args>();
   a->data.add(cmd, true);
   cmd->add_option("--model", a->model, "Model file written by quarry train")->required();
-  cmd->add_option("--out", a->out, "Folder for probs.npy [N,C], embeddings.npy [N,D], committee.npy [M,N,C]")
+  cmd->add_option("--out", a->out,
+                  "Folder for probs.npy [N,C], embeddings.npy [N,D], committee.npy [M,N,C] and rows.npy [N] "
+                  "(the source file's row of each pool sample)")
       ->required();
   cmd->add_option("--split", a->split, "train (the pool), val or test")->check(CLI::IsMember({"train", "val", "test"}));
   cmd->add_option("--committee", a->committee,
@@ -209,15 +218,19 @@ void add_infer(CLI::App& app) {
     const auto t0 = Clock::now();
     const Inference inf = model.infer(split, io);
     const double t = seconds_since(t0);
-    std::filesystem::create_directories(a->out);
+    make_folder(a->out);
     const std::filesystem::path d(a->out);
     write_npy((d / "probs.npy").string(), inf.probs.view());
     write_npy((d / "embeddings.npy").string(), inf.embeddings.view());
     if (inf.committee.numel() > 0) write_npy((d / "committee.npy").string(), inf.committee.view());
+    // Pool index -> row of the source file's split (held-out samples and --pool-limit remove rows).
+    std::vector<std::int64_t> rows(static_cast<std::size_t>(split.size()));
+    for (std::int64_t i = 0; i < split.size(); ++i) rows[static_cast<std::size_t>(i)] = split.source_row(i);
+    write_npy((d / "rows.npy").string(), ArrayView{rows.data(), DType::i64, {split.size()}});
     std::printf("model: %s\n", model.describe().c_str());
     std::printf("inferred %lld samples of the %s split in %.2f s (%.0f samples/s)\n",
                 static_cast<long long>(split.size()), a->split.c_str(), t, split.size() / std::max(t, 1e-9));
-    std::printf("wrote %s/probs.npy %s, embeddings.npy %s", a->out.c_str(), shape_string(inf.probs.shape()).c_str(),
+    std::printf("wrote %s/probs.npy %s, rows.npy, embeddings.npy %s", a->out.c_str(), shape_string(inf.probs.shape()).c_str(),
                 shape_string(inf.embeddings.shape()).c_str());
     if (inf.committee.numel() > 0) std::printf(", committee.npy %s", shape_string(inf.committee.shape()).c_str());
     std::printf("\n");
@@ -297,7 +310,7 @@ void add_simulate(CLI::App& app) {
         {"score_device", device_string(o.device)}, {"threads", o.train.threads},
         {"quarry", build_info().version},  {"libtorch", build_info().torch_version}};
 
-    std::filesystem::create_directories(a->out);
+    make_folder(a->out);
     const std::string rounds_path = (std::filesystem::path(a->out) / "rounds.jsonl").string();
     auto lines = std::make_shared<std::string>();
     const std::size_t total_rounds = o.strategies.size() * static_cast<std::size_t>(o.repeats) *

@@ -37,6 +37,7 @@ namespace {
 constexpr std::int64_t kMaxLabel = 65535;
 constexpr const char* kSpecForms = "idx:DIR, npz:FILE, npy:X.npy,y.npy, synthetic or synthetic:N";
 constexpr std::int64_t kSyntheticDefault = 4000;
+constexpr std::int64_t kSyntheticMax = 10000000;
 constexpr std::int64_t kSyntheticMin = 100;
 
 // ---------------------------------------------------------------- random choices
@@ -74,9 +75,11 @@ Split take_rows(const Split& s, std::int64_t numel, const std::vector<std::int64
   Split out;
   out.x.resize(rows.size() * static_cast<std::size_t>(numel));
   out.y.resize(rows.size());
+  out.rows.resize(rows.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     std::copy_n(s.x.begin() + rows[i] * numel, numel, out.x.begin() + static_cast<std::int64_t>(i) * numel);
     out.y[i] = s.y[static_cast<std::size_t>(rows[i])];
+    out.rows[i] = s.source_row(rows[i]);
   }
   return out;
 }
@@ -417,8 +420,8 @@ Dataset load_synthetic(const std::string& spec, const std::string& count, const 
     QUARRY_EXPECTS(digits, "dataset '", spec, "': expected synthetic or synthetic:N with N a whole number");
     n = std::stoll(count);
   }
-  QUARRY_EXPECTS(n >= kSyntheticMin, "dataset '", spec, "': the synthetic pool needs N >= ", kSyntheticMin,
-                 " training images, got ", n);
+  QUARRY_EXPECTS(n >= kSyntheticMin && n <= kSyntheticMax, "dataset '", spec, "': the synthetic pool takes N from ",
+                 kSyntheticMin, " to ", kSyntheticMax, " training images, got ", n);
   Dataset d = synthetic_images(n, o.seed);
   d.spec = spec;
   finish(d, o, false);

@@ -60,6 +60,23 @@ torch::Device torch_device(const DeviceSpec& d) {
   return torch::Device(torch::kCPU);
 }
 
+// Turns the exception being handled into a quarry::Error prefixed by `what`: LibTorch's
+// c10::Error, the TorchScript interpreter's std::runtime_error (a user model failing on the
+// data), std::bad_alloc; a quarry::Error passes through.
+[[noreturn]] void fail_from_current(const std::string& what) {
+  try {
+    throw;
+  } catch (const Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    QUARRY_FAIL(what, ": ", torch_message(e));
+  } catch (const std::bad_alloc&) {
+    QUARRY_FAIL(what, ": out of memory");
+  } catch (const std::exception& e) {
+    QUARRY_FAIL(what, ": ", e.what());
+  }
+}
+
 std::string device_name(const torch::Device& d) {
   return d.is_cuda() ? "cuda:" + std::to_string(d.index()) : "cpu";
 }
@@ -193,14 +210,21 @@ class ScriptMember : public Member {
     return v;
   }
   void set_training(bool on) override { module_.train(on); }
+  // A user's module gets its own copy of the batch: an in-place op in its forward must not
+  // rewrite the caller's pool (the batch may wrap the dataset's memory).
   torch::Tensor logits(const torch::Tensor& x) override {
-    return module_.forward({x}).toTensor();
+    return module_.forward({x.clone()}).toTensor();
   }
   std::pair<torch::Tensor, torch::Tensor> embed_and_logits(const torch::Tensor& x) override {
-    auto l = module_.forward({x}).toTensor();
+    auto l = module_.forward({x.clone()}).toTensor();
     // Without an embed method the logits stand in for the embeddings.
-    auto h = has_embed_ ? module_.get_method("embed")({x}).toTensor() : l;
+    auto h = has_embed_ ? module_.get_method("embed")({x.clone()}).toTensor() : l;
     return {h, l};
+  }
+  std::vector<torch::Tensor> buffers() {
+    std::vector<torch::Tensor> v;
+    for (const auto& b : module_.buffers()) v.push_back(b);
+    return v;
   }
   void save(torch::serialize::OutputArchive& archive, const std::string& key) override {
     std::ostringstream os;
@@ -311,6 +335,9 @@ struct Model::Impl {
     } catch (const c10::Error& e) {
       QUARRY_FAIL(model_spec_string(spec), ": fails on a batch of shape [2, ", shape_string(sample_shape).substr(1),
                   ": ", torch_message(e));
+    } catch (const std::exception& e) {  // the TorchScript interpreter's errors
+      QUARRY_FAIL(model_spec_string(spec), ": fails on a batch of shape [2, ", shape_string(sample_shape).substr(1),
+                  " (the data's samples): ", e.what());
     }
     QUARRY_EXPECTS(l.dim() == 2 && l.size(0) == 2 && l.size(1) == num_classes,
                    model_spec_string(spec), ": forward returned ", shape_string(l.sizes().vec()),
@@ -405,9 +432,10 @@ Model Model::train(const Dataset& data, const std::vector<std::int64_t>& labeled
       seen[static_cast<std::size_t>(i)] = 1;
     }
   }
+  Model model;
+  try {
   set_threads(options.threads);
 
-  Model model;
   model.impl_ = std::make_unique<Impl>();
   Impl& m = *model.impl_;
   m.spec = options.model;
@@ -572,6 +600,9 @@ Model Model::train(const Dataset& data, const std::vector<std::int64_t>& labeled
   }
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (report) *report = rep;
+  } catch (...) {
+    fail_from_current(model_spec_string(options.model));
+  }
   return model;
 }
 
@@ -591,14 +622,20 @@ Inference Model::infer(const float* x, std::int64_t n, const InferOptions& optio
   const std::int64_t C = m.num_classes, D = m.embedding_dim, numel = m.sample_numel();
 
   Inference out;
+  try {
   out.probs = Array::allocate(DType::f32, {n, C}, "probs");
   out.embeddings = Array::allocate(DType::f32, {n, D}, "embeddings");
   if (M > 0) out.committee = Array::allocate(DType::f32, {M, n, C}, "committee");
   auto* probs = static_cast<float*>(out.probs.mutable_data());
   auto* emb = static_cast<float*>(out.embeddings.mutable_data());
   auto* com = M > 0 ? static_cast<float*>(out.committee.mutable_data()) : nullptr;
-  auto put = [](const torch::Tensor& t, float* dst) {
+  // Copies a [rows, width] output into dst, after checking its shape (a TorchScript model's
+  // output could be anything).
+  auto put = [&](const torch::Tensor& t, float* dst, std::int64_t rows, std::int64_t width) {
     auto c = t.to(torch::kCPU, torch::kFloat32).contiguous();
+    QUARRY_EXPECTS(c.dim() == 2 && c.size(0) == rows && c.size(1) == width, model_spec_string(m.spec),
+                   ": a batch of ", rows, " gave an output of shape ", shape_string(c.sizes().vec()),
+                   ", expected [", rows, ", ", width, "]");
     std::memcpy(dst, c.data_ptr<float>(), sizeof(float) * static_cast<std::size_t>(c.numel()));
   };
 
@@ -616,28 +653,37 @@ Inference Model::infer(const float* x, std::int64_t n, const InferOptions& optio
       for (int mi = 0; mi < averaged; ++mi) {
         auto [h, l] = m.members[mi]->embed_and_logits(xb);
         auto p = torch::softmax(l.to(torch::kFloat32), 1);
-        if (mi == 0) put(h, emb + b * D);
-        if (committee.kind == CommitteeSpec::Kind::ensemble) put(p, com + (mi * n + b) * C);
+        if (mi == 0) put(h, emb + b * D, rows, D);
+        if (committee.kind == CommitteeSpec::Kind::ensemble) put(p, com + (mi * n + b) * C, rows, C);
         mean_p = mi == 0 ? p : mean_p + p;
         if (committee.kind == CommitteeSpec::Kind::mc && mi == 0) {
           Member& first = *m.members[0];
           if (first.has_head()) {
             for (int s = 0; s < M; ++s) {
               const auto mask = dropout_mask(options.seed, s, b, rows, D).to(h.device());
-              put(torch::softmax(first.head_masked(h, mask).to(torch::kFloat32), 1), com + (s * n + b) * C);
+              put(torch::softmax(first.head_masked(h, mask).to(torch::kFloat32), 1), com + (s * n + b) * C, rows, C);
             }
           } else {  // a TorchScript model: whole forward passes in training mode
+            // Training mode also lets batch norms update their running statistics: keep them.
+            auto& script = static_cast<ScriptMember&>(first);
+            std::vector<torch::Tensor> saved;
+            for (const auto& t : script.buffers()) saved.push_back(t.clone());
             first.set_training(true);
             for (int s = 0; s < M; ++s)
-              put(torch::softmax(first.logits(xb).to(torch::kFloat32), 1), com + (s * n + b) * C);
+              put(torch::softmax(first.logits(xb).to(torch::kFloat32), 1), com + (s * n + b) * C, rows, C);
             first.set_training(false);
+            auto now = script.buffers();
+            for (std::size_t i = 0; i < now.size(); ++i) now[i].copy_(saved[i]);
           }
         }
       }
-      put(averaged > 1 ? mean_p / static_cast<double>(averaged) : mean_p, probs + b * C);
+      put(averaged > 1 ? mean_p / static_cast<double>(averaged) : mean_p, probs + b * C, rows, C);
     }
   } catch (const c10::Error& e) {
     QUARRY_FAIL(model_spec_string(m.spec), ": inference failed: ", torch_message(e));
+  }
+  } catch (...) {
+    fail_from_current(model_spec_string(m.spec) + ": inference");
   }
   return out;
 }
@@ -677,6 +723,7 @@ void Model::save(const std::string& path) const {
 
 Model Model::load(const std::string& path, const DeviceSpec& device) {
   Model model;
+  try {
   model.impl_ = std::make_unique<Impl>();
   Impl& m = *model.impl_;
   m.device = torch_device(device);
@@ -724,22 +771,41 @@ Model Model::load(const std::string& path, const DeviceSpec& device) {
       }
       m.members.back()->set_training(false);
     }
+    // The metadata must describe the nets it came with (a damaged or edited file).
+    const std::int64_t dim = m.embedding_dim;
+    m.probe(*m.members[0]);
+    QUARRY_EXPECTS(m.embedding_dim == dim, path, ": the metadata says ", dim, "-d embeddings, the model gives ",
+                   m.embedding_dim);
   } catch (const c10::Error& e) {
     QUARRY_FAIL(path, ": damaged model: ", torch_message(e));
   } catch (const nlohmann::json::exception& e) {
     QUARRY_FAIL(path, ": damaged model metadata: ", e.what());
   }
+  } catch (...) {
+    fail_from_current(path);
+  }
   return model;
 }
 
 bool Model::empty() const { return !impl_ || impl_->members.empty(); }
-int Model::num_classes() const { return impl_->num_classes; }
-std::int64_t Model::embedding_dim() const { return impl_->embedding_dim; }
-const std::vector<std::int64_t>& Model::sample_shape() const { return impl_->sample_shape; }
-const ModelSpec& Model::spec() const { return impl_->spec; }
-const CommitteeSpec& Model::committee() const { return impl_->committee; }
+int Model::num_classes() const {
+  QUARRY_EXPECTS(impl_, "an empty model (default-constructed or moved from)");
+  return impl_->num_classes; }
+std::int64_t Model::embedding_dim() const {
+  QUARRY_EXPECTS(impl_, "an empty model (default-constructed or moved from)");
+  return impl_->embedding_dim; }
+const std::vector<std::int64_t>& Model::sample_shape() const {
+  QUARRY_EXPECTS(impl_, "an empty model (default-constructed or moved from)");
+  return impl_->sample_shape; }
+const ModelSpec& Model::spec() const {
+  QUARRY_EXPECTS(impl_, "an empty model (default-constructed or moved from)");
+  return impl_->spec; }
+const CommitteeSpec& Model::committee() const {
+  QUARRY_EXPECTS(impl_, "an empty model (default-constructed or moved from)");
+  return impl_->committee; }
 
 std::string Model::describe() const {
+  QUARRY_EXPECTS(impl_, "an empty model (default-constructed or moved from)");
   const Impl& m = *impl_;
   std::string shape;
   for (std::size_t i = 0; i < m.sample_shape.size(); ++i)
