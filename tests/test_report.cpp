@@ -256,6 +256,148 @@ TEST(Summarize, NeverReachedAndReachedAtRoundZero) {
   EXPECT_NEAR(*kcenter.accuracy_efficiency.saving_percent, 100.0 * (1 - 10.0 / 30), 1e-9);
 }
 
+// Labels 100..400 (rounds 0..3), three repeats; values exact in binary (multiples of 1/8).
+// The target is random's final mean, 0.75, for both metrics (balanced accuracy = accuracy,
+// except blip's, which stays at 0.25). Baseline's final labels: 400.
+//   random:  (.5 .5 .625 .75) (.5 .625 .875 .75) (.5 .5 .625 .75)
+//            per repeat 400, 250, 400; mean curve reaches it at 400
+//   entropy: (.5 .875 .75 .875) (.5 .625 1 .875) (.5 .5 .5 .625)
+//            per repeat 166.67, 233.33, never; means .5 .6667 .75 .7917 -> 300, stays from 300
+//   blip:    (.5 1 .5 .75) (.5 .75 .625 .875) (.5 .5 .5 .875)
+//            per repeat 150, 200, 366.67; means .5 .75 .5417 .8333 -> first 200, then dips
+//            below: stays from 300 + (.75 - .5417) / (.8333 - .5417) * 100 = 371.43
+std::vector<RoundRecord> repeat_records() {
+  std::vector<RoundRecord> r;
+  auto add = [&](const std::string& s, const double (&acc)[3][4], bool flat_bal) {
+    for (int rep = 0; rep < 3; ++rep)
+      for (int k = 0; k < 4; ++k)
+        r.push_back(rec(s, rep, k, 100 * (k + 1), acc[rep][k], flat_bal ? 0.25 : acc[rep][k]));
+  };
+  add("random", {{0.5, 0.5, 0.625, 0.75}, {0.5, 0.625, 0.875, 0.75}, {0.5, 0.5, 0.625, 0.75}},
+      false);
+  add("entropy", {{0.5, 0.875, 0.75, 0.875}, {0.5, 0.625, 1.0, 0.875}, {0.5, 0.5, 0.5, 0.625}},
+      false);
+  add("blip", {{0.5, 1.0, 0.5, 0.75}, {0.5, 0.75, 0.625, 0.875}, {0.5, 0.5, 0.5, 0.875}}, true);
+  return r;
+}
+
+SimulationSummary repeat_summary() {
+  SimulationSummary h;
+  h.dataset = "toy: per-repeat";
+  h.model = "mlp";
+  return quarry::summarize(repeat_records(), h);
+}
+
+// Sample standard deviation of a few values (n - 1).
+double sample_std(const std::vector<double>& v) {
+  double mean = 0;
+  for (double x : v) mean += x / static_cast<double>(v.size());
+  double ss = 0;
+  for (double x : v) ss += (x - mean) * (x - mean);
+  return std::sqrt(ss / static_cast<double>(v.size() - 1));
+}
+
+TEST(Summarize, PerRepeatEfficiency) {
+  const SimulationSummary s = repeat_summary();
+  const auto& e = get(s, "entropy").accuracy_efficiency;
+  EXPECT_EQ(e.target, 0.75);
+  ASSERT_EQ(e.repeat_labels.size(), 3u);
+  ASSERT_TRUE(e.repeat_labels[0]);
+  EXPECT_NEAR(*e.repeat_labels[0], 100 + 100 * (0.25 / 0.375), 1e-9);  // 166.67
+  ASSERT_TRUE(e.repeat_labels[1]);
+  EXPECT_NEAR(*e.repeat_labels[1], 200 + 100 * (0.125 / 0.375), 1e-9);  // 233.33
+  EXPECT_FALSE(e.repeat_labels[2]);  // never reaches 0.75
+  EXPECT_EQ(e.repeats_reached, 2);
+  // Savings 58.33 and 41.67 %: mean 50, std sqrt(2) * 25 / 3.
+  EXPECT_NEAR(e.repeat_saving.mean, 50.0, 1e-9);
+  EXPECT_NEAR(e.repeat_saving.std, std::sqrt(2.0) * 25.0 / 3.0, 1e-9);
+  // The mean curve: first crossing and staying both at round 2 (exactly on the target).
+  ASSERT_TRUE(e.labels);
+  EXPECT_NEAR(*e.labels, 300.0, 1e-9);
+  EXPECT_NEAR(*e.saving_percent, 25.0, 1e-9);
+  ASSERT_TRUE(e.stays_labels);
+  EXPECT_NEAR(*e.stays_labels, 300.0, 1e-9);
+  // Balanced accuracy has the same values here.
+  const auto& eb = get(s, "entropy").balanced_accuracy_efficiency;
+  EXPECT_EQ(eb.repeats_reached, 2);
+  EXPECT_NEAR(eb.repeat_saving.mean, 50.0, 1e-9);
+  ASSERT_TRUE(eb.stays_labels);
+  EXPECT_NEAR(*eb.stays_labels, 300.0, 1e-9);
+
+  // The baseline against its own final mean: repeats reach it at 400, 250 (interpolated from
+  // 0.625 to 0.875) and 400: savings 0, 37.5, 0.
+  const auto& r = get(s, "random").accuracy_efficiency;
+  ASSERT_EQ(r.repeat_labels.size(), 3u);
+  EXPECT_NEAR(r.repeat_labels[0].value_or(-1), 400.0, 1e-9);
+  EXPECT_NEAR(r.repeat_labels[1].value_or(-1), 250.0, 1e-9);
+  EXPECT_NEAR(r.repeat_labels[2].value_or(-1), 400.0, 1e-9);
+  EXPECT_EQ(r.repeats_reached, 3);
+  EXPECT_NEAR(r.repeat_saving.mean, 12.5, 1e-9);
+  EXPECT_NEAR(r.repeat_saving.std, sample_std({0.0, 37.5, 0.0}), 1e-9);
+  EXPECT_NEAR(r.stays_labels.value_or(-1), 400.0, 1e-9);
+}
+
+TEST(Summarize, StaysAboveAfterADip) {
+  const SimulationSummary s = repeat_summary();
+  const auto& e = get(s, "blip").accuracy_efficiency;
+  // The mean curve first reaches 0.75 at round 1 (200 labels), dips to 0.5417 at round 2 and is
+  // back above (0.8333) at round 3: it stays above from the crossing into round 3.
+  ASSERT_TRUE(e.labels);
+  EXPECT_NEAR(*e.labels, 200.0, 1e-9);
+  ASSERT_TRUE(e.stays_labels);
+  const double y2 = 1.625 / 3, y3 = 2.5 / 3;
+  EXPECT_NEAR(*e.stays_labels, 300 + 100 * (0.75 - y2) / (y3 - y2), 1e-9);  // 371.43
+  EXPECT_NEAR(*e.stays_labels, 300 + 100 * (0.625 / 0.875), 1e-9);
+  // Every repeat reaches it: 150, 200 (exactly on the target at round 1), 366.67.
+  ASSERT_EQ(e.repeat_labels.size(), 3u);
+  EXPECT_NEAR(e.repeat_labels[0].value_or(-1), 150.0, 1e-9);
+  EXPECT_NEAR(e.repeat_labels[1].value_or(-1), 200.0, 1e-9);
+  EXPECT_NEAR(e.repeat_labels[2].value_or(-1), 300 + 100 * (0.25 / 0.375), 1e-9);
+  EXPECT_EQ(e.repeats_reached, 3);
+  const std::vector<double> savings{62.5, 50.0, 100.0 * (1 - (300 + 100 * (0.25 / 0.375)) / 400)};
+  EXPECT_NEAR(e.repeat_saving.mean, (savings[0] + savings[1] + savings[2]) / 3, 1e-9);
+  EXPECT_NEAR(e.repeat_saving.std, sample_std(savings), 1e-9);
+
+  // Balanced accuracy flat at 0.25: reached by no repeat, never above.
+  const auto& b = get(s, "blip").balanced_accuracy_efficiency;
+  EXPECT_FALSE(b.labels);
+  EXPECT_FALSE(b.stays_labels);
+  ASSERT_EQ(b.repeat_labels.size(), 3u);
+  for (const auto& x : b.repeat_labels) EXPECT_FALSE(x);
+  EXPECT_EQ(b.repeats_reached, 0);
+  EXPECT_EQ(b.repeat_saving.mean, 0.0);
+  EXPECT_EQ(b.repeat_saving.std, 0.0);
+
+  // The sample records: one entry per repeat; margin's accuracy ends below the target, in the
+  // mean and in every repeat: no "stays", no repeat reaching it.
+  const auto& sample_margin = get(sample_summary(), "margin").balanced_accuracy_efficiency;
+  EXPECT_EQ(sample_margin.repeat_labels.size(), 2u);
+  const auto& sample_margin_acc = get(sample_summary(), "margin").accuracy_efficiency;
+  EXPECT_FALSE(sample_margin_acc.stays_labels);
+  EXPECT_EQ(sample_margin_acc.repeats_reached, 0);
+}
+
+TEST(Summarize, PerRepeatOneReached) {
+  // Two repeats; only the second reaches random's final mean (0.75), at round 1.
+  std::vector<RoundRecord> records;
+  for (int rep = 0; rep < 2; ++rep)
+    for (int k = 0; k < 2; ++k) {
+      records.push_back(rec("random", rep, k, 10 * (k + 1), 0.5, 0.5 + 0.25 * k));
+      records.push_back(rec("x", rep, k, 10 * (k + 1), 0.5, rep == 1 ? 0.5 + 0.375 * k : 0.5));
+    }
+  const SimulationSummary s = quarry::summarize(records, {});
+  const auto& e = get(s, "x").balanced_accuracy_efficiency;
+  ASSERT_EQ(e.repeat_labels.size(), 2u);
+  EXPECT_FALSE(e.repeat_labels[0]);
+  EXPECT_NEAR(e.repeat_labels[1].value_or(-1), 10 + 10 * (0.25 / 0.375), 1e-9);
+  EXPECT_EQ(e.repeats_reached, 1);
+  EXPECT_NEAR(e.repeat_saving.mean, 100 * (1 - (10 + 10 * (0.25 / 0.375)) / 20), 1e-9);
+  EXPECT_EQ(e.repeat_saving.std, 0.0);
+  // Mean curve 0.5, 0.6875: below at the last round.
+  EXPECT_FALSE(e.labels);
+  EXPECT_FALSE(e.stays_labels);
+}
+
 TEST(Summarize, BaselineMissing) {
   std::vector<RoundRecord> records;
   for (const RoundRecord& r : sample_records())
@@ -267,6 +409,9 @@ TEST(Summarize, BaselineMissing) {
     EXPECT_FALSE(st.accuracy_efficiency.saving_percent);
     EXPECT_FALSE(st.balanced_accuracy_efficiency.labels);
     EXPECT_FALSE(st.balanced_accuracy_efficiency.saving_percent);
+    EXPECT_TRUE(st.accuracy_efficiency.repeat_labels.empty());
+    EXPECT_EQ(st.accuracy_efficiency.repeats_reached, 0);
+    EXPECT_FALSE(st.accuracy_efficiency.stays_labels);
   }
   // The protocol, left out of the header, is read off the records.
   EXPECT_EQ(s.repeats, 2);
@@ -468,6 +613,60 @@ TEST(SummaryMarkdown, StrategiesAndSavings) {
   EXPECT_EQ(count(m, "(best)"), 2u);  // once per metric
   EXPECT_NE(m.find("0.8500 ± 0.0707"), std::string::npos) << m;  // entropy, round 1
   EXPECT_NE(m.find("How to read this"), std::string::npos);
+}
+
+TEST(SummaryJson, PerRepeatFields) {
+  const nlohmann::json j = nlohmann::json::parse(quarry::summary_json(repeat_summary()));
+  ASSERT_EQ(j["strategies"].size(), 3u);
+  const nlohmann::json& entropy = j["strategies"][1]["efficiency"]["accuracy"];
+  EXPECT_EQ(j["strategies"][1]["strategy"], "entropy");
+  ASSERT_EQ(entropy["repeat_labels"].size(), 3u);
+  EXPECT_NEAR(entropy["repeat_labels"][0].get<double>(), 100 + 100 * (0.25 / 0.375), 1e-9);
+  EXPECT_NEAR(entropy["repeat_labels"][1].get<double>(), 200 + 100 * (0.125 / 0.375), 1e-9);
+  EXPECT_TRUE(entropy["repeat_labels"][2].is_null());
+  EXPECT_EQ(entropy["repeats_reached"], 2);
+  EXPECT_NEAR(entropy["repeat_saving"]["mean"].get<double>(), 50.0, 1e-9);
+  EXPECT_NEAR(entropy["repeat_saving"]["std"].get<double>(), std::sqrt(2.0) * 25.0 / 3.0, 1e-9);
+  EXPECT_NEAR(entropy["stays_labels"].get<double>(), 300.0, 1e-9);
+
+  const nlohmann::json& blip = j["strategies"][2]["efficiency"];
+  EXPECT_NEAR(blip["accuracy"]["stays_labels"].get<double>(), 300 + 100 * (0.625 / 0.875), 1e-9);
+  EXPECT_NEAR(blip["accuracy"]["labels"].get<double>(), 200.0, 1e-9);
+  EXPECT_EQ(blip["accuracy"]["repeats_reached"], 3);
+  const nlohmann::json& flat = blip["balanced_accuracy"];
+  EXPECT_EQ(flat["repeat_labels"], nlohmann::json::parse("[null, null, null]"));
+  EXPECT_EQ(flat["repeats_reached"], 0);
+  EXPECT_EQ(flat["repeat_saving"]["mean"], 0.0);
+  EXPECT_EQ(flat["repeat_saving"]["std"], 0.0);
+  EXPECT_TRUE(flat["stays_labels"].is_null());
+}
+
+TEST(SummaryMarkdown, PerRepeatSavingAndStays) {
+  const std::string m = quarry::summary_markdown(repeat_summary());
+  EXPECT_EQ(count(m, "| Saving | Saving per repeat |"), 2u) << m;
+  // entropy, accuracy: 300 labels, 25.0 %, per repeat 50 ± 12 % with 2 of 3 repeats.
+  EXPECT_NE(m.find("| entropy | 400 | "), std::string::npos) << m;
+  EXPECT_NE(m.find("| 300 | 25.0 % | 50 ± 12 % (2/3) |"), std::string::npos) << m;
+  // blip, balanced accuracy: reached by none.
+  EXPECT_NE(m.find("| not reached (> 400 labels) | – | – (0/3) |"), std::string::npos) << m;
+  // The "stays above from" table.
+  EXPECT_NE(m.find("## Stays above from: labels after which the mean curve stays at or above "
+                   "random's final mean"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("| entropy | 300 | 300 |"), std::string::npos) << m;
+  EXPECT_NE(m.find("| blip | 371 | below at the last round |"), std::string::npos) << m;
+  // Explained in "How to read this".
+  EXPECT_NE(m.find("**Saving per repeat:**"), std::string::npos);
+  EXPECT_NE(m.find("**Stays above from:**"), std::string::npos);
+  // Every row of the results table has as many cells as its header.
+  const std::size_t header = m.find("| Strategy | Labels | Accuracy");
+  ASSERT_NE(header, std::string::npos);
+  const auto line_at = [&](std::size_t at) { return m.substr(at, m.find('\n', at) - at); };
+  const std::size_t cells = count(line_at(header), "|");
+  std::size_t at = m.find('\n', header) + 1;
+  for (int row = 0; row < 4; ++row, at = m.find('\n', at) + 1)  // the rule and 3 strategies
+    EXPECT_EQ(count(line_at(at), "|"), cells) << line_at(at);
 }
 
 SimulationSummary realistic_summary(const std::string& extra_name) {

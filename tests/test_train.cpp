@@ -491,6 +491,29 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   EXPECT_NE(r.out.find("summary: " + dir + "/sim/summary.md"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("plot:    " + dir + "/sim/curves.svg"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("repeat 2/2 round  2/2"), std::string::npos) << r.err;
+  // report rebuilds the same summary from rounds.jsonl; an interrupted run's unfinished repeats
+  // are left out.
+  const std::string md = slurp(dir + "/sim/summary.md");
+  fs::remove(dir + "/sim/summary.md");
+  Result rep = quarry_cli("report " + dir + "/sim", dir);
+  ASSERT_EQ(rep.rc, 0) << rep.err;
+  EXPECT_EQ(slurp(dir + "/sim/summary.md"), md);
+  fs::create_directories(dir + "/cut");
+  {
+    std::ifstream in(dir + "/sim/rounds.jsonl");
+    std::ofstream out(dir + "/cut/rounds.jsonl");
+    std::string line;
+    for (int i = 0; i < 10 && std::getline(in, line); ++i) out << line << "\n";  // entropy repeat 2 stops at round 0
+  }
+  rep = quarry_cli("report " + dir + "/cut", dir);
+  ASSERT_EQ(rep.rc, 0) << rep.err;
+  EXPECT_NE(rep.err.find("entropy repeat 2 stopped at round 0 of 2: left out"), std::string::npos) << rep.err;
+  EXPECT_TRUE(fs::exists(dir + "/cut/curves.svg"));
+  { std::ofstream(dir + "/cut/rounds.jsonl", std::ios::app) << "{not json\n"; }
+  rep = quarry_cli("report " + dir + "/cut", dir);
+  EXPECT_EQ(rep.rc, 1);
+  EXPECT_NE(rep.err.find("rounds.jsonl: line 11"), std::string::npos) << rep.err;
+
   const auto j = nlohmann::json::parse(slurp(dir + "/sim/summary.json"));
   std::map<std::string, std::vector<double>> final_acc;
   std::ifstream in(dir + "/sim/rounds.jsonl");

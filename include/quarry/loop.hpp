@@ -61,11 +61,23 @@ struct MeanStd {
 };
 
 /// How many labels a strategy needed to reach a target (random sampling's final mean), read
-/// off its mean curve with linear interpolation between rounds: the first crossing.
+/// off its mean curve with linear interpolation between rounds: the first crossing. And the
+/// same read off each repeat's own curve (against the same target), to show the spread.
 struct Efficiency {
   double target = 0;                   // the baseline's final mean
   std::optional<double> labels;        // none: the target was never reached
   std::optional<double> saving_percent;  // 100 * (1 - labels / baseline's final labels)
+  /// Per repeat, in repeat order: the labels at which that repeat's curve first reaches the
+  /// target (same interpolation rule); none: that repeat never reached it.
+  std::vector<std::optional<double>> repeat_labels;
+  int repeats_reached = 0;  // how many of repeat_labels are set
+  /// Mean and sample std of the per-repeat saving % over the repeats that reached the target
+  /// (0 and 0 when none did).
+  MeanStd repeat_saving;
+  /// Labels from which the mean curve stays at or above the target up to the last round: the
+  /// first round r with mean >= target at every round from r on, interpolated from round r - 1
+  /// when that one is below; none: the last round is below the target.
+  std::optional<double> stays_labels;
 };
 
 struct StrategySummary {

@@ -1,10 +1,13 @@
-// The loop subcommands: train, infer, simulate.
+// The loop subcommands: train, infer, simulate, report.
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -367,12 +370,84 @@ void add_simulate(CLI::App& app) {
   });
 }
 
+// ------------------------------------------------------------------ report
+void add_report(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "report", "Rebuild a simulation's summary.md, summary.json, curves.csv and curves.svg from its rounds.jsonl "
+                "(also of an interrupted run: repeats that did not finish are left out)");
+  auto dir = std::make_shared<std::string>();
+  cmd->add_option("DIR", *dir, "The simulate --out folder")->required();
+  cmd->callback([dir] {
+    const std::filesystem::path d(*dir);
+    const std::string rounds_path = (d / "rounds.jsonl").string();
+    std::vector<RoundRecord> all;
+    {
+      std::FILE* f = std::fopen(rounds_path.c_str(), "rb");
+      QUARRY_EXPECTS(f, rounds_path, ": cannot open: ", std::strerror(errno));
+      std::string text;
+      char buf[65536];
+      for (std::size_t got; (got = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, got);
+      std::fclose(f);
+      std::size_t line = 0, start = 0;
+      while (start < text.size()) {
+        std::size_t end = text.find('\n', start);
+        if (end == std::string::npos) end = text.size();
+        ++line;
+        const std::string l = text.substr(start, end - start);
+        start = end + 1;
+        if (l.empty()) continue;
+        try {
+          all.push_back(parse_round_json(l));
+        } catch (const Error& e) {
+          QUARRY_FAIL(rounds_path, ": line ", line, ": ", e.what());
+        }
+      }
+    }
+    QUARRY_EXPECTS(!all.empty(), rounds_path, ": no rounds");
+    // Keep the (strategy, repeat) runs that reached the last round of the run.
+    int last = 0;
+    for (const auto& r : all) last = std::max(last, r.round);
+    std::map<std::pair<std::string, int>, int> reached;
+    for (const auto& r : all) reached[{r.strategy, r.repeat}] = std::max(reached[{r.strategy, r.repeat}], r.round);
+    std::vector<RoundRecord> records;
+    for (auto& r : all)
+      if (reached[{r.strategy, r.repeat}] == last) records.push_back(std::move(r));
+    for (const auto& [key, round] : reached)
+      if (round < last)
+        std::fprintf(stderr, "quarry: report: %s repeat %d stopped at round %d of %d: left out\n", key.first.c_str(),
+                     key.second + 1, round, last);
+    SimulationSummary header;
+    header.rounds = last;
+    // The run's description, from the summary.json of the run where there is one.
+    std::FILE* f = std::fopen((d / "summary.json").string().c_str(), "rb");
+    if (f) {
+      std::string text;
+      char buf[65536];
+      for (std::size_t got; (got = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, got);
+      std::fclose(f);
+      const auto j = nlohmann::json::parse(text, nullptr, false);
+      if (j.is_object()) {
+        header.dataset = j.value("dataset", "");
+        header.model = j.value("model", "");
+        if (j.contains("config") && j["config"].is_object()) header.config_json = j["config"].dump();
+      }
+    }
+    const SimulationSummary summary = summarize(records, header);
+    write_file_atomic((d / "curves.csv").string(), {curves_csv(summary)});
+    write_file_atomic((d / "summary.json").string(), {summary_json(summary)});
+    write_file_atomic((d / "summary.md").string(), {summary_markdown(summary)});
+    write_file_atomic((d / "curves.svg").string(), {curves_svg(summary)});
+    std::printf("summary: %s\nplot:    %s\n", (d / "summary.md").string().c_str(), (d / "curves.svg").string().c_str());
+  });
+}
+
 }  // namespace
 
 void add_loop_commands(CLI::App& app) {
   add_train(app);
   add_infer(app);
   add_simulate(app);
+  add_report(app);
 }
 
 }  // namespace quarry::cli

@@ -80,24 +80,66 @@ std::string record_name(const RoundRecord& r) {
   return detail::concat("strategy '", r.strategy, "' repeat ", r.repeat, " round ", r.round);
 }
 
-// Labels a strategy needs to reach `target` on its mean curve: the first round whose mean is
-// >= target, interpolated linearly from the round before (which is below the target).
+// Labels of round i (ys[i] >= target), interpolated from round i - 1 where that one is below.
+double crossing_into(const std::vector<std::int64_t>& labels, const std::vector<double>& ys,
+                     std::size_t i, double target) {
+  double x = static_cast<double>(labels[i]);
+  if (i > 0 && ys[i - 1] < target) {  // false for NaN
+    const double x0 = static_cast<double>(labels[i - 1]), y0 = ys[i - 1], y = ys[i];
+    x = x0 + (target - y0) / (y - y0) * (x - x0);  // y0 < target <= y: y > y0
+  }
+  return x;
+}
+
+// Labels at which the curve `ys` (one value per round) first reaches `target`: the first round
+// whose value is >= target, interpolated linearly from the round before (which is below the
+// target; not interpolated where it is undefined). None if no round reaches it.
+std::optional<double> first_crossing(const std::vector<std::int64_t>& labels,
+                                     const std::vector<double>& ys, double target) {
+  for (std::size_t i = 0; i < ys.size(); ++i) {
+    if (ys[i] >= target) return crossing_into(labels, ys, i, target);
+  }
+  return std::nullopt;
+}
+
+// Labels from which the curve stays at or above `target` to the last round (see
+// Efficiency::stays_labels); none if the last round is below.
+std::optional<double> stays_from(const std::vector<std::int64_t>& labels,
+                                 const std::vector<double>& ys, double target) {
+  std::size_t r = ys.size();
+  while (r > 0 && ys[r - 1] >= target) --r;
+  if (r == ys.size()) return std::nullopt;
+  return crossing_into(labels, ys, r, target);
+}
+
+double saving(double labels, double baseline_final_labels) {
+  return 100.0 * (1.0 - labels / baseline_final_labels);
+}
+
+// Label efficiency against `target` (the baseline's final mean): on the mean curve, and on
+// each repeat's curve (`per_repeat[repeat][round]`, in repeat order).
 Efficiency efficiency(const std::vector<std::int64_t>& labels, const std::vector<MeanStd>& curve,
-                      double target, double baseline_final_labels) {
+                      const std::vector<std::vector<double>>& per_repeat, double target,
+                      double baseline_final_labels) {
   Efficiency e;
   e.target = target;
-  for (std::size_t i = 0; i < curve.size(); ++i) {
-    const double y = curve[i].mean;
-    if (!(y >= target)) continue;
-    double x = static_cast<double>(labels[i]);
-    if (i > 0 && !std::isnan(curve[i - 1].mean)) {
-      const double x0 = static_cast<double>(labels[i - 1]), y0 = curve[i - 1].mean;
-      x = x0 + (target - y0) / (y - y0) * (x - x0);  // y0 < target <= y: y > y0
-    }
-    e.labels = x;
-    if (baseline_final_labels > 0) e.saving_percent = 100.0 * (1.0 - x / baseline_final_labels);
-    break;
+  std::vector<double> means;
+  for (const MeanStd& m : curve) means.push_back(m.mean);
+  e.labels = first_crossing(labels, means, target);
+  if (e.labels && baseline_final_labels > 0)
+    e.saving_percent = saving(*e.labels, baseline_final_labels);
+  e.stays_labels = stays_from(labels, means, target);
+
+  std::vector<double> savings;
+  for (const std::vector<double>& ys : per_repeat) {
+    e.repeat_labels.push_back(first_crossing(labels, ys, target));
+    if (!e.repeat_labels.back()) continue;
+    ++e.repeats_reached;
+    savings.push_back(baseline_final_labels > 0
+                          ? saving(*e.repeat_labels.back(), baseline_final_labels)
+                          : kNaN);
   }
+  if (!savings.empty()) e.repeat_saving = mean_std(savings);  // NaN: no baseline labels
   return e;
 }
 
@@ -253,6 +295,13 @@ ojson efficiency_json(const Efficiency& e) {
   j["labels"] = e.labels ? number_or_null(*e.labels) : ojson(nullptr);
   j["saving_percent"] = e.saving_percent ? number_or_null(*e.saving_percent) : ojson(nullptr);
   j["reached"] = e.labels.has_value();
+  ojson per_repeat = ojson::array();
+  for (const std::optional<double>& x : e.repeat_labels)
+    per_repeat.push_back(x ? number_or_null(*x) : ojson(nullptr));
+  j["repeat_labels"] = std::move(per_repeat);
+  j["repeats_reached"] = e.repeats_reached;
+  j["repeat_saving"] = mean_std_json(e.repeat_saving);
+  j["stays_labels"] = e.stays_labels ? number_or_null(*e.stays_labels) : ojson(nullptr);
   return j;
 }
 
@@ -285,6 +334,10 @@ SimulationSummary summarize(const std::vector<RoundRecord>& records, SimulationS
   QUARRY_EXPECTS(records.empty() || s.num_classes == record_classes, "the summary is for ",
                  s.num_classes, " classes but the records have ", record_classes);
   const bool binary = s.num_classes == 2;
+
+  // Per strategy (in the order of s.strategies), per repeat (in repeat order), per round: the
+  // accuracy and balanced accuracy of each repeat (the per-repeat label efficiency).
+  std::vector<std::vector<std::vector<double>>> repeat_acc, repeat_bal;
 
   for (const std::string& name : order) {
     const auto& repeats = grouped[name];
@@ -348,22 +401,37 @@ SimulationSummary summarize(const std::vector<RoundRecord>& records, SimulationS
     st.infer_seconds = mean_std(infer_s);
     st.score_seconds = mean_std(score_s);
     st.select_seconds = mean_std(select_s);
+    std::vector<std::vector<double>> acc_curves, bal_curves;
+    for (const auto& [rep, by_round] : repeats) {
+      std::vector<double> acc, bal;
+      for (int k = 0; k < rounds; ++k) {
+        acc.push_back(by_round.at(k)->test.accuracy);
+        bal.push_back(by_round.at(k)->test.balanced_accuracy);
+      }
+      acc_curves.push_back(std::move(acc));
+      bal_curves.push_back(std::move(bal));
+    }
+    repeat_acc.push_back(std::move(acc_curves));
+    repeat_bal.push_back(std::move(bal_curves));
     s.strategies.push_back(std::move(st));
   }
 
   // Label efficiency against the baseline's final mean (left empty without a baseline).
   const StrategySummary* base = find_strategy(s, s.baseline);
-  for (StrategySummary& st : s.strategies) {
+  for (std::size_t i = 0; i < s.strategies.size(); ++i) {
+    StrategySummary& st = s.strategies[i];
     if (!base) {
-      st.accuracy_efficiency = Efficiency{kNaN, std::nullopt, std::nullopt};
-      st.balanced_accuracy_efficiency = Efficiency{kNaN, std::nullopt, std::nullopt};
+      st.accuracy_efficiency = Efficiency{};
+      st.accuracy_efficiency.target = kNaN;
+      st.balanced_accuracy_efficiency = st.accuracy_efficiency;
       continue;
     }
     const double final_labels = static_cast<double>(base->labels.back());
-    st.accuracy_efficiency =
-        efficiency(st.labels, st.accuracy, base->accuracy.back().mean, final_labels);
-    st.balanced_accuracy_efficiency = efficiency(
-        st.labels, st.balanced_accuracy, base->balanced_accuracy.back().mean, final_labels);
+    st.accuracy_efficiency = efficiency(st.labels, st.accuracy, repeat_acc[i],
+                                        base->accuracy.back().mean, final_labels);
+    st.balanced_accuracy_efficiency =
+        efficiency(st.labels, st.balanced_accuracy, repeat_bal[i],
+                   base->balanced_accuracy.back().mean, final_labels);
   }
 
   // The protocol, where the caller left it out, as the records show it.
@@ -540,6 +608,19 @@ std::string saving_cell(const Efficiency& e, bool best) {
   return best ? "**" + v + "** (best)" : v;
 }
 
+// The per-repeat saving: mean ± std over the repeats that reached the target, and how many of
+// how many did ("41 ± 6 % (3/3)"; "– (0/3)" when none).
+std::string repeat_saving_cell(const StrategySummary& st, const Efficiency& e) {
+  const std::string reached = strf("(%d/%d)", e.repeats_reached, st.repeats);
+  if (e.repeats_reached == 0 || std::isnan(e.repeat_saving.mean)) return "– " + reached;
+  return strf("%.0f ± %.0f %% ", e.repeat_saving.mean, e.repeat_saving.std) + reached;
+}
+
+std::string stays_cell(const Efficiency& e) {
+  if (e.stays_labels) return strf("%.0f", *e.stays_labels);
+  return "below at the last round";
+}
+
 std::string per_round_table(const SimulationSummary& s,
                             std::vector<MeanStd> StrategySummary::*curve) {
   std::size_t rounds = 0;
@@ -599,11 +680,11 @@ std::string summary_markdown(const SimulationSummary& s) {
   out += "| Strategy | Labels | Accuracy | Balanced accuracy | Macro-F1 |";
   std::string rule = "| --- | --: | --: | --: | --: |";
   if (base) {
-    out += strf(" Labels to reach %s's accuracy (%.4f) | Saving |", md(s.baseline).c_str(),
-                base->accuracy.back().mean);
-    out += strf(" Labels to reach %s's balanced accuracy (%.4f) | Saving |",
+    out += strf(" Labels to reach %s's accuracy (%.4f) | Saving | Saving per repeat |",
+                md(s.baseline).c_str(), base->accuracy.back().mean);
+    out += strf(" Labels to reach %s's balanced accuracy (%.4f) | Saving | Saving per repeat |",
                 md(s.baseline).c_str(), base->balanced_accuracy.back().mean);
-    rule += " --: | --: | --: | --: |";
+    rule += " --: | --: | --: | --: | --: | --: |";
   }
   out += " Round time (s) |\n" + rule + " --: |\n";
   for (const StrategySummary& st : s.strategies) {
@@ -612,11 +693,23 @@ std::string summary_markdown(const SimulationSummary& s) {
            pm(st.macro_f1.back()) + " |";
     if (base) {
       out += " " + labels_cell(st, st.accuracy_efficiency) + " | " +
-             saving_cell(st.accuracy_efficiency, &st == best_acc) + " |";
+             saving_cell(st.accuracy_efficiency, &st == best_acc) + " | " +
+             repeat_saving_cell(st, st.accuracy_efficiency) + " |";
       out += " " + labels_cell(st, st.balanced_accuracy_efficiency) + " | " +
-             saving_cell(st.balanced_accuracy_efficiency, &st == best_bal) + " |";
+             saving_cell(st.balanced_accuracy_efficiency, &st == best_bal) + " | " +
+             repeat_saving_cell(st, st.balanced_accuracy_efficiency) + " |";
     }
     out += " " + seconds_pm(st.round_seconds) + " |\n";
+  }
+
+  if (base) {
+    out += "\n## Stays above from: labels after which the mean curve stays at or above " +
+           md(s.baseline) + "'s final mean\n\n";
+    out += strf("| Strategy | Accuracy (%.4f) | Balanced accuracy (%.4f) |\n| --- | --: | --: |\n",
+                base->accuracy.back().mean, base->balanced_accuracy.back().mean);
+    for (const StrategySummary& st : s.strategies)
+      out += "| " + md(st.strategy) + " | " + stays_cell(st.accuracy_efficiency) + " | " +
+             stays_cell(st.balanced_accuracy_efficiency) + " |\n";
   }
 
   out += "\n## Accuracy per round\n\n" + per_round_table(s, &StrategySummary::accuracy);
@@ -655,7 +748,18 @@ std::string summary_markdown(const SimulationSummary& s) {
          "linearly between rounds), and the **saving**: 100 × (1 − those labels / the "
          "baseline's final labels). A saving of 40 % means the strategy matched the baseline's "
          "final quality with 40 % fewer labels; \"not reached\" means it never did within the "
-         "run. The best saving is in bold.\n";
+         "run. The best saving is in bold.\n\n";
+  out += "**Saving per repeat:** the same reading on each repeat's own learning curve, against "
+         "the same target (" + md(s.baseline) + "'s final mean): the mean ± sample standard "
+         "deviation of the saving over the repeats whose curve reached the target, and how many "
+         "of the repeats did (\"41 ± 6 % (3/3)\"; \"– (0/3)\": none did). The mean curve can "
+         "cross the target on one repeat's upward blip; a wide spread or few repeats reaching it "
+         "means the saving above is fragile.\n\n";
+  out += "**Stays above from:** the labels after which the mean curve stays at or above " +
+         md(s.baseline) + "'s final mean up to the last round (interpolated into the round "
+         "where it last crosses the target from below); \"below at the last round\" means it "
+         "ends under the target. Where it is larger than the first crossing, the curve dipped "
+         "back below the target after first reaching it.\n";
   return out;
 }
 
