@@ -370,9 +370,10 @@ TEST(Summarize, StaysAboveAfterADip) {
 
   // The sample records: one entry per repeat; margin's accuracy ends below the target, in the
   // mean and in every repeat: no "stays", no repeat reaching it.
-  const auto& sample_margin = get(sample_summary(), "margin").balanced_accuracy_efficiency;
+  const SimulationSummary sample = sample_summary();  // held: get() returns a reference into it
+  const auto& sample_margin = get(sample, "margin").balanced_accuracy_efficiency;
   EXPECT_EQ(sample_margin.repeat_labels.size(), 2u);
-  const auto& sample_margin_acc = get(sample_summary(), "margin").accuracy_efficiency;
+  const auto& sample_margin_acc = get(sample, "margin").accuracy_efficiency;
   EXPECT_FALSE(sample_margin_acc.stays_labels);
   EXPECT_EQ(sample_margin_acc.repeats_reached, 0);
 }
