@@ -14,6 +14,8 @@ namespace quarry::cli {
 void add_commands(CLI::App& app);
 /// train, infer, simulate (src/cli/loop_commands.cpp).
 void add_loop_commands(CLI::App& app);
+/// project init, next, label, status, export (src/cli/project_commands.cpp).
+void add_project_commands(CLI::App& app);
 
 /// The selection as CSV (`rank,index,score`) or JSON.
 std::string selection_csv(const Selection& sel);

@@ -490,6 +490,7 @@ void add_commands(CLI::App& app) {
   add_generate(app);
   add_demo(app);
   add_loop_commands(app);
+  add_project_commands(app);
 }
 
 }  // namespace quarry::cli

@@ -14,73 +14,18 @@
 #include "quarry/io.hpp"
 #include "quarry/loop.hpp"
 #include "quarry/select.hpp"
+#include "strategy.hpp"
 
 namespace quarry {
 namespace {
 
+using loop::mix;
+using loop::name_hash;
+using loop::sample_without_replacement;
+using loop::Strategy;
+
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-struct Strategy {
-  enum class Kind { random, acquisition, diversity } kind = Kind::random;
-  std::string name;
-  Acquisition acquisition = Acquisition::entropy;
-  DiversityStrategy diversity = DiversityStrategy::badge;
-  // The committee outputs [M, N, C] are needed (a committee acquisition).
-  bool committee() const { return kind == Kind::acquisition && acquisition_needs_committee(acquisition); }
-};
-
-std::string strategy_names() {
-  std::string s = "random";
-  for (auto a : all_acquisitions()) s += std::string(", ") + acquisition_name(a);
-  for (auto d : all_diversity_strategies()) s += std::string(", ") + diversity_strategy_name(d);
-  return s;
-}
-
-Strategy parse_strategy(const std::string& name) {
-  Strategy s;
-  s.name = name;
-  if (name == "random") return s;
-  for (auto a : all_acquisitions())
-    if (name == acquisition_name(a)) {
-      s.kind = Strategy::Kind::acquisition;
-      s.acquisition = a;
-      return s;
-    }
-  for (auto d : all_diversity_strategies())
-    if (name == diversity_strategy_name(d)) {
-      s.kind = Strategy::Kind::diversity;
-      s.diversity = d;
-      return s;
-    }
-  QUARRY_FAIL("unknown strategy '", name, "': expected one of ", strategy_names());
-}
-
-// Fisher-Yates with a fully specified generator (the same draw on every platform).
-std::vector<std::int64_t> sample_without_replacement(std::vector<std::int64_t> from, std::int64_t k,
-                                                     std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  for (std::int64_t i = 0; i < k; ++i) {
-    const std::int64_t j = i + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(from.size() - i));
-    std::swap(from[i], from[j]);
-  }
-  from.resize(static_cast<std::size_t>(k));
-  return from;
-}
-
-std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
-  std::uint64_t z = a * 0x9E3779B97F4A7C15ull ^ (b + 0xBF58476D1CE4E5B9ull + (a << 6) + (a >> 2));
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// FNV-1a: a stable hash of a strategy's name (std::hash differs between standard libraries).
-std::uint64_t name_hash(const std::string& s) {
-  std::uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001B3ull;
-  return h;
-}
 
 }  // namespace
 
@@ -88,7 +33,7 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
   QUARRY_EXPECTS(!o.strategies.empty(), "simulate: no strategies given");
   std::vector<Strategy> strategies;
   for (const auto& name : o.strategies) {
-    strategies.push_back(parse_strategy(name));
+    strategies.push_back(loop::parse_strategy(name));
     for (std::size_t i = 0; i + 1 < strategies.size(); ++i)
       QUARRY_EXPECTS(strategies[i].name != name, "simulate: strategy '", name, "' is listed twice");
   }
@@ -165,47 +110,18 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
         if (round < o.rounds) {
           const std::uint64_t round_seed = mix(mix(repeat_seed, 2 + static_cast<std::uint64_t>(round)),
                                                name_hash(strategy.name));
-          Selection sel;
-          if (strategy.kind == Strategy::Kind::random) {
-            t = Clock::now();
-            std::vector<std::int64_t> rest;
-            for (std::int64_t i = 0; i < pool; ++i)
-              if (!is_labeled[static_cast<std::size_t>(i)]) rest.push_back(i);
-            sel.index = sample_without_replacement(rest, o.batch, round_seed);
-            r.select_seconds = since(t);
-          } else {
-            InferOptions io;
-            io.committee = strategy.committee() ? o.committee : CommitteeSpec{};
-            io.seed = round_seed;
-            io.threads = to.threads;
-            t = Clock::now();
-            const Inference inf = model.infer(data.train, io);
-            r.infer_seconds = since(t);
-            const ArrayView probs = inf.probs.view(), emb = inf.embeddings.view();
-            if (strategy.kind == Strategy::Kind::acquisition) {
-              const ArrayView input = strategy.committee() ? inf.committee.view() : probs;
-              ScoreOptions so;
-              so.device = o.device;
-              so.input_name = "probs";
-              t = Clock::now();
-              const std::vector<float> scores = score(input, strategy.acquisition, so,
-                                                      acquisition_needs_embeddings(strategy.acquisition) ? &emb : nullptr);
-              r.score_seconds = since(t);
-              t = Clock::now();
-              sel = select_topk(scores.data(), pool, o.batch, labeled, o.device);
-              r.select_seconds = since(t);
-            } else {
-              DiversityOptions d;
-              d.k = o.batch;
-              d.exclude = labeled;
-              d.seed = round_seed;
-              d.device = o.device;
-              d.input_name = "probs";
-              t = Clock::now();
-              sel = select_diverse(strategy.diversity, emb, &probs, d);
-              r.select_seconds = since(t);
-            }
-          }
+          loop::StepOptions so;
+          so.k = o.batch;
+          so.exclude = labeled;
+          so.committee = o.committee;
+          so.seed = round_seed;
+          so.device = o.device;
+          so.threads = to.threads;
+          loop::StepTimes times;
+          const Selection sel = loop::select_step(strategy, model, data.train, so, &times);
+          r.infer_seconds = times.infer;
+          r.score_seconds = times.score;
+          r.select_seconds = times.select;
           for (auto i : sel.index) {
             QUARRY_EXPECTS(!is_labeled[static_cast<std::size_t>(i)], "internal: strategy ", strategy.name,
                            " selected the labeled sample ", i);

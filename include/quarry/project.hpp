@@ -1,0 +1,184 @@
+// The human-in-the-loop labeling project (`quarry project`): a folder that holds the
+// configuration, the labels people gave (an append-only, checksummed journal), the batches sent
+// to annotators and the current model.
+//
+//   DIR/project.json          configuration (dataset, model, strategy, classes, pool size)
+//   DIR/manifest.csv          index,id,path_or_url of every pool item (a copy; optional)
+//   DIR/labels.journal        the labels: one checksummed record per import, fsync'd
+//   DIR/state.json            batches (open, closed, dropped) and the current model's summary
+//   DIR/model.pt              the model trained on the labels of state.json's label digest
+//   DIR/batches/NNNN.csv      a batch: index,id,path_or_url,score (NNNN from 0001)
+//   DIR/batches/NNNN.labelstudio.json   the same batch as Label Studio tasks
+//   DIR/labelstudio.xml       a Label Studio labeling config matching the classes
+//   DIR/.lock                 one writer at a time (flock)
+//
+// Durability: a command that reports success has fsync'd what it acknowledged. The journal is
+// only ever appended to, one record per import (all of a file's labels or none); a torn last
+// record (a crash mid-write) is detected by its checksum, ignored with a warning and cut off by
+// the next writer. Every other file is written to a temporary file, fsync'd and renamed.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace quarry {
+
+// ------------------------------------------------------------------ the label journal
+
+/// One import: the labels it set (pool index -> class id), in file order.
+struct JournalRecord {
+  std::int64_t seq = 0;  // 1, 2, ...
+  std::string time;      // UTC, ISO 8601
+  std::string source;    // the imported file, as given
+  std::vector<std::pair<std::int64_t, std::int32_t>> labels;
+};
+
+/// The append-only label journal. Each record is one line: the CRC-32 of the JSON text in
+/// 8 hex digits, a space, the JSON text, a newline.
+class LabelJournal {
+ public:
+  /// Reads `path` (a missing file is an empty journal). A last record that is incomplete or
+  /// fails its checksum is a torn write: it is ignored and described in `torn` (empty when the
+  /// journal is whole). A bad record followed by good ones is not a crash artefact: an Error
+  /// naming the file, the line and the byte offset.
+  static LabelJournal read(const std::string& path, std::string* torn = nullptr);
+  const std::vector<JournalRecord>& records() const { return records_; }
+  /// The label of every labeled index, the last record winning.
+  std::map<std::int64_t, std::int32_t> labels() const;
+  /// Bytes of the whole records (where a torn tail starts).
+  std::uint64_t valid_bytes() const { return valid_bytes_; }
+  /// Appends one record (seq = last + 1) and fsyncs the file (and, for a new file, its folder).
+  /// A torn tail is cut off first. The caller holds the project's lock.
+  void append(const std::string& path, JournalRecord record);
+
+ private:
+  std::vector<JournalRecord> records_;
+  std::uint64_t valid_bytes_ = 0;
+};
+
+/// The journal line of a record (with its checksum and newline).
+std::string journal_line(const JournalRecord& record);
+
+// ------------------------------------------------------------------ the project
+
+struct ProjectConfig {
+  std::string dataset;                 // dataset spec (see dataset.hpp); its labels are never read as labels
+  std::string model;                   // "" = the dataset's default (cnn for images, mlp for features)
+  std::string strategy = "entropy";    // random, an acquisition or a diversity strategy
+  std::string committee = "mc:10";     // for committee acquisitions (bald, ...)
+  std::vector<std::string> classes;    // class names; class id = position
+  std::uint64_t seed = 0;
+  std::string device = "auto";         // where training and the engine run
+  int threads = 0;                     // CPU threads (0: all)
+  std::int64_t pool_size = 0;          // filled in by init from the dataset
+  bool has_manifest = false;
+};
+
+struct ManifestItem {
+  std::string id, path_or_url;
+};
+
+struct BatchInfo {
+  int number = 0;                       // 1, 2, ...
+  std::string created;                  // UTC
+  std::string state = "open";           // open, closed (all labeled), dropped (--replace-pending)
+  std::vector<std::int64_t> index;      // in rank order
+  std::vector<float> score;
+  std::string strategy;                 // what chose it ("random (cold start)" without a model)
+};
+
+struct ImportSummary {
+  std::int64_t rows = 0;          // label rows read
+  std::int64_t added = 0;         // indices labeled for the first time
+  std::int64_t relabeled = 0;     // labels changed (--allow-relabel)
+  std::int64_t unchanged = 0;     // already had that label (a repeated import)
+  std::int64_t skipped = 0;       // Label Studio tasks without a (non-cancelled) annotation
+  std::int64_t seq = 0;           // the journal record written; 0 when nothing changed
+};
+
+struct NextOptions {
+  std::int64_t k = 100;
+  bool replace_pending = false;   // drop the open batches: their unlabeled items may be proposed again
+};
+
+struct NextResult {
+  BatchInfo batch;
+  std::string csv_path, labelstudio_path;
+  bool retrained = false;
+  bool cold_start = false;        // no model yet (labels of fewer than 2 classes): random batch
+  std::int64_t dropped = 0;       // pending items released by --replace-pending
+};
+
+struct ProjectStatus {
+  std::int64_t pool_size = 0, labeled = 0;
+  std::vector<std::int64_t> per_class;   // [classes]
+  int batches = 0, models_trained = 0;
+  std::optional<int> open_batch;          // the newest open batch
+  std::int64_t pending = 0;               // items of open batches still without a label
+  bool model_current = false;             // the model was trained on the current labels
+  std::int64_t model_labels = 0;          // labels the model was trained on
+  std::optional<double> val_accuracy, val_balanced_accuracy;  // where the dataset has a labeled validation split
+  std::string torn;                       // a torn journal tail, described
+};
+
+/// Reports progress lines ("training on 300 labels", ...); may be empty.
+using ProjectLogFn = std::function<void(const std::string&)>;
+
+class Project {
+ public:
+  /// Creates DIR (which must be missing or empty) for `config`; loads the dataset once to learn
+  /// its pool size and class count. `manifest_csv` ("" for none) is validated (index,id,path_or_url;
+  /// every index in [0, pool), indices and ids unique) and copied into the project.
+  static void init(const std::string& dir, ProjectConfig config, const std::string& manifest_csv = "");
+
+  /// Opens a project: reads its configuration, manifest, state and journal (not the dataset).
+  explicit Project(std::string dir);
+
+  const ProjectConfig& config() const { return config_; }
+  const std::string& dir() const { return dir_; }
+  /// The current labels (journal), index -> class id.
+  const std::map<std::int64_t, std::int32_t>& labels() const { return labels_; }
+  const std::vector<BatchInfo>& batches() const { return batches_; }
+  /// Description of a torn journal tail found on open ("" when whole).
+  const std::string& torn() const { return torn_; }
+
+  /// Validates every row of `file` (CSV index,label or id,label; or a Label Studio JSON export)
+  /// and appends them to the journal as one record, fsync'd; a file with any bad row imports
+  /// nothing and the Error lists the bad rows (file, row, reason). Takes the project lock,
+  /// waiting up to `lock_wait_seconds` for another writer.
+  ImportSummary label(const std::string& file, bool allow_relabel, double lock_wait_seconds = 0);
+
+  /// Retrains if the labels changed since the last model, infers on the pool, selects the next
+  /// batch and writes batches/NNNN.csv and .labelstudio.json.
+  NextResult next(const NextOptions& options, const ProjectLogFn& log = {}, double lock_wait_seconds = 0);
+
+  ProjectStatus status() const;
+
+  /// `index,label` rows sorted by index (label = class name).
+  std::string export_csv() const;
+  /// [labels, 2] int64: (index, class id) rows sorted by index, written as .npy.
+  void export_npy(const std::string& path) const;
+
+  /// The Label Studio labeling config for the classes (what init writes to labelstudio.xml).
+  static std::string labelstudio_config(const std::vector<std::string>& classes);
+
+ private:
+  void reload();
+  std::string dir_;
+  ProjectConfig config_;
+  std::vector<std::optional<ManifestItem>> manifest_;  // [pool] or empty
+  std::map<std::string, std::int64_t> id_index_;
+  std::map<std::int64_t, std::int32_t> labels_;
+  std::vector<BatchInfo> batches_;
+  std::string torn_;
+  // state.json: the model
+  std::string model_digest_;
+  std::int64_t model_labels_ = 0;
+  int models_trained_ = 0;
+  std::optional<double> val_accuracy_, val_balanced_accuracy_;
+};
+
+}  // namespace quarry

@@ -1,0 +1,214 @@
+// quarry project init | next | label | status | export: the human-in-the-loop labeling project.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli.hpp"
+#include "quarry/error.hpp"
+#include "quarry/io.hpp"
+#include "quarry/project.hpp"
+
+namespace quarry::cli {
+namespace {
+
+void warn_torn(const Project& p) {
+  if (!p.torn().empty()) std::fprintf(stderr, "quarry: warning: %s\n", p.torn().c_str());
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  if (s.empty()) return out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t c = s.find(',', start);
+    out.push_back(s.substr(start, c == std::string::npos ? std::string::npos : c - start));
+    if (c == std::string::npos) break;
+    start = c + 1;
+  }
+  return out;
+}
+
+void add_init(CLI::App* project) {
+  auto* cmd = project->add_subcommand("init", "Create a labeling project in a new or empty folder");
+  struct Args {
+    std::string dir, classes, manifest;
+    ProjectConfig config;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("DIR", a->dir, "Project folder (created)")->required();
+  cmd->add_option("--dataset", a->config.dataset,
+                  "The pool: idx:DIR, npz:FILE, npy:X.npy[,y.npy], synthetic[:N] (its labels are never used as "
+                  "labels; its validation split, where it has one, measures the model)")
+      ->required();
+  cmd->add_option("--model", a->config.model, "cnn, mlp or torchscript:FILE (default: cnn for images, mlp for features)");
+  cmd->add_option("--strategy", a->config.strategy,
+                  "random, an acquisition (entropy, margin, bald, ...) or a diversity strategy (badge, kcenter, ...)");
+  cmd->add_option("--committee", a->config.committee, "Committee of committee acquisitions: mc:M or ensemble:M");
+  cmd->add_option("--classes", a->classes, "Class names, comma separated (default: the dataset's class ids 0..C-1)");
+  cmd->add_option("--manifest", a->manifest,
+                  "CSV index,id,path_or_url: what annotators see for each pool item (default: the index)");
+  cmd->add_option("--seed", a->config.seed, "Seed of training and of random batches");
+  cmd->add_option("--device", a->config.device, "auto, cpu or cuda[:N]: where training and scoring run");
+  cmd->add_option("--threads", a->config.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  cmd->callback([a] {
+    a->config.classes = split_commas(a->classes);
+    Project::init(a->dir, a->config, a->manifest);
+    const Project p(a->dir);
+    std::printf("project %s: %lld items, classes %s, strategy %s, model %s\n", a->dir.c_str(),
+                static_cast<long long>(p.config().pool_size), fmt::format("{}", fmt::join(p.config().classes, ",")).c_str(),
+                p.config().strategy.c_str(), p.config().model.c_str());
+    std::printf("next: quarry project next %s -k 100\n", a->dir.c_str());
+  });
+}
+
+void add_next(CLI::App* project) {
+  auto* cmd = project->add_subcommand(
+      "next", "Retrain on the labels if they changed, score the pool and write the next batch for annotators");
+  struct Args {
+    std::string dir;
+    NextOptions o;
+    double wait = 10;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("DIR", a->dir, "Project folder")->required();
+  cmd->add_option("-k,--k", a->o.k, "Batch size")->check(CLI::PositiveNumber);
+  cmd->add_flag("--replace-pending", a->o.replace_pending,
+                "Drop the open batches: their items without a label may be proposed again");
+  cmd->add_option("--wait", a->wait, "Seconds to wait for another command writing to the project")
+      ->check(CLI::NonNegativeNumber);
+  cmd->callback([a] {
+    Project p(a->dir);
+    warn_torn(p);
+    const NextResult r = p.next(a->o, [](const std::string& s) { std::fprintf(stderr, "quarry: %s\n", s.c_str()); },
+                                a->wait);
+    if (r.dropped > 0)
+      std::printf("dropped the open batch: %lld items without a label may be proposed again\n",
+                  static_cast<long long>(r.dropped));
+    std::printf("batch %04d: %zu items (%s)\n  %s\n  %s\n", r.batch.number, r.batch.index.size(),
+                r.batch.strategy.c_str(), r.csv_path.c_str(), r.labelstudio_path.c_str());
+  });
+}
+
+void add_label(CLI::App* project) {
+  auto* cmd = project->add_subcommand(
+      "label", "Import labels: CSV (index,label or id,label) or a Label Studio JSON export; all rows or none");
+  struct Args {
+    std::string dir, file;
+    bool allow_relabel = false;
+    double wait = 10;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("DIR", a->dir, "Project folder")->required();
+  cmd->add_option("FILE", a->file, "Labels: CSV or Label Studio JSON export")->required();
+  cmd->add_flag("--allow-relabel", a->allow_relabel, "Let a label change an earlier one");
+  cmd->add_option("--wait", a->wait, "Seconds to wait for another command writing to the project")
+      ->check(CLI::NonNegativeNumber);
+  cmd->callback([a] {
+    Project p(a->dir);
+    warn_torn(p);
+    const ImportSummary s = p.label(a->file, a->allow_relabel, a->wait);
+    std::printf("%s: %lld rows: %lld new, %lld relabeled, %lld unchanged, %lld tasks without annotation",
+                a->file.c_str(), static_cast<long long>(s.rows), static_cast<long long>(s.added),
+                static_cast<long long>(s.relabeled), static_cast<long long>(s.unchanged),
+                static_cast<long long>(s.skipped));
+    if (s.seq > 0)
+      std::printf("; saved (journal record %lld, %zu labels in all)\n", static_cast<long long>(s.seq), p.labels().size());
+    else
+      std::printf("; nothing to save\n");
+  });
+}
+
+void add_status(CLI::App* project) {
+  auto* cmd = project->add_subcommand("status", "Labels, class balance, batches and the model's validation metrics");
+  auto dir = std::make_shared<std::string>();
+  auto format = std::make_shared<std::string>("text");
+  cmd->add_option("DIR", *dir, "Project folder")->required();
+  cmd->add_option("--format", *format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  cmd->callback([dir, format] {
+    const Project p(*dir);
+    warn_torn(p);
+    const ProjectStatus s = p.status();
+    const auto& classes = p.config().classes;
+    if (*format == "json") {
+      nlohmann::json j;
+      j["pool_size"] = s.pool_size;
+      j["labeled"] = s.labeled;
+      nlohmann::json pc = nlohmann::json::object();
+      for (std::size_t c = 0; c < classes.size(); ++c) pc[classes[c]] = s.per_class[c];
+      j["per_class"] = pc;
+      j["batches"] = s.batches;
+      j["models_trained"] = s.models_trained;
+      j["open_batch"] = s.open_batch ? nlohmann::json(*s.open_batch) : nlohmann::json(nullptr);
+      j["pending"] = s.pending;
+      j["model_current"] = s.model_current;
+      j["model_labels"] = s.model_labels;
+      j["val_accuracy"] = s.val_accuracy ? nlohmann::json(*s.val_accuracy) : nlohmann::json(nullptr);
+      j["val_balanced_accuracy"] =
+          s.val_balanced_accuracy ? nlohmann::json(*s.val_balanced_accuracy) : nlohmann::json(nullptr);
+      j["torn_journal_tail"] = s.torn;
+      std::printf("%s\n", j.dump(1).c_str());
+      return;
+    }
+    std::printf("project %s: %s, strategy %s, model %s\n", dir->c_str(), p.config().dataset.c_str(),
+                p.config().strategy.c_str(), p.config().model.c_str());
+    std::printf("labels:  %lld of %lld items (%.2f%%)\n", static_cast<long long>(s.labeled),
+                static_cast<long long>(s.pool_size), s.pool_size ? 100.0 * s.labeled / s.pool_size : 0.0);
+    for (std::size_t c = 0; c < classes.size(); ++c)
+      std::printf("  %-20s %8lld (%.1f%%)\n", classes[c].c_str(), static_cast<long long>(s.per_class[c]),
+                  s.labeled ? 100.0 * s.per_class[c] / s.labeled : 0.0);
+    std::printf("batches: %d", s.batches);
+    if (s.open_batch)
+      std::printf(" (batch %04d open: %lld items await labels)", *s.open_batch, static_cast<long long>(s.pending));
+    std::printf("\nmodels:  %d trained", s.models_trained);
+    if (s.models_trained > 0)
+      std::printf("; the last on %lld labels (%s)", static_cast<long long>(s.model_labels),
+                  s.model_current ? "current" : "the labels changed since: `next` retrains");
+    std::printf("\n");
+    if (s.val_accuracy)
+      std::printf("validation: accuracy %.1f%%, balanced accuracy %.1f%%\n", 100 * *s.val_accuracy,
+                  100 * *s.val_balanced_accuracy);
+  });
+}
+
+void add_export(CLI::App* project) {
+  auto* cmd = project->add_subcommand("export", "Write the labels: CSV index,label sorted by index, or NPY [L, 2] int64");
+  struct Args {
+    std::string dir, format = "csv", output;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("DIR", a->dir, "Project folder")->required();
+  cmd->add_option("--format", a->format, "csv or npy")->check(CLI::IsMember({"csv", "npy"}));
+  cmd->add_option("-o,--output", a->output, "Output file (csv: standard output without it; npy: required)");
+  cmd->callback([a] {
+    const Project p(a->dir);
+    warn_torn(p);
+    if (a->format == "npy") {
+      QUARRY_EXPECTS(!a->output.empty(), "export --format npy needs --output FILE");
+      p.export_npy(a->output);
+    } else if (a->output.empty()) {
+      const std::string text = p.export_csv();
+      std::fwrite(text.data(), 1, text.size(), stdout);
+    } else {
+      write_file_atomic(a->output, {p.export_csv()});
+    }
+    if (!a->output.empty())
+      std::fprintf(stderr, "quarry: %zu labels written to %s\n", p.labels().size(), a->output.c_str());
+  });
+}
+
+}  // namespace
+
+void add_project_commands(CLI::App& app) {
+  auto* project = app.add_subcommand("project", "A labeling project with people in the loop: init, next, label, status, export");
+  project->require_subcommand(1);
+  add_init(project);
+  add_next(project);
+  add_label(project);
+  add_status(project);
+  add_export(project);
+}
+
+}  // namespace quarry::cli

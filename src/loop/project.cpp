@@ -1,0 +1,823 @@
+// The labeling project: configuration, manifest, batches, label imports and the model, in one
+// folder (see include/quarry/project.hpp for the layout and the durability rules).
+#include "quarry/project.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "csv.hpp"
+#include "quarry/dataset.hpp"
+#include "quarry/error.hpp"
+#include "quarry/io.hpp"
+#include "quarry/loop.hpp"
+#include "quarry/train.hpp"
+#include "strategy.hpp"
+
+namespace quarry {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr const char* kConfigFormat = "quarry-project";
+constexpr const char* kStateFormat = "quarry-project-state";
+constexpr int kVersion = 1;
+constexpr std::size_t kMaxListedErrors = 20;
+
+std::string path_in(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  QUARRY_EXPECTS(in, path, ": cannot read: ", std::strerror(errno));
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+json read_json(const std::string& path, const char* format) {
+  json j;
+  try {
+    j = json::parse(read_text(path));
+  } catch (const json::exception& e) {
+    QUARRY_FAIL(path, ": not valid JSON: ", e.what());
+  }
+  QUARRY_EXPECTS(j.is_object() && j.value("format", "") == format && j.value("version", 0) == kVersion, path,
+                 ": expected a ", format, " file of version ", kVersion);
+  return j;
+}
+
+void write_json(const std::string& path, const json& j) {
+  const std::string text = j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
+  write_file_atomic(path, {text});
+}
+
+// One writer at a time: flock on DIR/.lock, exclusive for writers, shared for readers.
+class Lock {
+ public:
+  Lock(const std::string& dir, bool exclusive, double wait_seconds) {
+    const std::string path = path_in(dir, ".lock");
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    QUARRY_EXPECTS(fd_ >= 0, path, ": cannot open the project lock: ", std::strerror(errno));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_seconds);
+    while (::flock(fd_, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (err != EWOULDBLOCK || std::chrono::steady_clock::now() >= deadline) {
+        std::string holder;
+        if (err == EWOULDBLOCK) {
+          char buf[32] = {};
+          const ssize_t r = ::pread(fd_, buf, sizeof buf - 1, 0);
+          if (r > 0) holder = fmt::format(" (pid {})", std::string(buf, static_cast<std::size_t>(r)));
+        }
+        ::close(fd_);
+        QUARRY_EXPECTS(err == EWOULDBLOCK, path, ": cannot lock the project: ", std::strerror(err));
+        QUARRY_FAIL(dir, ": another quarry command", holder, " is writing to this project",
+                    wait_seconds > 0 ? fmt::format(" and did not finish within {} s", wait_seconds) : std::string(),
+                    "; wait for it, or pass --wait SECONDS");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (exclusive) {  // for the message of a waiting writer; not needed for correctness
+      const std::string pid = std::to_string(::getpid());
+      if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
+    }
+  }
+  ~Lock() { ::close(fd_); }  // closing releases the flock
+  Lock(const Lock&) = delete;
+  Lock& operator=(const Lock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.pop_back();
+  std::size_t b = 0;
+  while (b < s.size() && (s[b] == ' ' || s[b] == '\t')) ++b;
+  return s.substr(b);
+}
+
+// A whole decimal integer (optional sign), or nothing.
+std::optional<std::int64_t> parse_int(const std::string& text) {
+  const std::string s = trim(text);
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  std::size_t i = s[0] == '-' || s[0] == '+' ? 1 : 0;
+  if (i == s.size()) return std::nullopt;
+  for (std::size_t k = i; k < s.size(); ++k)
+    if (s[k] < '0' || s[k] > '9') return std::nullopt;
+  return std::stoll(s);
+}
+
+// Dataset paths made absolute, so that the project works from any working folder.
+std::string absolute_spec(const std::string& spec) {
+  for (const char* prefix : {"idx:", "npz:", "npy:"}) {
+    const std::string p = prefix;
+    if (spec.rfind(p, 0) != 0) continue;
+    std::string out = p, rest = spec.substr(p.size());
+    std::size_t start = 0;
+    while (true) {
+      const std::size_t comma = rest.find(',', start);
+      const std::string part = rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      out += fs::absolute(part).lexically_normal().string();
+      if (comma == std::string::npos) break;
+      out += ',';
+      start = comma + 1;
+    }
+    return out;
+  }
+  return spec;
+}
+
+std::string labels_digest(const std::map<std::int64_t, std::int32_t>& labels) {
+  std::uint64_t h = 0xCBF29CE484222325ull;
+  auto add = [&h](std::uint64_t v) {
+    for (int b = 0; b < 8; ++b) h = (h ^ ((v >> (8 * b)) & 0xFF)) * 0x100000001B3ull;
+  };
+  for (const auto& [index, label] : labels) {
+    add(static_cast<std::uint64_t>(index));
+    add(static_cast<std::uint64_t>(static_cast<std::uint32_t>(label)));
+  }
+  return fmt::format("{}:{:016x}", labels.size(), h);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ init
+
+std::string Project::labelstudio_config(const std::vector<std::string>& classes) {
+  auto escape = [](const std::string& s) {
+    std::string o;
+    for (char c : s) {
+      switch (c) {
+        case '&': o += "&amp;"; break;
+        case '<': o += "&lt;"; break;
+        case '>': o += "&gt;"; break;
+        case '"': o += "&quot;"; break;
+        default: o += c;
+      }
+    }
+    return o;
+  };
+  std::string x =
+      "<View>\n"
+      "  <Image name=\"image\" value=\"$image\"/>\n"
+      "  <Choices name=\"label\" toName=\"image\" choice=\"single\" showInLine=\"true\">\n";
+  for (const auto& c : classes) x += "    <Choice value=\"" + escape(c) + "\"/>\n";
+  x += "  </Choices>\n</View>\n";
+  return x;
+}
+
+namespace {
+
+// Reads and validates a manifest: index,id[,path_or_url]; returns the items by pool index.
+std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::Row>& rows, const std::string& name,
+                                                        std::int64_t pool) {
+  QUARRY_EXPECTS(!rows.empty(), name, ": the manifest is empty (expected a header index,id,path_or_url)");
+  const int ci = csv::column(rows[0], "index"), cid = csv::column(rows[0], "id"),
+            cp = csv::column(rows[0], "path_or_url");
+  QUARRY_EXPECTS(ci >= 0 && cid >= 0, name, ": line ", rows[0].line,
+                 ": the header must name the columns index and id (and path_or_url), found '",
+                 fmt::format("{}", fmt::join(rows[0].fields, ",")), "'");
+  std::vector<std::optional<ManifestItem>> items(static_cast<std::size_t>(pool));
+  std::map<std::string, std::int64_t> ids;
+  std::vector<std::string> bad;
+  const std::size_t need = static_cast<std::size_t>(std::max({ci, cid, cp}) + 1);
+  for (std::size_t r = 1; r < rows.size(); ++r) {
+    const auto& row = rows[r];
+    auto fail = [&](const std::string& why) { bad.push_back(fmt::format("{}:{}: {}", name, row.line, why)); };
+    if (row.fields.size() < need) {
+      fail(fmt::format("expected {} fields, found {}", need, row.fields.size()));
+      continue;
+    }
+    const auto index = parse_int(row.fields[static_cast<std::size_t>(ci)]);
+    const std::string id = trim(row.fields[static_cast<std::size_t>(cid)]);
+    if (!index) {
+      fail("index '" + row.fields[static_cast<std::size_t>(ci)] + "' is not an integer");
+    } else if (*index < 0 || *index >= pool) {
+      fail(fmt::format("index {} is outside the pool (0..{})", *index, pool - 1));
+    } else if (items[static_cast<std::size_t>(*index)]) {
+      fail(fmt::format("index {} appears twice", *index));
+    } else if (id.empty()) {
+      fail("the id is empty");
+    } else if (!ids.emplace(id, *index).second) {
+      fail(fmt::format("id '{}' appears twice (also index {})", id, ids[id]));
+    } else {
+      items[static_cast<std::size_t>(*index)] =
+          ManifestItem{id, cp >= 0 ? row.fields[static_cast<std::size_t>(cp)] : std::string()};
+    }
+  }
+  if (!bad.empty()) {
+    std::string msg = fmt::format("{}: {} bad manifest row{}:", name, bad.size(), bad.size() == 1 ? "" : "s");
+    for (std::size_t i = 0; i < bad.size() && i < kMaxListedErrors; ++i) msg += "\n  " + bad[i];
+    if (bad.size() > kMaxListedErrors) msg += fmt::format("\n  ... and {} more", bad.size() - kMaxListedErrors);
+    QUARRY_FAIL(msg);
+  }
+  return items;
+}
+
+}  // namespace
+
+void Project::init(const std::string& dir, ProjectConfig config, const std::string& manifest_csv) {
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    QUARRY_EXPECTS(fs::is_directory(dir, ec), dir, ": exists and is not a folder");
+    QUARRY_EXPECTS(fs::is_empty(dir, ec), dir, ": the folder is not empty (a project needs a new or empty folder)");
+  }
+  fs::create_directories(fs::path(dir) / "batches", ec);
+  QUARRY_EXPECTS(!ec, dir, ": cannot create the project folder: ", ec.message());
+
+  loop::parse_strategy(config.strategy);  // an unknown name fails here, not at the first `next`
+  const CommitteeSpec committee = parse_committee(config.committee);
+  if (!config.model.empty()) parse_model_spec(config.model);
+  parse_device(config.device);
+  config.dataset = absolute_spec(config.dataset);
+  DatasetOptions dopt;
+  dopt.seed = config.seed;
+  const Dataset data = load_dataset(config.dataset, dopt);
+  config.pool_size = data.train.size();
+  QUARRY_EXPECTS(config.pool_size > 0, config.dataset, ": the pool is empty");
+  if (config.classes.empty()) {
+    QUARRY_EXPECTS(data.num_classes >= 2, config.dataset,
+                   ": the dataset names no classes; give them with --classes a,b,c");
+    for (int c = 0; c < data.num_classes; ++c) config.classes.push_back(std::to_string(c));
+  }
+  QUARRY_EXPECTS(config.classes.size() >= 2, "a project needs at least 2 classes, got ", config.classes.size());
+  {
+    std::set<std::string> seen;
+    for (auto& c : config.classes) {
+      c = trim(c);
+      QUARRY_EXPECTS(!c.empty(), "--classes: a class name is empty");
+      QUARRY_EXPECTS(seen.insert(c).second, "--classes: '", c, "' is listed twice");
+    }
+  }
+  (void)committee;
+
+  if (!manifest_csv.empty()) {
+    const auto rows = csv::read_file(manifest_csv);
+    parse_manifest(rows, manifest_csv, config.pool_size);  // validate before anything is written
+    write_file_atomic(path_in(dir, "manifest.csv"), {read_text(manifest_csv)});
+    config.has_manifest = true;
+  }
+  json j;
+  j["format"] = kConfigFormat;
+  j["version"] = kVersion;
+  j["created"] = utc_now();
+  j["dataset"] = config.dataset;
+  j["dataset_description"] = data.describe();
+  j["model"] = config.model.empty() ? model_spec_string(default_model(data)) : config.model;
+  j["strategy"] = config.strategy;
+  j["committee"] = config.committee;
+  j["classes"] = config.classes;
+  j["seed"] = config.seed;
+  j["device"] = config.device;
+  j["threads"] = config.threads;
+  j["pool_size"] = config.pool_size;
+  j["manifest"] = config.has_manifest;
+  write_file_atomic(path_in(dir, "labelstudio.xml"), {labelstudio_config(config.classes)});
+  json state;
+  state["format"] = kStateFormat;
+  state["version"] = kVersion;
+  state["batches"] = json::array();
+  state["model"] = nullptr;
+  state["models_trained"] = 0;
+  write_json(path_in(dir, "state.json"), state);
+  write_json(path_in(dir, "project.json"), j);  // last: a folder with project.json is a whole project
+}
+
+// ------------------------------------------------------------------ open
+
+Project::Project(std::string dir) : dir_(std::move(dir)) {
+  std::error_code ec;
+  QUARRY_EXPECTS(fs::exists(path_in(dir_, "project.json"), ec), dir_,
+                 ": not a quarry project (no project.json; create one with `quarry project init`)");
+  Lock lock(dir_, false, 30);
+  reload();
+}
+
+void Project::reload() {
+  const json j = read_json(path_in(dir_, "project.json"), kConfigFormat);
+  try {
+    config_.dataset = j.at("dataset").get<std::string>();
+    config_.model = j.at("model").get<std::string>();
+    config_.strategy = j.at("strategy").get<std::string>();
+    config_.committee = j.at("committee").get<std::string>();
+    config_.classes = j.at("classes").get<std::vector<std::string>>();
+    config_.seed = j.at("seed").get<std::uint64_t>();
+    config_.device = j.at("device").get<std::string>();
+    config_.threads = j.at("threads").get<int>();
+    config_.pool_size = j.at("pool_size").get<std::int64_t>();
+    config_.has_manifest = j.at("manifest").get<bool>();
+  } catch (const json::exception& e) {
+    QUARRY_FAIL(path_in(dir_, "project.json"), ": ", e.what());
+  }
+  manifest_.clear();
+  id_index_.clear();
+  if (config_.has_manifest) {
+    const std::string m = path_in(dir_, "manifest.csv");
+    manifest_ = parse_manifest(csv::read_file(m), m, config_.pool_size);
+    for (std::size_t i = 0; i < manifest_.size(); ++i)
+      if (manifest_[i]) id_index_.emplace(manifest_[i]->id, static_cast<std::int64_t>(i));
+  }
+  const json s = read_json(path_in(dir_, "state.json"), kStateFormat);
+  batches_.clear();
+  try {
+    for (const auto& b : s.at("batches")) {
+      BatchInfo info;
+      info.number = b.at("number").get<int>();
+      info.created = b.value("created", "");
+      info.state = b.at("state").get<std::string>();
+      info.strategy = b.value("strategy", "");
+      info.index = b.at("index").get<std::vector<std::int64_t>>();
+      info.score = b.at("score").get<std::vector<float>>();
+      batches_.push_back(std::move(info));
+    }
+    models_trained_ = s.value("models_trained", 0);
+    model_digest_.clear();
+    model_labels_ = 0;
+    val_accuracy_.reset();
+    val_balanced_accuracy_.reset();
+    if (s.contains("model") && s["model"].is_object()) {
+      const auto& m = s["model"];
+      model_digest_ = m.at("digest").get<std::string>();
+      model_labels_ = m.at("labels").get<std::int64_t>();
+      if (m.contains("val_accuracy") && m["val_accuracy"].is_number()) val_accuracy_ = m["val_accuracy"].get<double>();
+      if (m.contains("val_balanced_accuracy") && m["val_balanced_accuracy"].is_number())
+        val_balanced_accuracy_ = m["val_balanced_accuracy"].get<double>();
+    }
+  } catch (const json::exception& e) {
+    QUARRY_FAIL(path_in(dir_, "state.json"), ": ", e.what());
+  }
+  const LabelJournal journal = LabelJournal::read(path_in(dir_, "labels.journal"), &torn_);
+  labels_ = journal.labels();
+  for (const auto& [index, label] : labels_)
+    QUARRY_EXPECTS(index >= 0 && index < config_.pool_size && label >= 0 &&
+                       label < static_cast<std::int32_t>(config_.classes.size()),
+                   path_in(dir_, "labels.journal"), ": the label ", label, " of index ", index,
+                   " does not fit this project (", config_.pool_size, " items, ", config_.classes.size(), " classes)");
+  // A batch whose items are all labeled is closed.
+  for (auto& b : batches_)
+    if (b.state == "open" &&
+        std::all_of(b.index.begin(), b.index.end(), [&](std::int64_t i) { return labels_.count(i) > 0; }))
+      b.state = "closed";
+}
+
+// ------------------------------------------------------------------ label
+
+namespace {
+
+struct Parsed {
+  std::int64_t rows = 0, skipped = 0;
+  std::vector<std::pair<std::int64_t, std::int32_t>> labels;  // file order
+  std::vector<std::string> where;                             // "FILE:LINE" / "FILE: task N", per label
+  std::vector<std::string> bad;
+};
+
+}  // namespace
+
+ImportSummary Project::label(const std::string& file, bool allow_relabel, double lock_wait_seconds) {
+  Lock lock(dir_, true, lock_wait_seconds);
+  reload();
+  const auto& classes = config_.classes;
+  auto class_of = [&](const std::string& raw) -> std::int32_t {
+    const std::string name = trim(raw);
+    for (std::size_t c = 0; c < classes.size(); ++c)
+      if (classes[c] == name) return static_cast<std::int32_t>(c);
+    if (const auto id = parse_int(name); id && *id >= 0 && *id < static_cast<std::int64_t>(classes.size()))
+      return static_cast<std::int32_t>(*id);
+    return -1;
+  };
+  const std::string class_list = fmt::format("{}", fmt::join(classes, ", "));
+  auto index_of_id = [&](const std::string& id) -> std::optional<std::int64_t> {
+    if (config_.has_manifest) {
+      const auto it = id_index_.find(trim(id));
+      if (it != id_index_.end()) return it->second;
+      return std::nullopt;
+    }
+    return parse_int(id);  // without a manifest an item's id is its index
+  };
+
+  Parsed p;
+  const std::string text = read_text(file);
+  std::size_t first = 0;
+  while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first]))) ++first;
+  const bool is_json = first < text.size() && (text[first] == '[' || text[first] == '{');
+
+  // Checks an (index, class) pair and appends it or a bad row.
+  auto take = [&](const std::string& where, std::optional<std::int64_t> index, const std::string& index_text,
+                  bool by_id, const std::string& label_text) {
+    ++p.rows;
+    if (!index) {
+      p.bad.push_back(where + (by_id ? ": unknown id '" + index_text + "'"
+                                     : ": index '" + index_text + "' is not an integer"));
+      return;
+    }
+    if (*index < 0 || *index >= config_.pool_size) {
+      p.bad.push_back(fmt::format("{}: index {} is outside the pool (0..{})", where, *index, config_.pool_size - 1));
+      return;
+    }
+    const std::int32_t c = class_of(label_text);
+    if (c < 0) {
+      p.bad.push_back(fmt::format("{}: unknown class '{}' (classes: {})", where, trim(label_text), class_list));
+      return;
+    }
+    p.labels.emplace_back(*index, c);
+    p.where.push_back(where);
+  };
+
+  if (is_json) {
+    json j;
+    try {
+      j = json::parse(text);
+    } catch (const json::exception& e) {
+      QUARRY_FAIL(file, ": not valid JSON (a Label Studio export was expected): ", e.what());
+    }
+    QUARRY_EXPECTS(j.is_array(), file, ": expected a Label Studio JSON export (an array of tasks)");
+    for (std::size_t t = 0; t < j.size(); ++t) {
+      const std::string where = fmt::format("{}: task {}", file, t + 1);
+      const json& task = j[t];
+      if (!task.is_object()) {
+        ++p.rows;
+        p.bad.push_back(where + ": not an object");
+        continue;
+      }
+      // The quarry index: data.quarry_index, meta.quarry_index, or the id through the manifest.
+      std::optional<std::int64_t> index;
+      std::string index_text;
+      bool by_id = false, found = false;
+      for (const char* holder : {"data", "meta", ""}) {
+        const json* h = *holder ? (task.contains(holder) && task[holder].is_object() ? &task[holder] : nullptr) : &task;
+        if (!h) continue;
+        if (h->contains("quarry_index")) {
+          const json& v = (*h)["quarry_index"];
+          index_text = v.is_string() ? v.get<std::string>() : v.dump();
+          index = v.is_number_integer() ? std::optional<std::int64_t>(v.get<std::int64_t>()) : parse_int(index_text);
+          found = true;
+          break;
+        }
+        if (h->contains("quarry_id") && (*h)["quarry_id"].is_string()) {
+          index_text = (*h)["quarry_id"].get<std::string>();
+          index = index_of_id(index_text);
+          by_id = found = true;
+          break;
+        }
+      }
+      if (!found) {
+        ++p.rows;
+        p.bad.push_back(where + ": no quarry_index in its data or meta (was it made from a quarry batch?)");
+        continue;
+      }
+      // The label: the last annotation that was not cancelled (JSON-MIN exports: the "label" field).
+      std::optional<std::string> choice;
+      std::string problem;
+      if (task.contains("annotations") && task["annotations"].is_array()) {
+        const json* chosen = nullptr;
+        for (const auto& a : task["annotations"])
+          if (a.is_object() && !a.value("was_cancelled", false)) chosen = &a;
+        if (chosen && chosen->contains("result") && (*chosen)["result"].is_array()) {
+          int n = 0;
+          for (const auto& r : (*chosen)["result"]) {
+            if (!r.is_object() || r.value("type", "") != "choices") continue;
+            const auto& v = r.contains("value") ? r["value"] : json();
+            if (!v.is_object() || !v.contains("choices") || !v["choices"].is_array()) continue;
+            for (const auto& c : v["choices"]) {
+              ++n;
+              if (c.is_string()) choice = c.get<std::string>();
+            }
+          }
+          if (n > 1) problem = fmt::format("the annotation has {} choices (one class per item expected)", n);
+          else if (n == 1 && !choice) problem = "the choice is not a string";
+          else if (n == 0) problem = "the annotation has no choice";
+        }
+      } else if (task.contains("label") && task["label"].is_string()) {
+        choice = task["label"].get<std::string>();
+      }
+      if (!problem.empty()) {
+        ++p.rows;
+        p.bad.push_back(where + ": " + problem);
+        continue;
+      }
+      if (!choice) {
+        ++p.skipped;  // not annotated (or only cancelled annotations)
+        continue;
+      }
+      take(where, index, index_text, by_id, *choice);
+    }
+  } else {
+    const auto rows = csv::parse(text, file);
+    QUARRY_EXPECTS(!rows.empty(), file, ": empty (expected a CSV with a header index,label or id,label)");
+    const auto& header = rows[0];
+    const int ci = csv::column(header, "index"), cid = csv::column(header, "id"), cl = csv::column(header, "label");
+    QUARRY_EXPECTS((ci >= 0 || cid >= 0) && cl >= 0, file, ":", header.line,
+                   ": the header must name an index (or id) column and a label column, found '",
+                   fmt::format("{}", fmt::join(header.fields, ",")), "'");
+    const std::size_t need = static_cast<std::size_t>(std::max({ci, cid, cl}) + 1);
+    for (std::size_t r = 1; r < rows.size(); ++r) {
+      const auto& row = rows[r];
+      const std::string where = fmt::format("{}:{}", file, row.line);
+      if (row.fields.size() < need) {
+        ++p.rows;
+        p.bad.push_back(fmt::format("{}: expected at least {} fields, found {}", where, need, row.fields.size()));
+        continue;
+      }
+      if (ci >= 0) {
+        const std::string& it = row.fields[static_cast<std::size_t>(ci)];
+        const auto index = parse_int(it);
+        if (index && cid >= 0 && config_.has_manifest && *index >= 0 && *index < config_.pool_size) {
+          const std::string id = trim(row.fields[static_cast<std::size_t>(cid)]);
+          const auto& item = manifest_[static_cast<std::size_t>(*index)];
+          if (!id.empty() && item && item->id != id) {
+            ++p.rows;
+            p.bad.push_back(fmt::format("{}: index {} is '{}' in the manifest, not '{}'", where, *index, item->id, id));
+            continue;
+          }
+        }
+        take(where, index, trim(it), false, row.fields[static_cast<std::size_t>(cl)]);
+      } else {
+        const std::string id = trim(row.fields[static_cast<std::size_t>(cid)]);
+        take(where, index_of_id(id), id, true, row.fields[static_cast<std::size_t>(cl)]);
+      }
+    }
+  }
+
+  // Conflicts: within the file, and with the labels already given.
+  std::map<std::int64_t, std::pair<std::int32_t, std::size_t>> in_file;  // index -> (class, first label)
+  ImportSummary sum;
+  sum.rows = p.rows;
+  sum.skipped = p.skipped;
+  std::map<std::int64_t, std::int32_t> changes;
+  for (std::size_t i = 0; i < p.labels.size(); ++i) {
+    const auto [index, c] = p.labels[i];
+    const auto [it, fresh] = in_file.emplace(index, std::make_pair(c, i));
+    if (!fresh) {
+      if (it->second.first != c)
+        p.bad.push_back(fmt::format("{}: index {} is labeled '{}' here but '{}' at {}", p.where[i], index,
+                                    classes[static_cast<std::size_t>(c)],
+                                    classes[static_cast<std::size_t>(it->second.first)], p.where[it->second.second]));
+      continue;
+    }
+    const auto old = labels_.find(index);
+    if (old == labels_.end()) {
+      ++sum.added;
+      changes[index] = c;
+    } else if (old->second == c) {
+      ++sum.unchanged;
+    } else if (allow_relabel) {
+      ++sum.relabeled;
+      changes[index] = c;
+    } else {
+      p.bad.push_back(fmt::format("{}: index {} is already labeled '{}', not '{}' (pass --allow-relabel to change it)",
+                                  p.where[i], index, classes[static_cast<std::size_t>(old->second)],
+                                  classes[static_cast<std::size_t>(c)]));
+    }
+  }
+  if (!p.bad.empty()) {
+    std::string msg = fmt::format("{}: {} bad row{}, nothing imported:", file, p.bad.size(), p.bad.size() == 1 ? "" : "s");
+    for (std::size_t i = 0; i < p.bad.size() && i < kMaxListedErrors; ++i) msg += "\n  " + p.bad[i];
+    if (p.bad.size() > kMaxListedErrors) msg += fmt::format("\n  ... and {} more", p.bad.size() - kMaxListedErrors);
+    QUARRY_FAIL(msg);
+  }
+  if (changes.empty()) return sum;  // a repeated import: nothing to write
+  JournalRecord rec;
+  rec.time = utc_now();
+  rec.source = file;
+  rec.labels.assign(changes.begin(), changes.end());
+  LabelJournal journal = LabelJournal::read(path_in(dir_, "labels.journal"));
+  journal.append(path_in(dir_, "labels.journal"), std::move(rec));
+  sum.seq = journal.records().back().seq;
+  torn_.clear();
+  labels_ = journal.labels();
+  return sum;
+}
+
+// ------------------------------------------------------------------ next
+
+NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double lock_wait_seconds) {
+  QUARRY_EXPECTS(o.k >= 1, "next: -k must be >= 1");
+  Lock lock(dir_, true, lock_wait_seconds);
+  reload();
+  auto say = [&](const std::string& s) {
+    if (log) log(s);
+  };
+  NextResult res;
+  for (auto& b : batches_)
+    if (b.state == "open" && o.replace_pending) {
+      for (auto i : b.index) res.dropped += labels_.count(i) ? 0 : 1;
+      b.state = "dropped";
+    }
+  std::vector<std::int64_t> exclude;
+  std::vector<char> taken(static_cast<std::size_t>(config_.pool_size), 0);
+  for (const auto& [index, label] : labels_) taken[static_cast<std::size_t>(index)] = 1;
+  for (const auto& b : batches_)
+    if (b.state == "open")
+      for (auto i : b.index) taken[static_cast<std::size_t>(i)] = 1;
+  for (std::int64_t i = 0; i < config_.pool_size; ++i)
+    if (taken[static_cast<std::size_t>(i)]) exclude.push_back(i);
+  QUARRY_EXPECTS(static_cast<std::int64_t>(exclude.size()) < config_.pool_size, dir_,
+                 ": every pool item is labeled or awaiting labels; nothing left to propose",
+                 o.replace_pending ? "" : " (--replace-pending releases the open batches)");
+
+  const int number = batches_.empty() ? 1 : batches_.back().number + 1;
+  std::set<std::int32_t> present;
+  for (const auto& [index, label] : labels_) present.insert(label);
+  const loop::Strategy strategy = loop::parse_strategy(config_.strategy);
+  res.cold_start = strategy.kind != loop::Strategy::Kind::random && present.size() < 2;
+  loop::StepOptions so;
+  so.k = o.k;
+  so.exclude = exclude;
+  so.committee = parse_committee(config_.committee);
+  so.seed = loop::mix(config_.seed, static_cast<std::uint64_t>(number));
+  so.device = parse_device(config_.device);
+  so.threads = config_.threads;
+  Selection sel;
+  BatchInfo batch;
+  batch.number = number;
+  batch.created = utc_now();
+  if (strategy.kind == loop::Strategy::Kind::random || res.cold_start) {
+    if (res.cold_start)
+      say(fmt::format("labels of {} class{} so far: a random batch (cold start) until two classes are labeled",
+                      present.size(), present.size() == 1 ? "" : "es"));
+    // No dataset needed: a seeded draw among the items neither labeled nor awaiting labels.
+    std::vector<std::int64_t> rest;
+    for (std::int64_t i = 0; i < config_.pool_size; ++i)
+      if (!taken[static_cast<std::size_t>(i)]) rest.push_back(i);
+    sel.index = loop::sample_without_replacement(std::move(rest), o.k, so.seed);
+    sel.score.assign(sel.index.size(), 0.0f);
+    batch.strategy = res.cold_start ? "random (cold start)" : "random";
+  } else {
+    DatasetOptions dopt;
+    dopt.seed = config_.seed;
+    say("loading " + config_.dataset);
+    Dataset data = load_dataset(config_.dataset, dopt);
+    QUARRY_EXPECTS(data.train.size() == config_.pool_size, config_.dataset, ": the pool has ", data.train.size(),
+                   " items, but the project was made for ", config_.pool_size, " (the dataset changed)");
+    // The project's labels replace the dataset's: only what people labeled is trained on.
+    const int num_classes = static_cast<int>(config_.classes.size());
+    std::fill(data.train.y.begin(), data.train.y.end(), -1);
+    std::vector<std::int64_t> labeled;
+    for (const auto& [index, label] : labels_) {
+      data.train.y[static_cast<std::size_t>(index)] = label;
+      labeled.push_back(index);
+    }
+    // The dataset's own validation split (a labeled hold-out) is used when its classes match.
+    const bool val = data.val.size() > 0 && data.num_classes == num_classes &&
+                     std::all_of(data.val.y.begin(), data.val.y.end(), [&](std::int32_t y) { return y >= 0 && y < num_classes; });
+    if (!val) data.val = Split{};
+    data.test = Split{};
+    data.num_classes = num_classes;
+
+    const std::string digest = labels_digest(labels_);
+    const std::string model_path = path_in(dir_, "model.pt");
+    std::error_code ec;
+    Model model;
+    const DeviceSpec device = parse_device(config_.device);
+    if (digest == model_digest_ && fs::exists(model_path, ec)) {
+      say(fmt::format("the labels are unchanged since the last model ({} labels): reusing it", labels_.size()));
+      model = Model::load(model_path, device);
+    } else {
+      TrainOptions to;
+      to.model = parse_model_spec(config_.model);
+      to.committee = so.committee.kind == CommitteeSpec::Kind::ensemble && strategy.committee() ? so.committee
+                                                                                                : CommitteeSpec{};
+      to.seed = config_.seed;
+      to.device = device;
+      to.threads = config_.threads;
+      say(fmt::format("training {} on {} labels", config_.model, labels_.size()));
+      TrainReport tr;
+      model = Model::train(data, labeled, to, &tr);
+      model.save(model_path);
+      res.retrained = true;
+      model_digest_ = digest;
+      model_labels_ = static_cast<std::int64_t>(labels_.size());
+      ++models_trained_;
+      val_accuracy_.reset();
+      val_balanced_accuracy_.reset();
+      if (val) {
+        const Metrics m = evaluate_predictions(data.val.y, model.predict(data.val, config_.threads), num_classes);
+        val_accuracy_ = m.accuracy;
+        val_balanced_accuracy_ = m.balanced_accuracy;
+        say(fmt::format("trained in {:.1f} s ({} epochs); validation accuracy {:.1f}%, balanced {:.1f}%", tr.seconds,
+                        tr.epochs, 100 * m.accuracy, 100 * m.balanced_accuracy));
+      } else {
+        say(fmt::format("trained in {:.1f} s ({} epochs; no validation split)", tr.seconds, tr.epochs));
+      }
+    }
+    say(fmt::format("scoring {} pool items with {}", config_.pool_size, config_.strategy));
+    sel = loop::select_step(strategy, model, data.train, so);
+    batch.strategy = config_.strategy;
+  }
+  batch.index = sel.index;
+  batch.score = sel.score;
+
+  // The batch files, then the state that lists the batch.
+  const std::string name = fmt::format("{:04d}", number);
+  res.csv_path = path_in(path_in(dir_, "batches"), name + ".csv");
+  res.labelstudio_path = path_in(path_in(dir_, "batches"), name + ".labelstudio.json");
+  std::string csv_text = "index,id,path_or_url,score\n";
+  json tasks = json::array();
+  for (std::size_t r = 0; r < batch.index.size(); ++r) {
+    const std::int64_t i = batch.index[r];
+    const auto& item = manifest_.empty() ? std::optional<ManifestItem>() : manifest_[static_cast<std::size_t>(i)];
+    const std::string id = item ? item->id : std::to_string(i);
+    const std::string path = item ? item->path_or_url : std::string();
+    csv_text += fmt::format("{},{},{},{}\n", i, csv::field(id), csv::field(path), batch.score[r]);
+    json task;
+    task["data"] = {{"image", path}, {"quarry_index", i}, {"quarry_id", id}};
+    task["meta"] = {{"quarry_index", i}, {"quarry_batch", number}, {"quarry_score", batch.score[r]}};
+    tasks.push_back(std::move(task));
+  }
+  std::error_code ec;
+  fs::create_directories(path_in(dir_, "batches"), ec);
+  write_file_atomic(res.csv_path, {csv_text});
+  write_file_atomic(res.labelstudio_path, {tasks.dump(1, ' ', false, json::error_handler_t::replace) + "\n"});
+  batches_.push_back(batch);
+
+  json state;
+  state["format"] = kStateFormat;
+  state["version"] = kVersion;
+  state["batches"] = json::array();
+  for (const auto& b : batches_)
+    state["batches"].push_back({{"number", b.number},
+                                {"created", b.created},
+                                {"state", b.state},
+                                {"strategy", b.strategy},
+                                {"index", b.index},
+                                {"score", b.score}});
+  if (model_digest_.empty()) {
+    state["model"] = nullptr;
+  } else {
+    json m = {{"digest", model_digest_}, {"labels", model_labels_}};
+    m["val_accuracy"] = val_accuracy_ ? json(*val_accuracy_) : json(nullptr);
+    m["val_balanced_accuracy"] = val_balanced_accuracy_ ? json(*val_balanced_accuracy_) : json(nullptr);
+    state["model"] = std::move(m);
+  }
+  state["models_trained"] = models_trained_;
+  write_json(path_in(dir_, "state.json"), state);
+  res.batch = std::move(batch);
+  return res;
+}
+
+// ------------------------------------------------------------------ status, export
+
+ProjectStatus Project::status() const {
+  ProjectStatus s;
+  s.pool_size = config_.pool_size;
+  s.labeled = static_cast<std::int64_t>(labels_.size());
+  s.per_class.assign(config_.classes.size(), 0);
+  for (const auto& [index, label] : labels_) ++s.per_class[static_cast<std::size_t>(label)];
+  s.batches = static_cast<int>(batches_.size());
+  s.models_trained = models_trained_;
+  for (const auto& b : batches_)
+    if (b.state == "open") {
+      s.open_batch = b.number;
+      for (auto i : b.index) s.pending += labels_.count(i) ? 0 : 1;
+    }
+  s.model_current = !model_digest_.empty() && model_digest_ == labels_digest(labels_);
+  s.model_labels = model_labels_;
+  s.val_accuracy = val_accuracy_;
+  s.val_balanced_accuracy = val_balanced_accuracy_;
+  s.torn = torn_;
+  return s;
+}
+
+std::string Project::export_csv() const {
+  std::string out = "index,label\n";
+  for (const auto& [index, label] : labels_)
+    out += fmt::format("{},{}\n", index, csv::field(config_.classes[static_cast<std::size_t>(label)]));
+  return out;
+}
+
+void Project::export_npy(const std::string& path) const {
+  std::vector<std::int64_t> rows;
+  rows.reserve(2 * labels_.size());
+  for (const auto& [index, label] : labels_) {
+    rows.push_back(index);
+    rows.push_back(label);
+  }
+  write_npy(path, ArrayView{rows.data(), DType::i64, {static_cast<std::int64_t>(labels_.size()), 2}});
+}
+
+}  // namespace quarry
