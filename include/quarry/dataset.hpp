@@ -12,6 +12,9 @@
 //                    uint8; labels [N] or [N,1]); a missing val split is held out of train
 //   npy:X.npy,y.npy  feature vectors X [N,D] (any dtype) and integer labels y [N] or [N,1];
 //                    validation and test splits are held out (val_fraction, test_fraction)
+//   pool:X.npy       an unlabeled pool (what `quarry project` labels): features [N, D] of any
+//                    dtype, or images [N, H, W] / [N, H, W, 3]; labels -1, no val/test split,
+//                    num_classes 0
 //   synthetic[:N]    a generated image pool of N training images (default 4000), see
 //                    synthetic_images()
 #pragma once

@@ -30,7 +30,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 const char* kDatasetHelp =
     "Dataset: idx:DIR (MNIST-style IDX files), npz:FILE (MedMNIST layout), npy:X.npy,y.npy "
-    "(feature vectors), synthetic[:N] (built-in image pool)";
+    "(feature vectors), pool:X.npy (unlabeled features or images), synthetic[:N] (built-in image pool)";
 
 // Creates the output folder; a file in the way or a permission problem is a quarry::Error.
 void make_folder(const std::string& dir) {

@@ -40,7 +40,7 @@ void add_init(CLI::App* project) {
   auto a = std::make_shared<Args>();
   cmd->add_option("DIR", a->dir, "Project folder (created)")->required();
   cmd->add_option("--dataset", a->config.dataset,
-                  "The pool: idx:DIR, npz:FILE, npy:X.npy[,y.npy], synthetic[:N] (its labels are never used as "
+                  "The pool: pool:X.npy (unlabeled features or images), idx:DIR, npz:FILE, npy:X.npy,y.npy, synthetic[:N] (their labels are never used as "
                   "labels; its validation split, where it has one, measures the model)")
       ->required();
   cmd->add_option("--model", a->config.model, "cnn, mlp or torchscript:FILE (default: cnn for images, mlp for features)");

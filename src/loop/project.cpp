@@ -134,7 +134,7 @@ std::optional<std::int64_t> parse_int(const std::string& text) {
 
 // Dataset paths made absolute, so that the project works from any working folder.
 std::string absolute_spec(const std::string& spec) {
-  for (const char* prefix : {"idx:", "npz:", "npy:"}) {
+  for (const char* prefix : {"idx:", "npz:", "npy:", "pool:"}) {
     const std::string p = prefix;
     if (spec.rfind(p, 0) != 0) continue;
     std::string out = p, rest = spec.substr(p.size());

@@ -35,7 +35,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::int64_t kMaxLabel = 65535;
-constexpr const char* kSpecForms = "idx:DIR, npz:FILE, npy:X.npy,y.npy, synthetic or synthetic:N";
+constexpr const char* kSpecForms = "idx:DIR, npz:FILE, npy:X.npy,y.npy, pool:X.npy, synthetic or synthetic:N";
 constexpr std::int64_t kSyntheticDefault = 4000;
 constexpr std::int64_t kSyntheticMax = 10000000;
 constexpr std::int64_t kSyntheticMin = 100;
@@ -412,6 +412,37 @@ Dataset load_npy(const std::string& spec, const std::string& paths, const Datase
   return d;
 }
 
+// An unlabeled pool: features [N, D] or images [N, H, W] / [N, H, W, 3]. Its labels are -1 (none);
+// it has no validation or test split and no classes of its own.
+Dataset load_pool(const std::string& spec, const std::string& path, const DatasetOptions& o) {
+  QUARRY_EXPECTS(!path.empty() && path.find(',') == std::string::npos, "dataset '", spec,
+                 "': expected pool:X.npy (one file of features [N, D] or images [N, H, W] / [N, H, W, 3])");
+  const Array xa = read_npy(path);
+  Dataset d;
+  d.spec = spec;
+  d.name = fs::path(path).stem().string();
+  QUARRY_EXPECTS(xa.rank() >= 2 && xa.shape()[0] > 0, xa.source(),
+                 ": the pool must have at least one row, got shape ", shape_string(xa.shape()));
+  if (xa.rank() == 2) {
+    const std::int64_t n = xa.shape()[0], dims = xa.shape()[1];
+    QUARRY_EXPECTS(dims > 0, xa.source(), ": features must be [N, D] with D >= 1, got shape ", shape_string(xa.shape()));
+    d.sample_shape = {dims};
+    d.train.x = to_float(xa);
+    for (std::size_t i = 0; i < d.train.x.size(); ++i)
+      if (!std::isfinite(d.train.x[i]))
+        QUARRY_FAIL(xa.source(), ": row ", static_cast<std::int64_t>(i) / dims, ", column ",
+                    static_cast<std::int64_t>(i) % dims, " is not finite (features must be finite)");
+    d.train.y.assign(static_cast<std::size_t>(n), -1);
+  } else {
+    d.sample_shape = image_shape(xa);
+    d.train.x = convert_images(xa, float_images_need_scaling({&xa}));
+    d.train.y.assign(static_cast<std::size_t>(xa.shape()[0]), -1);
+  }
+  if (o.pool_limit > 0 && o.pool_limit < d.train.size())
+    d.train = take_rows(d.train, d.sample_numel(), choose(d.train.size(), o.pool_limit, o.seed, kPoolStream));
+  return d;
+}
+
 Dataset load_synthetic(const std::string& spec, const std::string& count, const DatasetOptions& o) {
   std::int64_t n = kSyntheticDefault;
   if (spec != "synthetic") {
@@ -445,6 +476,7 @@ std::string Dataset::describe() const {
   std::string s = std::to_string(train.size()) + " train / " + std::to_string(val.size()) + " val / " +
                   std::to_string(test.size()) + " test, ";
   s += is_image() ? join_shape(sample_shape, "x") : std::to_string(sample_numel()) + " features";
+  if (num_classes == 0) return s + ", unlabeled";
   return s + ", " + std::to_string(num_classes) + (num_classes == 1 ? " class" : " classes");
 }
 
@@ -464,6 +496,7 @@ Dataset load_dataset(const std::string& spec, const DatasetOptions& options) {
   if (starts_with(spec, "idx:")) return load_idx(spec, spec.substr(4), options);
   if (starts_with(spec, "npz:")) return load_npz(spec, spec.substr(4), options);
   if (starts_with(spec, "npy:")) return load_npy(spec, spec.substr(4), options);
+  if (starts_with(spec, "pool:")) return load_pool(spec, spec.substr(5), options);
   if (spec == "synthetic" || starts_with(spec, "synthetic:"))
     return load_synthetic(spec, spec == "synthetic" ? "" : spec.substr(10), options);
   QUARRY_FAIL("unknown dataset '", spec, "': expected ", kSpecForms);
