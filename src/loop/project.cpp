@@ -38,6 +38,7 @@ constexpr const char* kConfigFormat = "quarry-project";
 constexpr const char* kStateFormat = "quarry-project-state";
 constexpr int kVersion = 1;
 constexpr std::size_t kMaxListedErrors = 20;
+constexpr std::int64_t kHoldOutFrom = 200, kHoldOutMost = 1000;
 
 std::string path_in(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
@@ -688,6 +689,31 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     if (!val) data.val = Split{};
     data.test = Split{};
     data.num_classes = num_classes;
+    // Without one, a validation set is held out of the labels (from kHoldOutFrom labels on: one
+    // in ten, at most kHoldOutMost, chosen by a hash of the index, so a label stays where it
+    // is as labels are added): early stopping and the status's metrics need it.
+    std::int64_t held_out = 0;
+    if (!val && static_cast<std::int64_t>(labeled.size()) >= kHoldOutFrom) {
+      std::vector<std::int64_t> train_part;
+      const std::int64_t numel = data.sample_numel();
+      for (const std::int64_t i : labeled) {
+        if (held_out < kHoldOutMost && loop::mix(config_.seed ^ 0x5EED, static_cast<std::uint64_t>(i)) % 10 == 0) {
+          data.val.x.insert(data.val.x.end(), data.train.x.begin() + i * numel, data.train.x.begin() + (i + 1) * numel);
+          data.val.y.push_back(data.train.y[static_cast<std::size_t>(i)]);
+          ++held_out;
+        } else {
+          train_part.push_back(i);
+        }
+      }
+      std::set<std::int32_t> train_classes;
+      for (const std::int64_t i : train_part) train_classes.insert(data.train.y[static_cast<std::size_t>(i)]);
+      if (train_classes.size() >= 2) {
+        labeled = std::move(train_part);
+      } else {  // too few of a class to spare any
+        data.val = Split{};
+        held_out = 0;
+      }
+    }
 
     const std::string digest = labels_digest(labels_);
     const std::string model_path = path_in(dir_, "model.pt");
@@ -705,7 +731,7 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
       to.seed = config_.seed;
       to.device = device;
       to.threads = config_.threads;
-      say(fmt::format("training {} on {} labels", config_.model, labels_.size()));
+      say(fmt::format("training {} on {} labels", config_.model, labeled.size()));
       TrainReport tr;
       model = Model::train(data, labeled, to, &tr);
       model.save(model_path);
@@ -715,12 +741,14 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
       ++models_trained_;
       val_accuracy_.reset();
       val_balanced_accuracy_.reset();
-      if (val) {
+      if (data.val.size() > 0) {
         const Metrics m = evaluate_predictions(data.val.y, model.predict(data.val, config_.threads), num_classes);
         val_accuracy_ = m.accuracy;
         val_balanced_accuracy_ = m.balanced_accuracy;
-        say(fmt::format("trained in {:.1f} s ({} epochs); validation accuracy {:.1f}%, balanced {:.1f}%", tr.seconds,
-                        tr.epochs, 100 * m.accuracy, 100 * m.balanced_accuracy));
+        say(fmt::format("trained in {:.1f} s ({} epochs); validation accuracy {:.1f}%, balanced {:.1f}% ({})",
+                        tr.seconds, tr.epochs, 100 * m.accuracy, 100 * m.balanced_accuracy,
+                        held_out > 0 ? fmt::format("{} labels held out", held_out)
+                                     : fmt::format("the dataset's {} validation samples", data.val.size())));
       } else {
         say(fmt::format("trained in {:.1f} s ({} epochs; no validation split)", tr.seconds, tr.epochs));
       }
