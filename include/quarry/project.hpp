@@ -97,6 +97,7 @@ struct ImportSummary {
   std::int64_t unchanged = 0;     // already had that label (a repeated import)
   std::int64_t skipped = 0;       // Label Studio tasks without a (non-cancelled) annotation
   std::int64_t seq = 0;           // the journal record written; 0 when nothing changed
+  std::string torn;               // a torn journal tail found (cut off when a record was written)
 };
 
 struct NextOptions {
@@ -134,8 +135,11 @@ class Project {
   /// every index in [0, pool), indices and ids unique) and copied into the project.
   static void init(const std::string& dir, ProjectConfig config, const std::string& manifest_csv = "");
 
-  /// Opens a project: reads its configuration, manifest, state and journal (not the dataset).
-  explicit Project(std::string dir);
+  /// Opens a project: reads its configuration, manifest, state and journal (not the dataset),
+  /// under a shared lock when another command's exclusive one is released within
+  /// `read_lock_wait_seconds` (else without it: every file but the journal is replaced by
+  /// rename, and label() and next() read again under their own lock).
+  explicit Project(std::string dir, double read_lock_wait_seconds = 5);
 
   const ProjectConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }

@@ -80,7 +80,7 @@ void add_next(CLI::App* project) {
   cmd->add_option("--wait", a->wait, "Seconds to wait for another command writing to the project")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([a] {
-    Project p(a->dir);
+    Project p(a->dir, 0);
     warn_torn(p);
     const NextResult r = p.next(a->o, [](const std::string& s) { std::fprintf(stderr, "quarry: %s\n", s.c_str()); },
                                 a->wait);
@@ -107,9 +107,9 @@ void add_label(CLI::App* project) {
   cmd->add_option("--wait", a->wait, "Seconds to wait for another command writing to the project")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([a] {
-    Project p(a->dir);
-    warn_torn(p);
+    Project p(a->dir, 0);
     const ImportSummary s = p.label(a->file, a->allow_relabel, a->wait);
+    if (!s.torn.empty()) std::fprintf(stderr, "quarry: warning: %s\n", s.torn.c_str());
     std::printf("%s: %lld rows: %lld new, %lld relabeled, %lld unchanged, %lld tasks without annotation",
                 a->file.c_str(), static_cast<long long>(s.rows), static_cast<long long>(s.added),
                 static_cast<long long>(s.relabeled), static_cast<long long>(s.unchanged),

@@ -79,7 +79,9 @@ void write_json(const std::string& path, const json& j) {
 // One writer at a time: flock on DIR/.lock, exclusive for writers, shared for readers.
 class Lock {
  public:
-  Lock(const std::string& dir, bool exclusive, double wait_seconds) {
+  /// Readers (`exclusive` false) with `optional`: when the lock is not had within the wait, go on
+  /// without it (every file but the journal is replaced by rename, and only `label` appends).
+  Lock(const std::string& dir, bool exclusive, double wait_seconds, bool optional = false) {
     const std::string path = path_in(dir, ".lock");
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     QUARRY_EXPECTS(fd_ >= 0, path, ": cannot open the project lock: ", std::strerror(errno));
@@ -88,6 +90,11 @@ class Lock {
       const int err = errno;
       if (err == EINTR) continue;
       if (err != EWOULDBLOCK || std::chrono::steady_clock::now() >= deadline) {
+        if (optional && err == EWOULDBLOCK) {
+          ::close(fd_);
+          fd_ = -1;
+          return;
+        }
         std::string holder;
         if (err == EWOULDBLOCK) {
           char buf[32] = {};
@@ -107,7 +114,9 @@ class Lock {
       if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
     }
   }
-  ~Lock() { ::close(fd_); }  // closing releases the flock
+  ~Lock() {
+    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+  }
   Lock(const Lock&) = delete;
   Lock& operator=(const Lock&) = delete;
 
@@ -248,11 +257,9 @@ void Project::init(const std::string& dir, ProjectConfig config, const std::stri
     QUARRY_EXPECTS(fs::is_directory(dir, ec), dir, ": exists and is not a folder");
     QUARRY_EXPECTS(fs::is_empty(dir, ec), dir, ": the folder is not empty (a project needs a new or empty folder)");
   }
-  fs::create_directories(fs::path(dir) / "batches", ec);
-  QUARRY_EXPECTS(!ec, dir, ": cannot create the project folder: ", ec.message());
-
-  loop::parse_strategy(config.strategy);  // an unknown name fails here, not at the first `next`
-  const CommitteeSpec committee = parse_committee(config.committee);
+  // Everything is checked before the folder is made: a failed init leaves nothing behind.
+  loop::parse_strategy(config.strategy);
+  parse_committee(config.committee);
   if (!config.model.empty()) parse_model_spec(config.model);
   parse_device(config.device);
   config.dataset = absolute_spec(config.dataset);
@@ -275,14 +282,16 @@ void Project::init(const std::string& dir, ProjectConfig config, const std::stri
       QUARRY_EXPECTS(seen.insert(c).second, "--classes: '", c, "' is listed twice");
     }
   }
-  (void)committee;
-
+  std::string manifest_text;
   if (!manifest_csv.empty()) {
-    const auto rows = csv::read_file(manifest_csv);
-    parse_manifest(rows, manifest_csv, config.pool_size);  // validate before anything is written
-    write_file_atomic(path_in(dir, "manifest.csv"), {read_text(manifest_csv)});
+    manifest_text = read_text(manifest_csv);
+    parse_manifest(csv::parse(manifest_text, manifest_csv), manifest_csv, config.pool_size);
     config.has_manifest = true;
   }
+
+  fs::create_directories(fs::path(dir) / "batches", ec);
+  QUARRY_EXPECTS(!ec, dir, ": cannot create the project folder: ", ec.message());
+  if (config.has_manifest) write_file_atomic(path_in(dir, "manifest.csv"), {manifest_text});
   json j;
   j["format"] = kConfigFormat;
   j["version"] = kVersion;
@@ -311,11 +320,11 @@ void Project::init(const std::string& dir, ProjectConfig config, const std::stri
 
 // ------------------------------------------------------------------ open
 
-Project::Project(std::string dir) : dir_(std::move(dir)) {
+Project::Project(std::string dir, double read_lock_wait_seconds) : dir_(std::move(dir)) {
   std::error_code ec;
   QUARRY_EXPECTS(fs::exists(path_in(dir_, "project.json"), ec), dir_,
                  ": not a quarry project (no project.json; create one with `quarry project init`)");
-  Lock lock(dir_, false, 30);
+  Lock lock(dir_, false, read_lock_wait_seconds, true);
   reload();
 }
 
@@ -402,6 +411,7 @@ struct Parsed {
 ImportSummary Project::label(const std::string& file, bool allow_relabel, double lock_wait_seconds) {
   Lock lock(dir_, true, lock_wait_seconds);
   reload();
+  const std::string torn_found = torn_;
   const auto& classes = config_.classes;
   auto class_of = [&](const std::string& raw) -> std::int32_t {
     const std::string name = trim(raw);
@@ -567,6 +577,7 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
   // Conflicts: within the file, and with the labels already given.
   std::map<std::int64_t, std::pair<std::int32_t, std::size_t>> in_file;  // index -> (class, first label)
   ImportSummary sum;
+  sum.torn = torn_found;
   sum.rows = p.rows;
   sum.skipped = p.skipped;
   std::map<std::int64_t, std::int32_t> changes;
