@@ -56,7 +56,7 @@ class LabelJournal {
 
  private:
   std::vector<JournalRecord> records_;
-  std::uint64_t valid_bytes_ = 0;
+  std::uint64_t valid_bytes_ = 0, file_bytes_ = 0;
 };
 
 /// The journal line of a record (with its checksum and newline).
@@ -171,11 +171,13 @@ class Project {
 
  private:
   void reload();
+  void write_state() const;
   std::string dir_;
   ProjectConfig config_;
   std::vector<std::optional<ManifestItem>> manifest_;  // [pool] or empty
   std::map<std::string, std::int64_t> id_index_;
   std::map<std::int64_t, std::int32_t> labels_;
+  std::vector<std::int64_t> label_order_;  // labeled indices in the order they were first labeled
   std::vector<BatchInfo> batches_;
   std::string torn_;
   // state.json: the model

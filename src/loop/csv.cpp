@@ -1,5 +1,6 @@
 #include "csv.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -15,7 +16,7 @@ std::vector<Row> parse(std::string_view text, const std::string& name) {
   Row row;
   std::string value;
   std::int64_t line = 1;
-  bool in_quotes = false, quoted_field = false, row_started = false;
+  bool in_quotes = false, quoted_field = false, row_started = false, row_quoted = false;
   std::int64_t quote_line = 0;
   row.line = 1;
   auto end_field = [&] {
@@ -24,8 +25,13 @@ std::vector<Row> parse(std::string_view text, const std::string& name) {
     quoted_field = false;
   };
   auto end_row = [&] {
-    const bool blank = row.fields.empty() && value.empty() && !quoted_field;
+    // Blank: nothing but separators and spaces, nothing quoted (",," from a spreadsheet).
+    row_quoted = row_quoted || quoted_field;
     end_field();
+    const bool blank = !row_quoted && std::all_of(row.fields.begin(), row.fields.end(), [](const std::string& f) {
+      return f.find_first_not_of(" \t") == std::string::npos;
+    });
+    row_quoted = false;
     if (!blank) rows.push_back(std::move(row));
     row = Row{};
     row_started = false;
@@ -51,7 +57,7 @@ std::vector<Row> parse(std::string_view text, const std::string& name) {
       continue;
     }
     if (c == '"' && value.empty() && !quoted_field) {
-      in_quotes = quoted_field = true;
+      in_quotes = quoted_field = row_quoted = true;
       quote_line = line;
     } else if (c == ',') {
       end_field();

@@ -10,8 +10,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -29,7 +27,9 @@ std::uint32_t crc_of(std::string_view text) {
 }
 
 // Parses one line (without its '\n'); returns an empty string when good, else why not.
-std::string parse_line(std::string_view line, std::int64_t expected_seq, JournalRecord* out) {
+// `crc_ok` tells whether the checksum matched (a crash cannot make a matching bad record).
+std::string parse_line(std::string_view line, std::int64_t expected_seq, JournalRecord* out, bool* crc_ok) {
+  *crc_ok = false;
   if (line.size() < 10 || line[8] != ' ') return "not a journal record (expected 8 hex digits, a space, JSON)";
   std::uint32_t crc = 0;
   for (int i = 0; i < 8; ++i) {
@@ -40,6 +40,7 @@ std::string parse_line(std::string_view line, std::int64_t expected_seq, Journal
   }
   const std::string_view text = line.substr(9);
   if (crc_of(text) != crc) return "checksum mismatch";
+  *crc_ok = true;
   try {
     const auto j = nlohmann::json::parse(text);
     JournalRecord r;
@@ -74,16 +75,35 @@ std::string journal_line(const JournalRecord& r) {
 LabelJournal LabelJournal::read(const std::string& path, std::string* torn) {
   if (torn) torn->clear();
   LabelJournal journal;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    struct stat st;
-    QUARRY_EXPECTS(::stat(path.c_str(), &st) != 0 && errno == ENOENT, path, ": cannot read the label journal: ",
-                   std::strerror(errno));
+  // Read with plain read(2) and check the size: a read error must never look like a torn tail
+  // (the next append would cut whole records off).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    QUARRY_EXPECTS(errno == ENOENT, path, ": cannot read the label journal: ", std::strerror(errno));
     return journal;  // no labels yet
   }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  const std::string data = buffer.str();
+  std::string data;
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    QUARRY_FAIL(path, ": cannot read the label journal: ", std::strerror(err));
+  }
+  data.resize(static_cast<std::size_t>(st.st_size));
+  std::size_t got = 0;
+  while (got < data.size()) {
+    const ssize_t r = ::read(fd, &data[got], data.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      const int err = r < 0 ? errno : 0;
+      ::close(fd);
+      QUARRY_FAIL(path, ": cannot read the label journal: ",
+                  r < 0 ? std::strerror(err) : "it ended before its size (changed while read?)");
+    }
+    got += static_cast<std::size_t>(r);
+  }
+  ::close(fd);
+  journal.file_bytes_ = data.size();
   std::size_t pos = 0;
   std::int64_t line_no = 0;
   while (pos < data.size()) {
@@ -91,14 +111,19 @@ LabelJournal LabelJournal::read(const std::string& path, std::string* torn) {
     const std::size_t nl = data.find('\n', pos);
     JournalRecord r;
     std::string why;
+    bool crc_ok = false;
     if (nl == std::string::npos)
       why = "incomplete last line (no newline)";
     else
       why = parse_line(std::string_view(data).substr(pos, nl - pos),
-                       static_cast<std::int64_t>(journal.records_.size()) + 1, &r);
+                       static_cast<std::int64_t>(journal.records_.size()) + 1, &r, &crc_ok);
     if (!why.empty()) {
-      // Torn only if nothing whole follows: a crash cuts the end of the file, never the middle.
+      // Torn only if nothing whole follows (a crash cuts the end of the file, never the middle)
+      // and the checksum failed (a record whose checksum matches was written whole).
       const bool last = nl == std::string::npos || nl + 1 >= data.size();
+      QUARRY_EXPECTS(!crc_ok, path, ": line ", line_no, " (byte ", pos, "): ", why,
+                     " in a record whose checksum matches: the journal is corrupt, not torn by a crash. "
+                     "Nothing was changed; restore the file from a backup or repair that line.");
       QUARRY_EXPECTS(last, path, ": line ", line_no, " (byte ", pos, "): ", why,
                      ", and whole records follow it: the journal is corrupt, not torn by a crash. "
                      "Nothing was changed; restore the file from a backup or repair that line.");
@@ -125,39 +150,58 @@ std::map<std::int64_t, std::int32_t> LabelJournal::labels() const {
 void LabelJournal::append(const std::string& path, JournalRecord record) {
   record.seq = static_cast<std::int64_t>(records_.size()) + 1;
   const std::string line = journal_line(record);
-  struct stat st;
-  const bool existed = ::stat(path.c_str(), &st) == 0;
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   QUARRY_EXPECTS(fd >= 0, path, ": cannot open the label journal for writing: ", std::strerror(errno));
-  auto fail = [&](const char* what) {
-    const int err = errno;
+  auto fail = [&](const char* what, int err) {
     ::close(fd);
     QUARRY_FAIL(path, ": ", what, ": ", std::strerror(err), " (the labels of this import were not saved)");
   };
-  // Cut a torn tail off (and anything a failed append left), then append at the end.
-  if (::ftruncate(fd, static_cast<off_t>(valid_bytes_)) != 0) fail("cannot cut the torn tail");
-  if (::lseek(fd, static_cast<off_t>(valid_bytes_), SEEK_SET) < 0) fail("cannot seek");
+  // Only what this object read may be cut: the file must still be the size it had then.
+  struct stat st;
+  if (::fstat(fd, &st) != 0) fail("cannot stat", errno);
+  if (static_cast<std::uint64_t>(st.st_size) != file_bytes_) {
+    ::close(fd);
+    QUARRY_FAIL(path, ": the journal is ", st.st_size, " bytes, not the ", file_bytes_,
+                " read a moment ago (written by something else?); nothing was imported");
+  }
+  // Cut a torn tail off, then append at the end.
+  if (valid_bytes_ != file_bytes_ && ::ftruncate(fd, static_cast<off_t>(valid_bytes_)) != 0)
+    fail("cannot cut the torn tail", errno);
+  // Leaves no partial or unsynced record behind: a later import must never append after one.
+  auto roll_back = [&](const char* what, int err) {
+    if (::ftruncate(fd, static_cast<off_t>(valid_bytes_)) != 0 || ::fsync(fd) != 0) {
+      ::close(fd);
+      QUARRY_FAIL(path, ": ", what, ": ", std::strerror(err),
+                  ", and the partial record could not be removed: nothing was imported; check the disk, then "
+                  "run `quarry project status` (it ignores the partial record) before importing again");
+    }
+    fail(what, err);
+  };
   std::size_t done = 0;
   while (done < line.size()) {
-    const ssize_t w = ::write(fd, line.data() + done, line.size() - done);
+    const ssize_t w = ::pwrite(fd, line.data() + done, line.size() - done, static_cast<off_t>(valid_bytes_ + done));
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      if (w == 0) errno = EIO;
-      const int err = errno;
-      (void)::ftruncate(fd, static_cast<off_t>(valid_bytes_));  // leave no partial record behind
-      errno = err;
-      fail("cannot append");
-    }
+    if (w <= 0) roll_back("cannot append", w < 0 ? errno : EIO);
     done += static_cast<std::size_t>(w);
   }
-  if (::fsync(fd) != 0) fail("cannot fsync");
+  if (::fsync(fd) != 0) roll_back("cannot fsync", errno);
   if (::close(fd) != 0) {
     const int err = errno;
     QUARRY_FAIL(path, ": cannot close the label journal: ", std::strerror(err),
                 " (the labels of this import may not be saved)");
   }
-  if (!existed) fsync_parent_folder(path);
+  // The folder too, every time: a first import that died after creating the file left an entry
+  // that nothing else would make durable.
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool synced = dfd >= 0 && ::fsync(dfd) == 0;
+  const int err = errno;
+  if (dfd >= 0) ::close(dfd);
+  QUARRY_EXPECTS(synced, dir, ": cannot fsync the project folder: ", std::strerror(err),
+                 " (the labels were written; run the import again to be sure)");
   valid_bytes_ += line.size();
+  file_bytes_ = valid_bytes_;
   records_.push_back(std::move(record));
 }
 

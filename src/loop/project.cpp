@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -66,8 +67,9 @@ json read_json(const std::string& path, const char* format) {
   } catch (const json::exception& e) {
     QUARRY_FAIL(path, ": not valid JSON: ", e.what());
   }
-  QUARRY_EXPECTS(j.is_object() && j.value("format", "") == format && j.value("version", 0) == kVersion, path,
-                 ": expected a ", format, " file of version ", kVersion);
+  const bool ok = j.is_object() && j.contains("format") && j["format"] == format && j.contains("version") &&
+                  j["version"] == kVersion;
+  QUARRY_EXPECTS(ok, path, ": expected a ", format, " file of version ", kVersion);
   return j;
 }
 
@@ -83,9 +85,13 @@ class Lock {
   /// without it (every file but the journal is replaced by rename, and only `label` appends).
   Lock(const std::string& dir, bool exclusive, double wait_seconds, bool optional = false) {
     const std::string path = path_in(dir, ".lock");
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    fd_ = ::open(path.c_str(), exclusive ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDONLY | O_CLOEXEC, 0644);
+    if (fd_ < 0 && optional) return;  // a read-only folder, or a lock file not made yet: read unlocked
     QUARRY_EXPECTS(fd_ >= 0, path, ": cannot open the project lock: ", std::strerror(errno));
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_seconds);
+    wait_seconds = std::min(std::max(wait_seconds, 0.0), 1e6);
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              std::chrono::duration<double>(wait_seconds));
     while (::flock(fd_, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
       const int err = errno;
       if (err == EINTR) continue;
@@ -114,6 +120,7 @@ class Lock {
       if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
     }
   }
+  bool held() const { return fd_ >= 0; }
   ~Lock() {
     if (fd_ >= 0) ::close(fd_);  // closing releases the flock
   }
@@ -134,12 +141,12 @@ std::string trim(std::string s) {
 // A whole decimal integer (optional sign), or nothing.
 std::optional<std::int64_t> parse_int(const std::string& text) {
   const std::string s = trim(text);
-  if (s.empty() || s.size() > 19) return std::nullopt;
-  std::size_t i = s[0] == '-' || s[0] == '+' ? 1 : 0;
-  if (i == s.size()) return std::nullopt;
-  for (std::size_t k = i; k < s.size(); ++k)
-    if (s[k] < '0' || s[k] > '9') return std::nullopt;
-  return std::stoll(s);
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  const char* b = s.data() + (s[0] == '+' ? 1 : 0);
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(b, s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;  // not an integer, or out of range
+  return v;
 }
 
 // Dataset paths made absolute, so that the project works from any working folder.
@@ -240,6 +247,16 @@ std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::R
           ManifestItem{id, cp >= 0 ? row.fields[static_cast<std::size_t>(cp)] : std::string()};
     }
   }
+  if (bad.empty()) {
+    std::int64_t missing = 0, first = -1;
+    for (std::size_t i = 0; i < items.size(); ++i)
+      if (!items[i]) {
+        if (first < 0) first = static_cast<std::int64_t>(i);
+        ++missing;
+      }
+    QUARRY_EXPECTS(missing == 0, name, ": the manifest has no row for ", missing, " of the ", pool,
+                   " pool items (the first: index ", first, "); it needs one row per item");
+  }
   if (!bad.empty()) {
     std::string msg = fmt::format("{}: {} bad manifest row{}:", name, bad.size(), bad.size() == 1 ? "" : "s");
     for (std::size_t i = 0; i < bad.size() && i < kMaxListedErrors; ++i) msg += "\n  " + bad[i];
@@ -326,6 +343,8 @@ Project::Project(std::string dir, double read_lock_wait_seconds) : dir_(std::mov
                  ": not a quarry project (no project.json; create one with `quarry project init`)");
   Lock lock(dir_, false, read_lock_wait_seconds, true);
   reload();
+  if (!torn_.empty() && !lock.held())
+    torn_ += " (read without the project lock: another command may be importing right now)";
 }
 
 void Project::reload() {
@@ -381,8 +400,19 @@ void Project::reload() {
   } catch (const json::exception& e) {
     QUARRY_FAIL(path_in(dir_, "state.json"), ": ", e.what());
   }
+  for (const auto& b : batches_)
+    for (const auto i : b.index)
+      QUARRY_EXPECTS(i >= 0 && i < config_.pool_size, path_in(dir_, "state.json"), ": batch ", b.number,
+                     " lists the index ", i, ", outside the pool of ", config_.pool_size);
   const LabelJournal journal = LabelJournal::read(path_in(dir_, "labels.journal"), &torn_);
   labels_ = journal.labels();
+  label_order_.clear();
+  {
+    std::set<std::int64_t> seen;
+    for (const auto& r : journal.records())
+      for (const auto& [index, label] : r.labels)
+        if (seen.insert(index).second) label_order_.push_back(index);
+  }
   for (const auto& [index, label] : labels_)
     QUARRY_EXPECTS(index >= 0 && index < config_.pool_size && label >= 0 &&
                        label < static_cast<std::int32_t>(config_.classes.size()),
@@ -413,11 +443,15 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
   reload();
   const std::string torn_found = torn_;
   const auto& classes = config_.classes;
+  // Class ids stand for classes only where no class name is itself an integer ("10,20": is
+  // "1" a typo or an id?).
+  const bool ids_allowed =
+      std::none_of(classes.begin(), classes.end(), [](const std::string& c) { return parse_int(c).has_value(); });
   auto class_of = [&](const std::string& raw) -> std::int32_t {
     const std::string name = trim(raw);
     for (std::size_t c = 0; c < classes.size(); ++c)
       if (classes[c] == name) return static_cast<std::int32_t>(c);
-    if (const auto id = parse_int(name); id && *id >= 0 && *id < static_cast<std::int64_t>(classes.size()))
+    if (const auto id = parse_int(name); ids_allowed && id && *id >= 0 && *id < static_cast<std::int64_t>(classes.size()))
       return static_cast<std::int32_t>(*id);
     return -1;
   };
@@ -433,7 +467,7 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
 
   Parsed p;
   const std::string text = read_text(file);
-  std::size_t first = 0;
+  std::size_t first = text.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0;  // a byte-order mark
   while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first]))) ++first;
   const bool is_json = first < text.size() && (text[first] == '[' || text[first] == '{');
 
@@ -443,7 +477,7 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
     ++p.rows;
     if (!index) {
       p.bad.push_back(where + (by_id ? ": unknown id '" + index_text + "'"
-                                     : ": index '" + index_text + "' is not an integer"));
+                                     : ": index '" + index_text + "' is not an integer in range"));
       return;
     }
     if (*index < 0 || *index >= config_.pool_size) {
@@ -468,79 +502,109 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
     }
     QUARRY_EXPECTS(j.is_array(), file, ": expected a Label Studio JSON export (an array of tasks)");
     for (std::size_t t = 0; t < j.size(); ++t) {
-      const std::string where = fmt::format("{}: task {}", file, t + 1);
       const json& task = j[t];
-      if (!task.is_object()) {
-        ++p.rows;
-        p.bad.push_back(where + ": not an object");
-        continue;
-      }
-      // The quarry index: data.quarry_index, meta.quarry_index, or the id through the manifest.
-      std::optional<std::int64_t> index;
-      std::string index_text;
-      bool by_id = false, found = false;
-      for (const char* holder : {"data", "meta", ""}) {
-        const json* h = *holder ? (task.contains(holder) && task[holder].is_object() ? &task[holder] : nullptr) : &task;
-        if (!h) continue;
-        if (h->contains("quarry_index")) {
-          const json& v = (*h)["quarry_index"];
-          index_text = v.is_string() ? v.get<std::string>() : v.dump();
-          index = v.is_number_integer() ? std::optional<std::int64_t>(v.get<std::int64_t>()) : parse_int(index_text);
-          found = true;
-          break;
+      std::string where = fmt::format("{}: task {}", file, t + 1);
+      if (task.is_object() && task.contains("id") && (task["id"].is_number() || task["id"].is_string()))
+        where += " (id " + (task["id"].is_string() ? task["id"].get<std::string>() : task["id"].dump()) + ")";
+      try {
+        if (!task.is_object()) {
+          ++p.rows;
+          p.bad.push_back(where + ": not an object");
+          continue;
         }
-        if (h->contains("quarry_id") && (*h)["quarry_id"].is_string()) {
-          index_text = (*h)["quarry_id"].get<std::string>();
-          index = index_of_id(index_text);
-          by_id = found = true;
-          break;
-        }
-      }
-      if (!found) {
-        ++p.rows;
-        p.bad.push_back(where + ": no quarry_index in its data or meta (was it made from a quarry batch?)");
-        continue;
-      }
-      // The label: the last annotation that was not cancelled (JSON-MIN exports: the "label" field).
-      std::optional<std::string> choice;
-      std::string problem;
-      if (task.contains("annotations") && task["annotations"].is_array()) {
-        const json* chosen = nullptr;
-        for (const auto& a : task["annotations"])
-          if (a.is_object() && !a.value("was_cancelled", false)) chosen = &a;
-        if (chosen && chosen->contains("result") && (*chosen)["result"].is_array()) {
-          int n = 0;
-          for (const auto& r : (*chosen)["result"]) {
-            if (!r.is_object() || r.value("type", "") != "choices") continue;
-            const auto& v = r.contains("value") ? r["value"] : json();
-            if (!v.is_object() || !v.contains("choices") || !v["choices"].is_array()) continue;
-            for (const auto& c : v["choices"]) {
-              ++n;
-              if (c.is_string()) choice = c.get<std::string>();
-            }
+        // The quarry index: data.quarry_index, meta.quarry_index (top level in JSON-MIN), or
+        // quarry_id through the manifest.
+        std::optional<std::int64_t> index;
+        std::string index_text;
+        bool by_id = false, found = false;
+        for (const char* holder : {"data", "meta", ""}) {
+          const json* h = *holder ? (task.contains(holder) && task[holder].is_object() ? &task[holder] : nullptr) : &task;
+          if (!h) continue;
+          if (h->contains("quarry_index")) {
+            const json& v = (*h)["quarry_index"];
+            index_text = v.is_string() ? v.get<std::string>() : v.dump();
+            index = v.is_number_integer() && !v.is_number_unsigned() ? std::optional<std::int64_t>(v.get<std::int64_t>())
+                                                                     : parse_int(index_text);
+            found = true;
+            break;
           }
-          if (n > 1) problem = fmt::format("the annotation has {} choices (one class per item expected)", n);
-          else if (n == 1 && !choice) problem = "the choice is not a string";
-          else if (n == 0) problem = "the annotation has no choice";
+          if (h->contains("quarry_id") && (*h)["quarry_id"].is_string()) {
+            index_text = (*h)["quarry_id"].get<std::string>();
+            index = index_of_id(index_text);
+            by_id = found = true;
+            break;
+          }
         }
-      } else if (task.contains("label") && task["label"].is_string()) {
-        choice = task["label"].get<std::string>();
-      }
-      if (!problem.empty()) {
+        if (!found) {
+          ++p.rows;
+          p.bad.push_back(where + ": no quarry_index in its data or meta (was it made from a quarry batch?)");
+          continue;
+        }
+        // The label: the last annotation that was not cancelled, its choice from the control
+        // named "label" (quarry's labeling config; any single Choices control where none has
+        // that name). JSON-MIN exports: the "label" field.
+        std::optional<std::string> choice;
+        std::string problem;
+        if (task.contains("annotations") && task["annotations"].is_array()) {
+          const json* chosen = nullptr;
+          for (const auto& a : task["annotations"]) {
+            if (!a.is_object()) continue;
+            const bool cancelled = a.contains("was_cancelled") && a["was_cancelled"].is_boolean() &&
+                                   a["was_cancelled"].get<bool>();
+            if (!cancelled) chosen = &a;
+          }
+          if (chosen && chosen->contains("result") && (*chosen)["result"].is_array()) {
+            std::vector<const json*> controls;
+            bool named = false;
+            for (const auto& r : (*chosen)["result"]) {
+              if (!r.is_object() || !r.contains("type") || r["type"] != "choices") continue;
+              const bool is_label = r.contains("from_name") && r["from_name"] == "label";
+              if (is_label && !named) controls.clear();
+              if (is_label || !named) controls.push_back(&r);
+              named = named || is_label;
+            }
+            int n = 0;
+            for (const json* r : controls) {
+              const json* v = r->contains("value") ? &(*r)["value"] : nullptr;
+              if (!v || !v->is_object() || !v->contains("choices") || !(*v)["choices"].is_array()) continue;
+              for (const auto& c : (*v)["choices"]) {
+                ++n;
+                if (c.is_string()) choice = c.get<std::string>();
+              }
+            }
+            if (n > 1) problem = fmt::format("the annotation has {} choices (one class per item expected)", n);
+            else if (n == 1 && !choice) problem = "the choice is not a string";
+            else if (n == 0) problem = "the annotation has no choice";
+          }
+        } else if (task.contains("label")) {
+          if (task["label"].is_string()) choice = task["label"].get<std::string>();
+          else problem = "its \"label\" is not a string";
+        }
+        if (!problem.empty()) {
+          ++p.rows;
+          p.bad.push_back(where + ": " + problem);
+          continue;
+        }
+        if (!choice) {
+          ++p.skipped;  // not annotated (or only cancelled annotations)
+          continue;
+        }
+        take(where, index, index_text, by_id, *choice);
+      } catch (const json::exception& e) {
         ++p.rows;
-        p.bad.push_back(where + ": " + problem);
-        continue;
+        p.bad.push_back(where + ": unexpected content (" + e.what() + ")");
       }
-      if (!choice) {
-        ++p.skipped;  // not annotated (or only cancelled annotations)
-        continue;
-      }
-      take(where, index, index_text, by_id, *choice);
     }
   } else {
     const auto rows = csv::parse(text, file);
     QUARRY_EXPECTS(!rows.empty(), file, ": empty (expected a CSV with a header index,label or id,label)");
     const auto& header = rows[0];
+    for (const char* name : {"index", "id", "label"}) {
+      int count = 0;
+      for (const auto& f : header.fields) count += trim(f) == name;
+      QUARRY_EXPECTS(count <= 1, file, ":", header.line, ": the header names the column '", name, "' ", count,
+                     " times");
+    }
     const int ci = csv::column(header, "index"), cid = csv::column(header, "id"), cl = csv::column(header, "label");
     QUARRY_EXPECTS((ci >= 0 || cid >= 0) && cl >= 0, file, ":", header.line,
                    ": the header must name an index (or id) column and a label column, found '",
@@ -625,6 +689,30 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
   return sum;
 }
 
+void Project::write_state() const {
+  json state;
+  state["format"] = kStateFormat;
+  state["version"] = kVersion;
+  state["batches"] = json::array();
+  for (const auto& b : batches_)
+    state["batches"].push_back({{"number", b.number},
+                                {"created", b.created},
+                                {"state", b.state},
+                                {"strategy", b.strategy},
+                                {"index", b.index},
+                                {"score", b.score}});
+  if (model_digest_.empty()) {
+    state["model"] = nullptr;
+  } else {
+    json m = {{"digest", model_digest_}, {"labels", model_labels_}};
+    m["val_accuracy"] = val_accuracy_ ? json(*val_accuracy_) : json(nullptr);
+    m["val_balanced_accuracy"] = val_balanced_accuracy_ ? json(*val_balanced_accuracy_) : json(nullptr);
+    state["model"] = std::move(m);
+  }
+  state["models_trained"] = models_trained_;
+  write_json(path_in(dir_, "state.json"), state);
+}
+
 // ------------------------------------------------------------------ next
 
 NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double lock_wait_seconds) {
@@ -707,7 +795,8 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     if (!val && static_cast<std::int64_t>(labeled.size()) >= kHoldOutFrom) {
       std::vector<std::int64_t> train_part;
       const std::int64_t numel = data.sample_numel();
-      for (const std::int64_t i : labeled) {
+      // In the order the labels came: the first kHoldOutMost chosen stay held out for good.
+      for (const std::int64_t i : label_order_) {
         if (held_out < kHoldOutMost && loop::mix(config_.seed ^ 0x5EED, static_cast<std::uint64_t>(i)) % 10 == 0) {
           data.val.x.insert(data.val.x.end(), data.train.x.begin() + i * numel, data.train.x.begin() + (i + 1) * numel);
           data.val.y.push_back(data.train.y[static_cast<std::size_t>(i)]);
@@ -745,6 +834,13 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
       say(fmt::format("training {} on {} labels", config_.model, labeled.size()));
       TrainReport tr;
       model = Model::train(data, labeled, to, &tr);
+      // The state forgets the old model before model.pt is replaced: a crash in between must
+      // not pair the new file with the old labels' digest.
+      if (!model_digest_.empty()) {
+        model_digest_.clear();
+        model_labels_ = 0;
+        write_state();
+      }
       model.save(model_path);
       res.retrained = true;
       model_digest_ = digest;
@@ -794,27 +890,15 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
   write_file_atomic(res.labelstudio_path, {tasks.dump(1, ' ', false, json::error_handler_t::replace) + "\n"});
   batches_.push_back(batch);
 
-  json state;
-  state["format"] = kStateFormat;
-  state["version"] = kVersion;
-  state["batches"] = json::array();
-  for (const auto& b : batches_)
-    state["batches"].push_back({{"number", b.number},
-                                {"created", b.created},
-                                {"state", b.state},
-                                {"strategy", b.strategy},
-                                {"index", b.index},
-                                {"score", b.score}});
-  if (model_digest_.empty()) {
-    state["model"] = nullptr;
-  } else {
-    json m = {{"digest", model_digest_}, {"labels", model_labels_}};
-    m["val_accuracy"] = val_accuracy_ ? json(*val_accuracy_) : json(nullptr);
-    m["val_balanced_accuracy"] = val_balanced_accuracy_ ? json(*val_balanced_accuracy_) : json(nullptr);
-    state["model"] = std::move(m);
+  try {
+    write_state();
+  } catch (const Error&) {
+    // Unlisted batch files would be taken for a batch that was never sent: remove them.
+    std::error_code ignore;
+    fs::remove(res.csv_path, ignore);
+    fs::remove(res.labelstudio_path, ignore);
+    throw;
   }
-  state["models_trained"] = models_trained_;
-  write_json(path_in(dir_, "state.json"), state);
   res.batch = std::move(batch);
   return res;
 }
