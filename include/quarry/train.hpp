@@ -7,7 +7,7 @@
 //                      two conv(3x3)+ReLU+max-pool blocks (16, 32 channels), an adaptive
 //                      average pool to 7x7, a 128-unit penultimate layer (the embeddings),
 //                      dropout (p = 0.5) and the linear classifier
-//   mlp                for feature vectors: two 256-unit ReLU layers, a 128-unit penultimate
+//   mlp                for feature vectors (images: their pixels, flattened): two 256-unit ReLU layers, a 128-unit penultimate
 //                      layer, dropout (p = 0.5), the linear classifier
 //   torchscript:FILE   a user's TorchScript model: forward(x) returns logits [B, C]; an
 //                      `embed(x)` method, where present, returns the penultimate features [B, D]

@@ -129,7 +129,7 @@ struct MlpNet : NativeNet {
     inv_std = register_buffer("inv_std", torch::ones({features}));
   }
   torch::Tensor trunk(const torch::Tensor& x) override {
-    auto h = (x - mean) * inv_std;
+    auto h = (x.flatten(1) - mean) * inv_std;  // images: their pixels as features
     h = torch::relu(fc1(h));
     h = torch::relu(fc2(h));
     return torch::relu(fc3(h));
