@@ -28,6 +28,7 @@
 #include "quarry/loop.hpp"
 #include "quarry/train.hpp"
 #include "strategy.hpp"
+#include "xml.hpp"
 
 namespace quarry {
 namespace {
@@ -186,19 +187,7 @@ std::string labels_digest(const std::map<std::int64_t, std::int32_t>& labels) {
 // ------------------------------------------------------------------ init
 
 std::string Project::labelstudio_config(const std::vector<std::string>& classes) {
-  auto escape = [](const std::string& s) {
-    std::string o;
-    for (char c : s) {
-      switch (c) {
-        case '&': o += "&amp;"; break;
-        case '<': o += "&lt;"; break;
-        case '>': o += "&gt;"; break;
-        case '"': o += "&quot;"; break;
-        default: o += c;
-      }
-    }
-    return o;
-  };
+  const auto& escape = loop::xml_escape;
   std::string x =
       "<View>\n"
       "  <Image name=\"image\" value=\"$image\"/>\n"

@@ -15,6 +15,7 @@
 
 #include "quarry/error.hpp"
 #include "quarry/loop.hpp"
+#include "xml.hpp"
 
 namespace quarry {
 namespace {
@@ -260,20 +261,7 @@ std::string md(const std::string& s) {
   return out;
 }
 
-std::string xml(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+std::string xml(const std::string& s) { return loop::xml_escape(s); }
 
 std::string pm(const MeanStd& m, int decimals = 4) {
   if (std::isnan(m.mean)) return "n/a";
