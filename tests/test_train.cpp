@@ -470,6 +470,19 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   EXPECT_EQ(probs.shape(), (std::vector<std::int64_t>{400, 4}));
   EXPECT_EQ(emb.shape(), (std::vector<std::int64_t>{400, 128}));
   EXPECT_EQ(com.shape(), (std::vector<std::int64_t>{3, 400, 4}));
+  {
+    // Without a committee: no committee.npy (the one of the run above is removed, never left
+    // beside outputs it does not belong to).
+    const Result none = quarry_cli("infer --dataset synthetic:400 --model " + dir + "/m.pt --committee none --out " +
+                                       dir + "/inf", dir);
+    ASSERT_EQ(none.rc, 0) << none.err;
+    EXPECT_FALSE(std::filesystem::exists(dir + "/inf/committee.npy"));
+    EXPECT_EQ(none.out.find("committee.npy"), std::string::npos) << none.out;
+    EXPECT_EQ(quarry::read_npy(dir + "/inf/probs.npy").shape(), (std::vector<std::int64_t>{400, 4}));
+    // Back to the MC-dropout outputs that the rest of this test scores.
+    ASSERT_EQ(quarry_cli("infer --dataset synthetic:400 --model " + dir + "/m.pt --committee mc:3 --out " + dir + "/inf",
+                         dir).rc, 0);
+  }
   const auto rows = quarry::read_npy(dir + "/inf/rows.npy");  // synthetic: the identity
   ASSERT_EQ(rows.shape(), (std::vector<std::int64_t>{400}));
   EXPECT_EQ(rows.as<std::int64_t>()[399], 399);

@@ -225,7 +225,16 @@ void add_infer(CLI::App& app) {
     const std::filesystem::path d(a->out);
     write_npy((d / "probs.npy").string(), inf.probs.view());
     write_npy((d / "embeddings.npy").string(), inf.embeddings.view());
-    if (inf.committee.numel() > 0) write_npy((d / "committee.npy").string(), inf.committee.view());
+    // (A default Array has no shape: without a committee there is no committee.npy, and one
+    // left by an earlier run into this folder is removed so that it is never read as this one's.)
+    const bool has_committee = !inf.committee.shape().empty();
+    if (has_committee) {
+      write_npy((d / "committee.npy").string(), inf.committee.view());
+    } else {
+      std::error_code ec;
+      std::filesystem::remove(d / "committee.npy", ec);
+      QUARRY_EXPECTS(!ec, (d / "committee.npy").string(), ": cannot remove the stale file: ", ec.message());
+    }
     // Pool index -> row of the source file's split (held-out samples and --pool-limit remove rows).
     std::vector<std::int64_t> rows(static_cast<std::size_t>(split.size()));
     for (std::int64_t i = 0; i < split.size(); ++i) rows[static_cast<std::size_t>(i)] = split.source_row(i);
@@ -235,7 +244,7 @@ void add_infer(CLI::App& app) {
                 static_cast<long long>(split.size()), a->split.c_str(), t, split.size() / std::max(t, 1e-9));
     std::printf("wrote %s/probs.npy %s, rows.npy, embeddings.npy %s", a->out.c_str(), shape_string(inf.probs.shape()).c_str(),
                 shape_string(inf.embeddings.shape()).c_str());
-    if (inf.committee.numel() > 0) std::printf(", committee.npy %s", shape_string(inf.committee.shape()).c_str());
+    if (has_committee) std::printf(", committee.npy %s", shape_string(inf.committee.shape()).c_str());
     std::printf("\n");
   });
 }
