@@ -30,8 +30,9 @@ void write_npy(const std::string& path, const ArrayView& array);
 /// folder is written, fsync'd and renamed over `path`, and the folder fsync'd. On failure it is removed, `path` is
 /// untouched, and the Error names `path` and the reason. Every writer of quarry uses it.
 void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts);
-/// fsyncs the folder holding `path` (so that a rename or a new file in it is durable); best effort.
-void fsync_parent_folder(const std::string& path);
+/// fsyncs the folder holding `path` (so that a rename or a new file in it is durable); false
+/// (errno set) when the folder cannot be opened or synced.
+bool fsync_parent_folder(const std::string& path);
 
 /// The member names of an .npz archive (without the ".npy" suffix).
 std::vector<std::string> npz_members(const std::string& path);

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <string>
+#include <vector>
 
 #include "quarry/select.hpp"
 
@@ -16,6 +17,9 @@ void add_commands(CLI::App& app);
 void add_loop_commands(CLI::App& app);
 /// project init, next, label, status, export (src/cli/project_commands.cpp).
 void add_project_commands(CLI::App& app);
+
+/// The items of a comma-separated list ("" gives none); `keep_empty`: "a,,b" has an empty item.
+std::vector<std::string> split_commas(const std::string& s, bool keep_empty);
 
 /// The selection as CSV (`rank,index,score`) or JSON.
 std::string selection_csv(const Selection& sel);

@@ -250,19 +250,6 @@ void add_infer(CLI::App& app) {
 }
 
 // ------------------------------------------------------------------ simulate
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= s.size()) {
-    const auto comma = s.find(',', start);
-    const std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    if (!item.empty()) out.push_back(item);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
 void add_simulate(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "simulate",
@@ -296,7 +283,7 @@ void add_simulate(CLI::App& app) {
     const auto t0 = Clock::now();
     const Dataset data = a->data.load();
     SimulateOptions o;
-    o.strategies = split_list(a->strategies);
+    o.strategies = split_commas(a->strategies, false);
     o.seed_size = a->seed_size;
     o.batch = a->batch;
     o.rounds = a->rounds;

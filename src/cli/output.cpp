@@ -27,4 +27,18 @@ std::string selection_json(const Selection& sel, const std::string& strategy, co
   return j.dump(2) + "\n";
 }
 
+std::vector<std::string> split_commas(const std::string& s, bool keep_empty) {
+  std::vector<std::string> out;
+  if (s.empty()) return out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = s.find(',', start);
+    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (keep_empty || !item.empty()) out.push_back(std::move(item));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
 }  // namespace quarry::cli

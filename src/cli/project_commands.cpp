@@ -18,19 +18,6 @@ void warn_torn(const Project& p) {
   if (!p.torn().empty()) std::fprintf(stderr, "quarry: warning: %s\n", p.torn().c_str());
 }
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  if (s.empty()) return out;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t c = s.find(',', start);
-    out.push_back(s.substr(start, c == std::string::npos ? std::string::npos : c - start));
-    if (c == std::string::npos) break;
-    start = c + 1;
-  }
-  return out;
-}
-
 void add_init(CLI::App* project) {
   auto* cmd = project->add_subcommand("init", "Create a labeling project in a new or empty folder");
   struct Args {
@@ -54,7 +41,7 @@ void add_init(CLI::App* project) {
   cmd->add_option("--device", a->config.device, "auto, cpu or cuda[:N]: where training and scoring run");
   cmd->add_option("--threads", a->config.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
   cmd->callback([a] {
-    a->config.classes = split_commas(a->classes);
+    a->config.classes = split_commas(a->classes, true);  // "a,,b": init names the empty class
     Project::init(a->dir, a->config, a->manifest);
     const Project p(a->dir);
     std::printf("project %s: %lld items, classes %s, strategy %s, model %s\n", a->dir.c_str(),

@@ -38,16 +38,19 @@ void write_file_atomic(const std::string& path, std::initializer_list<std::strin
     ::unlink(tmp.c_str());
     QUARRY_FAIL("cannot write ", path, ": ", std::strerror(err));
   }
-  fsync_parent_folder(path);
+  (void)fsync_parent_folder(path);  // best effort: the file itself is whole and renamed
 }
 
-void fsync_parent_folder(const std::string& path) {
+bool fsync_parent_folder(const std::string& path) {
   const auto slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return;  // best effort: the rename itself has happened
-  ::fsync(dfd);
+  if (dfd < 0) return false;
+  const bool synced = ::fsync(dfd) == 0;
+  const int err = errno;
   ::close(dfd);
+  errno = err;
+  return synced;
 }
 
 }  // namespace quarry

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "quarry/error.hpp"
 
@@ -72,14 +70,6 @@ std::vector<Row> parse(std::string_view text, const std::string& name) {
   QUARRY_EXPECTS(!in_quotes, name, ": line ", quote_line, ": a quoted field is never closed");
   if (row_started) end_row();
   return rows;
-}
-
-std::vector<Row> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  QUARRY_EXPECTS(in, path, ": cannot read: ", std::strerror(errno));
-  std::ostringstream s;
-  s << in.rdbuf();
-  return parse(s.str(), path);
 }
 
 std::string field(std::string_view v) {

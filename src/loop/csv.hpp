@@ -18,9 +18,6 @@ struct Row {
 /// the line it opened on.
 std::vector<Row> parse(std::string_view text, const std::string& name);
 
-/// Reads and parses a file; a missing or unreadable file is an Error naming it.
-std::vector<Row> read_file(const std::string& path);
-
 /// A field quoted where needed (commas, quotes, line breaks, leading/trailing spaces).
 std::string field(std::string_view value);
 

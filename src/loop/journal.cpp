@@ -192,14 +192,9 @@ void LabelJournal::append(const std::string& path, JournalRecord record) {
   }
   // The folder too, every time: a first import that died after creating the file left an entry
   // that nothing else would make durable.
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  const bool synced = dfd >= 0 && ::fsync(dfd) == 0;
-  const int err = errno;
-  if (dfd >= 0) ::close(dfd);
-  QUARRY_EXPECTS(synced, dir, ": cannot fsync the project folder: ", std::strerror(err),
-                 " (the labels were written; run the import again to be sure)");
+  if (!fsync_parent_folder(path))
+    QUARRY_FAIL(path, ": cannot fsync the project folder: ", std::strerror(errno),
+                " (the labels were written; run the import again to be sure)");
   valid_bytes_ += line.size();
   file_bytes_ = valid_bytes_;
   records_.push_back(std::move(record));

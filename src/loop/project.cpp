@@ -170,6 +170,33 @@ std::string absolute_spec(const std::string& spec) {
   return spec;
 }
 
+// state.json: the batches and the current model (its label digest and validation metrics).
+json state_json(const std::vector<BatchInfo>& batches, const std::string& model_digest, std::int64_t model_labels,
+                const std::optional<double>& val_accuracy, const std::optional<double>& val_balanced_accuracy,
+                int models_trained) {
+  json state;
+  state["format"] = kStateFormat;
+  state["version"] = kVersion;
+  state["batches"] = json::array();
+  for (const auto& b : batches)
+    state["batches"].push_back({{"number", b.number},
+                                {"created", b.created},
+                                {"state", b.state},
+                                {"strategy", b.strategy},
+                                {"index", b.index},
+                                {"score", b.score}});
+  if (model_digest.empty()) {
+    state["model"] = nullptr;
+  } else {
+    json m = {{"digest", model_digest}, {"labels", model_labels}};
+    m["val_accuracy"] = val_accuracy ? json(*val_accuracy) : json(nullptr);
+    m["val_balanced_accuracy"] = val_balanced_accuracy ? json(*val_balanced_accuracy) : json(nullptr);
+    state["model"] = std::move(m);
+  }
+  state["models_trained"] = models_trained;
+  return state;
+}
+
 std::string labels_digest(const std::map<std::int64_t, std::int32_t>& labels) {
   std::uint64_t h = 0xCBF29CE484222325ull;
   auto add = [&h](std::uint64_t v) {
@@ -314,13 +341,7 @@ void Project::init(const std::string& dir, ProjectConfig config, const std::stri
   j["pool_size"] = config.pool_size;
   j["manifest"] = config.has_manifest;
   write_file_atomic(path_in(dir, "labelstudio.xml"), {labelstudio_config(config.classes)});
-  json state;
-  state["format"] = kStateFormat;
-  state["version"] = kVersion;
-  state["batches"] = json::array();
-  state["model"] = nullptr;
-  state["models_trained"] = 0;
-  write_json(path_in(dir, "state.json"), state);
+  write_json(path_in(dir, "state.json"), state_json({}, "", 0, std::nullopt, std::nullopt, 0));
   write_json(path_in(dir, "project.json"), j);  // last: a folder with project.json is a whole project
 }
 
@@ -356,7 +377,7 @@ void Project::reload() {
   id_index_.clear();
   if (config_.has_manifest) {
     const std::string m = path_in(dir_, "manifest.csv");
-    manifest_ = parse_manifest(csv::read_file(m), m, config_.pool_size);
+    manifest_ = parse_manifest(csv::parse(read_text(m), m), m, config_.pool_size);
     for (std::size_t i = 0; i < manifest_.size(); ++i)
       if (manifest_[i]) id_index_.emplace(manifest_[i]->id, static_cast<std::int64_t>(i));
   }
@@ -679,27 +700,8 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
 }
 
 void Project::write_state() const {
-  json state;
-  state["format"] = kStateFormat;
-  state["version"] = kVersion;
-  state["batches"] = json::array();
-  for (const auto& b : batches_)
-    state["batches"].push_back({{"number", b.number},
-                                {"created", b.created},
-                                {"state", b.state},
-                                {"strategy", b.strategy},
-                                {"index", b.index},
-                                {"score", b.score}});
-  if (model_digest_.empty()) {
-    state["model"] = nullptr;
-  } else {
-    json m = {{"digest", model_digest_}, {"labels", model_labels_}};
-    m["val_accuracy"] = val_accuracy_ ? json(*val_accuracy_) : json(nullptr);
-    m["val_balanced_accuracy"] = val_balanced_accuracy_ ? json(*val_balanced_accuracy_) : json(nullptr);
-    state["model"] = std::move(m);
-  }
-  state["models_trained"] = models_trained_;
-  write_json(path_in(dir_, "state.json"), state);
+  write_json(path_in(dir_, "state.json"), state_json(batches_, model_digest_, model_labels_, val_accuracy_,
+                                                     val_balanced_accuracy_, models_trained_));
 }
 
 // ------------------------------------------------------------------ next
