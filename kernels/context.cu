@@ -92,8 +92,8 @@ void Context::expect_fits(std::size_t bytes, const std::string& what) const {
   const std::size_t available = free + static_cast<std::size_t>(reserved - used);
   QUARRY_EXPECTS(bytes <= available, what, " needs ", format_bytes(bytes), " of device memory on ",
                  name(), " but ", format_bytes(available), " of ", format_bytes(total),
-                 " are free; pools larger than device memory need streaming, which this version "
-                 "does not have: use --device cpu, or score the pool in parts");
+                 " are free; give the command a smaller --memory-budget (the pool is then streamed "
+                 "through the device in chunks)");
 }
 
 void* device_allocate(Context& ctx, std::size_t bytes, const char* what) {

@@ -86,7 +86,7 @@ class Context {
   void sync() const;
   /// Throws an Error unless `bytes` can be allocated now: "<what> needs 3.20 GiB of device
   /// memory on cuda:0 (NVIDIA H100), 1.10 GiB are free; pools larger than device memory need
-  /// streaming (not in this version)".
+  /// a smaller --memory-budget".
   void expect_fits(std::size_t bytes, const std::string& what) const;
   /// "cuda:0 (NVIDIA H100 80GB HBM3)"
   std::string name() const;

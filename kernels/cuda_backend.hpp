@@ -3,7 +3,9 @@
 // pointer entry points are in kernels/*.cu and kernels/device_api.cuh.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,10 +25,39 @@ std::vector<std::int64_t> topk(const float* scores, std::int64_t n, std::int64_t
                                const std::vector<std::uint8_t>& excluded, int device);
 
 /// Power sampling on the device: the Gumbel keys of detail::gumbel_key (bit-identical to the
-/// CPU's), then topk of the keys. Same selection as the CPU for the same seed.
+/// CPU's), keyed by the global index first_index + i, then topk of the keys. Same selection as
+/// the CPU for the same seed.
 std::vector<std::int64_t> power(const float* scores, std::int64_t n, std::int64_t k, float beta,
                                 std::uint64_t seed, const std::vector<std::uint8_t>& excluded,
-                                int device);
+                                int device, std::int64_t first_index = 0);
+
+/// Free memory of the device, in bytes (cudaMemGetInfo).
+std::size_t free_memory(int device);
+
+/// Streaming (src/core/stream.cpp): a pool's chunks go through the device with pinned double
+/// buffers and two streams, so that the host-to-device copy of chunk i+1 overlaps the scoring
+/// of chunk i. chunks[i] is a host-memory call for rows [row_offset, row_offset + n) of the
+/// pool: `input` points at the chunk's first row of member 0, `member_stride` is the pool
+/// file's N_i * C, `emb` views the chunk's embedding rows; `out` is ignored. Source memory that
+/// is already pinned (cudaHostRegister / cudaMallocHost) is copied to the device directly,
+/// pageable memory is staged through the pinned buffers. Device memory: about twice the
+/// largest chunk. A bad row is the CPU backend's Error for its global row.
+///
+/// score_chunks: done(i, scores) is called on the calling thread in chunk order, with chunk
+/// i's n scores in host memory that stays valid during the call.
+void score_chunks(const std::vector<ScoreCall>& chunks, int device,
+                  const std::function<void(std::size_t, const float*)>& done);
+
+/// select_chunks: every chunk is scored and its best min(k, selectable rows of the chunk) are
+/// selected on the device: by score (power false) or by the Gumbel keys of power sampling keyed
+/// by global index (power true). `exclude_sorted` holds global indices, sorted and unique.
+/// done(i, index, key, score) gets chunk i's picks in chunk order, sorted by key descending then
+/// index ascending, with global indices; key is the score for top-k.
+using ChunkPicks = std::function<void(std::size_t, std::vector<std::int64_t>&&, std::vector<float>&&,
+                                      std::vector<float>&&)>;
+void select_chunks(const std::vector<ScoreCall>& chunks, std::int64_t k, bool power, float beta,
+                   std::uint64_t seed, const std::vector<std::int64_t>& exclude_sorted, int device,
+                   const ChunkPicks& done);
 
 /// Scores and selects without the scores leaving the device (call.out is ignored). `power`
 /// false: top-k by score; true: power sampling with beta and seed. Returns the selected

@@ -21,6 +21,11 @@ constexpr unsigned long long kNoFault = ~0ull;
 /// why). Asynchronous.
 void launch_score(Context& ctx, const ScoreCall& call, unsigned long long* d_fault);
 
+/// out[j] = d_scores[d_index[j]] for j < k (the scores of a selection made on other keys).
+/// Asynchronous.
+void launch_gather(Context& ctx, const float* d_scores, const std::int64_t* d_index, std::int64_t k,
+                   float* d_out);
+
 /// The exclusion mask (excluded[i] != 0: never select i; empty: none) as the device bitmask
 /// topk_device takes; an empty buffer (null data) when nothing is excluded.
 DeviceBuffer<std::uint32_t> upload_exclusions(Context& ctx, const std::vector<std::uint8_t>& excluded,
@@ -36,15 +41,18 @@ DeviceBuffer<std::uint32_t> upload_exclusions(Context& ctx, const std::vector<st
 void topk_device(Context& ctx, const float* d_scores, std::int64_t n, std::int64_t k,
                  const std::uint32_t* d_excluded, std::int64_t* d_index, float* d_score);
 
-/// Gumbel-top-k keys of power sampling, keys[i] = detail::gumbel_key(scores[i], beta, seed, i),
-/// bit-identical to the CPU's. A score that is NaN, negative or infinite lowers *d_fault to
-/// its index (as launch_score). Asynchronous.
+/// Gumbel-top-k keys of power sampling, keys[i] = detail::gumbel_key(scores[i], beta, seed,
+/// first_index + i) (the global index: a chunk of a pool gets its rows' keys), bit-identical to
+/// the CPU's cpu::gumbel_keys. A score that is NaN, negative or infinite lowers *d_fault to its
+/// local index i (as launch_score). Asynchronous.
 void launch_gumbel_keys(Context& ctx, const float* d_scores, std::int64_t n, float beta,
-                        std::uint64_t seed, float* d_keys, unsigned long long* d_fault);
+                        std::uint64_t seed, float* d_keys, unsigned long long* d_fault,
+                        std::int64_t first_index = 0);
 
 /// launch_gumbel_keys with its own fault word, checked: a bad score is the CPU's Error
-/// ("score at index I is V; power sampling needs finite scores >= 0"). Synchronises.
+/// ("score at index first_index + I is V; power sampling needs finite scores >= 0").
+/// Synchronises.
 void gumbel_keys_checked(Context& ctx, const float* d_scores, std::int64_t n, float beta,
-                         std::uint64_t seed, float* d_keys);
+                         std::uint64_t seed, float* d_keys, std::int64_t first_index = 0);
 
 }  // namespace quarry::cuda

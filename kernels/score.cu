@@ -474,6 +474,15 @@ void launch_score(Context& ctx, const ScoreCall& call, unsigned long long* d_fau
   }
 }
 
+void launch_gather(Context& ctx, const float* d_scores, const std::int64_t* d_index, std::int64_t k,
+                   float* d_out) {
+  if (k <= 0) return;
+  ctx.activate();
+  gather_kernel<<<static_cast<int>(std::min<std::int64_t>((k + 255) / 256, 4096)), 256, 0, ctx.stream()>>>(
+      d_scores, d_index, k, d_out);
+  QUARRY_CUDA_LAUNCH_CHECK("gather_kernel");
+}
+
 void score(const ScoreCall& call, int device) {
   if (call.n == 0) return;
   Context& ctx = context(device);

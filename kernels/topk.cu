@@ -236,15 +236,17 @@ __global__ void __launch_bounds__(kBlock) decode_kernel(const std::uint64_t* sor
   }
 }
 
+// keys[i] is keyed by the global index first + i; a bad score lowers *fault to its local i.
 __global__ void __launch_bounds__(kBlock) gumbel_keys_kernel(const float* scores, std::uint64_t n,
                                                              float beta, std::uint64_t seed,
-                                                             float* keys, unsigned long long* fault) {
+                                                             std::uint64_t first, float* keys,
+                                                             unsigned long long* fault) {
   const std::uint64_t stride = static_cast<std::uint64_t>(gridDim.x) * blockDim.x;
   unsigned long long bad = kNoFault;
   for (std::uint64_t i = static_cast<std::uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
     const float x = scores[i];
-    keys[i] = detail::gumbel_key(x, beta, seed, i);
+    keys[i] = detail::gumbel_key(x, beta, seed, first + i);
     // NaN, negative or +Inf, exactly as cpu::gumbel_keys validates; i grows, so the first is
     // this thread's lowest.
     if (detail::out_of_range(x, 0.0f) != 0 && bad == kNoFault) bad = i;
@@ -398,29 +400,30 @@ void topk_device(Context& ctx, const float* d_scores, std::int64_t n, std::int64
 }
 
 void launch_gumbel_keys(Context& ctx, const float* d_scores, std::int64_t n, float beta,
-                        std::uint64_t seed, float* d_keys, unsigned long long* d_fault) {
+                        std::uint64_t seed, float* d_keys, unsigned long long* d_fault,
+                        std::int64_t first_index) {
   if (n <= 0) return;
   ctx.activate();
   const auto un = static_cast<std::uint64_t>(n);
   const std::uint64_t blocks = std::min<std::uint64_t>((un + kBlock - 1) / kBlock, 1u << 30);
-  gumbel_keys_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, ctx.stream()>>>(d_scores, un, beta,
-                                                                                  seed, d_keys, d_fault);
+  gumbel_keys_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, ctx.stream()>>>(
+      d_scores, un, beta, seed, static_cast<std::uint64_t>(first_index), d_keys, d_fault);
   QUARRY_CUDA_LAUNCH_CHECK("gumbel_keys_kernel");
 }
 
 // ---------------------------------------------------------------- host entry points
 
 void gumbel_keys_checked(Context& ctx, const float* d_scores, std::int64_t n, float beta,
-                         std::uint64_t seed, float* d_keys) {
+                         std::uint64_t seed, float* d_keys, std::int64_t first_index) {
   DeviceBuffer<unsigned long long> d_fault(ctx, 1, "power-sampling fault word");
   QUARRY_CUDA_CHECK(cudaMemsetAsync(d_fault.data(), 0xff, sizeof(unsigned long long), ctx.stream()));
-  launch_gumbel_keys(ctx, d_scores, n, beta, seed, d_keys, d_fault.data());
+  launch_gumbel_keys(ctx, d_scores, n, beta, seed, d_keys, d_fault.data(), first_index);
   unsigned long long bad = kNoFault;
   copy_to_host(ctx, &bad, d_fault.data(), sizeof bad);
   if (bad == kNoFault) return;
   float v = 0.0f;  // the CPU's message (cpu::gumbel_keys), with the same types streamed
   copy_to_host(ctx, &v, d_scores + bad, sizeof v);
-  QUARRY_FAIL("score at index ", static_cast<std::int64_t>(bad), " is ", v,
+  QUARRY_FAIL("score at index ", static_cast<std::int64_t>(bad) + first_index, " is ", v,
               "; power sampling needs finite scores >= 0");
 }
 
@@ -465,7 +468,7 @@ std::vector<std::int64_t> topk(const float* scores, std::int64_t n, std::int64_t
 
 std::vector<std::int64_t> power(const float* scores, std::int64_t n, std::int64_t k, float beta,
                                 std::uint64_t seed, const std::vector<std::uint8_t>& excluded,
-                                int device) {
+                                int device, std::int64_t first_index) {
   if (k <= 0) return {};
   expect_pool_size(n);
   Context& ctx = context(device);
@@ -475,7 +478,7 @@ std::vector<std::int64_t> power(const float* scores, std::int64_t n, std::int64_
   {
     DeviceBuffer<float> d_scores(ctx, static_cast<std::size_t>(n), "power-sampling scores");
     copy_to_device(ctx, d_scores.data(), scores, static_cast<std::size_t>(n) * sizeof(float));
-    gumbel_keys_checked(ctx, d_scores.data(), n, beta, seed, d_keys.data());
+    gumbel_keys_checked(ctx, d_scores.data(), n, beta, seed, d_keys.data(), first_index);
   }
   const DeviceBuffer<std::uint32_t> d_mask = upload_exclusions(ctx, excluded, n);
   DeviceBuffer<std::int64_t> d_index(ctx, static_cast<std::size_t>(k), "power-sampling indices");

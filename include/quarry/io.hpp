@@ -30,6 +30,32 @@ void write_npy(const std::string& path, const ArrayView& array);
 /// folder is written, fsync'd and renamed over `path`, and the folder fsync'd. On failure it is removed, `path` is
 /// untouched, and the Error names `path` and the reason. Every writer of quarry uses it.
 void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts);
+/// A file written in pieces and published atomically: the pieces go to "<path>.tmp.<pid>" in
+/// the same folder; commit() fsyncs it, renames it over `path` and fsyncs the folder. Destroyed
+/// without commit() (an error, a failed MPI rank), the temporary file is removed and `path` is
+/// untouched: a failed run never leaves a partial output.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  void write(std::string_view bytes);
+  void commit();
+  std::size_t written() const { return written_; }
+
+ private:
+  [[noreturn]] void fail(int err);
+  std::string path_, tmp_;
+  int fd_ = -1;
+  std::size_t written_ = 0;
+  bool committed_ = false;
+};
+
+/// The header of an .npy file (format 1.0) holding `shape` of `dtype`; the data follows it.
+/// `path` names the file in errors.
+std::string npy_header(DType dtype, const std::vector<std::int64_t>& shape, const std::string& path);
+
 /// fsyncs the folder holding `path` (so that a rename or a new file in it is durable); false
 /// (errno set) when the folder cannot be opened or synced.
 bool fsync_parent_folder(const std::string& path);

@@ -19,6 +19,8 @@
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 #include "quarry/diversity.hpp"
+#include "quarry/dist.hpp"
+#include "quarry/stream.hpp"
 #include "quarry/select.hpp"
 #include "quarry/synthetic.hpp"
 
@@ -45,61 +47,63 @@ void set_threads(int threads) {
 
 // Options shared by `score` and `select --input`.
 struct ScoreArgs {
-  std::string input, embeddings, acquisition = "entropy", device = "auto";
+  std::string input, embeddings, acquisition = "entropy", device = "auto", budget;
   bool logits = false;
   double tolerance = -1.0;
 
   void add(CLI::App* cmd, bool input_required) {
     auto* in = cmd->add_option("--input", input,
                                "Model outputs: probabilities or logits, [N,C] or committee [M,N,C], "
-                               "float32/float16/float64 .npy (or FILE.npz:member)");
+                               "float32/float16/float64 .npy (or FILE.npz:member); shards: 'pool-*.npy' "
+                               "or a comma-separated list, concatenated along N in name order");
     if (input_required) in->required();
     cmd->add_flag("--logits", logits, "The input holds logits (softmax taken in the same pass)");
     cmd->add_option("--acquisition,-a", acquisition, acquisition_help());
-    cmd->add_option("--embeddings", embeddings, "Penultimate-layer embeddings [N,D] (egl, badge-norm)");
-    cmd->add_option("--device", device, "auto, cpu, cuda or cuda:N");
+    cmd->add_option("--embeddings", embeddings,
+                    "Penultimate-layer embeddings [N,D] (egl, badge-norm, diversity); shards as --input");
+    cmd->add_option("--device", device,
+                    "auto, cpu, cuda or cuda:N (under MPI, cuda picks the GPU by the rank on its node)");
     cmd->add_option("--tolerance", tolerance,
                     "Allowed |row sum - 1| of probabilities (negative: 1e-3, or 1e-2 for float16)");
+    cmd->add_option("--memory-budget", budget,
+                    "Bytes the streamed pool may occupy at once, e.g. 512M or 4G (default: half the "
+                    "free GPU memory, or a quarter of the available host memory); larger pools are "
+                    "read in chunks with identical results");
   }
 
-  // The validated inputs of a scoring call.
-  struct ScoreInput {  // what load() read and parsed
-    Acquisition acquisition = Acquisition::entropy;
-    ScoreOptions options;
-    Array input, embeddings;
-  };
-  ScoreInput load() const {
-    ScoreInput in;
-    in.acquisition = parse_acquisition(acquisition);
-    in.options.logits = logits;
-    in.options.sum_tolerance = tolerance;
-    in.options.device = parse_device(device);
-    in.options.input_name = input;
-    in.options.embeddings_name = embeddings;
-    in.input = read_array(input);
-    if (!embeddings.empty()) in.embeddings = read_array(embeddings);
-    QUARRY_EXPECTS(embeddings.empty() || acquisition_needs_embeddings(in.acquisition),
-                   "--embeddings is only used by egl and badge-norm, not by ", acquisition);
-    return in;
+  ScoreOptions options() const {
+    ScoreOptions o;
+    o.logits = logits;
+    o.sum_tolerance = tolerance;
+    o.device = parse_device(device);
+    o.input_name = input;
+    o.embeddings_name = embeddings;
+    return o;
   }
-
-  // Scores the pool.
-  std::vector<float> run(bool verbose) const {
-    const auto t0 = Clock::now();
-    const ScoreInput in = load();
-    const ArrayView ev = in.embeddings.view();
-    std::vector<float> s = score(in.input.view(), in.acquisition, in.options,
-                                 in.embeddings.data() ? &ev : nullptr);
-    if (verbose)
-      std::fprintf(stderr, "scored %zu samples (%s, %s %s) by %s on %s in %.3f s\n", s.size(),
-                   shape_string(in.input.shape()).c_str(), dtype_name(in.input.dtype()),
-                   logits ? "logits" : "probabilities", acquisition.c_str(),
-                   device_string(resolve_device(in.options.device)).c_str(), seconds_since(t0));
+  StreamOptions stream() const {
+    StreamOptions s;
+    if (!budget.empty()) s.memory_budget = parse_bytes(budget);
     return s;
   }
 };
 
+// An MPI rank's device: `cuda` (no index) or `auto` picks the GPU by the rank on its node.
+void place_rank(const Cluster& cluster, const std::string& text, DeviceSpec* device) {
+  if (cluster.size() == 1 || text.find(':') != std::string::npos || device->kind == DeviceKind::cpu) return;
+  const int gpus = cuda_device_count();
+  if (gpus > 0) device->index = cluster.local_rank() % gpus;
+}
+
+void print_stream(const Cluster& cluster, const char* what, const StreamStats& st, std::int64_t rows,
+                  double seconds) {
+  std::fprintf(stderr, "quarry: rank %d of %d: %s %lld rows in %lld chunk(s) of up to %lld rows (budget %lld bytes) in %.3f s\n",
+               cluster.rank(), cluster.size(), what, static_cast<long long>(rows), static_cast<long long>(st.chunks),
+               static_cast<long long>(st.rows_per_chunk), static_cast<long long>(st.budget), seconds);
+}
+
 // ------------------------------------------------------------------ score
+// One process: the scores stream into the output file chunk by chunk. Under MPI each rank scores
+// its shard; rank 0 writes its own as it goes, then the other ranks' in rank order.
 void add_score(CLI::App& app) {
   auto* cmd = app.add_subcommand("score", "Score every sample of a pool; writes N float32 scores as .npy");
   auto args = std::make_shared<ScoreArgs>();
@@ -112,43 +116,51 @@ void add_score(CLI::App& app) {
   cmd->add_flag("--verbose,-v", *verbose, "Print timings to stderr");
   cmd->callback([=] {
     set_threads(*threads);
-    const std::vector<float> s = args->run(*verbose);
-    write_npy(*output, ArrayView{s.data(), DType::f32, {static_cast<std::int64_t>(s.size())}});
+    Cluster cluster;
+    PoolFiles input, emb;
+    Acquisition acq = Acquisition::entropy;
+    ScoreOptions options;
+    std::unique_ptr<AtomicFile> file;
+    std::pair<std::int64_t, std::int64_t> rows;
+    cluster.run([&] {
+      acq = parse_acquisition(args->acquisition);
+      options = args->options();
+      place_rank(cluster, args->device, &options.device);
+      input = PoolFiles::open(args->input);
+      if (!args->embeddings.empty()) emb = PoolFiles::open(args->embeddings);
+      rows = cluster.shard(input.n());
+      if (cluster.root()) {
+        file = std::make_unique<AtomicFile>(*output);
+        file->write(npy_header(DType::f32, {input.n()}, *output));
+      }
+    });
+    std::vector<float> mine;  // a non-root rank's scores, sent to rank 0 at the end
+    const auto t0 = Clock::now();
+    StreamStats st;
+    cluster.run([&] {
+      StreamOptions so = args->stream();
+      so.begin = rows.first;
+      so.end = rows.second;
+      if (!cluster.root()) mine.reserve(static_cast<std::size_t>(rows.second - rows.first));
+      st = stream_score(input, acq, options, emb.empty() ? nullptr : &emb, so,
+                        [&](std::int64_t, const float* s, std::int64_t count) {
+                          if (cluster.root())
+                            file->write({reinterpret_cast<const char*>(s), static_cast<std::size_t>(count) * sizeof(float)});
+                          else
+                            mine.insert(mine.end(), s, s + count);
+                        });
+    });
+    if (*verbose) print_stream(cluster, "scored", st, rows.second - rows.first, seconds_since(t0));
+    cluster.run([&] {
+      cluster.gather_floats(mine, [&](const float* s, std::size_t count) {
+        file->write({reinterpret_cast<const char*>(s), count * sizeof(float)});
+      });
+      if (cluster.root()) file->commit();
+    });
   });
 }
 
 // ------------------------------------------------------------------ select
-// Scores to select from: float32 scores are used where they lie (the memory-mapped file, or
-// the vector scoring produced); other dtypes are converted once.
-struct Scores {
-  Array file;
-  std::vector<float> owned;
-  const float* data = nullptr;
-  std::int64_t n = 0;
-};
-
-Scores load_scores(const std::string& path) {
-  Scores sc;
-  sc.file = read_array(path);
-  const Array& a = sc.file;
-  QUARRY_EXPECTS(a.rank() == 1 || (a.rank() == 2 && a.shape()[1] == 1), path,
-                 ": expected scores of shape [N], got ", shape_string(a.shape()));
-  QUARRY_EXPECTS(a.dtype() == DType::f32 || a.dtype() == DType::f64 || a.dtype() == DType::f16,
-                 path, ": expected float scores, got ", dtype_name(a.dtype()));
-  sc.n = a.shape()[0];
-  if (a.dtype() == DType::f32) {
-    sc.data = a.as<float>();
-    return sc;
-  }
-  sc.owned.resize(static_cast<std::size_t>(sc.n));
-  for (std::size_t i = 0; i < sc.owned.size(); ++i)
-    sc.owned[i] = a.dtype() == DType::f64 ? static_cast<float>(a.as<double>()[i])
-                                          : detail::half_to_float(a.as<std::uint16_t>()[i]);
-  sc.data = sc.owned.data();
-  return sc;
-}
-
-
 // Writes a selection as CSV or JSON (by --format, else by the output's extension) to the
 // output file, atomically, or to standard output.
 void write_selection(const Selection& sel, const std::string& strategy, const std::string& source,
@@ -188,8 +200,10 @@ struct SelectArgs {
 };
 
 // select --strategy badge|kcenter|cluster-margin|uncertain-kcenter: over --embeddings, with the
-// model outputs of --input where the strategy reads them.
-Selection select_diverse_cli(const SelectArgs& a, const std::vector<std::int64_t>& exclude) {
+// model outputs of --input where the strategy reads them. A pool within the budget gets
+// select_diverse's exact answer; a larger one, or an MPI run, the two-stage selection
+// (candidates per chunk and per rank, the final selection among them on rank 0).
+Selection select_diverse_cli(Cluster& cluster, const SelectArgs& a, const std::vector<std::int64_t>& exclude) {
   const DiversityStrategy strategy = parse_diversity_strategy(a.strategy);
   if (a.score.embeddings.empty())
     throw CLI::ValidationError("--strategy " + a.strategy + " needs --embeddings H.npy ([N, D])");
@@ -198,30 +212,55 @@ Selection select_diverse_cli(const SelectArgs& a, const std::vector<std::int64_t
   if (diversity_needs_outputs(strategy) && a.score.input.empty())
     throw CLI::ValidationError("--strategy " + a.strategy + " needs the model outputs: --input P.npy");
   DiversityOptions o;
-  o.k = a.k;
-  o.exclude = exclude;
-  o.candidates = a.candidates;
-  o.clusters = a.clusters;
-  o.acquisition = parse_acquisition(a.score.acquisition);
-  o.seed = a.seed;
-  o.logits = a.score.logits;
-  o.sum_tolerance = a.score.tolerance;
-  o.device = parse_device(a.score.device);
-  o.input_name = a.score.input;
-  o.embeddings_name = a.score.embeddings;
-  o.progress = progress_printer(a.strategy);
-  const Array emb = read_array(a.score.embeddings);
-  Array outputs;
-  if (!a.score.input.empty()) outputs = read_array(a.score.input);
-  const ArrayView ov = outputs.view();
-  return select_diverse(strategy, emb.view(), a.score.input.empty() ? nullptr : &ov, o);
+  PoolFiles emb, outputs;
+  std::pair<std::int64_t, std::int64_t> rows;
+  cluster.run([&] {
+    o.k = a.k;
+    o.exclude = exclude;
+    o.candidates = a.candidates;
+    o.clusters = a.clusters;
+    o.acquisition = parse_acquisition(a.score.acquisition);
+    o.seed = a.seed;
+    o.logits = a.score.logits;
+    o.sum_tolerance = a.score.tolerance;
+    o.device = parse_device(a.score.device);
+    place_rank(cluster, a.score.device, &o.device);
+    o.input_name = a.score.input;
+    o.embeddings_name = a.score.embeddings;
+    o.progress = progress_printer(a.strategy);
+    emb = PoolFiles::open(a.score.embeddings);
+    if (!a.score.input.empty()) outputs = PoolFiles::open(a.score.input);
+    rows = cluster.shard(emb.n());
+  });
+  const PoolFiles* out = a.score.input.empty() ? nullptr : &outputs;
+  Selection sel;
+  std::vector<std::int64_t> mine;
+  StreamStats st;
+  cluster.run([&] {
+    StreamOptions so = a.score.stream();
+    if (cluster.size() == 1) {
+      sel = stream_select_diverse(strategy, emb, out, o, so, &st);
+      return;
+    }
+    (void)checked_exclusions(emb.n(), o.k, o.exclude);  // k and the exclusions, on every rank alike
+    so.begin = rows.first;
+    so.end = rows.second;
+    mine = diverse_candidates(strategy, emb, out, o, so, &st);
+  });
+  if (a.verbose) print_stream(cluster, "candidates from", st, rows.second - rows.first, 0.0);
+  if (cluster.size() == 1) return sel;
+  const std::vector<std::int64_t> all = cluster.gather(mine);
+  cluster.run([&] {
+    if (cluster.root()) sel = select_among(strategy, emb, out, all, o);
+  });
+  return sel;
 }
 
 void add_select(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "select", "Select the k samples to label: from --scores, or score --input and select in one call");
   auto a = std::make_shared<SelectArgs>();
-  auto* sc = cmd->add_option("--scores", a->scores, "Scores [N] (.npy) from `quarry score`");
+  auto* sc = cmd->add_option("--scores", a->scores, "Scores [N] (.npy) from `quarry score`; shards as --input");
   a->score.add(cmd, false);
   cmd->get_option("--input")->excludes(sc);
   cmd->add_option("-k", a->k, "Number of samples to select")->required()->check(CLI::NonNegativeNumber);
@@ -247,55 +286,65 @@ void add_select(CLI::App& app) {
     if (!diverse && a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
       throw CLI::ValidationError("select needs --scores FILE, or --input FILE with --acquisition");
     set_threads(a->threads);
-    const std::vector<std::int64_t> excl =
-        a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
-    const bool power = a->strategy == "power";
+    Cluster cluster;
+    std::vector<std::int64_t> excl;
+    cluster.run([&] {
+      if (!a->exclude.empty()) excl = read_index_list(a->exclude);
+    });
     const auto t0 = Clock::now();
     if (diverse) {
-      const Selection sel = select_diverse_cli(*a, excl);
-      if (a->verbose)
-        std::fprintf(stderr, "selected %lld (%s) in %.3f s\n", static_cast<long long>(sel.size()),
-                     a->strategy.c_str(), seconds_since(t0));
-      write_selection(sel, a->strategy, a->score.embeddings, a->output, a->format);
+      const Selection sel = select_diverse_cli(cluster, *a, excl);
+      cluster.run([&] {
+        if (!cluster.root()) return;
+        if (a->verbose)
+          std::fprintf(stderr, "selected %lld (%s) in %.3f s\n", static_cast<long long>(sel.size()),
+                       a->strategy.c_str(), seconds_since(t0));
+        write_selection(sel, a->strategy, a->score.embeddings, a->output, a->format);
+      });
       return;
     }
     const bool from_scores = !a->scores.empty();
-    Scores s;
-    ScoreArgs::ScoreInput in;
-    if (from_scores) {
-      s = load_scores(a->scores);
-    } else {
-      in = a->score.load();
-    }
-    const std::int64_t n = from_scores ? s.n : pool_size(in.input.view());
-    Selection sel;
-    try {
-      if (from_scores) {
-        const DeviceSpec device = parse_device(a->score.device);
-        sel = power ? select_power(s.data, n, a->k, a->beta, a->seed, excl, device)
-                    : select_topk(s.data, n, a->k, excl, device);
-      } else {  // score and select in one call: on CUDA the scores stay on the device
-        SelectOptions so;
-        so.k = a->k;
-        so.power = power;
-        so.beta = a->beta;
-        so.seed = a->seed;
-        so.exclude = excl;
-        const ArrayView ev = in.embeddings.view();
-        sel = score_and_select(in.input.view(), in.acquisition, in.options, so,
-                               in.embeddings.data() ? &ev : nullptr);
+    SelectOptions so;
+    so.k = a->k;
+    so.power = a->strategy == "power";
+    so.beta = a->beta;
+    so.seed = a->seed;
+    so.exclude = std::move(excl);
+    PoolFiles pool, emb;
+    Acquisition acq = Acquisition::entropy;
+    ScoreOptions options;
+    std::pair<std::int64_t, std::int64_t> rows;
+    cluster.run([&] {
+      options = a->score.options();
+      place_rank(cluster, a->score.device, &options.device);
+      if (!from_scores) acq = parse_acquisition(a->score.acquisition);
+      pool = PoolFiles::open(from_scores ? a->scores : a->score.input);
+      if (!from_scores && !a->score.embeddings.empty()) emb = PoolFiles::open(a->score.embeddings);
+      rows = cluster.shard(pool.n());
+    });
+    Ranked local;
+    StreamStats st;
+    cluster.run([&] {
+      StreamOptions stream = a->score.stream();
+      stream.begin = rows.first;
+      stream.end = rows.second;
+      try {
+        local = from_scores ? stream_select_scores(pool, so, options.device, stream, &st)
+                            : stream_score_select(pool, acq, options, so, emb.empty() ? nullptr : &emb, stream, &st);
+      } catch (const Error& e) {  // name the files the selection came from
+        const std::string what = e.what();
+        const std::string from = from_scores ? a->scores : a->score.input;
+        if (what.find(from) != std::string::npos) throw;  // the message names the file already
+        QUARRY_FAIL(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", what);
       }
-    } catch (const Error& e) {  // name the files the selection came from
-      const std::string what = e.what();
-      const std::string from = from_scores ? a->scores : a->score.input;
-      if (what.compare(0, from.size(), from) == 0) throw;  // the message names the file already
-      QUARRY_FAIL(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", what);
-    }
-    if (a->verbose)
-      std::fprintf(stderr, "selected %lld of %lld (%s) in %.3f s\n", static_cast<long long>(sel.size()),
-                   static_cast<long long>(n), a->strategy.c_str(), seconds_since(t0));
-    const std::string source = a->scores.empty() ? a->score.input + " (" + a->score.acquisition + ")" : a->scores;
-    write_selection(sel, a->strategy, source, a->output, a->format);
+    });
+    if (a->verbose) print_stream(cluster, "selected from", st, rows.second - rows.first, seconds_since(t0));
+    const Ranked merged = cluster.merge(local, so.k);
+    cluster.run([&] {
+      if (!cluster.root()) return;
+      const std::string source = from_scores ? a->scores : a->score.input + " (" + a->score.acquisition + ")";
+      write_selection(to_selection(merged), a->strategy, source, a->output, a->format);
+    });
   });
 }
 

@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "cli.hpp"
+#include "quarry/dist.hpp"
 #include "quarry/error.hpp"
 #include "quarry/version.hpp"
 
@@ -31,6 +32,9 @@ int main(int argc, char** argv) {
     }
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help: 0; usage errors: 2
+  } catch (const quarry::ClusterError& e) {  // an MPI rank failed: every rank exits 1
+    if (e.echo()) std::fprintf(stderr, "quarry: error: %s\n", e.what());
+    return 1;
   } catch (const quarry::Error& e) {
     std::fprintf(stderr, "quarry: error: %s\n", e.what());
     return 1;

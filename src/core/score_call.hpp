@@ -22,7 +22,14 @@ struct ScoreCall {
   float* out;
   const std::string* input_name;  // for error messages
   const std::string* embeddings_name;
+  /// Elements from one committee member's rows to the next (0: n * c, a contiguous [M,N,C]);
+  /// a chunk of rows of a larger [M,N,C] pool keeps the pool's stride.
+  std::int64_t member_stride = 0;
+  /// Global row of this call's first row: a chunk of a streamed pool reports its bad rows
+  /// (and is keyed, for power sampling) by their index in the whole pool.
+  std::int64_t row_offset = 0;
   std::int64_t work() const { return (m > 0 ? m : 1) * n * c; }
+  std::int64_t stride_m() const { return member_stride > 0 ? member_stride : n * c; }
 };
 
 /// Validates a scoring call (shapes, dtypes, embeddings, committee) and fills in everything but

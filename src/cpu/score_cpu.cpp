@@ -289,7 +289,7 @@ void score_committee(const Job& job, RowFault& fault) {
   using E = Elem<D>;
   const auto* base = static_cast<const typename E::T*>(job.input);
   const int C = static_cast<int>(job.c), M = static_cast<int>(job.m);
-  const std::int64_t member_stride = job.n * job.c;
+  const std::int64_t member_stride = job.stride_m();
   parallel_blocks(job.n, job.work() > kParallelWork, [&](std::int64_t first, std::int64_t last) {
     RowFault local;
     std::vector<float> pbar(static_cast<std::size_t>(job.c)), votes(static_cast<std::size_t>(job.c));
@@ -335,7 +335,7 @@ void score_committee_small_c(const Job& job, RowFault& fault) {
     float hsum[kTileRows], best[kTileRows], sums[kTileRows], terms[kTileRows];
     int bad_code[kTileRows], bad_member[kTileRows];
     float bad_sum[kTileRows];
-    auto member_rows = [&](int m, std::int64_t r0) { return base + (m * job.n + r0) * job.c; };
+    auto member_rows = [&](int m, std::int64_t r0) { return base + m * job.stride_m() + r0 * job.c; };
     for (std::int64_t ti = first; ti < last; ++ti) {
       const std::int64_t r0 = ti * kTileRows;
       const int nr = static_cast<int>(std::min<std::int64_t>(kTileRows, job.n - r0));
@@ -450,8 +450,8 @@ void score_typed(const Job& job, RowFault& fault) {
 
 [[noreturn]] void raise(const RowFault& f, const Job& job) {
   if (f.embedding)
-    QUARRY_FAIL(*job.embeddings_name, ": row ", f.row, ": embedding contains NaN or Inf, or its norm overflows float");
-  const std::string where = *job.input_name + ": row " + std::to_string(f.row) +
+    QUARRY_FAIL(*job.embeddings_name, ": row ", f.row + job.row_offset, ": embedding contains NaN or Inf, or its norm overflows float");
+  const std::string where = *job.input_name + ": row " + std::to_string(f.row + job.row_offset) +
                             (f.member >= 0 ? " of committee member " + std::to_string(f.member) : "");
   if (f.code == detail::kRowBadSum)
     QUARRY_FAIL(where, ": probabilities sum to ", f.sum, ", expected 1 within ", job.tol,
@@ -482,7 +482,7 @@ void diagnose_row(const ScoreCall& call, std::int64_t row) {
   std::vector<unsigned char> rows(static_cast<std::size_t>(members) * row_bytes);
   for (std::int64_t m = 0; m < members; ++m)
     std::memcpy(rows.data() + m * row_bytes,
-                static_cast<const unsigned char*>(call.input) + (m * call.n + row) * row_bytes, row_bytes);
+                static_cast<const unsigned char*>(call.input) + (m * call.stride_m() + row * call.c) * es, row_bytes);
   std::vector<unsigned char> emb_row;
   ArrayView emb_view;
   if (call.emb) {
@@ -495,6 +495,7 @@ void diagnose_row(const ScoreCall& call, std::int64_t row) {
   float out = 0.0f;
   one.input = rows.data();
   one.n = 1;
+  one.member_stride = 0;  // the member rows were gathered contiguously
   one.emb = call.emb ? &emb_view : nullptr;
   one.out = &out;
   RowFault fault;
@@ -510,7 +511,7 @@ void diagnose_row(const ScoreCall& call, std::int64_t row) {
     raise(fault, call);
   }
   // Another backend flagged a row this one accepts: a sum at the very edge of the tolerance.
-  QUARRY_FAIL(*call.input_name, ": row ", row, ": rejected by the ", "GPU backend (a probability ",
+  QUARRY_FAIL(*call.input_name, ": row ", row + call.row_offset, ": rejected by the ", "GPU backend (a probability ",
               "sum at the edge of the tolerance ", call.tol, ", or a value out of range)");
 }
 

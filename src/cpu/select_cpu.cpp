@@ -43,8 +43,12 @@ struct Ranks {
   }
 };
 
+// A NaN at a chunk-local index; topk() reports it at its index in the whole pool.
+struct NanScore {
+  std::int64_t index;
+};
 void expect_no_nan(std::int64_t first_nan) {
-  QUARRY_EXPECTS(first_nan == kNone, "score at index ", first_nan, " is NaN; scores must be numbers");
+  if (first_nan != kNone) throw NanScore{first_nan};
 }
 
 // The k best of `idx` (in place), sorted.
@@ -204,21 +208,26 @@ std::vector<std::int64_t> topk_radix(const float* scores, std::int64_t n, std::i
 }  // namespace
 
 std::vector<std::int64_t> topk(const float* scores, std::int64_t n, std::int64_t k,
-                               const std::vector<std::uint8_t>& excluded) {
-  if (n <= 65536) return topk_small(scores, n, k, excluded);
-  std::vector<std::int64_t> fast;
-  if (topk_by_threshold(scores, n, k, excluded, &fast)) return fast;
-  return topk_radix(scores, n, k, excluded);
+                               const std::vector<std::uint8_t>& excluded, std::int64_t index_offset) {
+  try {
+    if (n <= 65536) return topk_small(scores, n, k, excluded);
+    std::vector<std::int64_t> fast;
+    if (topk_by_threshold(scores, n, k, excluded, &fast)) return fast;
+    return topk_radix(scores, n, k, excluded);
+  } catch (const NanScore& nan) {
+    QUARRY_FAIL("score at index ", nan.index + index_offset, " is NaN; scores must be numbers");
+  }
 }
 
-void gumbel_keys(const float* scores, std::int64_t n, float beta, std::uint64_t seed, float* keys) {
+void gumbel_keys(const float* scores, std::int64_t n, float beta, std::uint64_t seed, float* keys,
+                 std::int64_t first_index) {
   std::int64_t bad = kNone;
   parallel_blocks(n, n > 65536, [&](std::int64_t b, std::int64_t e) {
     unsigned any_bad = 0;
     QUARRY_SIMD(reduction(| : any_bad))
     for (std::int64_t i = b; i < e; ++i) {
       any_bad |= detail::out_of_range(scores[i], 0.0f);
-      keys[i] = detail::gumbel_key(scores[i], beta, seed, static_cast<std::uint64_t>(i));
+      keys[i] = detail::gumbel_key(scores[i], beta, seed, static_cast<std::uint64_t>(first_index + i));
     }
     std::int64_t first = kNone;
     for (std::int64_t i = b; any_bad && i < e; ++i)  // rare: find the first bad score
@@ -226,7 +235,7 @@ void gumbel_keys(const float* scores, std::int64_t n, float beta, std::uint64_t 
 #pragma omp critical(quarry_gumbel)
     bad = std::min(bad, first);
   });
-  QUARRY_EXPECTS(bad == kNone, "score at index ", bad, " is ", scores[bad],
+  QUARRY_EXPECTS(bad == kNone, "score at index ", bad + first_index, " is ", scores[bad],
                  "; power sampling needs finite scores >= 0");
 }
 

@@ -228,19 +228,21 @@ const char* write_descr(DType t) {
 
 // Magic, version 1.0, header length, dict, padded with spaces and a newline so that the
 // data starts at a multiple of 64 bytes.
-std::string npy_header(const ArrayView& a, const std::string& path) {
+}  // namespace
+
+std::string npy_header(DType dtype, const std::vector<std::int64_t>& dims, const std::string& path) {
   std::string shape = "(";
-  for (std::size_t i = 0; i < a.shape.size(); ++i) shape += std::to_string(a.shape[i]) + ", ";
-  if (a.shape.size() > 1) shape.resize(shape.size() - 2);
-  if (a.shape.size() == 1) shape.pop_back();
+  for (std::size_t i = 0; i < dims.size(); ++i) shape += std::to_string(dims[i]) + ", ";
+  if (dims.size() > 1) shape.resize(shape.size() - 2);
+  if (dims.size() == 1) shape.pop_back();
   shape += ")";
-  std::string dict = std::string("{'descr': '") + write_descr(a.dtype) +
+  std::string dict = std::string("{'descr': '") + write_descr(dtype) +
                      "', 'fortran_order': False, 'shape': " + shape + ", }";
   const std::size_t preamble = kMagicSize + 4;
   const std::size_t unpadded = preamble + dict.size() + 1;
   dict.append((64 - unpadded % 64) % 64, ' ');
   dict += '\n';
-  QUARRY_EXPECTS(dict.size() <= 0xffff, "cannot write ", path, ": rank ", a.rank(),
+  QUARRY_EXPECTS(dict.size() <= 0xffff, "cannot write ", path, ": rank ", dims.size(),
                  " is too large for an NPY header");
   std::string header(kMagic, kMagicSize);
   header += '\x01';
@@ -249,8 +251,6 @@ std::string npy_header(const ArrayView& a, const std::string& path) {
   header += static_cast<char>(dict.size() >> 8);
   return header + dict;
 }
-
-}  // namespace
 
 Array parse_npy(std::shared_ptr<const void> owner, const void* bytes, std::size_t size,
                 const std::string& name) {
@@ -305,7 +305,7 @@ void write_npy(const std::string& path, const ArrayView& array) {
     QUARRY_FAIL("cannot write ", path, ": NPY has no bfloat16 dtype; convert to float32 first");
   const std::size_t nbytes = checked_nbytes(array.shape, array.dtype, path);
   QUARRY_EXPECTS(nbytes == 0 || array.data, "cannot write ", path, ": the array has no data");
-  write_file_atomic(path, {npy_header(array, path), {static_cast<const char*>(array.data), nbytes}});
+  write_file_atomic(path, {npy_header(array.dtype, array.shape, path), {static_cast<const char*>(array.data), nbytes}});
 }
 
 }  // namespace quarry

@@ -9,36 +9,59 @@
 
 namespace quarry {
 
-void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  QUARRY_EXPECTS(fd >= 0, "cannot write ", path, ": ", std::strerror(errno));
-  auto fail = [&](int err) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    QUARRY_FAIL("cannot write ", path, ": ", std::strerror(err));
-  };
-  for (std::string_view part : parts) {
-    std::size_t done = 0;
-    while (done < part.size()) {
-      const ssize_t w = ::write(fd, part.data() + done, part.size() - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) fail(w < 0 ? errno : EIO);
-      done += static_cast<std::size_t>(w);
-    }
+AtomicFile::AtomicFile(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  QUARRY_EXPECTS(fd_ >= 0, "cannot write ", path_, ": ", std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::fail(int err) {
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  QUARRY_FAIL("cannot write ", path_, ": ", std::strerror(err));
+}
+
+void AtomicFile::write(std::string_view part) {
+  QUARRY_EXPECTS(fd_ >= 0 && !committed_, "cannot write ", path_, ": the file is closed");
+  std::size_t done = 0;
+  while (done < part.size()) {
+    const ssize_t w = ::write(fd_, part.data() + done, part.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail(w < 0 ? errno : EIO);
+    done += static_cast<std::size_t>(w);
   }
-  if (::fsync(fd) != 0) fail(errno);
+  written_ += part.size();
+}
+
+void AtomicFile::commit() {
+  QUARRY_EXPECTS(fd_ >= 0 && !committed_, "cannot write ", path_, ": the file is closed");
+  if (::fsync(fd_) != 0) fail(errno);
+  const int fd = fd_;
+  fd_ = -1;
   if (::close(fd) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    QUARRY_FAIL("cannot write ", path, ": ", std::strerror(err));
+    ::unlink(tmp_.c_str());
+    QUARRY_FAIL("cannot write ", path_, ": ", std::strerror(err));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    QUARRY_FAIL("cannot write ", path, ": ", std::strerror(err));
+    ::unlink(tmp_.c_str());
+    QUARRY_FAIL("cannot write ", path_, ": ", std::strerror(err));
   }
-  (void)fsync_parent_folder(path);  // best effort: the file itself is whole and renamed
+  committed_ = true;
+  (void)fsync_parent_folder(path_);  // best effort: the file itself is whole and renamed
+}
+
+void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts) {
+  AtomicFile f(path);
+  for (std::string_view part : parts) f.write(part);
+  f.commit();
 }
 
 bool fsync_parent_folder(const std::string& path) {
