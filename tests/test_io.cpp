@@ -6,6 +6,7 @@
 // written by hand (fixed-Huffman deflate, CRC-32; file_builders.hpp), which also lets it
 // write archives whose headers lie.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "file_builders.hpp"
@@ -686,6 +688,24 @@ TEST(RealData, PneumoniaMnist) {
   ASSERT_EQ(y.shape(), (std::vector<std::int64_t>{3882, 1}));
   ASSERT_EQ(y.dtype(), DType::u8);
   EXPECT_EQ(std::count(y.as<std::uint8_t>(), y.as<std::uint8_t>() + y.numel(), 0), 388);
+}
+
+// An output that exists and is not a regular file (a pipe, /dev/null, /dev/stdout) is written in
+// place; renaming a temporary file over it would replace the device or the pipe.
+TEST(AtomicFile, WritesIntoAPipeWithoutReplacingIt) {
+  const std::string fifo = tmp("out.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string got;
+  std::thread reader([&] {
+    std::ifstream in(fifo, std::ios::binary);
+    got.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  });
+  quarry::write_file_atomic(fifo, {"rank,index\n", "1,7\n"});
+  reader.join();
+  EXPECT_EQ(got, "rank,index\n1,7\n");
+  EXPECT_TRUE(fs::is_fifo(fifo)) << "the pipe was replaced by a file";
+  for (const auto& e : fs::directory_iterator(fs::path(fifo).parent_path()))
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "temporary left: " << e.path();
 }
 
 }  // namespace

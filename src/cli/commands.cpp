@@ -122,6 +122,7 @@ void add_score(CLI::App& app) {
     ScoreOptions options;
     std::unique_ptr<AtomicFile> file;
     std::pair<std::int64_t, std::int64_t> rows;
+    const auto start = Clock::now();
     cluster.run([&] {
       acq = parse_acquisition(args->acquisition);
       options = args->options();
@@ -157,6 +158,9 @@ void add_score(CLI::App& app) {
       });
       if (cluster.root()) file->commit();
     });
+    if (*verbose && cluster.root())
+      std::fprintf(stderr, "quarry: score: %lld rows on %d rank(s) in %.3f s (files opened to output renamed)\n",
+                   static_cast<long long>(input.n()), cluster.size(), seconds_since(start));
   });
 }
 
@@ -344,6 +348,9 @@ void add_select(CLI::App& app) {
       if (!cluster.root()) return;
       const std::string source = from_scores ? a->scores : a->score.input + " (" + a->score.acquisition + ")";
       write_selection(to_selection(merged), a->strategy, source, a->output, a->format);
+      if (a->verbose)
+        std::fprintf(stderr, "quarry: select: %lld rows on %d rank(s) in %.3f s (files opened to output written)\n",
+                     static_cast<long long>(pool.n()), cluster.size(), seconds_since(t0));
     });
   });
 }

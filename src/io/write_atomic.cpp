@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,19 +12,27 @@ namespace quarry {
 
 AtomicFile::AtomicFile(std::string path)
     : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // An existing path that is not a regular file (/dev/null, /dev/stdout, a pipe) is written in
+  // place: renaming over it would replace the device or the pipe with a file.
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    tmp_.clear();
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+  } else {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  }
   QUARRY_EXPECTS(fd_ >= 0, "cannot write ", path_, ": ", std::strerror(errno));
 }
 
 AtomicFile::~AtomicFile() {
   if (fd_ >= 0) ::close(fd_);
-  if (!committed_) ::unlink(tmp_.c_str());
+  if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
 }
 
 void AtomicFile::fail(int err) {
   ::close(fd_);
   fd_ = -1;
-  ::unlink(tmp_.c_str());
+  if (!tmp_.empty()) ::unlink(tmp_.c_str());
   QUARRY_FAIL("cannot write ", path_, ": ", std::strerror(err));
 }
 
@@ -41,6 +50,13 @@ void AtomicFile::write(std::string_view part) {
 
 void AtomicFile::commit() {
   QUARRY_EXPECTS(fd_ >= 0 && !committed_, "cannot write ", path_, ": the file is closed");
+  if (tmp_.empty()) {  // a device or a pipe, written in place
+    const int fd = fd_;
+    fd_ = -1;
+    committed_ = true;
+    QUARRY_EXPECTS(::close(fd) == 0, "cannot write ", path_, ": ", std::strerror(errno));
+    return;
+  }
   if (::fsync(fd_) != 0) fail(errno);
   const int fd = fd_;
   fd_ = -1;
