@@ -20,7 +20,7 @@ export BUILD_DIR="$build"
 say() { printf '[run_gpu %4ds] %s\n' "$((SECONDS - start))" "$*"; }
 
 # Build logs stay in the build folder; $OUT gets the results.
-OUT='' "$root/scripts/gpu_check.sh" --build-only bench_cuda quarry_cli || { say "build failed"; exit 5; }
+OUT='' "$root/scripts/gpu_check.sh" --build-only bench_cuda bench_stream_cuda quarry_cli || { say "build failed"; exit 5; }
 export LD_LIBRARY_PATH="$root/carry/deps/prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"  # the carried BLAS
 
 commit="${QUARRY_COMMIT:-$(git -C "$root" describe --always --dirty --abbrev=7 2>/dev/null || echo unknown)}"
@@ -41,6 +41,13 @@ t0=$SECONDS
 bench_rc=${PIPESTATUS[0]}
 say "bench_cuda: rc $bench_rc in $((SECONDS - t0))s"
 
+# The streaming goal: a pinned 2 GB float16 pool under a 512 MiB budget vs the pinned copy bandwidth.
+stream_json="$results/gpu-$stamp-$commit-stream.json"
+say "bench_stream_cuda -> $(basename "$stream_json")"
+"$build/bench/bench_stream_cuda" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+  --benchmark_out="$stream_json" --benchmark_out_format=json 2>&1 | tee "$logs/bench_stream_cuda.log"
+say "bench_stream_cuda: rc ${PIPESTATUS[0]}"
+
 torch_rc=1
 if [ -s "$bench_json" ]; then
   say "compare_torch.py -> $(basename "$torch_json")"
@@ -54,7 +61,7 @@ fi
 
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
-  for f in "$bench_json" "$torch_json" "$logs/bench_cuda.log" "$logs/compare_torch.log" "$logs/environment.txt" \
+  for f in "$bench_json" "$torch_json" "$stream_json" "$logs/bench_stream_cuda.log" "$logs/bench_cuda.log" "$logs/compare_torch.log" "$logs/environment.txt" \
            "$logs/ptxas.log"; do
     [ -f "$f" ] && cp "$f" "$OUT/"
   done

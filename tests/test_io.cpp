@@ -694,7 +694,8 @@ TEST(RealData, PneumoniaMnist) {
 // place; renaming a temporary file over it would replace the device or the pipe.
 TEST(AtomicFile, WritesIntoAPipeWithoutReplacingIt) {
   const std::string fifo = tmp("out.fifo");
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << fifo << ": " << std::strerror(errno);
   std::string got;
   std::thread reader([&] {
     std::ifstream in(fifo, std::ios::binary);

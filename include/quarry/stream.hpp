@@ -34,6 +34,9 @@ class PoolFiles {
   /// files in pool order. Every file must have the same dtype and rank and agree on every axis
   /// but the sample axis; an Error names the file that does not.
   static PoolFiles open(const std::string& spec);
+  /// A pool of arrays already in memory (host memory, pinned or not), in pool order; `name`
+  /// names it in errors. The same checks as open().
+  static PoolFiles of(std::vector<Array> parts, const std::string& name);
 
   const std::string& spec() const { return spec_; }
   bool empty() const { return files_.empty(); }

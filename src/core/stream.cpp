@@ -75,26 +75,38 @@ void advise(const void* begin, std::size_t bytes, int advice) {
 }  // namespace
 
 PoolFiles PoolFiles::open(const std::string& spec) {
-  PoolFiles p;
-  p.spec_ = spec;
+  std::vector<Array> parts;
+  std::vector<bool> mapped;
   for (const std::string& path : expand_spec(spec)) {
-    Array a = read_array(path);
+    parts.push_back(read_array(path));
+    mapped.push_back(detect_file_kind(path) == FileKind::npy);
+  }
+  PoolFiles p = of(std::move(parts), spec);
+  p.mapped_ = std::move(mapped);
+  return p;
+}
+
+PoolFiles PoolFiles::of(std::vector<Array> parts, const std::string& name) {
+  QUARRY_EXPECTS(!parts.empty(), name, ": a pool needs at least one array");
+  PoolFiles p;
+  p.spec_ = name;
+  for (Array& a : parts) {
+    const std::string& path = a.source();
     QUARRY_EXPECTS(a.rank() >= 1 && a.rank() <= 3, path, ": expected an array of rank 1 to 3, got shape ",
                    shape_string(a.shape()));
     if (!p.files_.empty()) {
       const Array& f = p.files_.front();
       QUARRY_EXPECTS(a.dtype() == f.dtype(), path, ": dtype ", dtype_name(a.dtype()), " differs from ",
-                     dtype_name(f.dtype()), " of ", f.source(), " (the shards of ", spec, " must agree)");
+                     dtype_name(f.dtype()), " of ", f.source(), " (the shards of ", name, " must agree)");
       bool same = a.rank() == f.rank();
       for (int d = 0; same && d < a.rank(); ++d) same = d == p.sample_axis() || a.shape()[d] == f.shape()[d];
       QUARRY_EXPECTS(same, path, ": shape ", shape_string(a.shape()), " does not continue ", f.source(),
                      "'s ", shape_string(f.shape()), " (shards may differ only in the number of samples)");
     }
-    const bool mapped = detect_file_kind(path) == FileKind::npy;
     p.starts_.push_back(p.n_);
     p.n_ += a.shape()[a.rank() == 3 ? 1 : 0];
     p.files_.push_back(std::move(a));
-    p.mapped_.push_back(mapped);
+    p.mapped_.push_back(false);
   }
   p.starts_.push_back(p.n_);
   return p;
@@ -367,6 +379,20 @@ void select_chunk(const float* scores, const float* keys, Range r, std::int64_t 
   run->add(std::move(part));
 }
 
+// On CUDA, once chunk i is back: its pages leave resident memory, chunk i + 2's are requested
+// (chunk i + 1 is being copied).
+[[maybe_unused]] void pages_done(const PoolFiles& input, const PoolFiles* emb, const std::vector<Range>& chunks,
+                                 std::size_t i) {
+  if (chunks.size() > 1) {
+    input.release(chunks[i].begin, chunks[i].end);
+    if (emb) emb->release(chunks[i].begin, chunks[i].end);
+  }
+  if (i + 2 < chunks.size()) {
+    input.prefetch(chunks[i + 2].begin, chunks[i + 2].end);
+    if (emb) emb->prefetch(chunks[i + 2].begin, chunks[i + 2].end);
+  }
+}
+
 // The CPU's chunk loop: the next chunk's pages are requested while this one is scored, and a
 // scored chunk's pages leave resident memory. `use(range, scores)` sees each chunk's scores.
 template <class Use>
@@ -414,6 +440,7 @@ StreamStats stream_score(const PoolFiles& input, Acquisition acq, const ScoreOpt
       calls.push_back(chunk_call(input, acq, o, emb, chunks[i], &storage[i]));
     cuda::score_chunks(calls, device, [&](std::size_t i, const float* scores) {
       sink(chunks[i].begin, scores, chunks[i].end - chunks[i].begin);
+      pages_done(input, emb, chunks, i);
     });
     return st;
 #endif
@@ -489,9 +516,10 @@ Ranked stream_score_select(const PoolFiles& input, Acquisition acq, const ScoreO
     for (std::size_t i = 0; i < chunks.size(); ++i)
       calls.push_back(chunk_call(input, acq, o, emb, chunks[i], &storage[i]));
     cuda::select_chunks(calls, sel.k, sel.power, static_cast<float>(sel.beta), sel.seed, excluded, device,
-                        [&](std::size_t, std::vector<std::int64_t>&& index, std::vector<float>&& key,
+                        [&](std::size_t i, std::vector<std::int64_t>&& index, std::vector<float>&& key,
                             std::vector<float>&& score) {
                           run.add(Ranked{std::move(index), std::move(key), std::move(score)});
+                          pages_done(input, emb, chunks, i);
                         });
     return run.best;
 #endif
@@ -551,6 +579,8 @@ Ranked stream_select_scores(const PoolFiles& scores, const SelectOptions& sel, c
     if (kc > 0) {
 #if QUARRY_BUILD_CUDA
       if (cuda) {  // the chunk's selection on the device, its picks merged here
+        for (std::int64_t j = 0; j < rows && !sel.power; ++j)  // named by pool index, as the CPU does
+          QUARRY_EXPECTS(x[j] == x[j], "score at index ", r.begin + j, " is NaN; scores must be numbers");
         const std::vector<std::int64_t> local =
             sel.power ? cuda::power(x, rows, kc, static_cast<float>(sel.beta), sel.seed, mask, device, r.begin)
                       : cuda::topk(x, rows, kc, mask, device);
