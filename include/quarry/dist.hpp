@@ -18,8 +18,8 @@
 
 namespace quarry {
 
-/// The error every rank throws when some rank failed. `echo` is false on the ranks that did not
-/// fail, except rank 0: the command prints the message on rank 0 and on the failing ranks only.
+/// The error every rank throws when some rank failed. `echo` is true on rank 0 only: the command
+/// prints the message (every failing rank's) once, and every rank exits 1.
 class ClusterError : public Error {
  public:
   ClusterError(const std::string& what, bool echo) : Error(what), echo_(echo) {}
@@ -33,14 +33,19 @@ class ClusterError : public Error {
 /// PMI_SIZE is set).
 bool launched_by_mpi();
 
+/// After a Cluster was destroyed by an error outside Cluster::run (which the other ranks know
+/// nothing of): MPI_Abort(code), ending every rank. Does nothing otherwise.
+void abort_pending_job(int code);
+
 class Cluster {
  public:
   /// Joins the MPI job when launched_by_mpi() and this build has MPI (MPI_Init); otherwise a
   /// cluster of one rank that makes no MPI call. Launched as one of several ranks by a build
   /// without MPI is an Error (every rank would write the whole output).
   Cluster();
-  /// MPI_Finalize; MPI_Abort instead when unwinding from an error the ranks did not agree on
-  /// (a rank must never wait forever for one that has gone).
+  /// MPI_Finalize; when unwinding from an error the ranks did not agree on, no finalize: the
+  /// caller prints the error and calls abort_pending_job() (a rank must never wait forever for
+  /// one that has gone).
   ~Cluster();
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
@@ -49,6 +54,8 @@ class Cluster {
   int size() const { return size_; }
   /// The rank among the ranks of this node (MPI_COMM_TYPE_SHARED): it picks the GPU.
   int local_rank() const { return local_rank_; }
+  /// The number of ranks on this node: they share its memory budget.
+  int local_size() const { return local_size_; }
   bool root() const { return rank_ == 0; }
 
   /// This rank's rows of a pool of n: [n r / R, n (r+1) / R).
@@ -72,7 +79,7 @@ class Cluster {
   void gather_floats(const std::vector<float>& local, const std::function<void(const float*, std::size_t)>& sink);
 
  private:
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   bool mpi_ = false;
   bool agreed_failure_ = false;  // run() threw the agreed ClusterError
 };

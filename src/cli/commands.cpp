@@ -88,6 +88,14 @@ struct ScoreArgs {
 };
 
 // An MPI rank's device: `cuda` (no index) or `auto` picks the GPU by the rank on its node.
+// Ranks on one node share its memory: the default budget is split between them.
+StreamOptions rank_stream(const Cluster& cluster, const ScoreArgs& args, const DeviceSpec& device) {
+  StreamOptions s = args.stream();
+  if (s.memory_budget == 0 && cluster.local_size() > 1 && resolve_device(device).kind != DeviceKind::cuda)
+    s.memory_budget = default_memory_budget(device) / cluster.local_size();
+  return s;
+}
+
 void place_rank(const Cluster& cluster, const std::string& text, DeviceSpec* device) {
   if (cluster.size() == 1 || text.find(':') != std::string::npos || device->kind == DeviceKind::cpu) return;
   const int gpus = cuda_device_count();
@@ -139,7 +147,7 @@ void add_score(CLI::App& app) {
     const auto t0 = Clock::now();
     StreamStats st;
     cluster.run([&] {
-      StreamOptions so = args->stream();
+      StreamOptions so = rank_stream(cluster, *args, options.device);
       so.begin = rows.first;
       so.end = rows.second;
       if (!cluster.root()) mine.reserve(static_cast<std::size_t>(rows.second - rows.first));
@@ -241,7 +249,7 @@ Selection select_diverse_cli(Cluster& cluster, const SelectArgs& a, const std::v
   std::vector<std::int64_t> mine;
   StreamStats st;
   cluster.run([&] {
-    StreamOptions so = a.score.stream();
+    StreamOptions so = rank_stream(cluster, a.score, o.device);
     if (cluster.size() == 1) {
       sel = stream_select_diverse(strategy, emb, out, o, so, &st);
       return;
@@ -329,7 +337,7 @@ void add_select(CLI::App& app) {
     Ranked local;
     StreamStats st;
     cluster.run([&] {
-      StreamOptions stream = a->score.stream();
+      StreamOptions stream = rank_stream(cluster, a->score, options.device);
       stream.begin = rows.first;
       stream.end = rows.second;
       try {

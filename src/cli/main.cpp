@@ -31,15 +31,19 @@ int main(int argc, char** argv) {
       return 1;
     }
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; usage errors: 2
+    const int code = app.exit(e) == 0 ? 0 : 2;  // --help: 0; usage errors: 2
+    quarry::abort_pending_job(code);
+    return code;
   } catch (const quarry::ClusterError& e) {  // an MPI rank failed: every rank exits 1
     if (e.echo()) std::fprintf(stderr, "quarry: error: %s\n", e.what());
     return 1;
   } catch (const quarry::Error& e) {
     std::fprintf(stderr, "quarry: error: %s\n", e.what());
+    quarry::abort_pending_job(1);
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "quarry: internal error: %s\n", e.what());
+    quarry::abort_pending_job(3);
     return 3;
   }
   return 0;

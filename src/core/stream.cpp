@@ -13,11 +13,13 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
 
 #include "core/score_call.hpp"
+#include "io/mmap_file.hpp"
 #include "cpu/cpu_backend.hpp"
 #if QUARRY_BUILD_CUDA
 #include "kernels/cuda_backend.hpp"
@@ -78,8 +80,19 @@ PoolFiles PoolFiles::open(const std::string& spec) {
   std::vector<Array> parts;
   std::vector<bool> mapped;
   for (const std::string& path : expand_spec(spec)) {
-    parts.push_back(read_array(path));
-    mapped.push_back(detect_file_kind(path) == FileKind::npy);
+    // Pages may be dropped (MADV_DONTNEED) only where the data lies in a file mapping: an NPY whose
+    // data parse_npy had to copy (misaligned), an NPZ member or an IDX file is heap memory.
+    if (std::filesystem::is_regular_file(path) && detect_file_kind(path) == FileKind::npy) {
+      io::MappedFile f = io::map_file(path);
+      const unsigned char* base = f.data;
+      const std::size_t size = f.size;
+      parts.push_back(parse_npy(std::move(f.owner), base, size, path));
+      const auto* d = static_cast<const unsigned char*>(parts.back().data());
+      mapped.push_back(d >= base && d < base + size);
+    } else {
+      parts.push_back(read_array(path));
+      mapped.push_back(false);
+    }
   }
   PoolFiles p = of(std::move(parts), spec);
   p.mapped_ = std::move(mapped);
@@ -529,7 +542,7 @@ Ranked stream_score_select(const PoolFiles& input, Acquisition acq, const ScoreO
     std::int64_t selectable = 0;  // every row was checked, also for k = 0
     const std::vector<std::uint8_t> mask = chunk_mask(excluded, r, &selectable);
     const std::int64_t kc = std::min(sel.k, selectable);
-    if (sel.power && kc > 0)
+    if (sel.power && sel.k > 0)  // every score is checked, as the in-memory power sampling does
       cpu::gumbel_keys(scores, r.end - r.begin, static_cast<float>(sel.beta), sel.seed, keys.data(), r.begin);
     select_chunk(scores, sel.power ? keys.data() : scores, r, kc, mask, &run);
   });
@@ -600,9 +613,13 @@ Ranked stream_select_scores(const PoolFiles& scores, const SelectOptions& sel, c
       (void)cuda;
       if (sel.power) cpu::gumbel_keys(x, rows, static_cast<float>(sel.beta), sel.seed, keys.data(), r.begin);
       select_chunk(x, sel.power ? keys.data() : x, r, kc, mask, &run);
-    } else if (!sel.power) {
-      for (std::int64_t j = 0; j < rows; ++j)  // NaN is an error even where nothing is selected
-        QUARRY_EXPECTS(x[j] == x[j], "score at index ", r.begin + j, " is NaN; scores must be numbers");
+    } else if (sel.k > 0) {  // a chunk with nothing selectable: its scores are checked all the same
+      if (sel.power) {
+        cpu::gumbel_keys(x, rows, static_cast<float>(sel.beta), sel.seed, keys.data(), r.begin);
+      } else {
+        for (std::int64_t j = 0; j < rows; ++j)
+          QUARRY_EXPECTS(x[j] == x[j], "score at index ", r.begin + j, " is NaN; scores must be numbers");
+      }
     }
     if (chunks.size() > 1) scores.release(r.begin, r.end);
   }

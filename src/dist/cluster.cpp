@@ -21,6 +21,8 @@ bool launched_by_mpi() {
 }
 
 namespace {
+bool abort_pending = false;  // set by ~Cluster, acted on by abort_pending_job()
+
 #if !QUARRY_BUILD_MPI
 // The job's size as the launcher states it (0: not stated).
 long launcher_size() {
@@ -80,6 +82,7 @@ Cluster::Cluster() {
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
   MPI_Comm_rank(node, &local_rank_);
+  MPI_Comm_size(node, &local_size_);
   MPI_Comm_free(&node);
 #else
   const long n = launcher_size();
@@ -93,13 +96,23 @@ Cluster::~Cluster() {
 #if QUARRY_BUILD_MPI
   if (!mpi_) return;
   if (std::uncaught_exceptions() > 0 && !agreed_failure_ && size_ > 1) {
-    std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);  // an error outside run(): end every rank rather than hang
+    abort_pending = true;  // an error outside run(): main() prints it, then abort_pending_job()
+    return;                // ends every rank (MPI_Finalize would wait for the others)
   }
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
 #endif
+}
+
+void abort_pending_job(int code) {
+#if QUARRY_BUILD_MPI
+  if (abort_pending) {
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+#endif
+  (void)code;
 }
 
 std::pair<std::int64_t, std::int64_t> Cluster::shard(std::int64_t n) const {
@@ -212,12 +225,12 @@ void Cluster::gather_floats(const std::vector<float>& local, const std::function
     return;
   }
 #if QUARRY_BUILD_MPI
-  long long mine = static_cast<long long>(local.size());
+  std::vector<float> piece(rank_ == 0 ? kPiece : 0);  // before the first collective: a failed
+  long long mine = static_cast<long long>(local.size());  // allocation cannot strand a sender
   std::vector<long long> counts(static_cast<std::size_t>(size_));
   MPI_Gather(&mine, 1, MPI_LONG_LONG, counts.data(), 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
   if (rank_ == 0) {
     deliver(local.data(), local.size());
-    std::vector<float> piece(std::min<std::size_t>(kPiece, std::max<long long>(1, *std::max_element(counts.begin(), counts.end()))));
     for (int r = 1; r < size_; ++r)
       for (long long done = 0; done < counts[static_cast<std::size_t>(r)];) {
         const int n = static_cast<int>(std::min<long long>(static_cast<long long>(kPiece), counts[static_cast<std::size_t>(r)] - done));
