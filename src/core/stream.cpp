@@ -392,6 +392,36 @@ void select_chunk(const float* scores, const float* keys, Range r, std::int64_t 
   run->add(std::move(part));
 }
 
+// How a validated scoring call is cut: the backend and the chunks under the budget.
+struct ScorePlan {
+  const PoolFiles* emb;  // null where the acquisition reads no embeddings
+  bool cuda;
+  int device;
+  StreamStats stats;
+  std::vector<Range> chunks;
+};
+
+ScorePlan plan_scoring(const PoolFiles& input, Acquisition acq, const ScoreOptions& o, const PoolFiles* emb,
+                       const StreamOptions& s, bool keys) {
+  ScorePlan p{acquisition_needs_embeddings(acq) ? emb : nullptr, false, 0, {}, {}};
+  const Range range = checked_range(input.n(), s);
+  p.cuda = cuda_device(o.device, &p.device);
+  p.stats.budget = budget_of(s, o.device);
+  p.stats.rows_per_chunk = chunk_rows(p.stats.budget, score_row_bytes(input, p.emb, keys), p.cuda ? 2 : 1);
+  p.chunks = plan(range, p.stats.rows_per_chunk, {&input, p.emb});
+  p.stats.chunks = static_cast<std::int64_t>(p.chunks.size());
+  return p;
+}
+
+// The host-memory calls of every chunk, for the CUDA pipeline (`storage` keeps their views).
+[[maybe_unused]] std::vector<ScoreCall> cuda_calls(const PoolFiles& input, Acquisition acq, const ScoreOptions& o,
+                                                   const ScorePlan& p, std::vector<ChunkInput>* storage) {
+  std::vector<ScoreCall> calls;
+  for (std::size_t i = 0; i < p.chunks.size(); ++i)
+    calls.push_back(chunk_call(input, acq, o, p.emb, p.chunks[i], &(*storage)[i]));
+  return calls;
+}
+
 // On CUDA, once chunk i is back: its pages leave resident memory, chunk i + 2's are requested
 // (chunk i + 1 is being copied).
 [[maybe_unused]] void pages_done(const PoolFiles& input, const PoolFiles* emb, const std::vector<Range>& chunks,
@@ -436,22 +466,15 @@ void cpu_chunks(const PoolFiles& input, Acquisition acq, const ScoreOptions& o, 
 StreamStats stream_score(const PoolFiles& input, Acquisition acq, const ScoreOptions& o, const PoolFiles* emb,
                          const StreamOptions& s, const ScoreSink& sink) {
   validate_pools(input, acq, o, emb);
-  if (!acquisition_needs_embeddings(acq)) emb = nullptr;
-  const Range range = checked_range(input.n(), s);
-  int device = 0;
-  const bool cuda = cuda_device(o.device, &device);
-  StreamStats st;
-  st.budget = budget_of(s, o.device);
-  st.rows_per_chunk = chunk_rows(st.budget, score_row_bytes(input, emb, false), cuda ? 2 : 1);
-  const std::vector<Range> chunks = plan(range, st.rows_per_chunk, {&input, emb});
-  st.chunks = static_cast<std::int64_t>(chunks.size());
-  if (cuda) {
+  const ScorePlan p = plan_scoring(input, acq, o, emb, s, false);
+  emb = p.emb;
+  const std::vector<Range>& chunks = p.chunks;
+  const StreamStats st = p.stats;
+  if (p.cuda) {
 #if QUARRY_BUILD_CUDA
     std::vector<ChunkInput> storage(chunks.size());
-    std::vector<ScoreCall> calls;
-    for (std::size_t i = 0; i < chunks.size(); ++i)
-      calls.push_back(chunk_call(input, acq, o, emb, chunks[i], &storage[i]));
-    cuda::score_chunks(calls, device, [&](std::size_t i, const float* scores) {
+    const std::vector<ScoreCall> calls = cuda_calls(input, acq, o, p, &storage);
+    cuda::score_chunks(calls, p.device, [&](std::size_t i, const float* scores) {
       sink(chunks[i].begin, scores, chunks[i].end - chunks[i].begin);
       pages_done(input, emb, chunks, i);
     });
@@ -508,27 +531,19 @@ std::vector<std::int64_t> checked_exclusions(std::int64_t n, std::int64_t k, con
 Ranked stream_score_select(const PoolFiles& input, Acquisition acq, const ScoreOptions& o, const SelectOptions& sel,
                            const PoolFiles* emb, const StreamOptions& s, StreamStats* stats) {
   validate_pools(input, acq, o, emb);
-  if (!acquisition_needs_embeddings(acq)) emb = nullptr;
   QUARRY_EXPECTS(!sel.power || (std::isfinite(sel.beta) && sel.beta > 0 && sel.beta <= detail::kFloatMax),
                  "power sampling needs a finite beta > 0, got ", sel.beta);
   const std::vector<std::int64_t> excluded = checked_exclusions(input.n(), sel.k, sel.exclude);
-  const Range range = checked_range(input.n(), s);
-  int device = 0;
-  const bool cuda = cuda_device(o.device, &device);
-  StreamStats st;
-  st.budget = budget_of(s, o.device);
-  st.rows_per_chunk = chunk_rows(st.budget, score_row_bytes(input, emb, sel.power), cuda ? 2 : 1);
-  const std::vector<Range> chunks = plan(range, st.rows_per_chunk, {&input, emb});
-  st.chunks = static_cast<std::int64_t>(chunks.size());
-  if (stats) *stats = st;
+  const ScorePlan p = plan_scoring(input, acq, o, emb, s, sel.power);
+  emb = p.emb;
+  const std::vector<Range>& chunks = p.chunks;
+  if (stats) *stats = p.stats;
   Running run{sel.k, {}};
-  if (cuda) {
+  if (p.cuda) {
 #if QUARRY_BUILD_CUDA
     std::vector<ChunkInput> storage(chunks.size());
-    std::vector<ScoreCall> calls;
-    for (std::size_t i = 0; i < chunks.size(); ++i)
-      calls.push_back(chunk_call(input, acq, o, emb, chunks[i], &storage[i]));
-    cuda::select_chunks(calls, sel.k, sel.power, static_cast<float>(sel.beta), sel.seed, excluded, device,
+    const std::vector<ScoreCall> calls = cuda_calls(input, acq, o, p, &storage);
+    cuda::select_chunks(calls, sel.k, sel.power, static_cast<float>(sel.beta), sel.seed, excluded, p.device,
                         [&](std::size_t i, std::vector<std::int64_t>&& index, std::vector<float>&& key,
                             std::vector<float>&& score) {
                           run.add(Ranked{std::move(index), std::move(key), std::move(score)});

@@ -43,8 +43,9 @@ template <>
 MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
 
 // Every rank's vector concatenated on rank 0 (counts first; k-sized data, so int counts suffice).
+// `counts` (optional) receives each rank's count on rank 0.
 template <class T>
-std::vector<T> gather_on_root(const std::vector<T>& local, int rank, int size) {
+std::vector<T> gather_on_root(const std::vector<T>& local, int rank, int size, std::vector<int>* counts_out = nullptr) {
   QUARRY_EXPECTS(local.size() < static_cast<std::size_t>(std::numeric_limits<int>::max()),
                  "a rank's part of ", local.size(), " items is too large to gather");
   const int count = static_cast<int>(local.size());
@@ -62,6 +63,7 @@ std::vector<T> gather_on_root(const std::vector<T>& local, int rank, int size) {
   }
   MPI_Gatherv(local.data(), count, mpi_type<T>(), all.data(), counts.data(), displs.data(), mpi_type<T>(), 0,
               MPI_COMM_WORLD);
+  if (counts_out) *counts_out = std::move(counts);
   return all;
 }
 #endif
@@ -178,11 +180,9 @@ void Cluster::run(const std::function<void()>& work) {
 Ranked Cluster::merge(const Ranked& local, std::int64_t k) {
   if (!mpi_ || size_ == 1) return merge_ranked({local}, k);
 #if QUARRY_BUILD_MPI
-  std::vector<std::int64_t> index = gather_on_root(local.index, rank_, size_);
-  std::vector<float> key = gather_on_root(local.key, rank_, size_), score = gather_on_root(local.score, rank_, size_);
-  std::vector<int> counts(static_cast<std::size_t>(size_));
-  const int count = static_cast<int>(local.index.size());
-  MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::vector<int> counts;
+  const std::vector<std::int64_t> index = gather_on_root(local.index, rank_, size_, &counts);
+  const std::vector<float> key = gather_on_root(local.key, rank_, size_), score = gather_on_root(local.score, rank_, size_);
   if (rank_ != 0) return {};
   std::vector<Ranked> parts(static_cast<std::size_t>(size_));
   std::size_t at = 0;
