@@ -1,268 +1,203 @@
 #!/usr/bin/env bash
-# The GPU machine's check: builds quarry with the dependencies carried in carry/deps (see
-# scripts/prepare_device_carry.sh), runs the whole test suite (ctest: the CUDA parity tests
-# included), then the parity tests under compute-sanitizer memcheck and racecheck. Made for one
-# call of the `device` tool (10 minutes, 16 cores, no network); works on any Linux machine with a
-# GPU, the CUDA toolkit, CMake and ninja.
+# The whole GPU check in one call of the `device` tool, within a deadline (default 450 s):
+#   1. the machine: nvidia-smi, driver, toolkit, PyTorch (environment.txt);
+#   2. correctness, in parallel: the CUDA parity tests (test_cuda, test_diversity_cuda,
+#      test_stream) and compute-sanitizer (memcheck on test_cuda's quick case list and on the
+#      CUDA streaming tests; racecheck on the top-k / power and the diversity kernels);
+#   3. the benchmarks, one at a time on an idle GPU: bench_cuda (every fused score, top-k, power,
+#      the copy bandwidth), bench_stream_cuda (streaming from pinned memory), bench_diversity_cuda
+#      (BADGE and k-center, N = 1e6, D = 512), bench/compare_torch.py (PyTorch eager, same data);
+#   4. the goals table (bench/gpu_goals.py), printed last.
+# It runs the programs that scripts/gpu_prepare.sh built and staged in carry/gpu/ on the
+# development machine; where they do not load, it builds them here (scripts/gpu_build_there.sh,
+# ~3 minutes of the deadline). Every step has its own time limit; a step stopped at its limit
+# leaves its goals "not run", never a hang.
 #
-#   scripts/gpu_check.sh                      everything; logs and a summary JSON under $OUT
-#   scripts/gpu_check.sh --build-only [TARGET...]   configure and build (bench/run_gpu.sh uses it)
+#   scripts/gpu_check.sh          (docs/gpu.md: the device call, and a dry run without a GPU)
 #
-# Environment (all optional):
-#   OUT           where the logs and the summary gpu-<stamp>-<commit>-check.json go (8 files: the
-#                 device tool brings back at most 8); default build-gpu/logs. The summary is also
-#                 copied to bench/results/
-#   BUILD_DIR     build folder (default build-gpu; kept between calls while the machine is warm)
-#   JOBS          build parallelism (default: all cores)
-#   CUDA_ARCHS    CMAKE_CUDA_ARCHITECTURES (default 90: H100/H200; CI builds 80;90 elsewhere)
-#   DEADLINE      seconds this script may take in all (default 570): the sanitizer runs get what
-#                 is left, each stopped by `timeout` rather than the tool's 10-minute limit
-#   SAN_FILTER    --gtest_filter of the sanitizer runs (default: every test_cuda test but the
-#                 command-line ones, which start subprocesses), run with QUARRY_CUDA_TEST_QUICK=1
-#   CTEST_JOBS    ctest parallelism (default 8)
-#   CTEST_ARGS    extra ctest arguments (e.g. "-E consumer_find_package")
-#   CMAKE_ARGS    extra arguments for configuring quarry (e.g. -DBLA_VENDOR=Generic)
-#   QUARRY_COMMIT commit to name the results with where the tree has no .git
+# Results go to $OUT (default build-gpu-check/), at most 8 files, as the device tool brings back:
+#   gpu-<stamp>-<commit>-summary.json  the goals, each figure, the environment
+#   bench_cuda.json, bench_stream_cuda.json, bench_diversity_cuda.json, compare_torch.json
+#   logs.tar.gz                        every log, the parity tests' JSON, ptxas.log
+# Environment: OUT, DEADLINE (seconds, default 450), QUARRY_COMMIT (names the results; the copy
+# on the GPU machine has no .git), CHECK_STEPS (default "parity sanitizers bench stream diversity
+# torch": a subset runs only those), BENCH_ARGS (extra bench_cuda flags), TORCH_ARGS.
 set -uo pipefail
 start=$SECONDS
 root="$(cd "$(dirname "$0")/.." && pwd)"
-build="${BUILD_DIR:-$root/build-gpu}"
-jobs="${JOBS:-$(nproc)}"
-deadline="${DEADLINE:-570}"
-deps="$root/carry/deps"
-logs="${OUT:-$build/logs}"
-mkdir -p "$logs" "$build"
-
-build_only=0
-targets=()
-if [ "${1:-}" = "--build-only" ]; then
-  build_only=1
-  shift
-  targets=("$@")
-fi
+deadline="${DEADLINE:-450}"
+out="${OUT:-$root/build-gpu-check}"
+logs="$out/logs"
+rm -rf "$logs"
+mkdir -p "$logs"
+steps=" ${CHECK_STEPS:-parity sanitizers bench stream diversity torch} "
+stage="$root/carry/gpu"
 
 say() { printf '[gpu_check %4ds] %s\n' "$((SECONDS - start))" "$*"; }
 left() { echo $((deadline - (SECONDS - start))); }
+want() { [[ "$steps" == *" $1 "* ]]; }
+commit="${QUARRY_COMMIT:-$(cat "$stage/COMMIT" 2>/dev/null || git -C "$root" describe --always --dirty --abbrev=7 2>/dev/null || echo unknown)}"
+export QUARRY_COMMIT="$commit"
 
-# ------------------------------------------------------------------ the machine
+# ------------------------------------------------------------------ the toolkit and the programs
 nvcc="$(command -v nvcc || true)"
 [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
-if [ -z "$nvcc" ]; then
-  say "no nvcc on PATH or in /usr/local/cuda/bin: cannot build the CUDA backend"
-  exit 2
-fi
-cuda_home="$(dirname "$(dirname "$(readlink -f "$nvcc")")")"
+cuda_home=/usr/local/cuda
+[ -n "$nvcc" ] && cuda_home="$(dirname "$(dirname "$(readlink -f "$nvcc")")")"
 export PATH="$cuda_home/bin:$PATH"
 sanitizer="$(command -v compute-sanitizer || true)"
 for c in "$cuda_home/bin/compute-sanitizer" "$cuda_home/compute-sanitizer/compute-sanitizer"; do
   [ -z "$sanitizer" ] && [ -x "$c" ] && sanitizer="$c"
 done
-if [ ! -d "$deps/prefix" ]; then
-  say "carry/deps is missing: run scripts/prepare_device_carry.sh on the development machine and name \"carry\" in the call's carry list"
-  exit 2
-fi
-# The carried BLAS (and OpenBLAS's Fortran runtime) and the CUDA runtime for the loader, in every
-# test process (the installed copy of libquarry that the consumer test links has no RPATH).
-export LD_LIBRARY_PATH="$deps/prefix/lib:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-if [ "$build_only" = 0 ] || [ ! -f "$logs/environment.txt" ]; then
-  {
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "host: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
-    grep -m1 PRETTY_NAME /etc/os-release 2>/dev/null
-    echo "glibc: $(ldd --version 2>/dev/null | head -1)"
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
-    echo "nvcc: $("$nvcc" --version | tail -2 | tr '\n' ' ')"
-    echo "compute-sanitizer: ${sanitizer:-none} $([ -n "$sanitizer" ] && "$sanitizer" --version 2>/dev/null | tail -1)"
-    echo "cmake: $(cmake --version | head -1), ninja $(ninja --version)"
-    echo "c++: $(c++ --version | head -1)"
-    echo "python3: $(command -v python3) $(python3 -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1)"
-    echo "zlib.h: $(echo '#include <zlib.h>' | c++ -x c++ -E - >/dev/null 2>&1 && echo system || echo "missing (carried headers used)")"
-    echo "blas: $(ldconfig -p 2>/dev/null | grep -E 'lib(open)?blas' | head -3 | tr '\n' ' ')"
-  } >"$logs/environment.txt" 2>&1
-  sed 's/^/  /' "$logs/environment.txt"
-fi
-
-# ------------------------------------------------------------------ GoogleTest and Google Benchmark
-# Built from the carried sources with this machine's compiler, installed into the build folder
-# (kept, like the build, while the machine stays warm).
-prefix="$build/_deps/prefix"
-build_dep() {  # name source-dir cmake-args...
-  local name="$1" src="$2"
-  shift 2
-  [ -f "$build/_deps/$name.done" ] && return 0
-  say "building $name from carry/deps"
-  cmake -S "$src" -B "$build/_deps/$name" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" \
-    -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "$@" >"$build/_deps/$name.log" 2>&1 &&
-    cmake --build "$build/_deps/$name" -j "$jobs" >>"$build/_deps/$name.log" 2>&1 &&
-    cmake --install "$build/_deps/$name" >>"$build/_deps/$name.log" 2>&1 &&
-    touch "$build/_deps/$name.done" && return 0
-  tail -30 "$build/_deps/$name.log"
-  return 1
-}
-mkdir -p "$build/_deps"
-build_dep googletest "$deps/src/googletest" -DBUILD_GMOCK=ON -DINSTALL_GTEST=ON || exit 3
-build_dep benchmark "$(ls -d "$deps"/src/benchmark-*)" -DBENCHMARK_ENABLE_TESTING=OFF \
-  -DBENCHMARK_ENABLE_GTEST_TESTS=OFF -DBENCHMARK_ENABLE_WERROR=OFF -DBENCHMARK_INSTALL_DOCS=OFF || exit 3
-
-# ------------------------------------------------------------------ configure and build
-zlib_args=()
-if ! echo '#include <zlib.h>' | c++ -x c++ -E - >/dev/null 2>&1; then
-  libz="$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')"
-  [ -z "$libz" ] && libz="$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)"
-  zlib_args=(-DZLIB_INCLUDE_DIR="$deps/zlib/include" -DZLIB_LIBRARY="$libz")
-  say "no zlib.h on this machine: carried headers with $libz"
-fi
-say "configuring $build"
-t0=$SECONDS
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DQUARRY_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
-  -DQUARRY_TORCH=OFF -DQUARRY_MPI=OFF -DQUARRY_NPZ=OFF -DQUARRY_FUZZ=OFF -DQUARRY_PTXAS_VERBOSE=ON \
-  -DCMAKE_PREFIX_PATH="$prefix;$deps/prefix" "${zlib_args[@]}" ${CMAKE_ARGS:-} >"$logs/configure.log" 2>&1
-rc=$?
-if [ $rc -ne 0 ]; then
-  tail -40 "$logs/configure.log"
-  say "configure failed (log: configure.log)"
-  exit 4
-fi
-grep -E "^-- quarry|_DIR:PATH|BLAS_.*LIBRARY:FILEPATH=/" "$build/CMakeCache.txt" "$logs/configure.log" 2>/dev/null |
-  grep -E "quarry|GTest_DIR|benchmark_DIR|fmt_DIR|CLI11_DIR|nlohmann_json_DIR|BLAS" | sed 's/^/  /'
-say "building with -j$jobs ${targets[*]:-(all targets)}"
-ninja -C "$build" -j "$jobs" "${targets[@]}" >"$logs/build.log" 2>&1
-rc=$?
-build_s=$((SECONDS - t0))
-# The ptxas resource report (-Xptxas -v) of every kernel: registers, shared memory, spills. Kept
-# in the build folder: an incremental build that compiles no .cu file reports nothing new.
-grep -E "ptxas info|bytes stack frame" "$logs/build.log" >"$build/ptxas.new" 2>/dev/null
-[ -s "$build/ptxas.new" ] && mv "$build/ptxas.new" "$build/ptxas.log"
-[ -f "$build/ptxas.log" ] && cp "$build/ptxas.log" "$logs/ptxas.log"
-spills="$(grep -cE "[1-9][0-9]* bytes spill (stores|loads)" "$logs/ptxas.log" 2>/dev/null)"
-if [ $rc -ne 0 ]; then
-  grep -E "error|FAILED" "$logs/build.log" | head -40
-  say "build failed after ${build_s}s (log: build.log)"
-  exit 5
-fi
-say "built in ${build_s}s; ptxas: $(grep -c "Compiling entry function" "$logs/ptxas.log") kernel compilations, ${spills:-0} reports with spills (ptxas.log)"
-[ "$build_only" = 1 ] && exit 0
-
-# ------------------------------------------------------------------ the tests
-say "ctest (every test; the CUDA parity tests run on the GPU)"
-t0=$SECONDS
-# shellcheck disable=SC2086
-timeout "$(( $(left) > 400 ? 300 : $(left) / 2 ))" ctest --test-dir "$build" --output-on-failure -j "${CTEST_JOBS:-8}" --timeout 240 \
-  ${CTEST_ARGS:-} >"$logs/ctest.log" 2>&1
-ctest_rc=$?
-ctest_s=$((SECONDS - t0))
-ctest_line="$(grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1)"
-say "ctest: rc $ctest_rc in ${ctest_s}s: ${ctest_line:-no summary (timed out?)}"
-grep -E "^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess aborted|Not Run)\)" "$logs/ctest.log" | head -20
-cuda_skipped="$(grep -c "Skipped.*no CUDA device" "$logs/ctest.log")"
-[ "$cuda_skipped" -gt 0 ] && say "WARNING: $cuda_skipped CUDA tests skipped: no device visible to the tests"
-
-# ------------------------------------------------------------------ compute-sanitizer
-filter="${SAN_FILTER:--CudaCommandLine.*:CudaUnavailable.*}"
-san_result() {  # tool log rc
-  local tool="$1" log="$2" rc="$3"
-  if [ "$rc" = 124 ]; then echo "timed out"; return; fi
-  if [ "$tool" = racecheck ]; then
-    grep -E "RACECHECK SUMMARY" "$log" | tail -1 | sed 's/^========= //'
+# The staged programs name their build folder by the absolute path they were built at (the
+# quarry command the tests run, their scratch folder, libquarry.so's RPATH): make that path lead
+# to the carried copy, unless it is the real build folder (a dry run on the development machine).
+bin=""
+if [ -f "$stage/BUILD_DIR" ]; then
+  baked="$(cat "$stage/BUILD_DIR")"
+  if [ -x "$baked/tests/test_cuda" ]; then
+    bin="$baked"
+  elif [ ! -e "$baked" ] || [ -L "$baked" ]; then
+    mkdir -p "$(dirname "$baked")" && ln -sfn "$stage/build-gpu" "$baked" && bin="$baked"
   else
-    grep -E "ERROR SUMMARY" "$log" | tail -1 | sed 's/^========= //'
+    bin="$stage/build-gpu"
+    say "WARNING: $baked exists and is not the staged build: the command-line tests may fail"
   fi
+  mkdir -p "$bin/tests/tmp"
+fi
+export LD_LIBRARY_PATH="$stage/lib:${bin:-.}:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Libraries the loader still misses (cuBLAS where the toolkit keeps it elsewhere, say): look for them.
+missing_libs() { ldd "$bin/tests/test_cuda" "$bin/bench/bench_cuda" 2>/dev/null | awk '/not found/ {print $1}' | sort -u; }
+if [ -n "$bin" ]; then
+  for lib in $(missing_libs); do
+    found="$(find /usr/local /usr/lib /opt -name "$lib" 2>/dev/null | head -1)"
+    [ -n "$found" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$found")" && say "found $lib in $(dirname "$found")"
+  done
+fi
+if [ -z "$bin" ] || ! "$bin/tests/test_cuda" --gtest_list_tests >"$logs/load.log" 2>&1; then
+  say "the staged programs do not load here ($(head -c 300 "$logs/load.log" 2>/dev/null)); building them here"
+  [ -n "$bin" ] && ldd "$bin/tests/test_cuda" >>"$logs/load.log" 2>&1
+  bin="$root/build-gpu-there"
+  BUILD_DIR="$bin" OUT="$logs/build" "$root/scripts/gpu_build_there.sh" test_cuda test_diversity_cuda test_stream \
+    bench_cuda bench_stream_cuda bench_diversity_cuda quarry_cli || { say "the build failed too"; }
+  export LD_LIBRARY_PATH="$root/carry/deps/prefix/lib:$bin:$LD_LIBRARY_PATH"
+fi
+[ -f "$stage/ptxas.log" ] && cp "$stage/ptxas.log" "$logs/"
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $commit"
+  echo "host: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+  grep -m1 PRETTY_NAME /etc/os-release 2>/dev/null
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,clocks.sm,temperature.gpu,power.draw \
+    --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+  echo "nvcc: $([ -n "$nvcc" ] && "$nvcc" --version | tail -2 | tr '\n' ' ')"
+  echo "compute-sanitizer: ${sanitizer:-none} $([ -n "$sanitizer" ] && "$sanitizer" --version 2>/dev/null | tail -1)"
+  echo "python3: $(command -v python3) $(python3 -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1)"
+  echo "programs: $bin"
+  echo "LD_LIBRARY_PATH: $LD_LIBRARY_PATH"
+  echo "ldd test_cuda: $(ldd "$bin/tests/test_cuda" 2>&1 | awk '{print $1 "=" $3}' | tr '\n' ' ')"
+} >"$logs/environment.txt" 2>&1
+sed 's/^/  /' "$logs/environment.txt" | cut -c1-400
+
+# ------------------------------------------------------------------ 2. correctness, in parallel
+# Wall-clock budget of the correctness step: what is left, less about 4 minutes of benchmarks.
+corr=$(( $(left) - 260 ))
+[ "$corr" -gt 160 ] && corr=160
+[ "$corr" -lt 60 ] && corr=60
+run_limited() {  # seconds log command... (stopped at its limit, then killed 5 s later)
+  local s="$1" log="$2"
+  shift 2
+  timeout --kill-after=5 "$s" "$@" >"$log" 2>&1
+  local rc=$?
+  [ $rc = 124 ] || [ $rc = 137 ] && echo "STOPPED at its limit of ${s}s" >>"$log"
+  return $rc
 }
-declare -A san_rc san_s san_summary
-for tool in memcheck racecheck; do
-  log="$logs/$tool.log"
-  budget=$(( $(left) - 20 ))
-  [ "$tool" = memcheck ] && budget=$(( budget * 55 / 100 ))
-  if [ -z "$sanitizer" ]; then
-    san_rc[$tool]=127; san_s[$tool]=0; san_summary[$tool]="compute-sanitizer not found"
-    echo "compute-sanitizer not found" >"$log"
-    continue
-  fi
-  if [ "$budget" -lt 30 ]; then
-    san_rc[$tool]=124; san_s[$tool]=0; san_summary[$tool]="not run: no time left"
-    echo "not run: ${budget}s left" >"$log"
-    continue
-  fi
-  say "compute-sanitizer --tool $tool (quick case lists, ${budget}s at most)"
-  t0=$SECONDS
-  # No --leak-check: the per-device contexts (stream, cuBLAS handle, memory pool) live until exit
-  # by design (kernels/context.cu).
-  QUARRY_CUDA_TEST_QUICK=1 timeout --kill-after=10 "$budget" "$sanitizer" --tool "$tool" \
-    --error-exitcode 86 --print-limit 100 "$build/tests/test_cuda" --gtest_filter="$filter" >"$log" 2>&1
-  san_rc[$tool]=$?
-  san_s[$tool]=$((SECONDS - t0))
-  san_summary[$tool]="$(san_result "$tool" "$log" "${san_rc[$tool]}")"
-  say "$tool: rc ${san_rc[$tool]} in ${san_s[$tool]}s: ${san_summary[$tool]}; $(grep -E "^\[  (PASSED|FAILED)  \]" "$log" | head -2 | tr '\n' ' ')"
+pids=()
+if want parity; then
+  say "parity tests (${corr}s at most), in parallel with the sanitizers"
+  t0_corr=$SECONDS
+  (
+    for t in test_cuda test_diversity_cuda test_stream; do
+      s=$(( corr - (SECONDS - start) + t0_corr ))
+      [ "$s" -lt 10 ] && { echo "not run: no time left" >"$logs/$t.log"; continue; }
+      run_limited "$s" "$logs/$t.log" "$bin/tests/$t" --gtest_output="json:$logs/$t.json"
+      echo "$t: rc $? in $((SECONDS - start))s" >>"$logs/parity-rc.txt"
+    done
+  ) &
+  pids+=($!)
+fi
+sanitize() {  # tool name program filter
+  local tool="$1" name="$2" prog="$3" filter="$4"
+  local log="$logs/$tool-$name.log"
+  if [ -z "$sanitizer" ]; then echo "not run: no compute-sanitizer" >"$log"; return; fi
+  QUARRY_CUDA_TEST_QUICK=1 run_limited "$corr" "$log" "$sanitizer" --tool "$tool" --error-exitcode 86 \
+    --print-limit 50 "$bin/tests/$prog" --gtest_filter="$filter"
+}
+if want sanitizers; then
+  say "compute-sanitizer memcheck and racecheck (${corr}s at most each, in parallel)"
+  # No --leak-check: the per-device contexts (stream, cuBLAS handle, memory pool) live until exit.
+  sanitize memcheck test_cuda test_cuda "-CudaCommandLine.*:CudaUnavailable.*" & pids+=($!)
+  sanitize memcheck test_stream test_stream "Stream.EveryAcquisition*:Stream.TopkAndPower*:Stream.Sharded*" & pids+=($!)
+  sanitize racecheck topk test_cuda "CudaTopk.*:CudaPower.*:CudaScoreAndSelect.*" & pids+=($!)
+  sanitize racecheck diversity test_diversity_cuda "DiversityCuda.EveryStrategyMatchesTheCpu:DiversityCuda.KMeans*" & pids+=($!)
+fi
+for p in "${pids[@]}"; do wait "$p"; done
+for f in "$logs"/test_*.log "$logs"/memcheck-*.log "$logs"/racecheck-*.log; do
+  [ -f "$f" ] || continue
+  summary="$(grep -hE "^\[  (PASSED|FAILED)  \]|SUMMARY:|STOPPED|^not run" "$f" | head -3 | tr '\n' ' ')"
+  say "  $(basename "$f" .log): ${summary:-no summary}"
+  grep -hE "^\[  FAILED  \] [A-Za-z]" "$f" | head -8 | sed 's/^/      /'
 done
 
-# ------------------------------------------------------------------ summary
-commit="${QUARRY_COMMIT:-$(git -C "$root" describe --always --dirty --abbrev=7 2>/dev/null || echo unknown)}"
-stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-summary="$logs/gpu-$stamp-$commit-check.json"
-python3 - "$summary" <<EOF
-import json, re, sys
-def text(p):
-    try:
-        return open(p, errors="replace").read()
-    except OSError:
-        return ""
-env = dict(l.split(": ", 1) for l in text("$logs/environment.txt").splitlines() if ": " in l)
-ptx = text("$logs/ptxas.log")
-kernels = []
-cur = None
-for line in ptx.splitlines():
-    m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+a?)'", line)
-    if m:
-        cur = {"kernel": m.group(1), "arch": m.group(2)}
-        kernels.append(cur)
-        continue
-    if cur is None:
-        continue
-    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
-    if m:
-        cur.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
-    m = re.search(r"Used (\d+) registers", line)
-    if m:
-        cur["registers"] = int(m.group(1))
-        s = re.search(r"(\d+) bytes smem", line)
-        if s:
-            cur["smem"] = int(s.group(1))
-res = {
-    "what": "gpu_check", "commit": "$commit", "date": "$stamp", "environment": env,
-    "build_seconds": $build_s, "cuda_archs": "${CUDA_ARCHS:-90}",
-    "ctest": {"rc": $ctest_rc, "seconds": $ctest_s, "summary": "$ctest_line", "cuda_tests_skipped": $cuda_skipped},
-    "sanitizers": {t: {"rc": int(rc), "seconds": int(s), "summary": summ} for t, rc, s, summ in [
-        ("memcheck", "${san_rc[memcheck]}", "${san_s[memcheck]}", "${san_summary[memcheck]}"),
-        ("racecheck", "${san_rc[racecheck]}", "${san_s[racecheck]}", "${san_summary[racecheck]}")]},
-    "sanitizer_filter": "$filter",
-    "kernels_with_spills": [k for k in kernels if k.get("spill_stores", 0) or k.get("spill_loads", 0)],
-    "kernels": kernels,
+# ------------------------------------------------------------------ 3. benchmarks, one at a time
+bench_step() {  # name limit args...
+  local name="$1" limit="$2"
+  shift 2
+  local s=$(( $(left) - 20 ))
+  [ "$s" -gt "$limit" ] && s="$limit"
+  if [ "$s" -lt 20 ]; then
+    say "$name: not run (${s}s left)"
+    echo "not run: no time left" >"$logs/$name.log"
+    return
+  fi
+  say "$name (${s}s at most)"
+  run_limited "$s" "$logs/$name.log" "$@"
+  say "$name: rc $? in $((SECONDS - start))s"
 }
-try:  # readable kernel names where c++filt exists
-    import subprocess
-    names = subprocess.run(["c++filt"], input="\n".join(k["kernel"] for k in kernels), capture_output=True,
-                           text=True, timeout=30).stdout.splitlines()
-    if len(names) == len(kernels):
-        for k, n in zip(kernels, names):
-            k["name"] = n
-except Exception:
-    pass
-json.dump(res, open(sys.argv[1], "w"), indent=1)
-EOF
-mkdir -p "$root/bench/results"
-cp "$summary" "$root/bench/results/" 2>/dev/null
+if want bench; then
+  # shellcheck disable=SC2086
+  bench_step bench_cuda 170 "$bin/bench/bench_cuda" --benchmark_min_time=0.1 \
+    --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json ${BENCH_ARGS:-}
+fi
+if want stream; then
+  bench_step bench_stream_cuda 70 "$bin/bench/bench_stream_cuda" --benchmark_repetitions=3 \
+    --benchmark_out="$out/bench_stream_cuda.json" --benchmark_out_format=json
+fi
+if want diversity; then
+  bench_step bench_diversity_cuda 80 "$bin/bench/bench_diversity_cuda" \
+    --benchmark_out="$out/bench_diversity_cuda.json" --benchmark_out_format=json
+fi
+if want torch && [ -s "$out/bench_cuda.json" ]; then
+  # With little time left, only the goals' cases.
+  only=()
+  [ "$(left)" -lt 140 ] && only=(--only 'topk|score/bald/float32/M:20/N:10000000/C:10$')
+  # shellcheck disable=SC2086
+  PYTHONUNBUFFERED=1 bench_step compare_torch 200 python3 "$root/bench/compare_torch.py" \
+    --quarry-json "$out/bench_cuda.json" --json "$out/compare_torch.json" --warmup 1 --repeats 5 \
+    "${only[@]}" ${TORCH_ARGS:-}
+fi
 
-ok=1
-[ "$ctest_rc" = 0 ] || ok=0
-for tool in memcheck racecheck; do [ "${san_rc[$tool]}" = 0 ] || ok=0; done
-echo
-echo "== gpu_check summary ($commit, $(head -1 "$logs/environment.txt" 2>/dev/null))"
-printf '  %-10s %s\n' build "${build_s}s, ${spills:-0} ptxas reports with spills" \
-  ctest "rc $ctest_rc, ${ctest_s}s: $ctest_line" \
-  memcheck "rc ${san_rc[memcheck]}, ${san_s[memcheck]}s: ${san_summary[memcheck]}" \
-  racecheck "rc ${san_rc[racecheck]}, ${san_s[racecheck]}s: ${san_summary[racecheck]}"
-echo "  logs: $logs ($(ls "$logs" | tr '\n' ' ')); summary: $(basename "$summary") (also in bench/results/)"
-echo "  total $((SECONDS - start))s"
-[ "$ok" = 1 ] && exit 0 || exit 1
+# ------------------------------------------------------------------ 4. the goals
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+summary="$out/gpu-$stamp-$commit-summary.json"
+for f in bench_cuda bench_stream_cuda bench_diversity_cuda compare_torch; do
+  [ -f "$out/$f.json" ] && cp "$out/$f.json" "$logs/"
+done
+nvidia-smi >"$logs/nvidia-smi.txt" 2>&1
+tar -czf "$out/logs.tar.gz" -C "$out" logs
+python3 "$root/bench/gpu_goals.py" "$logs" --commit "$commit" --json "$summary"
+rc=$?
+echo "  results in $out: $(cd "$out" && ls -- *.json *.tar.gz 2>/dev/null | tr '\n' ' '); total $((SECONDS - start))s"
+exit $rc
