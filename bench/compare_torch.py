@@ -112,7 +112,13 @@ def badge_norm(p, h):
 
 
 def top2(p):
-    return p.topk(2, dim=1).values
+    # torch.topk on a CUDA tensor of 2^31 elements or more makes an illegal memory access (torch
+    # 2.11, seen on an H200 with [1e7, 1000] float32), which ends the process's CUDA context: such
+    # tensors go through it in row blocks under 2^31 elements, as a user would have to.
+    if p.numel() < 2**31:
+        return p.topk(2, dim=1).values
+    rows = max(1, (2**31 - 1) // p.shape[1])
+    return torch.cat([b.topk(2, dim=1).values for b in p.split(rows)])
 
 
 def single_model(acq, x, logits, h=None):

@@ -21,16 +21,16 @@
 #   logs.tar.gz                        every log, the parity tests' JSON, ptxas.log
 # Environment: OUT, DEADLINE (seconds, default 450), QUARRY_COMMIT (names the results; the copy
 # on the GPU machine has no .git), CHECK_STEPS (default "parity sanitizers bench stream diversity
-# torch": a subset runs only those), BENCH_ARGS (extra bench_cuda flags), TORCH_ARGS.
+# torch profile": a subset runs only those), CORR_SECONDS (the correctness step's limit), BENCH_ARGS (extra bench_cuda flags), TORCH_ARGS.
 set -uo pipefail
 start=$SECONDS
 root="$(cd "$(dirname "$0")/.." && pwd)"
 deadline="${DEADLINE:-450}"
 out="${OUT:-$root/build-gpu-check}"
-logs="$out/logs"
+logs="$root/build-gpu-logs/logs"  # outside $OUT: the device tool brings back 8 files
 rm -rf "$logs"
 mkdir -p "$logs"
-steps=" ${CHECK_STEPS:-parity sanitizers bench stream diversity torch} "
+steps=" ${CHECK_STEPS:-parity sanitizers bench stream diversity torch profile} "
 stage="$root/carry/gpu"
 
 say() { printf '[gpu_check %4ds] %s\n' "$((SECONDS - start))" "$*"; }
@@ -102,31 +102,28 @@ fi
 sed 's/^/  /' "$logs/environment.txt" | cut -c1-400
 
 # ------------------------------------------------------------------ 2. correctness, in parallel
-# Wall-clock budget of the correctness step: what is left, less about 4 minutes of benchmarks.
+# Wall-clock budget of the correctness step (CORR_SECONDS): by default what is left, less about
+# 4 minutes of benchmarks, between 60 and 160 s.
 corr=$(( $(left) - 260 ))
 [ "$corr" -gt 160 ] && corr=160
 [ "$corr" -lt 60 ] && corr=60
+corr="${CORR_SECONDS:-$corr}"
 run_limited() {  # seconds log command... (stopped at its limit, then killed 5 s later)
   local s="$1" log="$2"
   shift 2
   timeout --kill-after=5 "$s" "$@" >"$log" 2>&1
   local rc=$?
-  [ $rc = 124 ] || [ $rc = 137 ] && echo "STOPPED at its limit of ${s}s" >>"$log"
+  { [ $rc = 124 ] || [ $rc = 137 ]; } && echo "STOPPED at its limit of ${s}s" >>"$log"
   return $rc
 }
 pids=()
 if want parity; then
-  say "parity tests (${corr}s at most), in parallel with the sanitizers"
-  t0_corr=$SECONDS
-  (
-    for t in test_cuda test_diversity_cuda test_stream; do
-      s=$(( corr - (SECONDS - start) + t0_corr ))
-      [ "$s" -lt 10 ] && { echo "not run: no time left" >"$logs/$t.log"; continue; }
-      run_limited "$s" "$logs/$t.log" "$bin/tests/$t" --gtest_output="json:$logs/$t.json"
-      echo "$t: rc $? in $((SECONDS - start))s" >>"$logs/parity-rc.txt"
-    done
-  ) &
-  pids+=($!)
+  say "parity tests (${corr}s at most), in parallel with each other and the sanitizers"
+  for t in test_cuda test_diversity_cuda test_stream; do
+    ( run_limited "$corr" "$logs/$t.log" "$bin/tests/$t" --gtest_output="json:$logs/$t.json"
+      echo "$t: rc $? at $((SECONDS - start))s" >>"$logs/parity-rc.txt" ) &
+    pids+=($!)
+  done
 fi
 sanitize() {  # tool name program filter
   local tool="$1" name="$2" prog="$3" filter="$4"
@@ -138,9 +135,10 @@ sanitize() {  # tool name program filter
 if want sanitizers; then
   say "compute-sanitizer memcheck and racecheck (${corr}s at most each, in parallel)"
   # No --leak-check: the per-device contexts (stream, cuBLAS handle, memory pool) live until exit.
-  sanitize memcheck test_cuda test_cuda "-CudaCommandLine.*:CudaUnavailable.*" & pids+=($!)
-  sanitize memcheck test_stream test_stream "Stream.EveryAcquisition*:Stream.TopkAndPower*:Stream.Sharded*" & pids+=($!)
-  sanitize racecheck topk test_cuda "CudaTopk.*:CudaPower.*:CudaScoreAndSelect.*" & pids+=($!)
+  sanitize memcheck test_cuda test_cuda "-CudaCommandLine.*:CudaUnavailable.*:CudaPower.*:CudaTopk.EqualsTheCpuExactly" & pids+=($!)
+  sanitize memcheck test_stream test_stream "Stream.EveryAcquisition*:Stream.Sharded*" & pids+=($!)
+  sanitize racecheck scores test_cuda "CudaScores.HandWrittenHardRows:CudaScores.PoolSizesNotAMultipleOfTheBlock" & pids+=($!)
+  sanitize racecheck topk test_cuda "CudaTopk.*:CudaPower.*" & pids+=($!)
   sanitize racecheck diversity test_diversity_cuda "DiversityCuda.EveryStrategyMatchesTheCpu:DiversityCuda.KMeans*" & pids+=($!)
 fi
 for p in "${pids[@]}"; do wait "$p"; done
@@ -189,6 +187,28 @@ if want torch && [ -s "$out/bench_cuda.json" ]; then
     "${only[@]}" ${TORCH_ARGS:-}
 fi
 
+# Nsight Compute on the kernels of a few benchmarks (the first launch of each; --clock-control
+# none leaves the card's clocks as they are): achieved bandwidth, occupancy, launch shape.
+if want profile; then
+  ncu="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu "$cuda_home"/bin/ncu 2>/dev/null | head -1)"
+  if [ -z "$ncu" ]; then
+    echo "not run: no ncu" >"$logs/ncu.log"
+  else
+    for f in 'score/entropy/float32/N:10000000/C:10$' 'score/entropy/float32/N:10000000/C:100$' \
+             'score/entropy/float16/N:10000000/C:100$' 'score/entropy/float32/N:10000000/C:1000$' \
+             'score/bald/float32/M:20/N:10000000/C:10$' 'topk/float32/N:100000000/k:1000$'; do
+      [ "$(left)" -lt 40 ] && break
+      k='regex:score|committee'; n=1
+      [[ "$f" == topk* ]] && k='regex:radix|collect|decode' && n=6
+      echo "=== $f" >>"$logs/ncu.log"
+      timeout 60 "$ncu" --clock-control none -k "$k" --launch-count "$n" --section SpeedOfLight \
+        --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+        "$bin/bench/bench_cuda" --benchmark_filter="$f" --benchmark_min_time=0.001 >>"$logs/ncu.log" 2>&1
+      say "ncu $f: rc $?"
+    done
+  fi
+fi
+
 # ------------------------------------------------------------------ 4. the goals
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 summary="$out/gpu-$stamp-$commit-summary.json"
@@ -196,7 +216,7 @@ for f in bench_cuda bench_stream_cuda bench_diversity_cuda compare_torch; do
   [ -f "$out/$f.json" ] && cp "$out/$f.json" "$logs/"
 done
 nvidia-smi >"$logs/nvidia-smi.txt" 2>&1
-tar -czf "$out/logs.tar.gz" -C "$out" logs
+tar -czf "$out/logs.tar.gz" -C "$(dirname "$logs")" logs
 python3 "$root/bench/gpu_goals.py" "$logs" --commit "$commit" --json "$summary"
 rc=$?
 echo "  results in $out: $(cd "$out" && ls -- *.json *.tar.gz 2>/dev/null | tr '\n' ' '); total $((SECONDS - start))s"

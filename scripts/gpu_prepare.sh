@@ -24,6 +24,7 @@ jobs="${JOBS:-$(nproc)}"
 stage="$root/carry/gpu"
 targets=(test_cuda test_diversity_cuda test_stream bench_cuda bench_stream_cuda bench_diversity_cuda quarry_cli)
 
+mkdir -p "$build"
 nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
 [ -x "$nvcc" ] || { echo "gpu_prepare: no nvcc (the CUDA toolkit) on PATH or in /usr/local/cuda/bin" >&2; exit 1; }
 "$root/scripts/deps.sh"
@@ -31,8 +32,8 @@ nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DQUARRY_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
   -DQUARRY_TORCH=OFF -DQUARRY_MPI=OFF -DQUARRY_NPZ=OFF -DQUARRY_FUZZ=OFF -DQUARRY_NATIVE=OFF \
-  -DQUARRY_PTXAS_VERBOSE=ON -DBLA_VENDOR=Generic >"$build.configure.log" 2>&1 ||
-  { tail -30 "$build.configure.log"; exit 1; }
+  -DQUARRY_PTXAS_VERBOSE=ON -DBLA_VENDOR=Generic >"$build/configure.log" 2>&1 ||
+  { tail -30 "$build/configure.log"; exit 1; }
 if ! ninja -C "$build" -j "$jobs" "${targets[@]}" >"$build/build.log" 2>&1; then
   grep -E "error|FAILED" "$build/build.log" | head -20
   echo "gpu_prepare: build failed (log: $build/build.log)" >&2

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -127,10 +128,19 @@ const Case kCases[] = {
     {1500, 1, 10, Kind::grid},
 };
 
+// QUARRY_CUDA_TEST_QUICK=1 (the compute-sanitizer runs of scripts/gpu_check.sh): the first
+// cases 2 to 4 only (37 to 1000 rows, D = 1 to 64), every strategy and kernel path still taken.
+std::vector<Case> cases() {
+  const char* q = std::getenv("QUARRY_CUDA_TEST_QUICK");
+  const bool quick = q != nullptr && q[0] != '\0' && q[0] != '0';
+  return quick ? std::vector<Case>(std::begin(kCases) + 1, std::begin(kCases) + 4)
+               : std::vector<Case>(std::begin(kCases), std::end(kCases));
+}
+
 TEST(DiversityCuda, EveryStrategyMatchesTheCpu) {
   QUARRY_REQUIRE_GPU();
   std::uint32_t seed = 11;
-  for (const Case& cs : kCases) {
+  for (const Case& cs : cases()) {
     const Pool pool = make_pool(cs.n, cs.d, cs.c, seed++, cs.kind);
     for (DiversityStrategy s : quarry::all_diversity_strategies()) {
       for (std::size_t excl : {std::size_t{0}, static_cast<std::size_t>(cs.n / 10)}) {
@@ -185,7 +195,7 @@ TEST(DiversityCuda, KCenterFromALargeLabeledSet) {
 TEST(DiversityCuda, KMeansMatchesTheCpu) {
   QUARRY_REQUIRE_GPU();
   std::uint32_t seed = 3;
-  for (const Case& cs : kCases) {
+  for (const Case& cs : cases()) {
     const Pool pool = make_pool(cs.n, cs.d, cs.c, seed++, cs.kind);
     for (std::int64_t clusters : {std::int64_t{1}, std::min<std::int64_t>(cs.n, 10), cs.n > 600 ? 0 : cs.n}) {
       if (clusters < 1) continue;

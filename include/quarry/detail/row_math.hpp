@@ -97,24 +97,43 @@ QUARRY_HD void top2_argmax(Load ld, int C, RowStats* st, Lanes L = {}) {
   st->i1 = first < C ? first : 0;
 }
 
+// Sums over classes run in blocks of kSumBlock steps of a lane: each block is summed in float
+// from zero (vectorised on the host), and the block sums are added in double. A float sum of n
+// terms in one run is off by up to n * 2^-24 of its magnitude, and rows whose terms are all
+// alike (a uniform row of 65537 classes) come close to that bound; in blocks the error grows
+// with kSumBlock / (vector width) + C / kSumBlock instead. The host runs a row in one lane; a
+// GPU lane takes every 32nd or 256th class, so up to 8192 classes its sum is one block, as a
+// single float run was. Exact sums that cancel (kl-max of equal members, bald of a uniform
+// committee) then cancel on both backends to within their tolerances.
+constexpr int kSumBlock = 256;
+QUARRY_HD int block_end(int b, int dc, int C) {
+  const long long e = static_cast<long long>(b) + static_cast<long long>(dc) * kSumBlock;
+  return e < C ? static_cast<int>(e) : C;
+}
+
 template <unsigned Need, class Load, class Lanes = Serial>
 QUARRY_HD RowStats row_stats(Load ld, int C, bool logits, Lanes L = {}) {
   RowStats st;
   const int c0 = L.first(), dc = L.step();
   unsigned bad = 0;
   if (!logits) {
-    float s = 0.0f, t = 0.0f, u = 0.0f;
-    QUARRY_SIMD(reduction(+ : s, t, u) reduction(| : bad))
-    for (int c = c0; c < C; c += dc) {
-      const float x = ld(c);
-      bad |= out_of_range(x, 0.0f);
-      s += x;
-      if (Need & kNeedEntropy) t += xlogx(x);
-      if (Need & kNeedSquares) u += x * x;
+    double s = 0.0, t = 0.0, u = 0.0;
+    for (int b = c0; b < C; b = block_end(b, dc, C)) {
+      const int e = block_end(b, dc, C);
+      float bs = 0.0f, bt = 0.0f, bu = 0.0f;
+      QUARRY_SIMD(reduction(+ : bs, bt, bu) reduction(| : bad))
+      for (int c = b; c < e; c += dc) {
+        const float x = ld(c);
+        bad |= out_of_range(x, 0.0f);
+        bs += x;
+        if (Need & kNeedEntropy) bt += xlogx(x);
+        if (Need & kNeedSquares) bu += x * x;
+      }
+      s += bs, t += bt, u += bu;
     }
-    st.s = L.sum(s);
-    st.t = (Need & kNeedEntropy) ? L.sum(t) : 0.0f;
-    st.u = (Need & kNeedSquares) ? L.sum(u) : 0.0f;
+    st.s = L.sum(static_cast<float>(s));
+    st.t = (Need & kNeedEntropy) ? L.sum(static_cast<float>(t)) : 0.0f;
+    st.u = (Need & kNeedSquares) ? L.sum(static_cast<float>(u)) : 0.0f;
     if (Need & kNeedArgmax) {
       top2_argmax(ld, C, &st, L);
     } else if (Need & kNeedTop2) {
@@ -131,18 +150,23 @@ QUARRY_HD RowStats row_stats(Load ld, int C, bool logits, Lanes L = {}) {
       zmax = x > zmax ? x : zmax;
     }
     zmax = L.max(zmax);
-    float s = 0.0f, t = 0.0f, u = 0.0f;
-    QUARRY_SIMD(reduction(+ : s, t, u))
-    for (int c = c0; c < C; c += dc) {
-      const float d = logit_offset(ld(c), zmax);
-      const float w = fast_exp_nonpos(d);
-      s += w;
-      if (Need & kNeedEntropy) t += w * d;  // w log w, exactly, without a log
-      if (Need & kNeedSquares) u += w * w;
+    double s = 0.0, t = 0.0, u = 0.0;
+    for (int b = c0; b < C; b = block_end(b, dc, C)) {
+      const int e = block_end(b, dc, C);
+      float bs = 0.0f, bt = 0.0f, bu = 0.0f;
+      QUARRY_SIMD(reduction(+ : bs, bt, bu))
+      for (int c = b; c < e; c += dc) {
+        const float d = logit_offset(ld(c), zmax);
+        const float w = fast_exp_nonpos(d);
+        bs += w;
+        if (Need & kNeedEntropy) bt += w * d;  // w log w, exactly, without a log
+        if (Need & kNeedSquares) bu += w * w;
+      }
+      s += bs, t += bt, u += bu;
     }
-    st.s = L.sum(s);
-    st.t = (Need & kNeedEntropy) ? L.sum(t) : 0.0f;
-    st.u = (Need & kNeedSquares) ? L.sum(u) : 0.0f;
+    st.s = L.sum(static_cast<float>(s));
+    st.t = (Need & kNeedEntropy) ? L.sum(static_cast<float>(t)) : 0.0f;
+    st.u = (Need & kNeedSquares) ? L.sum(static_cast<float>(u)) : 0.0f;
     st.zmax = zmax;
     if (Need & (kNeedTop2 | kNeedArgmax)) {
       // The top two logits z1 >= z2 give w1 = 1 and w2 = exp(z2 - z1).
@@ -218,41 +242,51 @@ QUARRY_HD float single_model_score(Acquisition a, const RowStats& st, Load ld, i
         return from_logits ? fast_exp_nonpos(logit_offset(ld(c), zmax)) : ld(c);
       };
       const int c0 = L.first(), dc = L.step();
-      float rest = 0.0f, rest2 = 0.0f;
-      if (logits) {
-        QUARRY_SIMD(reduction(+ : rest, rest2))
-        for (int c = c0; c < C; c += dc) {
-          const float keep = c == st.i1 ? 0.0f : weight(c, true);
-          rest += keep;
-          rest2 += keep * keep;
+      double rest_d = 0.0, rest2_d = 0.0;
+      for (int b = c0; b < C; b = block_end(b, dc, C)) {
+        const int e = block_end(b, dc, C);
+        float br = 0.0f, br2 = 0.0f;
+        if (logits) {
+          QUARRY_SIMD(reduction(+ : br, br2))
+          for (int c = b; c < e; c += dc) {
+            const float keep = c == st.i1 ? 0.0f : weight(c, true);
+            br += keep;
+            br2 += keep * keep;
+          }
+        } else {
+          QUARRY_SIMD(reduction(+ : br, br2))
+          for (int c = b; c < e; c += dc) {
+            const float keep = c == st.i1 ? 0.0f : weight(c, false);
+            br += keep;
+            br2 += keep * keep;
+          }
         }
-      } else {
-        QUARRY_SIMD(reduction(+ : rest, rest2))
-        for (int c = c0; c < C; c += dc) {
-          const float keep = c == st.i1 ? 0.0f : weight(c, false);
-          rest += keep;
-          rest2 += keep * keep;
-        }
+        rest_d += br, rest2_d += br2;
       }
-      rest = L.sum(rest);
-      rest2 = L.sum(rest2);
+      const float rest = L.sum(static_cast<float>(rest_d));
+      const float rest2 = L.sum(static_cast<float>(rest2_d));
       const float g_top = std::sqrt(rest2 + rest * rest) * inv_s;
       if (a == Acquisition::badge_norm) return hnorm * g_top;
       const float s2 = st.u * inv_s * inv_s;
-      float acc = 0.0f;
+      double acc_d = 0.0;
       auto term = [&](int y, float w) {  // p_y ||p - e_y|| for y != y1
         const float py = w * inv_s;
         const float g2 = s2 - 2.0f * py + 1.0f;
         return y == st.i1 ? 0.0f : py * std::sqrt(g2 > 0.0f ? g2 : 0.0f);
       };
-      if (logits) {
-        QUARRY_SIMD(reduction(+ : acc))
-        for (int y = c0; y < C; y += dc) acc += term(y, weight(y, true));
-      } else {
-        QUARRY_SIMD(reduction(+ : acc))
-        for (int y = c0; y < C; y += dc) acc += term(y, weight(y, false));
+      for (int b = c0; b < C; b = block_end(b, dc, C)) {
+        const int e = block_end(b, dc, C);
+        float ba = 0.0f;
+        if (logits) {
+          QUARRY_SIMD(reduction(+ : ba))
+          for (int y = b; y < e; y += dc) ba += term(y, weight(y, true));
+        } else {
+          QUARRY_SIMD(reduction(+ : ba))
+          for (int y = b; y < e; y += dc) ba += term(y, weight(y, false));
+        }
+        acc_d += ba;
       }
-      acc = st.w1 * inv_s * g_top + L.sum(acc);
+      const float acc = st.w1 * inv_s * g_top + L.sum(static_cast<float>(acc_d));
       return hnorm * acc;
     }
     default: return 0.0f;  // committee scores are not single-model scores
@@ -336,13 +370,18 @@ QUARRY_HD CommitteeCheck committee_score(Acquisition a, LoadM ld, int M, int C,
       for (int m = 0; m < M; ++m) {
         auto row = [&](int c) { return ld(m, c); };
         const RowStats st = row_stats<kNeedEntropy>(row, C, logits, L);
-        float cross = 0.0f;  // sum_c w_c log pbar_c
-        QUARRY_SIMD(reduction(+ : cross))
-        for (int c = c0; c < C; c += dc) {
-          const float w = logits ? fast_exp_nonpos(logit_offset(ld(m, c), st.zmax)) : ld(m, c);
-          cross += w * pbar[c];
+        double cross_d = 0.0;  // sum_c w_c log pbar_c
+        for (int b = c0; b < C; b = block_end(b, dc, C)) {
+          const int e = block_end(b, dc, C);
+          float bc = 0.0f;
+          QUARRY_SIMD(reduction(+ : bc))
+          for (int c = b; c < e; c += dc) {
+            const float w = logits ? fast_exp_nonpos(logit_offset(ld(m, c), st.zmax)) : ld(m, c);
+            bc += w * pbar[c];
+          }
+          cross_d += bc;
         }
-        cross = L.sum(cross);
+        const float cross = L.sum(static_cast<float>(cross_d));
         // KL(p_m || pbar) = sum p log p - sum p log pbar = -H(p_m) - cross / s
         const float kl = -stats_entropy(st) - cross / st.s;
         best = kl > best ? kl : best;
