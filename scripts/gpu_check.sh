@@ -21,7 +21,8 @@
 #   logs.tar.gz                        every log, the parity tests' JSON, ptxas.log
 # Environment: OUT, DEADLINE (seconds, default 450), QUARRY_COMMIT (names the results; the copy
 # on the GPU machine has no .git), CHECK_STEPS (default "parity sanitizers bench stream diversity
-# torch profile": a subset runs only those), CORR_SECONDS (the correctness step's limit), BENCH_ARGS (extra bench_cuda flags), TORCH_ARGS.
+# torch profile": a subset runs only those), CORR_SECONDS (the correctness step's limit),
+# SANITIZERS (e.g. "racecheck-topk memcheck-test_cuda": only those sanitizer runs), BENCH_ARGS (extra bench_cuda flags), TORCH_ARGS.
 set -uo pipefail
 start=$SECONDS
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,7 +30,7 @@ deadline="${DEADLINE:-450}"
 out="${OUT:-$root/build-gpu-check}"
 logs="$root/build-gpu-logs/logs"  # outside $OUT: the device tool brings back 8 files
 rm -rf "$logs"
-mkdir -p "$logs"
+mkdir -p "$logs" "$out"
 steps=" ${CHECK_STEPS:-parity sanitizers bench stream diversity torch profile} "
 stage="$root/carry/gpu"
 
@@ -125,8 +126,9 @@ if want parity; then
     pids+=($!)
   done
 fi
-sanitize() {  # tool name program filter
+sanitize() {  # tool name program filter (SANITIZERS: the tool-name pairs to run, default all)
   local tool="$1" name="$2" prog="$3" filter="$4"
+  [ -n "${SANITIZERS:-}" ] && [[ " $SANITIZERS " != *" $tool-$name "* ]] && return
   local log="$logs/$tool-$name.log"
   if [ -z "$sanitizer" ]; then echo "not run: no compute-sanitizer" >"$log"; return; fi
   QUARRY_CUDA_TEST_QUICK=1 run_limited "$corr" "$log" "$sanitizer" --tool "$tool" --error-exitcode 86 \
@@ -139,7 +141,7 @@ if want sanitizers; then
   sanitize memcheck test_stream test_stream "Stream.EveryAcquisition*:Stream.Sharded*" & pids+=($!)
   sanitize racecheck scores test_cuda "CudaScores.HandWrittenHardRows:CudaScores.PoolSizesNotAMultipleOfTheBlock" & pids+=($!)
   sanitize racecheck topk test_cuda "CudaTopk.*:CudaPower.*" & pids+=($!)
-  sanitize racecheck diversity test_diversity_cuda "DiversityCuda.EveryStrategyMatchesTheCpu:DiversityCuda.KMeans*" & pids+=($!)
+  sanitize racecheck diversity test_diversity_cuda "DiversityCuda.ProgressIsReported:DiversityCuda.KMeans*" & pids+=($!)
 fi
 for p in "${pids[@]}"; do wait "$p"; done
 for f in "$logs"/test_*.log "$logs"/memcheck-*.log "$logs"/racecheck-*.log; do
@@ -194,15 +196,19 @@ if want profile; then
   if [ -z "$ncu" ]; then
     echo "not run: no ncu" >"$logs/ncu.log"
   else
-    for f in 'score/entropy/float32/N:10000000/C:10$' 'score/entropy/float32/N:10000000/C:100$' \
-             'score/entropy/float16/N:10000000/C:100$' 'score/entropy/float32/N:10000000/C:1000$' \
-             'score/bald/float32/M:20/N:10000000/C:10$' 'topk/float32/N:100000000/k:1000$'; do
+    # Benchmark names end in /manual_time: the filters end in '/'.
+    for f in score/entropy/float32/N:10000000/C:10/ score/least-confidence/float16/N:10000000/C:10/ \
+             score/entropy/float32/N:10000000/C:100/ score/entropy/float16/N:10000000/C:100/ \
+             score/entropy/float32/N:10000000/C:1000/ score/bald/float32/M:20/N:10000000/C:10/ \
+             score/bald/float32/M:20/N:2000000/C:100/ topk/float32/N:100000000/k:1000/; do
       [ "$(left)" -lt 40 ] && break
-      k='regex:score|committee'; n=1
+      k='regex:^(score_|committee_)'; n=1
       [[ "$f" == topk* ]] && k='regex:radix|collect|decode' && n=6
       echo "=== $f" >>"$logs/ncu.log"
       timeout 60 "$ncu" --clock-control none -k "$k" --launch-count "$n" --section SpeedOfLight \
-        --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+        --section Occupancy --section LaunchStats --section SchedulerStats --section WarpStateStats \
+        --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        --section MemoryWorkloadAnalysis_Tables --print-summary none \
         "$bin/bench/bench_cuda" --benchmark_filter="$f" --benchmark_min_time=0.001 >>"$logs/ncu.log" 2>&1
       say "ncu $f: rc $?"
     done
