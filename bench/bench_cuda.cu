@@ -112,7 +112,7 @@ constexpr int kEmbDim = 64;
 
 bool have_device(benchmark::State& state) {
   if (quarry::cuda_device_count() > 0) return true;
-  state.SkipWithError("no CUDA device: the GPU benchmarks need one (bench/run_gpu.sh on a GPU machine)");
+  state.SkipWithError("no CUDA device: the GPU benchmarks need one (scripts/gpu_check.sh on a GPU machine)");
   return false;
 }
 

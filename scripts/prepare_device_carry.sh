@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fills carry/deps/ (git-ignored: /carry/ in .gitignore) with what the GPU machine of the
 # `device` tool lacks for building quarry, so that a call there can name "carry" in its `carry`
-# list and run scripts/gpu_check.sh and bench/run_gpu.sh with no network:
+# list and build quarry there with no network (scripts/gpu_build_there.sh, the fallback of
+# scripts/gpu_check.sh when the programs built here by scripts/gpu_prepare.sh do not load):
 #
 #   carry/deps/prefix/   CLI11 2.1, nlohmann-json 3.11 and fmt 9.1 headers with CMake package
 #                        files (CLI11's and nlohmann_json's from Debian, relocatable; fmt's
@@ -120,7 +121,7 @@ CLI11 $(dpkg-query -W -f='${Version}' libcli11-dev), nlohmann-json $(dpkg-query 
 fmt $fmt_version (header-only), googletest $(dpkg-query -W -f='${Version}' googletest) sources,
 Google Benchmark $bench_version sources, zlib headers $(dpkg-query -W -f='${Version}' zlib1g-dev),
 $blas in prefix/lib.
-Used by scripts/gpu_check.sh and bench/run_gpu.sh on the device machine (carry: ["carry"]).
+Used by scripts/gpu_build_there.sh on the device machine (carry: ["carry"]).
 EOF
 
 echo "carry/deps: $(du -sh "$dst" | cut -f1) ($(find "$dst" -type f | wc -l) files); carry/ in all: $(du -sh "$root/carry" | cut -f1)"

@@ -330,10 +330,13 @@ Pool make_pool(const Shape& s) {
 //
 // Both backends evaluate the same float32 formulas (include/quarry/detail/row_math.hpp, the same
 // fast_log/fast_exp) on the same input bits; they differ only in the order of the float sums
-// over classes (the CPU: a few vector accumulators each running over C/16 classes; the GPU: a
-// tree over the lanes of a warp or block) and in FMA contraction (nvcc contracts a*b+c, the
-// host compiler may not). A float32 sum of C terms in two orders differs by about
-// sqrt(C) * 2^-24 * (sum of |terms|) in practice and at most C * 2^-24 * (sum of |terms|).
+// over classes (the CPU: vector accumulators over blocks of 256 classes, the block sums added
+// in double; the GPU: each lane's classes, then a tree over the lanes of a warp or block) and in
+// FMA contraction (nvcc contracts a*b+c, the host compiler may not). A float32 sum of n terms in
+// two orders differs by about sqrt(n) * 2^-24 * (sum of |terms|) in practice and at most
+// n * 2^-24 * (sum of |terms|); rows of equal terms (kUniform) come near that bound, which is
+// why the CPU sums in blocks (one long float run over 65537 classes was off by 2e-3 in entropy
+// and 3e-4 in kl-max on the first H200 run, where the GPU's tree was right).
 //  - Scores in [0, 1] built from the row sum s (least-confidence, margin, ratio): the sum's
 //    rounding, relative 1e-4 of the value plus an absolute 1e-5 * (1 + ln C): at C = 32768 that
 //    is 1.1e-4, several hundred times the typical sqrt(C) * 6e-8 = 1.1e-5 / 1e-5 of a sum of
