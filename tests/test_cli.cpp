@@ -167,9 +167,9 @@ TEST_F(Cli, BadInputGetsAClearErrorAndNonZeroExit) {
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.err.find("bad.npy: row 1"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("s.npy")));
-  // Unknown acquisition lists the valid ones.
+  // Unknown acquisition lists the valid ones (a bad flag value: a usage error).
   r = quarry("score --input " + path("bad.npy") + " -a entropyy -o " + path("s.npy"));
-  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("badge-norm"), std::string::npos) << r.err;
   // A committee score on [N,C].
   p = {0.5f, 0.5f, 0.2f, 0.8f};
@@ -185,9 +185,9 @@ TEST_F(Cli, BadInputGetsAClearErrorAndNonZeroExit) {
   EXPECT_EQ(quarry("select -k 3").rc, 2);
   EXPECT_EQ(quarry("score --bogus").rc, 2);
   EXPECT_EQ(quarry("select --scores x.npy -k -1").rc, 2);
-  // Selection errors name the file the scores came from.
+  // Selection errors name the file the scores came from (k beyond the pool: a usage error).
   r = quarry("select --input " + path("ok.npy") + " -k 5");
-  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("ok.npy"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("only 2 are selectable"), std::string::npos) << r.err;
 }

@@ -68,6 +68,10 @@ struct DatasetOptions {
   double test_fraction = 0.2;
 };
 
+/// The files a dataset spec reads (idx:DIR: its four IDX files; npz:FILE; npy:X,Y; pool:X; none
+/// for synthetic), those that exist; unknown specs give none.
+std::vector<std::string> dataset_files(const std::string& spec);
+
 /// Loads a dataset from a spec (see the top of this header). Errors (quarry::Error) name the
 /// file and what was wrong: a missing file, images and labels of different lengths, a label
 /// outside [0, 65535], an image that is not 2-D or 3-channel, a feature file that is not 2-D.

@@ -22,11 +22,15 @@ namespace quarry {
 /// prints the message (every failing rank's) once, and every rank exits 1.
 class ClusterError : public Error {
  public:
-  ClusterError(const std::string& what, bool echo) : Error(what), echo_(echo) {}
+  ClusterError(const std::string& what, bool echo, int exit_code = 1)
+      : Error(what), echo_(echo), exit_code_(exit_code) {}
   bool echo() const { return echo_; }
+  /// 2 when a rank failed on a bad argument (a UsageError), else 1.
+  int exit_code() const { return exit_code_; }
 
  private:
   bool echo_;
+  int exit_code_;
 };
 
 /// True when an MPI launcher started this process (OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_RANK or

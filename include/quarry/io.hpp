@@ -3,8 +3,10 @@
 // throws quarry::Error naming the file and what was wrong.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,14 +31,22 @@ void write_npy(const std::string& path, const ArrayView& array);
 /// Writes the concatenation of `parts` to `path` atomically: "<path>.tmp.<pid>" in the same
 /// folder is written, fsync'd and renamed over `path`, and the folder fsync'd. On failure it is removed, `path` is
 /// untouched, and the Error names `path` and the reason. Every writer of quarry uses it.
-void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts);
+/// `may_replace_input`: see AtomicFile.
+void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts,
+                       bool may_replace_input = false);
 /// A file written in pieces and published atomically: the pieces go to "<path>.tmp.<pid>" in
 /// the same folder; commit() fsyncs it, renames it over `path` and fsyncs the folder. Destroyed
 /// without commit() (an error, a failed MPI rank), the temporary file is removed and `path` is
 /// untouched: a failed run never leaves a partial output.
+///  - A symbolic link stays a link: its target is replaced (the temporary file beside it).
+///  - A path that is not a regular file (a device, a pipe, /dev/stdout) is written in place.
+///  - A folder is a UsageError. So is a file this process read as an input (input_read_as),
+///    where refuse_input_overwrites is on, unless `may_replace_input` (a labeling project
+///    rewriting its own state).
+///  - commit() first calls check_mapped_inputs(): nothing is published from a file that shrank.
 class AtomicFile {
  public:
-  explicit AtomicFile(std::string path);
+  explicit AtomicFile(std::string path, bool may_replace_input = false);
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
@@ -46,7 +56,7 @@ class AtomicFile {
 
  private:
   [[noreturn]] void fail(int err);
-  std::string path_, tmp_;
+  std::string path_, tmp_, target_;
   int fd_ = -1;
   std::size_t written_ = 0;
   bool committed_ = false;
@@ -68,6 +78,40 @@ Array read_npz_member(const std::string& path, const std::string& member);
 /// Reads an IDX file (MNIST family), gzip-compressed or not (detected from the content).
 /// The result has the IDX dtype (uint8, int8, int16, int32, float32, float64) and shape.
 Array read_idx(const std::string& path);
+
+/// Which file a path is: its device and inode, symbolic links followed. Two paths name the same
+/// file (hard links, links, "a/../b") exactly when their identities are equal.
+struct FileIdentity {
+  std::uint64_t dev = 0, ino = 0;
+  bool operator==(const FileIdentity& o) const { return dev == o.dev && ino == o.ino; }
+};
+/// The identity of `path` (links followed), or nothing when it does not exist.
+std::optional<FileIdentity> file_identity(const std::string& path);
+/// The path under which this process opened the file `id` for reading (every reader of quarry
+/// notes its inputs), or nothing when it did not.
+std::optional<std::string> input_read_as(const FileIdentity& id);
+/// Whether AtomicFile refuses to replace a file this process read (input_read_as). Off by
+/// default: a long-lived program may well read a file and later write it again. The quarry
+/// command, one command per process, turns it on.
+void refuse_input_overwrites(bool on);
+bool refusing_input_overwrites();
+
+/// Largest text file (CSV, JSON, manifest, list) read_text_file takes by default: 4 GiB.
+constexpr std::size_t kMaxTextBytes = std::size_t{4} << 30;
+/// Reads a whole text file: a regular file only (a folder, a FIFO or a device is an Error that
+/// says which, and nothing blocks), at most `max_bytes`, and no more than its size when opened.
+std::string read_text_file(const std::string& path, std::size_t max_bytes = kMaxTextBytes);
+
+/// Throws unless `path` is a regular file that can be opened for reading (without blocking; it
+/// is noted among the inputs read, as by every reader).
+void expect_regular_file(const std::string& path);
+
+/// Throws an Error naming the file when a memory-mapped input shrank (was truncated or rewritten)
+/// while this process read it: its missing pages read as zeros instead of killing the process
+/// with SIGBUS, and this check makes the command fail instead of using them. AtomicFile::commit
+/// calls it before publishing anything. Each shrink is reported once, unless `all` (the quarry
+/// command's last check before it reports success).
+void check_mapped_inputs(bool all = false);
 
 /// Kind of a file, from its content (magic bytes), not its name.
 enum class FileKind { npy, npz, idx, idx_gz, unknown };

@@ -140,6 +140,10 @@ struct SimulateOptions {
   std::function<void(const RoundRecord&)> on_round;
 };
 
+/// What simulate() checks before it starts (strategies, sizes against the pool, a test split,
+/// a committee where a strategy needs one): an Error (UsageError for the options) naming them.
+void check_simulate_options(const Dataset& data, const SimulateOptions& options);
+
 /// Runs every strategy for every repeat. Repeat r uses seed + r for its initial set (the same
 /// for every strategy of the repeat) and for training. Errors: an unknown strategy, a seed set
 /// or batch larger than the pool, a pool too small for the rounds.

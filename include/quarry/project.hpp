@@ -36,6 +36,15 @@ struct JournalRecord {
   std::vector<std::pair<std::int64_t, std::int32_t>> labels;
 };
 
+/// Where a journal stood after a number of whole records: their bytes and the CRC-32 of those
+/// bytes. state.json keeps the mark of the journal it was written with, so that a journal that
+/// went missing, was cut short or was replaced is noticed (it must extend that mark).
+struct JournalMark {
+  std::int64_t records = 0;
+  std::uint64_t bytes = 0;
+  std::uint32_t crc = 0;
+};
+
 /// The append-only label journal. Each record is one line: the CRC-32 of the JSON text in
 /// 8 hex digits, a space, the JSON text, a newline.
 class LabelJournal {
@@ -50,13 +59,21 @@ class LabelJournal {
   std::map<std::int64_t, std::int32_t> labels() const;
   /// Bytes of the whole records (where a torn tail starts).
   std::uint64_t valid_bytes() const { return valid_bytes_; }
+  /// Whether the file exists (a missing journal reads as empty).
+  bool exists() const { return exists_; }
+  /// The mark after every whole record, and after the first `records` (none past the end).
+  JournalMark mark() const;
+  std::optional<JournalMark> mark_at(std::int64_t records) const;
   /// Appends one record (seq = last + 1) and fsyncs the file (and, for a new file, its folder).
   /// A torn tail is cut off first. The caller holds the project's lock.
   void append(const std::string& path, JournalRecord record);
 
  private:
   std::vector<JournalRecord> records_;
+  std::vector<JournalMark> marks_;  // after each record
   std::uint64_t valid_bytes_ = 0, file_bytes_ = 0;
+  std::uint32_t crc_ = 0;
+  bool exists_ = true;
 };
 
 /// The journal line of a record (with its checksum and newline).
@@ -103,6 +120,14 @@ struct ImportSummary {
 struct NextOptions {
   std::int64_t k = 100;
   bool replace_pending = false;   // drop the open batches: their unlabeled items may be proposed again
+  /// Train a new model even when the labels are unchanged, and accept a pool whose content or
+  /// sample shape changed since init (same number of items: labels name items by row).
+  bool retrain = false;
+};
+
+/// What `project repair` found and did, one line each.
+struct RepairReport {
+  std::vector<std::string> actions;
 };
 
 struct NextResult {
@@ -131,15 +156,26 @@ using ProjectLogFn = std::function<void(const std::string&)>;
 class Project {
  public:
   /// Creates DIR (which must be missing or empty) for `config`; loads the dataset once to learn
-  /// its pool size and class count. `manifest_csv` ("" for none) is validated (index,id,path_or_url;
-  /// every index in [0, pool), indices and ids unique) and copied into the project.
+  /// its pool size and class count, and records the pool's fingerprint (rows, sample shape, a
+  /// checksum of a sample of rows, the files' sizes). `manifest_csv` ("" for none) is validated
+  /// (index,id,path_or_url; every index in [0, pool), indices and ids unique) and copied into the
+  /// project. The folder is made under a temporary name and renamed into place last: a failed
+  /// init leaves nothing behind.
   static void init(const std::string& dir, ProjectConfig config, const std::string& manifest_csv = "");
 
   /// Opens a project: reads its configuration, manifest, state and journal (not the dataset),
   /// under a shared lock when another command's exclusive one is released within
   /// `read_lock_wait_seconds` (else without it: every file but the journal is replaced by
-  /// rename, and label() and next() read again under their own lock).
-  explicit Project(std::string dir, double read_lock_wait_seconds = 5);
+  /// rename, and label() and next() read again under their own lock). The journal must extend
+  /// the mark state.json recorded: a missing, shortened or replaced journal is an Error naming
+  /// the labels state.json expected. `labels_only` (export): a missing or unreadable state.json
+  /// is not an error; the labels come from the journal alone.
+  explicit Project(std::string dir, double read_lock_wait_seconds = 5, bool labels_only = false);
+
+  /// Rebuilds state.json from the journal (taken as it is, a torn tail cut off) and the batch
+  /// files in batches/, keeping what the old state.json says of them where it is readable; the
+  /// model is forgotten (the next `next` retrains). Takes the project lock.
+  static RepairReport repair(const std::string& dir, double lock_wait_seconds = 0);
 
   const ProjectConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
@@ -170,7 +206,12 @@ class Project {
   static std::string labelstudio_config(const std::vector<std::string>& classes);
 
  private:
-  void reload();
+  struct NoLoad {};
+  Project(std::string dir, NoLoad) : dir_(std::move(dir)) {}
+  void reload(bool labels_only = false);
+  void read_config();
+  friend struct ProjectFiles;  // reads state.json into a Project (project.cpp)
+  void take_labels(const LabelJournal& journal);
   void write_state() const;
   std::string dir_;
   ProjectConfig config_;
@@ -180,6 +221,8 @@ class Project {
   std::vector<std::int64_t> label_order_;  // labeled indices in the order they were first labeled
   std::vector<BatchInfo> batches_;
   std::string torn_;
+  JournalMark journal_mark_;  // of the journal as read
+  std::string pool_print_;    // project.json's pool fingerprint (JSON text; "" for old projects)
   // state.json: the model
   std::string model_digest_;
   std::int64_t model_labels_ = 0;

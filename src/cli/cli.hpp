@@ -21,6 +21,31 @@ void add_project_commands(CLI::App& app);
 /// The items of a comma-separated list ("" gives none); `keep_empty`: "a,,b" has an empty item.
 std::vector<std::string> split_commas(const std::string& s, bool keep_empty);
 
+/// A file named on the command line: the flag that named it ("--output") and its path or spec.
+struct Named {
+  std::string flag, path;
+};
+
+/// The existing files an input argument reads: a file, the files of a folder, a dataset spec
+/// (idx:DIR, npz:FILE, npy:X,Y, pool:X), FILE.npz:member, or shards ('pool-*.npy', a,b,c).
+std::vector<std::string> input_files(const std::string& spec);
+
+/// Before any work: each output must not be a folder, a labeling project's own file, the same
+/// file as any input (by identity: links and hard links followed) or as another output. A clash
+/// is a quarry::UsageError (exit 2) naming both.
+void check_outputs(const std::vector<Named>& outputs, const std::vector<Named>& inputs);
+
+/// Checks every numeric option of every subcommand: a whole decimal number for integers (no
+/// 0x10, no 1e3), a finite decimal for reals (no nan, inf), --threads at most max_threads().
+void add_number_checks(CLI::App& app);
+/// The most CPU threads --threads takes: 8 per core, at least 64.
+int max_threads();
+
+/// Bounds of numeric options with human messages ("must be >= 0, got -3"), in place of
+/// CLI::NonNegativeNumber and CLI::PositiveNumber, whose messages print DBL_MAX in 309 digits.
+CLI::Validator non_negative();
+CLI::Validator positive();
+
 /// The selection as CSV (`rank,index,score`) or JSON.
 std::string selection_csv(const Selection& sel);
 std::string selection_json(const Selection& sel, const std::string& strategy, const std::string& source);

@@ -1,5 +1,6 @@
 // The quarry subcommands: score, select, info, generate, demo (train, infer, simulate: loop_commands.cpp).
 #include <omp.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -123,6 +124,7 @@ void add_score(CLI::App& app) {
   cmd->add_option("--threads", *threads, "CPU threads (0: all cores)");
   cmd->add_flag("--verbose,-v", *verbose, "Print timings to stderr");
   cmd->callback([=] {
+    check_outputs({{"--output", *output}}, {{"--input", args->input}, {"--embeddings", args->embeddings}});
     set_threads(*threads);
     Cluster cluster;
     PoolFiles input, emb;
@@ -275,7 +277,7 @@ void add_select(CLI::App& app) {
   auto* sc = cmd->add_option("--scores", a->scores, "Scores [N] (.npy) from `quarry score`; shards as --input");
   a->score.add(cmd, false);
   cmd->get_option("--input")->excludes(sc);
-  cmd->add_option("-k", a->k, "Number of samples to select")->required()->check(CLI::NonNegativeNumber);
+  cmd->add_option("-k", a->k, "Number of samples to select")->required()->check(non_negative());
   cmd->add_option("--exclude", a->exclude,
                   "Already labeled indices, never selected: integer .npy, or text/CSV with one index per line");
   cmd->add_option("--strategy", a->strategy,
@@ -286,8 +288,8 @@ void add_select(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of power sampling, badge and cluster-margin (same seed, same selection)");
   cmd->add_option("--candidates", a->candidates,
                   "cluster-margin, uncertain-kcenter: choose among this many most uncertain samples (0: 10 k)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--clusters", a->clusters, "cluster-margin: k-means clusters (0: k)")->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
+  cmd->add_option("--clusters", a->clusters, "cluster-margin: k-means clusters (0: k)")->check(non_negative());
   cmd->add_option("--output,-o", a->output, "Where to write the selection (standard output if absent)");
   cmd->add_option("--format", a->format, "csv (rank,index,score) or json; default: from the output's extension")
       ->check(CLI::IsMember({"csv", "json"}));
@@ -297,6 +299,12 @@ void add_select(CLI::App& app) {
     const bool diverse = a->strategy != "topk" && a->strategy != "power";
     if (!diverse && a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
       throw CLI::ValidationError("select needs --scores FILE, or --input FILE with --acquisition");
+    check_outputs({{"--output", a->output}}, {{"--scores", a->scores},
+                                              {"--input", a->score.input},
+                                              {"--embeddings", a->score.embeddings},
+                                              {"--exclude", a->exclude}});
+    QUARRY_USAGE_EXPECTS(a->strategy != "power" || (a->beta > 0 && a->beta <= 1e30), "--beta ", a->beta,
+                         ": power sampling needs an exponent > 0 (and at most 1e30)");
     set_threads(a->threads);
     Cluster cluster;
     std::vector<std::int64_t> excl;
@@ -347,7 +355,10 @@ void add_select(CLI::App& app) {
         const std::string what = e.what();
         const std::string from = from_scores ? a->scores : a->score.input;
         if (what.find(from) != std::string::npos) throw;  // the message names the file already
-        QUARRY_FAIL(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", what);
+        const std::string msg =
+            concat_error(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", what);
+        if (dynamic_cast<const UsageError*>(&e)) throw UsageError(msg);
+        throw Error(msg);
       }
     });
     if (a->verbose) print_stream(cluster, "selected from", st, rows.second - rows.first, seconds_since(t0));
@@ -465,9 +476,9 @@ void add_generate(CLI::App& app) {
     std::string dtype = "float32", output, embeddings;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("-n", a->spec.n, "Samples")->check(CLI::NonNegativeNumber);
-  cmd->add_option("-c", a->spec.c, "Classes")->check(CLI::PositiveNumber);
-  cmd->add_option("-m", a->spec.m, "Committee members (0: an [N,C] output)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-n", a->spec.n, "Samples")->check(non_negative());
+  cmd->add_option("-c", a->spec.c, "Classes")->check(positive());
+  cmd->add_option("-m", a->spec.m, "Committee members (0: an [N,C] output)")->check(non_negative());
   cmd->add_option("-d", a->spec.d, "Embedding width (with --embeddings)");
   cmd->add_flag("--logits", a->spec.logits, "Write logits instead of probabilities");
   cmd->add_option("--dtype", a->dtype, "float32 or float16")->check(CLI::IsMember({"float32", "float16"}));
@@ -475,6 +486,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--output,-o", a->output, "Model outputs (.npy)")->required();
   cmd->add_option("--embeddings", a->embeddings, "Also write embeddings [N,D] (.npy) here");
   cmd->callback([a] {
+    check_outputs({{"--output", a->output}, {"--embeddings", a->embeddings}}, {});
     a->spec.dtype = a->dtype == "float16" ? DType::f16 : DType::f32;
     write_npy(a->output, synthetic_outputs(a->spec).view());
     if (!a->embeddings.empty()) {
@@ -494,19 +506,31 @@ void add_demo(CLI::App& app) {
     std::uint64_t seed = 0;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("-n", a->n, "Pool size")->check(CLI::PositiveNumber);
-  cmd->add_option("-c", a->c, "Classes")->check(CLI::PositiveNumber);
-  cmd->add_option("-k", a->k, "Batch size")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-n", a->n, "Pool size")->check(positive());
+  cmd->add_option("-c", a->c, "Classes")->check(positive());
+  cmd->add_option("-k", a->k, "Batch size")->check(non_negative());
   cmd->add_option("--acquisition,-a", a->acquisition, "Acquisition score (single-model)");
   cmd->add_option("--out", a->out, "Folder for pool.npy, scores.npy and batch.csv");
   cmd->add_option("--seed", a->seed, "Seed of the synthetic pool");
   cmd->callback([a] {
     const Acquisition acq = parse_acquisition(a->acquisition);
-    QUARRY_EXPECTS(!acquisition_needs_committee(acq) && !acquisition_needs_embeddings(acq),
-                   "demo runs single-model scores without embeddings; got ", a->acquisition);
-    std::filesystem::create_directories(a->out);
+    QUARRY_USAGE_EXPECTS(!acquisition_needs_committee(acq) && !acquisition_needs_embeddings(acq),
+                         "demo runs single-model scores without embeddings; got ", a->acquisition);
+    QUARRY_USAGE_EXPECTS(a->k <= a->n, "demo: -k ", a->k, " is more than the pool of -n ", a->n, " samples");
+    // Everything is checked before the folder and its files are made.
     const std::string pool = a->out + "/pool.npy", scores = a->out + "/scores.npy",
                       batch = a->out + "/batch.csv";
+    {
+      struct stat st {};
+      QUARRY_USAGE_EXPECTS(::stat(a->out.c_str(), &st) != 0 || S_ISDIR(st.st_mode), "demo: --out ",
+                           quote_input(a->out, 200), " is a file; it names the folder for pool.npy, scores.npy and batch.csv");
+    }
+    check_outputs({{"pool", pool}, {"scores", scores}, {"batch", batch}}, {});
+    {
+      std::error_code ec;
+      std::filesystem::create_directories(a->out, ec);
+      QUARRY_EXPECTS(!ec, a->out, ": cannot create the folder: ", ec.message());
+    }
     SyntheticSpec spec;
     spec.n = a->n;
     spec.c = a->c;
@@ -555,6 +579,7 @@ void add_commands(CLI::App& app) {
   add_demo(app);
   add_loop_commands(app);
   add_project_commands(app);
+  add_number_checks(app);
 }
 
 }  // namespace quarry::cli

@@ -39,6 +39,18 @@ void make_folder(const std::string& dir) {
   QUARRY_EXPECTS(!ec, dir, ": cannot create the output folder: ", ec.message());
 }
 
+// An output folder argument: missing (it is made) or a folder, never a file.
+void expect_folder_arg(const char* flag, const std::string& dir) {
+  std::error_code ec;
+  QUARRY_USAGE_EXPECTS(!std::filesystem::exists(dir, ec) || std::filesystem::is_directory(dir, ec), flag, " ",
+                       quote_input(dir, 200), " is a file; it names a folder for the outputs");
+}
+
+// The file a --model spec reads ("torchscript:FILE"), or "".
+std::string model_file(const std::string& spec) {
+  return spec.rfind("torchscript:", 0) == 0 ? spec.substr(12) : std::string();
+}
+
 // Options every loop command shares: the dataset and how it is split.
 struct DataArgs {
   std::string dataset = "synthetic";
@@ -49,7 +61,7 @@ struct DataArgs {
     auto* o = cmd->add_option("--dataset", dataset, kDatasetHelp);
     if (required) o->required();
     cmd->add_option("--pool-limit", pool_limit,
-                    "Use a random subset of this many training samples (0: all)")->check(CLI::NonNegativeNumber);
+                    "Use a random subset of this many training samples (0: all)")->check(non_negative());
     cmd->add_option("--data-seed", data_seed,
                     "Seed of the held-out splits and of --pool-limit's subset (use the same value for "
                     "train and infer)");
@@ -75,18 +87,18 @@ struct TrainArgs {
     if (committee_flag)
       cmd->add_option("--committee", committee,
                       "none, mc:M (MC-dropout samples at inference) or ensemble:M (train M models)");
-    cmd->add_option("--epochs", epochs, "Most epochs (early stopping on the validation balanced accuracy)")->check(CLI::PositiveNumber);
+    cmd->add_option("--epochs", epochs, "Most epochs (early stopping on the validation balanced accuracy)")->check(positive());
     cmd->add_option("--patience", patience, "Epochs without a better validation balanced accuracy before stopping")
-        ->check(CLI::PositiveNumber);
+        ->check(positive());
     cmd->add_option("--min-steps", min_steps, "At least this many optimiser steps, however few the labels")
-        ->check(CLI::NonNegativeNumber);
-    cmd->add_option("--batch-size", batch_size, "Training batch size")->check(CLI::PositiveNumber);
-    cmd->add_option("--lr", lr, "Adam learning rate")->check(CLI::PositiveNumber);
-    cmd->add_option("--weight-decay", weight_decay, "Adam weight decay")->check(CLI::NonNegativeNumber);
+        ->check(non_negative());
+    cmd->add_option("--batch-size", batch_size, "Training batch size")->check(positive());
+    cmd->add_option("--lr", lr, "Adam learning rate")->check(positive());
+    cmd->add_option("--weight-decay", weight_decay, "Adam weight decay")->check(non_negative());
     cmd->add_flag("--no-class-weights", no_class_weights, "Do not weight the loss by inverse class frequency");
     cmd->add_option("--seed", seed, "Seed of the initialisation, data order and dropout");
     cmd->add_option("--device", device, "Where LibTorch runs: auto, cpu, cuda or cuda:N");
-    cmd->add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--threads", threads, "CPU threads (0: all)")->check(non_negative());
   }
   TrainOptions options(const Dataset& data) const {
     TrainOptions o;
@@ -132,6 +144,9 @@ void add_train(CLI::App& app) {
                   "default: the whole training split");
   cmd->add_option("--out", a->out, "Model file to write (LibTorch archive)")->required();
   cmd->callback([a] {
+    check_outputs({{"--out", a->out}}, {{"--dataset", a->data.dataset},
+                                        {"--labeled", a->labeled},
+                                        {"--model", model_file(a->train.model)}});
     const Dataset data = a->data.load();
     std::vector<std::int64_t> labeled;
     if (a->labeled.empty()) {
@@ -202,10 +217,17 @@ void add_infer(CLI::App& app) {
   cmd->add_option("--committee", a->committee,
                   "none, mc:M or ensemble:M (default: what the model was trained with)");
   cmd->add_option("--seed", a->seed, "Seed of the MC-dropout masks");
-  cmd->add_option("--batch-size", a->batch_size, "Inference batch size")->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", a->threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch-size", a->batch_size, "Inference batch size")->check(positive());
+  cmd->add_option("--threads", a->threads, "CPU threads (0: all)")->check(non_negative());
   cmd->add_option("--device", a->device, "Where LibTorch runs: auto, cpu, cuda or cuda:N");
   cmd->callback([a] {
+    const std::filesystem::path d(a->out);
+    expect_folder_arg("--out", a->out);
+    check_outputs({{"--out", (d / "probs.npy").string()},
+                   {"--out", (d / "embeddings.npy").string()},
+                   {"--out", (d / "committee.npy").string()},
+                   {"--out", (d / "rows.npy").string()}},
+                  {{"--dataset", a->data.dataset}, {"--model", a->model}});
     const Dataset data = a->data.load();
     const Model model = Model::load(a->model, parse_device(a->device));
     QUARRY_EXPECTS(model.sample_shape() == data.sample_shape && model.num_classes() == data.num_classes, a->model,
@@ -222,7 +244,6 @@ void add_infer(CLI::App& app) {
     const Inference inf = model.infer(split, io);
     const double t = seconds_since(t0);
     make_folder(a->out);
-    const std::filesystem::path d(a->out);
     write_npy((d / "probs.npy").string(), inf.probs.view());
     write_npy((d / "embeddings.npy").string(), inf.embeddings.view());
     // (A default Array has no shape: without a committee there is no committee.npy, and one
@@ -272,15 +293,23 @@ void add_simulate(CLI::App& app) {
                   "vote-entropy, kl-max, variation-ratio, consensus-entropy, egl, badge-norm) or diversity "
                   "strategy (badge, kcenter, cluster-margin, uncertain-kcenter)");
   cmd->add_option("--committee", a->committee, "Committee of the committee strategies: mc:M or ensemble:M");
-  cmd->add_option("--seed-size", a->seed_size, "Initial random labeled set")->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", a->batch, "Labels bought per round")->check(CLI::PositiveNumber);
-  cmd->add_option("--rounds", a->rounds, "Selection rounds")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed-size", a->seed_size, "Initial random labeled set")->check(positive());
+  cmd->add_option("--batch", a->batch, "Labels bought per round")->check(positive());
+  cmd->add_option("--rounds", a->rounds, "Selection rounds")->check(non_negative());
   cmd->add_option("--repeats", a->repeats, "Repeats (each with its own initial set and training seed)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--score-device", a->score_device, "Where scoring and selection run: auto, cpu, cuda[:N]");
   cmd->add_option("--out", a->out, "Folder for rounds.jsonl, curves.csv, summary.json, summary.md, curves.svg");
   cmd->callback([a] {
     const auto t0 = Clock::now();
+    expect_folder_arg("--out", a->out);
+    {
+      const std::filesystem::path d(a->out);
+      std::vector<Named> outs;
+      for (const char* f : {"rounds.jsonl", "curves.csv", "summary.json", "summary.md", "curves.svg"})
+        outs.push_back({"--out", (d / f).string()});
+      check_outputs(outs, {{"--dataset", a->data.dataset}, {"--model", model_file(a->train.model)}});
+    }
     const Dataset data = a->data.load();
     SimulateOptions o;
     o.strategies = split_commas(a->strategies, false);
@@ -293,6 +322,7 @@ void add_simulate(CLI::App& app) {
     o.committee = parse_committee(a->committee);
     o.device = parse_device(a->score_device);
     QUARRY_EXPECTS(have_torch(), "this build of quarry has no LibTorch: simulate needs it (Debian: libtorch-dev)");
+    check_simulate_options(data, o);  // impossible sizes fail here, before the folder is made
 
     nlohmann::json config = {
         {"dataset", data.spec},           {"dataset_description", data.describe()},
@@ -378,12 +408,7 @@ void add_report(CLI::App& app) {
     const std::string rounds_path = (d / "rounds.jsonl").string();
     std::vector<RoundRecord> all;
     {
-      std::FILE* f = std::fopen(rounds_path.c_str(), "rb");
-      QUARRY_EXPECTS(f, rounds_path, ": cannot open: ", std::strerror(errno));
-      std::string text;
-      char buf[65536];
-      for (std::size_t got; (got = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, got);
-      std::fclose(f);
+      const std::string text = read_text_file(rounds_path);
       std::size_t line = 0, start = 0;
       while (start < text.size()) {
         std::size_t end = text.find('\n', start);
@@ -415,12 +440,9 @@ void add_report(CLI::App& app) {
     SimulationSummary header;
     header.rounds = last;
     // The run's description, from the summary.json of the run where there is one.
-    std::FILE* f = std::fopen((d / "summary.json").string().c_str(), "rb");
-    if (f) {
-      std::string text;
-      char buf[65536];
-      for (std::size_t got; (got = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, got);
-      std::fclose(f);
+    std::error_code ec;
+    if (std::filesystem::exists(d / "summary.json", ec)) {
+      const std::string text = read_text_file((d / "summary.json").string());
       const auto j = nlohmann::json::parse(text, nullptr, false);
       if (j.is_object()) {
         header.dataset = j.value("dataset", "");
@@ -429,10 +451,11 @@ void add_report(CLI::App& app) {
       }
     }
     const SimulationSummary summary = summarize(records, header);
-    write_file_atomic((d / "curves.csv").string(), {curves_csv(summary)});
-    write_file_atomic((d / "summary.json").string(), {summary_json(summary)});
-    write_file_atomic((d / "summary.md").string(), {summary_markdown(summary)});
-    write_file_atomic((d / "curves.svg").string(), {curves_svg(summary)});
+    // The report's own files, rebuilt (summary.json was read above for the run's description).
+    write_file_atomic((d / "curves.csv").string(), {curves_csv(summary)}, true);
+    write_file_atomic((d / "summary.json").string(), {summary_json(summary)}, true);
+    write_file_atomic((d / "summary.md").string(), {summary_markdown(summary)}, true);
+    write_file_atomic((d / "curves.svg").string(), {curves_svg(summary)}, true);
     std::printf("summary: %s\nplot:    %s\n", (d / "summary.md").string().c_str(), (d / "curves.svg").string().c_str());
   });
 }

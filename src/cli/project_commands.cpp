@@ -39,7 +39,7 @@ void add_init(CLI::App* project) {
                   "CSV index,id,path_or_url: what annotators see for each pool item (default: the index)");
   cmd->add_option("--seed", a->config.seed, "Seed of training and of random batches");
   cmd->add_option("--device", a->config.device, "auto, cpu or cuda[:N]: where training and scoring run");
-  cmd->add_option("--threads", a->config.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", a->config.threads, "CPU threads (0: all)")->check(non_negative());
   cmd->callback([a] {
     a->config.classes = split_commas(a->classes, true);  // "a,,b": init names the empty class
     Project::init(a->dir, a->config, a->manifest);
@@ -61,11 +61,14 @@ void add_next(CLI::App* project) {
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("DIR", a->dir, "Project folder")->required();
-  cmd->add_option("-k,--k", a->o.k, "Batch size")->check(CLI::PositiveNumber);
+  cmd->add_option("-k,--k", a->o.k, "Batch size")->check(positive());
   cmd->add_flag("--replace-pending", a->o.replace_pending,
                 "Drop the open batches: their items without a label may be proposed again");
+  cmd->add_flag("--retrain", a->o.retrain,
+                "Train a new model even if the labels are unchanged; accept a pool whose files changed since init "
+                "(same number of items, in the same order)");
   cmd->add_option("--wait", a->wait, "Seconds to wait for another command writing to the project")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->callback([a] {
     Project p(a->dir, 0);
     warn_torn(p);
@@ -92,7 +95,7 @@ void add_label(CLI::App* project) {
   cmd->add_option("FILE", a->file, "Labels: CSV or Label Studio JSON export")->required();
   cmd->add_flag("--allow-relabel", a->allow_relabel, "Let a label change an earlier one");
   cmd->add_option("--wait", a->wait, "Seconds to wait for another command writing to the project")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->callback([a] {
     Project p(a->dir, 0);
     const ImportSummary s = p.label(a->file, a->allow_relabel, a->wait);
@@ -170,10 +173,11 @@ void add_export(CLI::App* project) {
   cmd->add_option("--format", a->format, "csv or npy")->check(CLI::IsMember({"csv", "npy"}));
   cmd->add_option("-o,--output", a->output, "Output file (csv: standard output without it; npy: required)");
   cmd->callback([a] {
-    const Project p(a->dir);
+    QUARRY_USAGE_EXPECTS(a->format != "npy" || !a->output.empty(), "export --format npy needs --output FILE");
+    check_outputs({{"--output", a->output}}, {});
+    const Project p(a->dir, 5, true);  // the labels come from the journal; state.json is not needed
     warn_torn(p);
     if (a->format == "npy") {
-      QUARRY_EXPECTS(!a->output.empty(), "export --format npy needs --output FILE");
       p.export_npy(a->output);
     } else if (a->output.empty()) {
       const std::string text = p.export_csv();
@@ -186,16 +190,36 @@ void add_export(CLI::App* project) {
   });
 }
 
+void add_repair(CLI::App* project) {
+  auto* cmd = project->add_subcommand(
+      "repair", "Rebuild state.json from the label journal and the batch files (after a lost or damaged state.json, "
+                "or to accept a journal restored from a backup); the labels are never changed");
+  struct Args {
+    std::string dir;
+    double wait = 10;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("DIR", a->dir, "Project folder")->required();
+  cmd->add_option("--wait", a->wait, "Seconds to wait for another command writing to the project")
+      ->check(non_negative());
+  cmd->callback([a] {
+    const RepairReport r = Project::repair(a->dir, a->wait);
+    for (const std::string& line : r.actions) std::printf("%s\n", line.c_str());
+  });
+}
+
 }  // namespace
 
 void add_project_commands(CLI::App& app) {
-  auto* project = app.add_subcommand("project", "A labeling project with people in the loop: init, next, label, status, export");
+  auto* project = app.add_subcommand(
+      "project", "A labeling project with people in the loop: init, next, label, status, export, repair");
   project->require_subcommand(1);
   add_init(project);
   add_next(project);
   add_label(project);
   add_status(project);
   add_export(project);
+  add_repair(project);
 }
 
 }  // namespace quarry::cli

@@ -31,7 +31,7 @@ Acquisition parse_acquisition(std::string_view name) {
     valid += valid.empty() ? "" : ", ";
     valid += e.name;
   }
-  QUARRY_FAIL("unknown acquisition '", name, "'; expected one of: ", valid);
+  QUARRY_USAGE_FAIL("unknown acquisition '", quote_input(name), "'; expected one of: ", valid);
 }
 
 const char* acquisition_name(Acquisition a) {

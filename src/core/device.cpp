@@ -25,12 +25,13 @@ DeviceSpec parse_device(std::string_view text) {
   if (text.substr(0, 5) == "cuda:" && text.size() > 5 && text.size() < 9) {
     int index = 0;
     for (char ch : text.substr(5)) {
-      QUARRY_EXPECTS(ch >= '0' && ch <= '9', "bad device '", text, "': expected cuda:N with N a device number");
+      QUARRY_USAGE_EXPECTS(ch >= '0' && ch <= '9', "bad device '", quote_input(text),
+                           "': expected cuda:N with N a device number");
       index = index * 10 + (ch - '0');
     }
     return {DeviceKind::cuda, index};
   }
-  QUARRY_FAIL("bad device '", text, "': expected auto, cpu, cuda or cuda:N");
+  QUARRY_USAGE_FAIL("bad device '", quote_input(text), "': expected auto, cpu, cuda or cuda:N");
 }
 
 std::string device_string(const DeviceSpec& d) {

@@ -199,7 +199,7 @@ DiversityStrategy parse_diversity_strategy(std::string_view name) {
     if (name == n.name) return n.s;
   std::string valid;
   for (const Named& n : kNames) valid += std::string(valid.empty() ? "" : ", ") + n.name;
-  QUARRY_FAIL("unknown diversity strategy '", name, "'; expected one of: ", valid);
+  QUARRY_USAGE_FAIL("unknown diversity strategy '", quote_input(name), "'; expected one of: ", valid);
 }
 
 const char* diversity_strategy_name(DiversityStrategy s) {
@@ -224,11 +224,11 @@ Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb, const
   const char* name = diversity_strategy_name(strategy);
   expect_embeddings(emb, o.embeddings_name);
   const std::int64_t n = emb.shape[0];
-  QUARRY_EXPECTS(o.k >= 0, "k must be non-negative, got ", o.k);
+  QUARRY_USAGE_EXPECTS(o.k >= 0, "k must be non-negative, got ", o.k);
   std::int64_t excluded = 0;
   const std::vector<std::uint8_t> mask = exclusion_mask(o.exclude, n, &excluded);
   const std::int64_t selectable = n - excluded;
-  QUARRY_EXPECTS(o.k <= selectable, "asked for k = ", o.k, " samples but only ", selectable,
+  QUARRY_USAGE_EXPECTS(o.k <= selectable, "asked for k = ", o.k, " samples but only ", selectable,
                  " are selectable (pool of ", n, ", ", excluded, " excluded)");
   int device_index = 0;
   const bool cuda = on_cuda(o.device, &device_index);  // refuses CUDA where there is none, up front

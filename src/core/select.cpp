@@ -19,7 +19,7 @@ namespace {
 std::vector<std::uint8_t> prepare(std::int64_t n, std::int64_t k,
                                   const std::vector<std::int64_t>& exclude) {
   QUARRY_EXPECTS(n >= 0, "pool size must be non-negative, got ", n);
-  QUARRY_EXPECTS(k >= 0, "k must be non-negative, got ", k);
+  QUARRY_USAGE_EXPECTS(k >= 0, "k must be non-negative, got ", k);
   std::vector<std::uint8_t> mask;
   std::int64_t excluded = 0;
   if (!exclude.empty()) {
@@ -30,7 +30,7 @@ std::vector<std::uint8_t> prepare(std::int64_t n, std::int64_t k,
       mask[i] = 1;
     }
   }
-  QUARRY_EXPECTS(k <= n - excluded, "asked for k = ", k, " samples but only ", n - excluded,
+  QUARRY_USAGE_EXPECTS(k <= n - excluded, "asked for k = ", k, " samples but only ", n - excluded,
                  " are selectable (pool of ", n, ", ", excluded, " excluded)");
   return mask;
 }
@@ -45,8 +45,8 @@ Selection with_scores(std::vector<std::int64_t> index, const float* scores) {
 
 
 void expect_beta(double beta) {
-  QUARRY_EXPECTS(std::isfinite(beta) && beta > 0 && beta <= detail::kFloatMax,
-                 "power sampling needs a finite beta > 0, got ", beta);
+  QUARRY_USAGE_EXPECTS(std::isfinite(beta) && beta > 0 && beta <= 1e30,
+                       "power sampling needs a finite beta > 0 (at most 1e30), got ", beta);
 }
 
 // The device a selection runs on; for CUDA also its index.

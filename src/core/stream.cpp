@@ -197,15 +197,16 @@ Array PoolFiles::gather(const std::vector<std::int64_t>& rows) const {
 
 // ------------------------------------------------------------------ budgets
 std::int64_t parse_bytes(std::string_view text) {
+  // Digits, an optional fraction, an optional unit: no sign, exponent, hexadecimal or NaN.
   const std::string t(text);
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(t, &used);
-  } catch (const std::exception&) {
-    QUARRY_FAIL("memory budget '", t, "': expected a size such as 512M, 2G or 1000000");
+  std::size_t i = 0;
+  while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+  std::size_t digits = i;
+  if (i < t.size() && t[i] == '.') {
+    ++i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i, ++digits;
   }
-  std::string unit = t.substr(used);
+  std::string unit = t.substr(i);
   for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   double scale = 0;
   if (unit.empty() || unit == "B") scale = 1;
@@ -213,8 +214,9 @@ std::int64_t parse_bytes(std::string_view text) {
   else if (unit == "M" || unit == "MB" || unit == "MIB") scale = 1024.0 * 1024;
   else if (unit == "G" || unit == "GB" || unit == "GIB") scale = 1024.0 * 1024 * 1024;
   else if (unit == "T" || unit == "TB" || unit == "TIB") scale = 1024.0 * 1024 * 1024 * 1024;
-  QUARRY_EXPECTS(scale > 0 && std::isfinite(v) && v > 0 && v * scale < 9e18, "memory budget '", t,
-                 "': expected a positive size such as 512M, 2G or 1000000 (K, M, G, T: powers of 1024)");
+  const double v = digits > 0 && i <= 40 ? std::strtod(t.substr(0, i).c_str(), nullptr) : 0.0;
+  QUARRY_USAGE_EXPECTS(scale > 0 && digits > 0 && i <= 40 && v * scale >= 1 && v * scale < 9e18, "memory budget '",
+                       quote_input(t), "': expected a positive size such as 512M, 2G or 1000000 (K, M, G, T: powers of 1024)");
   return static_cast<std::int64_t>(v * scale);
 }
 
@@ -224,14 +226,7 @@ std::int64_t default_memory_budget(const DeviceSpec& requested) {
   if (d.kind == DeviceKind::cuda) return static_cast<std::int64_t>(cuda::free_memory(d.index) / 2);
 #endif
   (void)d;
-  std::int64_t available = 0;
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  std::int64_t kib = 0;
-  std::string unit;
-  while (meminfo >> key >> kib >> unit)
-    if (key == "MemAvailable:") available = kib * 1024;
-  if (available <= 0) available = static_cast<std::int64_t>(sysconf(_SC_AVPHYS_PAGES)) * static_cast<std::int64_t>(page_size());
+  const auto available = static_cast<std::int64_t>(io::available_memory());
   return std::max<std::int64_t>(available / 4, 64 << 20);
 }
 
@@ -514,7 +509,7 @@ Selection to_selection(const Ranked& r) {
 }
 
 std::vector<std::int64_t> checked_exclusions(std::int64_t n, std::int64_t k, const std::vector<std::int64_t>& exclude) {
-  QUARRY_EXPECTS(k >= 0, "k must be non-negative, got ", k);
+  QUARRY_USAGE_EXPECTS(k >= 0, "k must be non-negative, got ", k);
   std::vector<std::int64_t> sorted = exclude;
   std::sort(sorted.begin(), sorted.end());
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
@@ -523,7 +518,7 @@ std::vector<std::int64_t> checked_exclusions(std::int64_t n, std::int64_t k, con
       for (std::int64_t j : exclude)
         QUARRY_EXPECTS(j >= 0 && j < n, "excluded index ", j, " is outside the pool [0, ", n, ")");
   const std::int64_t excluded = static_cast<std::int64_t>(sorted.size());
-  QUARRY_EXPECTS(k <= n - excluded, "asked for k = ", k, " samples but only ", n - excluded,
+  QUARRY_USAGE_EXPECTS(k <= n - excluded, "asked for k = ", k, " samples but only ", n - excluded,
                  " are selectable (pool of ", n, ", ", excluded, " excluded)");
   return sorted;
 }

@@ -127,22 +127,26 @@ std::pair<std::int64_t, std::int64_t> Cluster::shard(std::int64_t n) const {
 
 void Cluster::run(const std::function<void()>& work) {
   std::string error;
+  int failed = 0;  // 1: an error, 2: a usage error (a bad argument: the command exits 2)
   try {
     work();
   } catch (const ClusterError&) {
     throw;  // already agreed by every rank
   } catch (const std::bad_alloc&) {
     error = "out of memory";
+    failed = 1;
   } catch (const std::exception& e) {
+    if (!mpi_ || size_ == 1) throw;  // one process: the error as it is (its type gives the exit code)
     error = e.what();
     if (error.empty()) error = "unknown error";
+    failed = dynamic_cast<const UsageError*>(&e) ? 2 : 1;
   }
   if (!mpi_ || size_ == 1) {
     if (!error.empty()) throw Error(error);
     return;
   }
 #if QUARRY_BUILD_MPI
-  int failed = error.empty() ? 0 : 1, any = 0;
+  int any = 0;
   MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   if (!any) return;
   // Every failing rank's message, to every rank; ranks that failed alike share a line.
@@ -173,7 +177,7 @@ void Cluster::run(const std::function<void()>& work) {
     message += who + " of " + std::to_string(size_) + ": " + m;
   }
   agreed_failure_ = true;
-  throw ClusterError(message, rank_ == 0);
+  throw ClusterError(message, rank_ == 0, any == 2 ? 2 : 1);
 #endif
 }
 

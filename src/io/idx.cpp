@@ -158,12 +158,23 @@ Array read_raw(const io::MappedFile& file, const std::string& path) {
 
 // Decompresses no more than the header announces (plus one byte, to detect trailing data),
 // in chunks, so that a header that lies cannot make us allocate what the stream does not hold.
+// Before inflating the data, the header's size is checked against what the file can hold
+// (deflate expands at most 1032 times) and against the memory available. (The gzip trailer's
+// size is not: a file of concatenated members records only the last member's.)
 Array read_gzip(const io::MappedFile& file, const std::string& path) {
   Gunzip gz(file.data, file.size, path);
   std::vector<unsigned char> buf;
   gz.read(buf, kMaxHeaderBytes);
   const IdxHeader h = parse_header(buf.data(), buf.size(), path);
   const std::size_t total = h.header_bytes + h.data_bytes;
+  const std::string claim = "the header says shape " + shape_string(h.shape) + " " + dtype_name(h.dtype) + " = " +
+                            std::to_string(total) + " bytes";
+  if (total / 1032 > file.size)
+    QUARRY_FAIL(path, ": ", claim, ", more than a gzip file of ", file.size,
+                " bytes can hold (deflate expands at most 1032 times): not inflated");
+  const std::uint64_t available = io::available_memory();
+  if (available > 0 && total > available)
+    QUARRY_FAIL(path, ": ", claim, ", more than the ", available, " bytes of memory available: not inflated");
   while (buf.size() <= total) {
     const std::size_t before = buf.size();
     const std::size_t want = std::min({total + 1 - before, std::max(before, kMinChunk), kMaxChunk});

@@ -25,14 +25,11 @@ struct FdGuard {
 }  // namespace
 
 MappedFile map_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) QUARRY_FAIL("cannot open ", path, ": ", std::strerror(errno));
+  const int fd = open_input(path);
   FdGuard guard{fd};
 
   struct stat st {};
   if (::fstat(fd, &st) != 0) QUARRY_FAIL("cannot stat ", path, ": ", std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) QUARRY_FAIL("cannot open ", path, ": ", std::strerror(EISDIR));
-  if (!S_ISREG(st.st_mode)) QUARRY_FAIL("cannot map ", path, ": not a regular file");
 
   MappedFile file;
   file.size = static_cast<std::size_t>(st.st_size);
@@ -43,8 +40,11 @@ MappedFile map_file(const std::string& path) {
   // Pools are read front to back: ask for aggressive read-ahead (a hint; failure is harmless).
   ::madvise(p, file.size, MADV_SEQUENTIAL);
   const std::size_t size = file.size;
-  file.owner =
-      std::shared_ptr<const void>(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
+  const int slot = guard_mapping(p, size, path);
+  file.owner = std::shared_ptr<const void>(p, [size, slot](const void* q) {
+    unguard_mapping(slot);
+    ::munmap(const_cast<void*>(q), size);
+  });
   file.data = static_cast<const unsigned char*>(p);
   return file;
 }
@@ -64,6 +64,18 @@ std::string printable(std::string_view text, std::size_t max) {
   if (text.size() > max) out += "...";
   return out;
 }
+
+}  // namespace quarry::io
+
+namespace quarry {
+std::string quote_input(std::string_view text, std::size_t max) {
+  std::string out = io::printable(text, max);
+  if (text.size() > max) out += " (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+}  // namespace quarry
+
+namespace quarry::io {
 
 std::string join_names(const std::vector<std::string>& names) {
   std::string out;

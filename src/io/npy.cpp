@@ -252,6 +252,29 @@ std::string npy_header(DType dtype, const std::vector<std::int64_t>& dims, const
   return header + dict;
 }
 
+std::size_t io::npy_data_offset(const unsigned char* p, std::size_t size) {
+  if (size < kMagicSize + 2 || std::memcmp(p, kMagic, kMagicSize) != 0) return 0;
+  const std::size_t len_bytes = p[6] == 1 ? 2 : 4;
+  const std::size_t preamble = kMagicSize + 2 + len_bytes;
+  if (size < preamble) return 0;
+  return preamble + read_le(p + kMagicSize + 2, static_cast<int>(len_bytes));
+}
+
+std::uint64_t io::npy_data_bytes(const unsigned char* p, std::size_t size, const std::string& name) {
+  const std::size_t offset = npy_data_offset(p, size);
+  QUARRY_EXPECTS(offset > 0 && offset <= size, name, ": truncated NPY header (", size, " bytes)");
+  // parse_npy of the header alone reports the data it expects as "truncated data".
+  const int major = p[6];
+  if (major < 1 || major > 3)
+    QUARRY_FAIL(name, ": unsupported NPY format version ", major, ".", static_cast<int>(p[7]),
+                " (supported: 1.0, 2.0, 3.0)");
+  const std::size_t preamble = kMagicSize + 2 + (major == 1 ? 2 : 4);
+  std::string_view text(reinterpret_cast<const char*>(p + preamble), offset - preamble);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  const HeaderDict dict = HeaderParser(text, name).parse();
+  return checked_nbytes(dict.shape, parse_descr(dict.descr, name), name);
+}
+
 Array parse_npy(std::shared_ptr<const void> owner, const void* bytes, std::size_t size,
                 const std::string& name) {
   const auto* p = static_cast<const unsigned char*>(bytes);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 
 #include "mmap_file.hpp"
@@ -89,11 +90,20 @@ std::shared_ptr<std::vector<unsigned char>> read_member(zip_t* z, zip_uint64_t i
     QUARRY_FAIL(name, ": cannot read the member's size: ", zip_strerror(z));
   if (st.size > kMaxMemberBytes)
     QUARRY_FAIL(name, ": member declares ", st.size, " bytes, more than the limit of ", kMaxMemberBytes);
+  // Checked before inflating: deflate expands at most 1032 times, and the member must fit in memory.
+  if ((st.valid & ZIP_STAT_COMP_SIZE) && st.comp_size < st.size && st.size / 1032 > st.comp_size)
+    QUARRY_FAIL(name, ": member declares ", st.size, " bytes, more than its ", st.comp_size,
+                " compressed bytes can hold (deflate expands at most 1032 times): not inflated");
+  const std::uint64_t available = io::available_memory();
+  if (available > 0 && st.size > available)
+    QUARRY_FAIL(name, ": member declares ", st.size, " bytes, more than the ", available,
+                " bytes of memory available: not inflated");
 
   std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> f(zip_fopen_index(z, index, 0), zip_fclose);
   if (!f) QUARRY_FAIL(name, ": cannot open the member: ", zip_strerror(z));
   auto buf = std::make_shared<std::vector<unsigned char>>();
   buf->reserve(static_cast<std::size_t>(std::min(st.size, kMaxReserve)));
+  bool header_checked = false;
   for (;;) {
     const std::uint64_t have = buf->size();
     // Up to the declared size, then one byte more to detect a member longer than declared.
@@ -103,6 +113,18 @@ std::shared_ptr<std::vector<unsigned char>> read_member(zip_t* z, zip_uint64_t i
     if (got < 0) QUARRY_FAIL(name, ": cannot read the member: ", zip_file_strerror(f.get()));
     buf->resize(static_cast<std::size_t>(have + static_cast<std::uint64_t>(got)));
     if (got == 0 || buf->size() > st.size) break;
+    // Once the NPY header is in, its shape must account for the declared size exactly: a
+    // member whose header and size disagree is refused before the rest is inflated.
+    if (!header_checked) {
+      const std::size_t header_len = io::npy_data_offset(buf->data(), buf->size());
+      if (header_len > 0 && buf->size() >= header_len) {
+        header_checked = true;
+        const std::uint64_t data = io::npy_data_bytes(buf->data(), buf->size(), name);
+        if (data + header_len != st.size)
+          QUARRY_FAIL(name, ": its NPY header describes ", data, " bytes of data after ", header_len,
+                      " header bytes, but the archive declares ", st.size, " bytes for the member: not inflated further");
+      }
+    }
   }
   if (buf->size() > st.size)
     QUARRY_FAIL(name, ": member is longer than the ", st.size, " bytes the archive declares");

@@ -10,16 +10,56 @@
 
 namespace quarry {
 
-AtomicFile::AtomicFile(std::string path)
-    : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+namespace {
+
+// Where writing `path` lands: the end of its chain of symbolic links (relative targets taken
+// from each link's folder), which need not exist yet. Links through /proc (/dev/stdout is
+// /proc/self/fd/1) are not followed: those name open files, written in place.
+std::string link_target(const std::string& path) {
+  std::string p = path;
+  for (int hop = 0; hop < 40; ++hop) {
+    if (p.rfind("/proc/", 0) == 0) return p;
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return p;
+    std::string buf(4096, '\0');
+    const ssize_t n = ::readlink(p.c_str(), &buf[0], buf.size());
+    if (n <= 0 || static_cast<std::size_t>(n) >= buf.size()) return p;
+    buf.resize(static_cast<std::size_t>(n));
+    if (buf[0] != '/') {
+      const auto slash = p.find_last_of('/');
+      buf = (slash == std::string::npos ? std::string() : p.substr(0, slash + 1)) + buf;
+    }
+    p = buf;
+  }
+  QUARRY_FAIL("cannot write ", path, ": too many levels of symbolic links");
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path, bool may_replace_input) : path_(std::move(path)) {
+  // A symbolic link stays a link: its target is what is replaced, from a temporary file beside it.
+  const std::string target = link_target(path_);
   // An existing path that is not a regular file (/dev/null, /dev/stdout, a pipe) is written in
   // place: renaming over it would replace the device or the pipe with a file.
   struct stat st {};
-  if (::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-    tmp_.clear();
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+  const bool exists = ::stat(target.c_str(), &st) == 0;
+  if (exists && S_ISDIR(st.st_mode)) throw UsageError(concat_error("cannot write ", path_, ": it is a folder"));
+  if (exists && !may_replace_input && refusing_input_overwrites()) {
+    const FileIdentity id{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+    if (const auto input = input_read_as(id))
+      throw UsageError(concat_error("refusing to write ", path_, ": it is ",
+                                    *input == path_ ? std::string("an input of this command")
+                                                    : "the same file as the input " + *input,
+                                    "; write the output to another file"));
+  }
+  if ((exists && !S_ISREG(st.st_mode)) || target.rfind("/proc/", 0) == 0 || target.rfind("/dev/fd/", 0) == 0) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
   } else {
+    tmp_ = target + ".tmp." + std::to_string(::getpid());
+    target_ = target;
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // A replaced file keeps its permissions.
+    if (fd_ >= 0 && exists) (void)::fchmod(fd_, st.st_mode & 07777);
   }
   QUARRY_EXPECTS(fd_ >= 0, "cannot write ", path_, ": ", std::strerror(errno));
 }
@@ -50,6 +90,7 @@ void AtomicFile::write(std::string_view part) {
 
 void AtomicFile::commit() {
   QUARRY_EXPECTS(fd_ >= 0 && !committed_, "cannot write ", path_, ": the file is closed");
+  check_mapped_inputs();  // nothing read from a file that shrank is published
   if (tmp_.empty()) {  // a device or a pipe, written in place
     const int fd = fd_;
     fd_ = -1;
@@ -65,17 +106,17 @@ void AtomicFile::commit() {
     ::unlink(tmp_.c_str());
     QUARRY_FAIL("cannot write ", path_, ": ", std::strerror(err));
   }
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+  if (::rename(tmp_.c_str(), target_.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp_.c_str());
     QUARRY_FAIL("cannot write ", path_, ": ", std::strerror(err));
   }
   committed_ = true;
-  (void)fsync_parent_folder(path_);  // best effort: the file itself is whole and renamed
+  (void)fsync_parent_folder(target_);  // best effort: the file itself is whole and renamed
 }
 
-void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts) {
-  AtomicFile f(path);
+void write_file_atomic(const std::string& path, std::initializer_list<std::string_view> parts, bool may_replace_input) {
+  AtomicFile f(path, may_replace_input);
   for (std::string_view part : parts) f.write(part);
   f.commit();
 }

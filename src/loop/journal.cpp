@@ -76,10 +76,12 @@ LabelJournal LabelJournal::read(const std::string& path, std::string* torn) {
   if (torn) torn->clear();
   LabelJournal journal;
   // Read with plain read(2) and check the size: a read error must never look like a torn tail
-  // (the next append would cut whole records off).
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // (the next append would cut whole records off). O_NONBLOCK: a FIFO put in its place must not
+  // hang the command (it is refused below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) {
     QUARRY_EXPECTS(errno == ENOENT, path, ": cannot read the label journal: ", std::strerror(errno));
+    journal.exists_ = false;
     return journal;  // no labels yet
   }
   std::string data;
@@ -88,6 +90,11 @@ LabelJournal LabelJournal::read(const std::string& path, std::string* torn) {
     const int err = errno;
     ::close(fd);
     QUARRY_FAIL(path, ": cannot read the label journal: ", std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    QUARRY_FAIL(path, ": the label journal is not a regular file (", S_ISDIR(st.st_mode) ? "a folder" : "a device or pipe",
+                "); nothing was changed");
   }
   data.resize(static_cast<std::size_t>(st.st_size));
   std::size_t got = 0;
@@ -134,8 +141,11 @@ LabelJournal LabelJournal::read(const std::string& path, std::string* torn) {
       break;
     }
     journal.records_.push_back(std::move(r));
+    journal.crc_ = static_cast<std::uint32_t>(
+        ::crc32(journal.crc_, reinterpret_cast<const Bytef*>(data.data() + pos), static_cast<uInt>(nl + 1 - pos)));
     pos = nl + 1;
     journal.valid_bytes_ = pos;
+    journal.marks_.push_back({static_cast<std::int64_t>(journal.records_.size()), journal.valid_bytes_, journal.crc_});
   }
   return journal;
 }
@@ -147,10 +157,18 @@ std::map<std::int64_t, std::int32_t> LabelJournal::labels() const {
   return out;
 }
 
+JournalMark LabelJournal::mark() const { return marks_.empty() ? JournalMark{} : marks_.back(); }
+
+std::optional<JournalMark> LabelJournal::mark_at(std::int64_t records) const {
+  if (records == 0) return JournalMark{};
+  if (records < 0 || records > static_cast<std::int64_t>(marks_.size())) return std::nullopt;
+  return marks_[static_cast<std::size_t>(records - 1)];
+}
+
 void LabelJournal::append(const std::string& path, JournalRecord record) {
   record.seq = static_cast<std::int64_t>(records_.size()) + 1;
   const std::string line = journal_line(record);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0644);
   QUARRY_EXPECTS(fd >= 0, path, ": cannot open the label journal for writing: ", std::strerror(errno));
   auto fail = [&](const char* what, int err) {
     ::close(fd);
@@ -159,6 +177,10 @@ void LabelJournal::append(const std::string& path, JournalRecord record) {
   // Only what this object read may be cut: the file must still be the size it had then.
   struct stat st;
   if (::fstat(fd, &st) != 0) fail("cannot stat", errno);
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    QUARRY_FAIL(path, ": the label journal is not a regular file; nothing was imported");
+  }
   if (static_cast<std::uint64_t>(st.st_size) != file_bytes_) {
     ::close(fd);
     QUARRY_FAIL(path, ": the journal is ", st.st_size, " bytes, not the ", file_bytes_,
@@ -197,7 +219,10 @@ void LabelJournal::append(const std::string& path, JournalRecord record) {
                 " (the labels were written; run the import again to be sure)");
   valid_bytes_ += line.size();
   file_bytes_ = valid_bytes_;
+  crc_ = static_cast<std::uint32_t>(::crc32(crc_, reinterpret_cast<const Bytef*>(line.data()), static_cast<uInt>(line.size())));
   records_.push_back(std::move(record));
+  marks_.push_back({static_cast<std::int64_t>(records_.size()), valid_bytes_, crc_});
+  exists_ = true;
 }
 
 }  // namespace quarry

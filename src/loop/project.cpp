@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <zlib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,13 +55,7 @@ std::string utc_now() {
   return buf;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  QUARRY_EXPECTS(in, path, ": cannot read: ", std::strerror(errno));
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string read_text(const std::string& path) { return read_text_file(path); }
 
 json read_json(const std::string& path, const char* format) {
   json j;
@@ -74,9 +70,14 @@ json read_json(const std::string& path, const char* format) {
   return j;
 }
 
+// The project's own files are rewritten after being read: they may replace an input.
 void write_json(const std::string& path, const json& j) {
   const std::string text = j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
-  write_file_atomic(path, {text});
+  write_file_atomic(path, {text}, true);
+}
+
+json mark_json(const JournalMark& m) {
+  return {{"records", m.records}, {"bytes", m.bytes}, {"crc32", fmt::format("{:08x}", m.crc)}};
 }
 
 // One writer at a time: flock on DIR/.lock, exclusive for writers, shared for readers.
@@ -173,10 +174,14 @@ std::string absolute_spec(const std::string& spec) {
 // state.json: the batches and the current model (its label digest and validation metrics).
 json state_json(const std::vector<BatchInfo>& batches, const std::string& model_digest, std::int64_t model_labels,
                 const std::optional<double>& val_accuracy, const std::optional<double>& val_balanced_accuracy,
-                int models_trained) {
+                int models_trained, const JournalMark& journal, std::int64_t labels) {
   json state;
   state["format"] = kStateFormat;
   state["version"] = kVersion;
+  // The journal this state was written with: a later journal must extend it.
+  json jm = mark_json(journal);
+  jm["labels"] = labels;
+  state["journal"] = std::move(jm);
   state["batches"] = json::array();
   for (const auto& b : batches)
     state["batches"].push_back({{"number", b.number},
@@ -209,6 +214,48 @@ std::string labels_digest(const std::map<std::int64_t, std::int32_t>& labels) {
   return fmt::format("{}:{:016x}", labels.size(), h);
 }
 
+// The pool as the model sees it: rows, sample shape, a checksum of up to 256 evenly spaced rows
+// of the converted samples, and the sizes of the files it came from. A pool file replaced,
+// re-exported with another layout or cropped differently changes it.
+json pool_fingerprint(const Dataset& data) {
+  const std::int64_t rows = data.train.size(), numel = data.sample_numel();
+  std::uint32_t crc = 0;
+  const std::int64_t samples = std::min<std::int64_t>(rows, 256);
+  for (std::int64_t k = 0; k < samples; ++k) {
+    const std::int64_t r = samples > 1 ? k * (rows - 1) / (samples - 1) : 0;
+    const float* x = data.train.x.data() + r * numel;
+    crc = static_cast<std::uint32_t>(::crc32(crc, reinterpret_cast<const Bytef*>(x),
+                                             static_cast<uInt>(static_cast<std::size_t>(numel) * sizeof(float))));
+  }
+  json files = json::array();
+  for (const std::string& f : dataset_files(data.spec)) {
+    std::error_code ec;
+    const auto size = fs::file_size(f, ec);
+    files.push_back({{"path", f}, {"bytes", ec ? json(nullptr) : json(size)}});
+  }
+  return {{"rows", rows}, {"sample_shape", data.sample_shape}, {"sample_crc32", fmt::format("{:08x}", crc)},
+          {"files", files}};
+}
+
+// What differs between two fingerprints, in words ("" when they agree on rows, shape and content).
+std::string pool_changes(const json& was, const json& now) {
+  std::vector<std::string> what;
+  if (was.value("rows", std::int64_t{-1}) != now.value("rows", std::int64_t{-2}))
+    what.push_back(fmt::format("{} items, was {}", now.value("rows", std::int64_t{0}), was.value("rows", std::int64_t{0})));
+  if (was.value("sample_shape", json()) != now.value("sample_shape", json()))
+    what.push_back("samples of shape " + shape_string(now.value("sample_shape", std::vector<std::int64_t>{})) +
+                   ", were " + shape_string(was.value("sample_shape", std::vector<std::int64_t>{})));
+  else if (was.value("sample_crc32", std::string()) != now.value("sample_crc32", std::string()))
+    what.push_back("the content of its rows differs (checksum of a sample of rows " +
+                   now.value("sample_crc32", std::string()) + ", was " + was.value("sample_crc32", std::string()) + ")");
+  if (what.empty()) return {};
+  std::string files;
+  if (was.contains("files") && now.contains("files") && was["files"] != now["files"])
+    for (const auto& f : now["files"]) files += (files.empty() ? "" : ", ") + f.value("path", std::string()) +
+                                               " (" + (f["bytes"].is_number() ? std::to_string(f["bytes"].get<std::uint64_t>()) : "?") + " bytes)";
+  return fmt::format("{}{}", fmt::join(what, "; "), files.empty() ? "" : "; files now: " + files);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ init
@@ -234,7 +281,7 @@ std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::R
             cp = csv::column(rows[0], "path_or_url");
   QUARRY_EXPECTS(ci >= 0 && cid >= 0, name, ": line ", rows[0].line,
                  ": the header must name the columns index and id (and path_or_url), found '",
-                 fmt::format("{}", fmt::join(rows[0].fields, ",")), "'");
+                 quote_input(fmt::format("{}", fmt::join(rows[0].fields, ",")), 200), "'");
   std::vector<std::optional<ManifestItem>> items(static_cast<std::size_t>(pool));
   std::map<std::string, std::int64_t> ids;
   std::vector<std::string> bad;
@@ -249,7 +296,7 @@ std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::R
     const auto index = parse_int(row.fields[static_cast<std::size_t>(ci)]);
     const std::string id = trim(row.fields[static_cast<std::size_t>(cid)]);
     if (!index) {
-      fail("index '" + row.fields[static_cast<std::size_t>(ci)] + "' is not an integer");
+      fail("index '" + quote_input(row.fields[static_cast<std::size_t>(ci)]) + "' is not an integer");
     } else if (*index < 0 || *index >= pool) {
       fail(fmt::format("index {} is outside the pool (0..{})", *index, pool - 1));
     } else if (items[static_cast<std::size_t>(*index)]) {
@@ -257,7 +304,7 @@ std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::R
     } else if (id.empty()) {
       fail("the id is empty");
     } else if (!ids.emplace(id, *index).second) {
-      fail(fmt::format("id '{}' appears twice (also index {})", id, ids[id]));
+      fail(fmt::format("id '{}' appears twice (also index {})", quote_input(id), ids[id]));
     } else {
       items[static_cast<std::size_t>(*index)] =
           ManifestItem{id, cp >= 0 ? row.fields[static_cast<std::size_t>(cp)] : std::string()};
@@ -322,15 +369,36 @@ void Project::init(const std::string& dir, ProjectConfig config, const std::stri
     config.has_manifest = true;
   }
 
-  fs::create_directories(fs::path(dir) / "batches", ec);
+  // Made under a temporary name beside DIR and renamed into place last: a failed init (a full
+  // disk, a crash) leaves no half-made project that would block the retry.
+  const fs::path final_dir = fs::absolute(fs::path(dir), ec).lexically_normal();
+  QUARRY_EXPECTS(!ec, dir, ": ", ec.message());
+  const fs::path parent = final_dir.has_filename() ? final_dir.parent_path() : final_dir.parent_path().parent_path();
+  const std::string base = final_dir.has_filename() ? final_dir.filename().string()
+                                                    : final_dir.parent_path().filename().string();
+  fs::create_directories(parent, ec);
+  QUARRY_EXPECTS(!ec, dir, ": cannot create the folder above it: ", ec.message());
+  const fs::path tmp = parent / ("." + base + ".init." + std::to_string(::getpid()));
+  struct Cleanup {
+    fs::path path;
+    bool keep = false;
+    ~Cleanup() {
+      std::error_code ignore;
+      if (!keep) fs::remove_all(path, ignore);
+    }
+  } cleanup{tmp};
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp / "batches", ec);
   QUARRY_EXPECTS(!ec, dir, ": cannot create the project folder: ", ec.message());
-  if (config.has_manifest) write_file_atomic(path_in(dir, "manifest.csv"), {manifest_text});
+  const std::string t = tmp.string();
+  if (config.has_manifest) write_file_atomic(path_in(t, "manifest.csv"), {manifest_text});
   json j;
   j["format"] = kConfigFormat;
   j["version"] = kVersion;
   j["created"] = utc_now();
   j["dataset"] = config.dataset;
   j["dataset_description"] = data.describe();
+  j["pool"] = pool_fingerprint(data);
   j["model"] = config.model.empty() ? model_spec_string(default_model(data)) : config.model;
   j["strategy"] = config.strategy;
   j["committee"] = config.committee;
@@ -340,25 +408,34 @@ void Project::init(const std::string& dir, ProjectConfig config, const std::stri
   j["threads"] = config.threads;
   j["pool_size"] = config.pool_size;
   j["manifest"] = config.has_manifest;
-  write_file_atomic(path_in(dir, "labelstudio.xml"), {labelstudio_config(config.classes)});
-  write_json(path_in(dir, "state.json"), state_json({}, "", 0, std::nullopt, std::nullopt, 0));
-  write_json(path_in(dir, "project.json"), j);  // last: a folder with project.json is a whole project
+  write_file_atomic(path_in(t, "labelstudio.xml"), {labelstudio_config(config.classes)});
+  write_json(path_in(t, "state.json"), state_json({}, "", 0, std::nullopt, std::nullopt, 0, JournalMark{}, 0));
+  write_json(path_in(t, "project.json"), j);
+  // rename(2) replaces an empty folder; a folder that gained files meanwhile is refused.
+  if (::rename(t.c_str(), final_dir.c_str()) != 0) {
+    const int err = errno;
+    QUARRY_FAIL(dir, ": cannot create the project folder: ", std::strerror(err),
+                err == ENOTEMPTY || err == EEXIST ? " (the folder is no longer empty)" : "");
+  }
+  cleanup.keep = true;
+  (void)fsync_parent_folder(final_dir.string());
 }
 
 // ------------------------------------------------------------------ open
 
-Project::Project(std::string dir, double read_lock_wait_seconds) : dir_(std::move(dir)) {
+Project::Project(std::string dir, double read_lock_wait_seconds, bool labels_only) : dir_(std::move(dir)) {
   std::error_code ec;
   QUARRY_EXPECTS(fs::exists(path_in(dir_, "project.json"), ec), dir_,
                  ": not a quarry project (no project.json; create one with `quarry project init`)");
   Lock lock(dir_, false, read_lock_wait_seconds, true);
-  reload();
+  reload(labels_only);
   if (!torn_.empty() && !lock.held())
     torn_ += " (read without the project lock: another command may be importing right now)";
 }
 
-void Project::reload() {
+void Project::read_config() {
   const json j = read_json(path_in(dir_, "project.json"), kConfigFormat);
+  pool_print_ = j.contains("pool") && j["pool"].is_object() ? j["pool"].dump() : std::string();
   try {
     config_.dataset = j.at("dataset").get<std::string>();
     config_.model = j.at("model").get<std::string>();
@@ -373,6 +450,10 @@ void Project::reload() {
   } catch (const json::exception& e) {
     QUARRY_FAIL(path_in(dir_, "project.json"), ": ", e.what());
   }
+  QUARRY_EXPECTS(config_.pool_size > 0 && config_.classes.size() >= 2, path_in(dir_, "project.json"),
+                 ": a project needs a pool and at least 2 classes");
+  QUARRY_EXPECTS(config_.threads >= 0 && config_.threads <= 4096, path_in(dir_, "project.json"), ": threads ",
+                 config_.threads, " is out of range (0 for all cores, at most 4096)");
   manifest_.clear();
   id_index_.clear();
   if (config_.has_manifest) {
@@ -381,8 +462,14 @@ void Project::reload() {
     for (std::size_t i = 0; i < manifest_.size(); ++i)
       if (manifest_[i]) id_index_.emplace(manifest_[i]->id, static_cast<std::int64_t>(i));
   }
-  const json s = read_json(path_in(dir_, "state.json"), kStateFormat);
-  batches_.clear();
+}
+
+struct ProjectFiles {
+  static void read_state(Project& p, const json& s);
+};
+
+void ProjectFiles::read_state(Project& p, const json& s) {
+  p.batches_.clear();
   try {
     for (const auto& b : s.at("batches")) {
       BatchInfo info;
@@ -392,29 +479,104 @@ void Project::reload() {
       info.strategy = b.value("strategy", "");
       info.index = b.at("index").get<std::vector<std::int64_t>>();
       info.score = b.at("score").get<std::vector<float>>();
-      batches_.push_back(std::move(info));
+      p.batches_.push_back(std::move(info));
     }
-    models_trained_ = s.value("models_trained", 0);
-    model_digest_.clear();
-    model_labels_ = 0;
-    val_accuracy_.reset();
-    val_balanced_accuracy_.reset();
+    p.models_trained_ = s.value("models_trained", 0);
+    p.model_digest_.clear();
+    p.model_labels_ = 0;
+    p.val_accuracy_.reset();
+    p.val_balanced_accuracy_.reset();
     if (s.contains("model") && s["model"].is_object()) {
       const auto& m = s["model"];
-      model_digest_ = m.at("digest").get<std::string>();
-      model_labels_ = m.at("labels").get<std::int64_t>();
-      if (m.contains("val_accuracy") && m["val_accuracy"].is_number()) val_accuracy_ = m["val_accuracy"].get<double>();
+      p.model_digest_ = m.at("digest").get<std::string>();
+      p.model_labels_ = m.at("labels").get<std::int64_t>();
+      if (m.contains("val_accuracy") && m["val_accuracy"].is_number()) p.val_accuracy_ = m["val_accuracy"].get<double>();
       if (m.contains("val_balanced_accuracy") && m["val_balanced_accuracy"].is_number())
-        val_balanced_accuracy_ = m["val_balanced_accuracy"].get<double>();
+        p.val_balanced_accuracy_ = m["val_balanced_accuracy"].get<double>();
     }
   } catch (const json::exception& e) {
-    QUARRY_FAIL(path_in(dir_, "state.json"), ": ", e.what());
+    QUARRY_FAIL(path_in(p.dir_, "state.json"), ": ", e.what(), "; `quarry project repair ", p.dir_,
+                "` rebuilds it from the label journal and the batch files");
   }
-  for (const auto& b : batches_)
+  for (const auto& b : p.batches_) {
+    QUARRY_EXPECTS(b.index.size() == b.score.size(), path_in(p.dir_, "state.json"), ": batch ", b.number, " has ",
+                   b.index.size(), " items but ", b.score.size(), " scores");
     for (const auto i : b.index)
-      QUARRY_EXPECTS(i >= 0 && i < config_.pool_size, path_in(dir_, "state.json"), ": batch ", b.number,
-                     " lists the index ", i, ", outside the pool of ", config_.pool_size);
-  const LabelJournal journal = LabelJournal::read(path_in(dir_, "labels.journal"), &torn_);
+      QUARRY_EXPECTS(i >= 0 && i < p.config_.pool_size, path_in(p.dir_, "state.json"), ": batch ", b.number,
+                     " lists the index ", i, ", outside the pool of ", p.config_.pool_size);
+  }
+}
+
+namespace {
+
+// The journal mark state.json was written with, or nothing (an older project's state).
+std::optional<std::pair<JournalMark, std::int64_t>> recorded_mark(const json& s, const std::string& state_path,
+                                                                  const std::string& dir) {
+  if (!s.contains("journal") || !s["journal"].is_object()) return std::nullopt;
+  try {
+    const json& m = s["journal"];
+    JournalMark want;
+    want.records = m.at("records").get<std::int64_t>();
+    want.bytes = m.at("bytes").get<std::uint64_t>();
+    const std::string crc = m.at("crc32").get<std::string>();
+    QUARRY_EXPECTS(crc.size() == 8 && crc.find_first_not_of("0123456789abcdef") == std::string::npos, "crc32 '",
+                   quote_input(crc), "' is not 8 hex digits");
+    want.crc = static_cast<std::uint32_t>(std::stoul(crc, nullptr, 16));
+    return std::make_pair(want, m.value("labels", std::int64_t{0}));
+  } catch (const std::exception& e) {
+    QUARRY_FAIL(state_path, ": its journal record is unreadable (", e.what(), "); `quarry project repair ", dir,
+                "` rebuilds it");
+  }
+}
+
+}  // namespace
+
+void Project::reload(bool labels_only) {
+  read_config();
+  const std::string state_path = path_in(dir_, "state.json");
+  json s;
+  std::string state_problem;
+  try {
+    s = read_json(state_path, kStateFormat);
+    ProjectFiles::read_state(*this, s);
+  } catch (const Error& e) {
+    if (!labels_only)
+      QUARRY_FAIL(e.what(), std::string(e.what()).find("project repair") == std::string::npos
+                                ? fmt::format("; `quarry project repair {}` rebuilds state.json from the label "
+                                              "journal and the batch files", dir_)
+                                : std::string());
+    state_problem = e.what();
+    s = json::object();
+    batches_.clear();
+    model_digest_.clear();
+  }
+  const std::string journal_path = path_in(dir_, "labels.journal");
+  const LabelJournal journal = LabelJournal::read(journal_path, &torn_);
+  journal_mark_ = journal.mark();
+  // The journal must extend what state.json was written with: labels are never silently lost.
+  if (const auto rec = recorded_mark(s, state_path, dir_)) {
+    const auto& [want, want_labels] = *rec;
+    const std::string expected = fmt::format("state.json records {} import{} ({} labels, {} bytes)", want.records,
+                                             want.records == 1 ? "" : "s", want_labels, want.bytes);
+    const std::string advice = fmt::format(
+        "nothing was changed. Restore labels.journal from a backup; or, to continue with the journal as it is "
+        "now and lose what is missing, run `quarry project repair {}`", dir_);
+    QUARRY_EXPECTS(journal.exists() || want.records == 0, journal_path, ": the label journal is missing, but ",
+                   expected, ": ", advice);
+    const auto have = journal.mark_at(want.records);
+    QUARRY_EXPECTS(have, journal_path, ": the label journal holds ", journal.records().size(), " whole import",
+                   journal.records().size() == 1 ? "" : "s", " (", journal.valid_bytes(), " bytes), but ", expected,
+                   ": it was cut short or replaced; ", advice);
+    QUARRY_EXPECTS(have->bytes == want.bytes && have->crc == want.crc, journal_path, ": the first ", want.records,
+                   " imports of the label journal are not those ", expected,
+                   " (their checksum differs): it was replaced or edited; ", advice);
+  }
+  if (!state_problem.empty())
+    torn_ += (torn_.empty() ? "" : "; ") + state_problem + " (the labels come from the journal alone)";
+  take_labels(journal);
+}
+
+void Project::take_labels(const LabelJournal& journal) {
   labels_ = journal.labels();
   label_order_.clear();
   {
@@ -433,6 +595,131 @@ void Project::reload() {
     if (b.state == "open" &&
         std::all_of(b.index.begin(), b.index.end(), [&](std::int64_t i) { return labels_.count(i) > 0; }))
       b.state = "closed";
+}
+
+// ------------------------------------------------------------------ repair
+
+namespace {
+
+// A batch file batches/NNNN.csv (index,id,path_or_url,score) read back.
+std::optional<BatchInfo> read_batch_file(const fs::path& file, int number, std::int64_t pool, std::string* why) {
+  try {
+    const auto rows = csv::parse(read_text(file.string()), file.string());
+    QUARRY_EXPECTS(!rows.empty(), "empty");
+    const int ci = csv::column(rows[0], "index"), cs = csv::column(rows[0], "score");
+    QUARRY_EXPECTS(ci >= 0, "no index column");
+    BatchInfo b;
+    b.number = number;
+    b.state = "open";
+    b.strategy = "unknown (rebuilt by repair)";
+    std::error_code ec;
+    const auto t = fs::last_write_time(file, ec);
+    if (!ec) {
+      const auto sys = std::chrono::time_point_cast<std::chrono::seconds>(
+          t - fs::file_time_type::clock::now() + std::chrono::system_clock::now());
+      const std::time_t tt = std::chrono::system_clock::to_time_t(sys);
+      std::tm tm{};
+      gmtime_r(&tt, &tm);
+      char buf[32];
+      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      b.created = buf;
+    }
+    for (std::size_t r = 1; r < rows.size(); ++r) {
+      const auto& f = rows[r].fields;
+      const auto index = ci < static_cast<int>(f.size()) ? parse_int(f[static_cast<std::size_t>(ci)]) : std::nullopt;
+      QUARRY_EXPECTS(index && *index >= 0 && *index < pool, "line ", rows[r].line, ": no index within the pool");
+      b.index.push_back(*index);
+      float score = 0.0f;
+      if (cs >= 0 && cs < static_cast<int>(f.size())) {
+        char* end = nullptr;
+        const std::string& t2 = f[static_cast<std::size_t>(cs)];
+        score = std::strtof(t2.c_str(), &end);
+        if (!end || *end != '\0' || !std::isfinite(score)) score = 0.0f;
+      }
+      b.score.push_back(score);
+    }
+    return b;
+  } catch (const Error& e) {
+    *why = e.what();
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+RepairReport Project::repair(const std::string& dir, double lock_wait_seconds) {
+  std::error_code ec;
+  QUARRY_EXPECTS(fs::exists(path_in(dir, "project.json"), ec), dir,
+                 ": not a quarry project (no project.json; create one with `quarry project init`)");
+  Lock lock(dir, true, lock_wait_seconds);
+  RepairReport rep;
+  Project p(dir, NoLoad{});
+  p.read_config();
+  const std::string state_path = path_in(dir, "state.json");
+  json old;
+  bool have_old = false;
+  try {
+    old = read_json(state_path, kStateFormat);
+    ProjectFiles::read_state(p, old);
+    have_old = true;
+  } catch (const Error& e) {
+    rep.actions.push_back(std::string("state.json could not be used (") + e.what() + "): rebuilt from batches/");
+    p.batches_.clear();
+  }
+  std::string torn;
+  const LabelJournal journal = LabelJournal::read(path_in(dir, "labels.journal"), &torn);
+  if (!journal.exists()) rep.actions.push_back("labels.journal does not exist: the project has no labels");
+  if (!torn.empty()) rep.actions.push_back(torn);
+  if (have_old) {
+    std::optional<std::pair<JournalMark, std::int64_t>> rec;
+    try {
+      rec = recorded_mark(old, state_path, dir);
+    } catch (const Error& e) {
+      rep.actions.push_back(e.what());
+    }
+    if (rec) {
+      const auto have = journal.mark_at(rec->first.records);
+      if (!have || have->bytes != rec->first.bytes || have->crc != rec->first.crc)
+        rep.actions.push_back(fmt::format(
+            "the journal ({} imports, {} labels) does not extend what state.json recorded ({} imports, {} labels): "
+            "taken as it is",
+            journal.records().size(), journal.labels().size(), rec->first.records, rec->second));
+    }
+  }
+  // Batch files that state.json does not list (or all of them, without a usable state.json).
+  std::set<int> known;
+  for (const auto& b : p.batches_) known.insert(b.number);
+  std::vector<BatchInfo> found;
+  for (fs::directory_iterator it(path_in(dir, "batches"), ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() != 8 || name.substr(4) != ".csv" || name.find_first_not_of("0123456789") != 4) continue;
+    const int number = std::stoi(name.substr(0, 4));
+    if (number < 1 || known.count(number)) continue;
+    std::string why;
+    if (auto b = read_batch_file(it->path(), number, p.config_.pool_size, &why)) {
+      found.push_back(std::move(*b));
+      rep.actions.push_back(fmt::format("batch {:04d}: recovered from {} ({} items)", number, it->path().string(),
+                                        found.back().index.size()));
+    } else {
+      rep.actions.push_back(fmt::format("batch {:04d}: {} is unreadable ({}): left out", number, it->path().string(), why));
+    }
+  }
+  for (auto& b : found) p.batches_.push_back(std::move(b));
+  std::sort(p.batches_.begin(), p.batches_.end(), [](const BatchInfo& a, const BatchInfo& b) { return a.number < b.number; });
+  if (!p.model_digest_.empty() || fs::exists(path_in(dir, "model.pt"), ec)) {
+    rep.actions.push_back("the model is forgotten: the next `quarry project next` trains a new one");
+    p.model_digest_.clear();
+    p.model_labels_ = 0;
+    p.val_accuracy_.reset();
+    p.val_balanced_accuracy_.reset();
+  }
+  p.journal_mark_ = journal.mark();
+  p.take_labels(journal);
+  p.write_state();
+  rep.actions.push_back(fmt::format("wrote state.json: {} batch{}, the journal's {} import{} ({} labels)",
+                                    p.batches_.size(), p.batches_.size() == 1 ? "" : "es", journal.records().size(),
+                                    journal.records().size() == 1 ? "" : "s", p.labels_.size()));
+  return rep;
 }
 
 // ------------------------------------------------------------------ label
@@ -486,8 +773,8 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
                   bool by_id, const std::string& label_text) {
     ++p.rows;
     if (!index) {
-      p.bad.push_back(where + (by_id ? ": unknown id '" + index_text + "'"
-                                     : ": index '" + index_text + "' is not an integer in range"));
+      p.bad.push_back(where + (by_id ? ": unknown id '" + quote_input(index_text) + "'"
+                                     : ": index '" + quote_input(index_text) + "' is not an integer in range"));
       return;
     }
     if (*index < 0 || *index >= config_.pool_size) {
@@ -496,7 +783,8 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
     }
     const std::int32_t c = class_of(label_text);
     if (c < 0) {
-      p.bad.push_back(fmt::format("{}: unknown class '{}' (classes: {})", where, trim(label_text), class_list));
+      p.bad.push_back(fmt::format("{}: unknown class '{}' (classes: {})", where, quote_input(trim(label_text)),
+                                  quote_input(class_list, 200)));
       return;
     }
     p.labels.emplace_back(*index, c);
@@ -515,7 +803,7 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
       const json& task = j[t];
       std::string where = fmt::format("{}: task {}", file, t + 1);
       if (task.is_object() && task.contains("id") && (task["id"].is_number() || task["id"].is_string()))
-        where += " (id " + (task["id"].is_string() ? task["id"].get<std::string>() : task["id"].dump()) + ")";
+        where += " (id " + quote_input(task["id"].is_string() ? task["id"].get<std::string>() : task["id"].dump()) + ")";
       try {
         if (!task.is_object()) {
           ++p.rows;
@@ -524,26 +812,69 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
         }
         // The quarry index: data.quarry_index, meta.quarry_index (top level in JSON-MIN), or
         // quarry_id through the manifest.
+        // Every place that names the item must name the same one: data and meta disagreeing
+        // (a task copied between batches, an edited export) is an error, not a guess.
         std::optional<std::int64_t> index;
-        std::string index_text;
+        std::string index_text, disagree;
         bool by_id = false, found = false;
         for (const char* holder : {"data", "meta", ""}) {
+          if (*holder && task.contains(holder) && !task[holder].is_object() && !task[holder].is_null()) {
+            disagree = std::string("its \"") + holder + "\" is not an object";
+            break;
+          }
           const json* h = *holder ? (task.contains(holder) && task[holder].is_object() ? &task[holder] : nullptr) : &task;
           if (!h) continue;
-          if (h->contains("quarry_index")) {
-            const json& v = (*h)["quarry_index"];
-            index_text = v.is_string() ? v.get<std::string>() : v.dump();
-            index = v.is_number_integer() && !v.is_number_unsigned() ? std::optional<std::int64_t>(v.get<std::int64_t>())
-                                                                     : parse_int(index_text);
-            found = true;
-            break;
+          for (const char* key : {"quarry_index", "quarry_id"}) {
+            if (!h->contains(key)) continue;
+            const json& v = (*h)[key];
+            const bool is_id = std::string(key) == "quarry_id";
+            std::optional<std::int64_t> here;
+            std::string text;
+            if (is_id) {
+              if (!v.is_string()) {
+                disagree = std::string(holder) + ".quarry_id is not a string";
+                break;
+              }
+              text = v.get<std::string>();
+              here = index_of_id(text);
+              if (!here) {
+                disagree = "unknown id '" + quote_input(text) + "'";
+                break;
+              }
+            } else {
+              text = v.is_string() ? v.get<std::string>() : v.dump();
+              if (v.is_number_unsigned())
+                here = v.get<std::uint64_t>() <= static_cast<std::uint64_t>(INT64_MAX)
+                           ? std::optional<std::int64_t>(static_cast<std::int64_t>(v.get<std::uint64_t>()))
+                           : std::nullopt;
+              else if (v.is_number_integer())
+                here = v.get<std::int64_t>();
+              else if (v.is_string())
+                here = parse_int(text);
+              if (!here) {
+                disagree = std::string(*holder ? holder : "the task") + "'s quarry_index '" + quote_input(text) +
+                           "' is not a whole number";
+                break;
+              }
+            }
+            if (found && here != index) {
+              disagree = fmt::format("it names two items: index {} and {} ({}.{})", *index, *here,
+                                     *holder ? holder : "task", key);
+              break;
+            }
+            if (!found) {
+              index = here;
+              index_text = text;
+              by_id = is_id;
+              found = true;
+            }
           }
-          if (h->contains("quarry_id") && (*h)["quarry_id"].is_string()) {
-            index_text = (*h)["quarry_id"].get<std::string>();
-            index = index_of_id(index_text);
-            by_id = found = true;
-            break;
-          }
+          if (!disagree.empty()) break;
+        }
+        if (!disagree.empty()) {
+          ++p.rows;
+          p.bad.push_back(where + ": " + disagree);
+          continue;
         }
         if (!found) {
           ++p.rows;
@@ -555,15 +886,22 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
         // that name). JSON-MIN exports: the "label" field.
         std::optional<std::string> choice;
         std::string problem;
-        if (task.contains("annotations") && task["annotations"].is_array()) {
+        if (task.contains("annotations") && !task["annotations"].is_array()) {
+          problem = "its \"annotations\" is not a list";
+        } else if (task.contains("annotations")) {
           const json* chosen = nullptr;
           for (const auto& a : task["annotations"]) {
-            if (!a.is_object()) continue;
+            if (!a.is_object()) {
+              problem = "an annotation is not an object";
+              break;
+            }
             const bool cancelled = a.contains("was_cancelled") && a["was_cancelled"].is_boolean() &&
                                    a["was_cancelled"].get<bool>();
             if (!cancelled) chosen = &a;
           }
-          if (chosen && chosen->contains("result") && (*chosen)["result"].is_array()) {
+          if (problem.empty() && chosen && (!chosen->contains("result") || !(*chosen)["result"].is_array())) {
+            problem = "its annotation's \"result\" is missing or not a list";
+          } else if (problem.empty() && chosen) {
             std::vector<const json*> controls;
             bool named = false;
             for (const auto& r : (*chosen)["result"]) {
@@ -618,7 +956,7 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
     const int ci = csv::column(header, "index"), cid = csv::column(header, "id"), cl = csv::column(header, "label");
     QUARRY_EXPECTS((ci >= 0 || cid >= 0) && cl >= 0, file, ":", header.line,
                    ": the header must name an index (or id) column and a label column, found '",
-                   fmt::format("{}", fmt::join(header.fields, ",")), "'");
+                   quote_input(fmt::format("{}", fmt::join(header.fields, ",")), 200), "'");
     const std::size_t need = static_cast<std::size_t>(std::max({ci, cid, cl}) + 1);
     for (std::size_t r = 1; r < rows.size(); ++r) {
       const auto& row = rows[r];
@@ -636,7 +974,8 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
           const auto& item = manifest_[static_cast<std::size_t>(*index)];
           if (!id.empty() && item && item->id != id) {
             ++p.rows;
-            p.bad.push_back(fmt::format("{}: index {} is '{}' in the manifest, not '{}'", where, *index, item->id, id));
+            p.bad.push_back(fmt::format("{}: index {} is '{}' in the manifest, not '{}'", where, *index,
+                                        quote_input(item->id), quote_input(id)));
             continue;
           }
         }
@@ -696,12 +1035,26 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
   sum.seq = journal.records().back().seq;
   torn_.clear();
   labels_ = journal.labels();
+  journal_mark_ = journal.mark();
+  // The labels are durable now; state.json learns the journal's new mark (and which batches the
+  // import closed). Should this fail, the journal still extends the old mark: nothing is lost.
+  for (auto& b : batches_)
+    if (b.state == "open" &&
+        std::all_of(b.index.begin(), b.index.end(), [&](std::int64_t i) { return labels_.count(i) > 0; }))
+      b.state = "closed";
+  try {
+    write_state();
+  } catch (const Error& e) {
+    sum.torn += std::string(sum.torn.empty() ? "" : "; ") + "the labels were saved, but state.json was not updated (" +
+                e.what() + "); the next command catches up";
+  }
   return sum;
 }
 
 void Project::write_state() const {
-  write_json(path_in(dir_, "state.json"), state_json(batches_, model_digest_, model_labels_, val_accuracy_,
-                                                     val_balanced_accuracy_, models_trained_));
+  write_json(path_in(dir_, "state.json"),
+             state_json(batches_, model_digest_, model_labels_, val_accuracy_, val_balanced_accuracy_, models_trained_,
+                        journal_mark_, static_cast<std::int64_t>(labels_.size())));
 }
 
 // ------------------------------------------------------------------ next
@@ -764,7 +1117,24 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     say("loading " + config_.dataset);
     Dataset data = load_dataset(config_.dataset, dopt);
     QUARRY_EXPECTS(data.train.size() == config_.pool_size, config_.dataset, ": the pool has ", data.train.size(),
-                   " items, but the project was made for ", config_.pool_size, " (the dataset changed)");
+                   " items, but the project was made for ", config_.pool_size,
+                   " (the dataset changed). Labels name items by their row: make a new project for this pool "
+                   "(`quarry project init`), and bring the labels that still apply over with `quarry project "
+                   "export` and `quarry project label`");
+    // The pool must be the one the labels and the model were made on.
+    const json now = pool_fingerprint(data);
+    bool pool_changed = false;
+    if (!pool_print_.empty()) {
+      const std::string changes = pool_changes(json::parse(pool_print_), now);
+      if (!changes.empty()) {
+        QUARRY_EXPECTS(o.retrain, config_.dataset, ": the pool changed since the project was made: ", changes,
+                       ". Nothing was done. If its rows are still the same items in the same order (re-exported, "
+                       "converted), run `quarry project next ", dir_, " --retrain` to accept it and train a new "
+                       "model; otherwise make a new project for it");
+        say("the pool changed (" + changes + "): accepted (--retrain), a new model is trained");
+        pool_changed = true;
+      }
+    }
     // The project's labels replace the dataset's: only what people labeled is trained on.
     const int num_classes = static_cast<int>(config_.classes.size());
     std::fill(data.train.y.begin(), data.train.y.end(), -1);
@@ -811,9 +1181,15 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     std::error_code ec;
     Model model;
     const DeviceSpec device = parse_device(config_.device);
-    if (digest == model_digest_ && fs::exists(model_path, ec)) {
+    if (digest == model_digest_ && fs::exists(model_path, ec) && !o.retrain) {
       say(fmt::format("the labels are unchanged since the last model ({} labels): reusing it", labels_.size()));
       model = Model::load(model_path, device);
+      // Checked before any inference: a model of another width would read past its rows.
+      QUARRY_EXPECTS(model.sample_shape() == data.sample_shape && model.num_classes() == num_classes, model_path,
+                     ": the model takes samples of shape ", shape_string(model.sample_shape()), " and ",
+                     model.num_classes(), " classes, but the pool ", config_.dataset, " has samples of shape ",
+                     shape_string(data.sample_shape), " and the project ", num_classes,
+                     " classes. Nothing was done; run `quarry project next ", dir_, " --retrain` to train a new one");
     } else {
       TrainOptions to;
       to.model = parse_model_spec(config_.model);
@@ -851,6 +1227,12 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
         say(fmt::format("trained in {:.1f} s ({} epochs; no validation split)", tr.seconds, tr.epochs));
       }
     }
+    if (pool_changed || pool_print_.empty()) {  // the accepted pool (or an older project's first fingerprint)
+      json pj = read_json(path_in(dir_, "project.json"), kConfigFormat);
+      pj["pool"] = now;
+      write_json(path_in(dir_, "project.json"), pj);
+      pool_print_ = now.dump();
+    }
     say(fmt::format("scoring {} pool items with {}", config_.pool_size, config_.strategy));
     sel = loop::select_step(strategy, model, data.train, so);
     batch.strategy = config_.strategy;
@@ -877,8 +1259,8 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
   }
   std::error_code ec;
   fs::create_directories(path_in(dir_, "batches"), ec);
-  write_file_atomic(res.csv_path, {csv_text});
-  write_file_atomic(res.labelstudio_path, {tasks.dump(1, ' ', false, json::error_handler_t::replace) + "\n"});
+  write_file_atomic(res.csv_path, {csv_text}, true);
+  write_file_atomic(res.labelstudio_path, {tasks.dump(1, ' ', false, json::error_handler_t::replace) + "\n"}, true);
   batches_.push_back(batch);
 
   try {

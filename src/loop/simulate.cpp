@@ -29,25 +29,35 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 }  // namespace
 
-std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o) {
-  QUARRY_EXPECTS(!o.strategies.empty(), "simulate: no strategies given");
+void check_simulate_options(const Dataset& data, const SimulateOptions& o) {
+  QUARRY_USAGE_EXPECTS(!o.strategies.empty(), "simulate: no strategies given");
   std::vector<Strategy> strategies;
   for (const auto& name : o.strategies) {
     strategies.push_back(loop::parse_strategy(name));
     for (std::size_t i = 0; i + 1 < strategies.size(); ++i)
-      QUARRY_EXPECTS(strategies[i].name != name, "simulate: strategy '", name, "' is listed twice");
+      QUARRY_USAGE_EXPECTS(strategies[i].name != name, "simulate: strategy '", name, "' is listed twice");
   }
   const std::int64_t pool = data.train.size();
-  QUARRY_EXPECTS(o.seed_size >= 1 && o.batch >= 1 && o.rounds >= 0 && o.repeats >= 1,
-                 "simulate: --seed-size and --batch must be >= 1, --rounds >= 0, --repeats >= 1");
-  QUARRY_EXPECTS(o.seed_size + o.rounds * o.batch <= pool, "simulate: ", o.seed_size, " initial labels + ",
-                 o.rounds, " rounds x ", o.batch, " = ", o.seed_size + o.rounds * o.batch,
-                 " labels, but the pool (", data.spec, ") has only ", pool, " samples");
+  QUARRY_USAGE_EXPECTS(o.seed_size >= 1 && o.batch >= 1 && o.rounds >= 0 && o.repeats >= 1,
+                       "simulate: --seed-size and --batch must be >= 1, --rounds >= 0, --repeats >= 1");
+  std::int64_t more = 0, total = 0;
+  const bool overflow = __builtin_mul_overflow(static_cast<std::int64_t>(o.rounds), o.batch, &more) ||
+                        __builtin_add_overflow(o.seed_size, more, &total);
+  QUARRY_USAGE_EXPECTS(!overflow && total <= pool, "simulate: ", o.seed_size, " initial labels + ", o.rounds,
+                       " rounds x ", o.batch, " = ", overflow ? std::string("more") : std::to_string(total),
+                       " labels, but the pool (", data.spec, ") has only ", pool, " samples");
   QUARRY_EXPECTS(data.test.size() > 0, "simulate: ", data.spec, " has no test split to evaluate on");
   const bool committee_needed =
       std::any_of(strategies.begin(), strategies.end(), [](const Strategy& s) { return s.committee(); });
-  QUARRY_EXPECTS(!committee_needed || o.committee.kind != CommitteeSpec::Kind::none,
-                 "simulate: a committee strategy needs a committee (--committee mc:M or ensemble:M)");
+  QUARRY_USAGE_EXPECTS(!committee_needed || o.committee.kind != CommitteeSpec::Kind::none,
+                       "simulate: a committee strategy needs a committee (--committee mc:M or ensemble:M)");
+}
+
+std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o) {
+  check_simulate_options(data, o);
+  std::vector<Strategy> strategies;
+  for (const auto& name : o.strategies) strategies.push_back(loop::parse_strategy(name));
+  const std::int64_t pool = data.train.size();
 
   std::vector<std::int64_t> all(static_cast<std::size_t>(pool));
   for (std::int64_t i = 0; i < pool; ++i) all[i] = i;

@@ -34,7 +34,7 @@ Strategy parse_strategy(const std::string& name) {
       s.diversity = d;
       return s;
     }
-  QUARRY_FAIL("unknown strategy '", name, "': expected one of ", strategy_names());
+  QUARRY_USAGE_FAIL("unknown strategy '", quote_input(name), "': expected one of ", strategy_names());
 }
 
 std::vector<std::int64_t> sample_without_replacement(std::vector<std::int64_t> from, std::int64_t k,

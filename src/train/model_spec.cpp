@@ -17,7 +17,7 @@ ModelSpec parse_model_spec(const std::string& text) {
     m.kind = ModelSpec::Kind::torchscript;
     m.path = text.substr(12);
   } else {
-    QUARRY_FAIL("unknown model '", text, "': expected cnn, mlp or torchscript:FILE");
+    QUARRY_USAGE_FAIL("unknown model '", quote_input(text), "': expected cnn, mlp or torchscript:FILE");
   }
   return m;
 }
@@ -42,13 +42,15 @@ CommitteeSpec parse_committee(const std::string& text) {
   if (text == "none" || text.empty()) return c;
   const auto colon = text.find(':');
   const std::string kind = text.substr(0, colon);
-  QUARRY_EXPECTS(colon != std::string::npos && (kind == "mc" || kind == "ensemble"),
-                 "unknown committee '", text, "': expected none, mc:M or ensemble:M");
+  QUARRY_USAGE_EXPECTS(colon != std::string::npos && (kind == "mc" || kind == "ensemble"),
+                       "unknown committee '", quote_input(text), "': expected none, mc:M or ensemble:M");
   const std::string count = text.substr(colon + 1);
   char* end = nullptr;
   const long m = std::strtol(count.c_str(), &end, 10);
-  QUARRY_EXPECTS(!count.empty() && end && *end == '\0' && m >= 2 && m <= 1000, "committee '", text,
-                 "': M must be an integer from 2 to 1000");
+  const bool digits = !count.empty() && count.size() <= 4 &&
+                      count.find_first_not_of("0123456789") == std::string::npos;
+  QUARRY_USAGE_EXPECTS(digits && end && *end == '\0' && m >= 2 && m <= 1000, "committee '", quote_input(text),
+                       "': M must be a whole number from 2 to 1000");
   c.kind = kind == "mc" ? CommitteeSpec::Kind::mc : CommitteeSpec::Kind::ensemble;
   c.members = static_cast<int>(m);
   return c;

@@ -315,6 +315,7 @@ struct Model::Impl {
     }
     torch::jit::Module module;
     try {
+      expect_regular_file(spec.path);
       module = torch::jit::load(spec.path, device);
     } catch (const c10::Error& e) {
       QUARRY_FAIL(spec.path, ": not a TorchScript model LibTorch can load: ", torch_message(e));
@@ -722,6 +723,7 @@ void Model::save(const std::string& path) const {
 }
 
 Model Model::load(const std::string& path, const DeviceSpec& device) {
+  expect_regular_file(path);  // a FIFO or a device would block or never end inside LibTorch
   Model model;
   try {
   model.impl_ = std::make_unique<Impl>();
