@@ -473,4 +473,83 @@ TEST_F(Hostile, LabelStudioExportsAreStrictAboutTypes) {
   }
 }
 
+// ------------------------------------------------------------------ found by a hostile review
+
+TEST_F(Hostile, ReviewFindingsStayFixed) {
+  pool("p.npy");
+  features("x.npy", 100, 5);
+  // Paths the system refuses are data errors, not internal ones.
+  const std::string too_long(300, 'y');
+  expect_run(quarry("score --input " + p(too_long) + " -o " + p("o.npy")), 1, "", "a name too long");
+  fs::create_symlink(p("loop2"), p("loop1"));
+  fs::create_symlink(p("loop1"), p("loop2"));
+  const CmdResult loop = quarry("score --input " + p("loop1") + " -o " + p("o.npy"));
+  EXPECT_EQ(loop.rc, 1) << loop.err;
+  EXPECT_EQ(loop.err.find("internal error"), std::string::npos) << loop.err;
+  // train on an unlabeled pool: an error, not a crash.
+  expect_run(quarry("train --dataset pool:" + p("x.npy") + " --out " + p("m.pt")), 2, "has no labels", "train");
+  // A shard listed twice, an empty output name, a huge argument echoed.
+  expect_run(quarry("score --input " + p("p.npy") + "," + p("p.npy") + " -o " + p("o.npy")), 2, "listed once", "twice");
+  expect_run(quarry("score --input " + p("p.npy") + " -o ''"), 2, "an empty value", "empty -o");
+  const CmdResult big = quarry("score --input " + std::string(100000, 'z') + " -o " + p("o.npy"));
+  EXPECT_TRUE(big.rc == 1 || big.rc == 2) << big.err.substr(0, 300);
+  EXPECT_LT(big.err.size(), 2000u);
+  const CmdResult opt = quarry("select --" + std::string(100000, 'q'));
+  EXPECT_EQ(opt.rc, 2);
+  EXPECT_LT(opt.err.size(), 2000u);
+  // A failed demo leaves no folder.
+  expect_run(quarry("demo -n 10 -k 5 -c 1000000000000 --out " + p("dh")), 1, "", "demo out of memory");
+  EXPECT_FALSE(fs::exists(p("dh")));
+  // --threads below zero.
+  expect_run(quarry("score --input " + p("p.npy") + " -o " + p("o.npy") + " --threads -1"), 2, "negative", "threads");
+}
+
+TEST_F(Hostile, ReportNeverOverwritesItsRounds) {
+  fs::create_directories(p("sim"));
+  write_file(p("sim/rounds.jsonl"), "not really rounds\n");
+  fs::create_symlink("rounds.jsonl", p("sim/summary.md"));
+  const auto before = snapshot(dir_);
+  expect_run(quarry("report " + p("sim")), 2, "refusing to overwrite an input", "report");
+  EXPECT_UNCHANGED(dir_, before);
+}
+
+TEST_F(Hostile, AProjectNeverActsOnAPoolOrStateItWasNotMadeFor) {
+  project("proj");
+  // Random batches check the pool's files too.
+  features("pool.npy", 50, 5);
+  auto before = snapshot(p("proj"));
+  expect_run(quarry("project next " + p("proj") + " -k 3"), 1, "the pool changed since the project was made", "random");
+  EXPECT_UNCHANGED(p("proj"), before);
+  expect_run(quarry("project next " + p("proj") + " -k 3 --retrain"), 1, "items, but the project was made for 60", "rows");
+  // Files of the sizes recorded pass (a random batch reads no rows; the model's path checks them).
+  features("pool.npy", 60, 5, 0.25f);
+  EXPECT_EQ(quarry("project next " + p("proj") + " -k 3").rc, 0);
+  // -k beyond what can be proposed is an error, not a clamp.
+  before = snapshot(p("proj"));
+  expect_run(quarry("project next " + p("proj") + " -k 1000"), 2, "ask for at most 52", "k");
+  EXPECT_UNCHANGED(p("proj"), before);
+  // An older state.json put back: the batch files it does not list are never overwritten.
+  const std::string state = read_file(p("proj/state.json"));
+  ASSERT_EQ(quarry("project next " + p("proj") + " -k 3").rc, 0);
+  ASSERT_TRUE(fs::exists(p("proj/batches/0002.csv")));
+  write_file(p("proj/state.json"), state);
+  before = snapshot(p("proj"));
+  expect_run(quarry("project next " + p("proj") + " -k 3"), 1, "does not list batch 2", "batch files");
+  EXPECT_UNCHANGED(p("proj"), before);
+  ASSERT_EQ(quarry("project repair " + p("proj")).rc, 0);  // takes batch 2 back
+  // project.json's classes reordered: every label would change meaning.
+  const std::string original = read_file(p("proj/project.json"));
+  std::string config = original;
+  const auto cat = config.find("\"cat\""), dog = config.find("\"dog\"");
+  ASSERT_TRUE(cat != std::string::npos && dog != std::string::npos) << config;
+  config.replace(dog, 5, "\"cat\"");
+  config.replace(cat, 5, "\"dog\"");
+  write_file(p("proj/project.json"), config);
+  expect_run(quarry("project export " + p("proj")), 1, "the labels were given for", "classes");
+  write_file(p("proj/project.json"), original);
+  // The CSV's index and id must agree without a manifest.
+  write_file(p("x.csv"), "index,id,label\n47,48,cat\n");
+  expect_run(quarry("project label " + p("proj") + " " + p("x.csv")), 1, "name different items", "index and id");
+}
+
 }  // namespace

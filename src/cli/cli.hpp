@@ -41,6 +41,21 @@ void add_number_checks(CLI::App& app);
 /// The most CPU threads --threads takes: 8 per core, at least 64.
 int max_threads();
 
+/// Makes an output folder (and those above it). When the command then fails and the folder it
+/// made is still empty, the destructor removes it: a failed command leaves no empty folder.
+class MadeFolder {
+ public:
+  MadeFolder(const std::string& flag, const std::string& dir);
+  ~MadeFolder();
+  MadeFolder(const MadeFolder&) = delete;
+  MadeFolder& operator=(const MadeFolder&) = delete;
+
+ private:
+  std::string dir_;
+  bool made_ = false;
+  int exceptions_ = 0;
+};
+
 /// Bounds of numeric options with human messages ("must be >= 0, got -3"), in place of
 /// CLI::NonNegativeNumber and CLI::PositiveNumber, whose messages print DBL_MAX in 309 digits.
 CLI::Validator non_negative();

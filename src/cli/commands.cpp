@@ -479,7 +479,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("-n", a->spec.n, "Samples")->check(non_negative());
   cmd->add_option("-c", a->spec.c, "Classes")->check(positive());
   cmd->add_option("-m", a->spec.m, "Committee members (0: an [N,C] output)")->check(non_negative());
-  cmd->add_option("-d", a->spec.d, "Embedding width (with --embeddings)");
+  cmd->add_option("-d", a->spec.d, "Embedding width (with --embeddings; default 64)")->check(positive());
   cmd->add_flag("--logits", a->spec.logits, "Write logits instead of probabilities");
   cmd->add_option("--dtype", a->dtype, "float32 or float16")->check(CLI::IsMember({"float32", "float16"}));
   cmd->add_option("--seed", a->spec.seed, "Seed");
@@ -487,6 +487,8 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--embeddings", a->embeddings, "Also write embeddings [N,D] (.npy) here");
   cmd->callback([a] {
     check_outputs({{"--output", a->output}, {"--embeddings", a->embeddings}}, {});
+    QUARRY_USAGE_EXPECTS(a->spec.d == 0 || !a->embeddings.empty(), "-d ", a->spec.d,
+                         " is the width of the embeddings: give --embeddings FILE too");
     a->spec.dtype = a->dtype == "float16" ? DType::f16 : DType::f32;
     write_npy(a->output, synthetic_outputs(a->spec).view());
     if (!a->embeddings.empty()) {
@@ -526,11 +528,7 @@ void add_demo(CLI::App& app) {
                            quote_input(a->out, 200), " is a file; it names the folder for pool.npy, scores.npy and batch.csv");
     }
     check_outputs({{"pool", pool}, {"scores", scores}, {"batch", batch}}, {});
-    {
-      std::error_code ec;
-      std::filesystem::create_directories(a->out, ec);
-      QUARRY_EXPECTS(!ec, a->out, ": cannot create the folder: ", ec.message());
-    }
+    const MadeFolder folder("demo: --out", a->out);
     SyntheticSpec spec;
     spec.n = a->n;
     spec.c = a->c;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <exception>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -147,6 +148,21 @@ void check_outputs(const std::vector<Named>& outputs, const std::vector<Named>& 
   }
 }
 
+MadeFolder::MadeFolder(const std::string& flag, const std::string& dir) : dir_(dir), exceptions_(std::uncaught_exceptions()) {
+  std::error_code ec;
+  QUARRY_USAGE_EXPECTS(!fs::exists(dir, ec) || fs::is_directory(dir, ec), flag, " ", quote_input(dir, 200),
+                       " is a file; it names a folder for the outputs");
+  made_ = !fs::exists(dir, ec);
+  fs::create_directories(dir, ec);
+  QUARRY_EXPECTS(!ec, dir, ": cannot create the folder: ", ec.message());
+}
+
+MadeFolder::~MadeFolder() {
+  if (!made_ || std::uncaught_exceptions() <= exceptions_) return;
+  std::error_code ec;
+  if (fs::is_empty(dir_, ec) && !ec) fs::remove(dir_, ec);
+}
+
 // ------------------------------------------------------------------ numbers on the command line
 
 namespace {
@@ -218,6 +234,12 @@ void add_number_checks(CLI::App& app) {
       std::string type = o->get_type_name();
       type = type.substr(0, type.find(':'));
       const bool integer = type == "INT" || type == "UINT", real = type == "FLOAT";
+      if (type == "TEXT") {  // a path, a name, a list: given, it is not empty
+        o->check(CLI::Validator(
+            [](std::string& value) -> std::string { return value.empty() ? "an empty value" : std::string(); }, "",
+            "not empty"));
+        continue;
+      }
       if (!integer && !real) continue;
       const std::string name = option_name(o);
       const bool is_threads = name == "--threads";
@@ -231,6 +253,7 @@ void add_number_checks(CLI::App& app) {
               if (v > static_cast<long double>(std::numeric_limits<std::int64_t>::max()) ||
                   v < static_cast<long double>(std::numeric_limits<std::int64_t>::min()))
                 return "'" + shown + "' is too large (at most 9223372036854775807)";
+              if (is_threads && v < 0) return "'" + shown + "' is negative (0 for all cores)";
               if (is_threads && v > max_threads())
                 return fmt::format("{} threads is more than this machine can use (at most {}: 8 per core, "
                                    "0 for all cores)", shown, max_threads());

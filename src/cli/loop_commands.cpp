@@ -32,13 +32,6 @@ const char* kDatasetHelp =
     "Dataset: idx:DIR (MNIST-style IDX files), npz:FILE (MedMNIST layout), npy:X.npy,y.npy "
     "(feature vectors), pool:X.npy (unlabeled features or images), synthetic[:N] (built-in image pool)";
 
-// Creates the output folder; a file in the way or a permission problem is a quarry::Error.
-void make_folder(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  QUARRY_EXPECTS(!ec, dir, ": cannot create the output folder: ", ec.message());
-}
-
 // An output folder argument: missing (it is made) or a folder, never a file.
 void expect_folder_arg(const char* flag, const std::string& dir) {
   std::error_code ec;
@@ -148,6 +141,9 @@ void add_train(CLI::App& app) {
                                         {"--labeled", a->labeled},
                                         {"--model", model_file(a->train.model)}});
     const Dataset data = a->data.load();
+    QUARRY_USAGE_EXPECTS(data.num_classes >= 2, data.spec, " has no labels (", data.describe(),
+                         "): train needs a labeled dataset (idx:, npz:, npy:X,y or synthetic); to label an "
+                         "unlabeled pool, make a labeling project (`quarry project init`)");
     std::vector<std::int64_t> labeled;
     if (a->labeled.empty()) {
       for (std::int64_t i = 0; i < data.train.size(); ++i) labeled.push_back(i);
@@ -230,7 +226,10 @@ void add_infer(CLI::App& app) {
                   {{"--dataset", a->data.dataset}, {"--model", a->model}});
     const Dataset data = a->data.load();
     const Model model = Model::load(a->model, parse_device(a->device));
-    QUARRY_EXPECTS(model.sample_shape() == data.sample_shape && model.num_classes() == data.num_classes, a->model,
+    // An unlabeled pool (pool:X.npy) has no classes of its own: only its samples must fit.
+    QUARRY_EXPECTS(model.sample_shape() == data.sample_shape &&
+                       (data.num_classes == 0 || model.num_classes() == data.num_classes),
+                   a->model,
                    ": the model takes ", shape_string(model.sample_shape()), " samples of ", model.num_classes(),
                    " classes, but ", data.spec, " has ", shape_string(data.sample_shape), " samples of ",
                    data.num_classes, " classes");
@@ -243,7 +242,7 @@ void add_infer(CLI::App& app) {
     const auto t0 = Clock::now();
     const Inference inf = model.infer(split, io);
     const double t = seconds_since(t0);
-    make_folder(a->out);
+    const MadeFolder folder("--out", a->out);
     write_npy((d / "probs.npy").string(), inf.probs.view());
     write_npy((d / "embeddings.npy").string(), inf.embeddings.view());
     // (A default Array has no shape: without a committee there is no committee.npy, and one
@@ -339,7 +338,7 @@ void add_simulate(CLI::App& app) {
         {"score_device", device_string(o.device)}, {"threads", o.train.threads},
         {"quarry", build_info().version},  {"libtorch", build_info().torch_version}};
 
-    make_folder(a->out);
+    const MadeFolder folder("--out", a->out);
     const std::string rounds_path = (std::filesystem::path(a->out) / "rounds.jsonl").string();
     auto lines = std::make_shared<std::string>();
     const std::size_t total_rounds = o.strategies.size() * static_cast<std::size_t>(o.repeats) *
@@ -406,6 +405,13 @@ void add_report(CLI::App& app) {
   cmd->callback([dir] {
     const std::filesystem::path d(*dir);
     const std::string rounds_path = (d / "rounds.jsonl").string();
+    // The report's own files are rebuilt; none may be rounds.jsonl (links followed), and only
+    // summary.json may be the summary.json it reads.
+    check_outputs({{"curves.csv", (d / "curves.csv").string()},
+                   {"summary.md", (d / "summary.md").string()},
+                   {"curves.svg", (d / "curves.svg").string()}},
+                  {{"rounds.jsonl", rounds_path}, {"summary.json", (d / "summary.json").string()}});
+    check_outputs({{"summary.json", (d / "summary.json").string()}}, {{"rounds.jsonl", rounds_path}});
     std::vector<RoundRecord> all;
     {
       const std::string text = read_text_file(rounds_path);
@@ -452,10 +458,10 @@ void add_report(CLI::App& app) {
     }
     const SimulationSummary summary = summarize(records, header);
     // The report's own files, rebuilt (summary.json was read above for the run's description).
-    write_file_atomic((d / "curves.csv").string(), {curves_csv(summary)}, true);
+    write_file_atomic((d / "curves.csv").string(), {curves_csv(summary)});
     write_file_atomic((d / "summary.json").string(), {summary_json(summary)}, true);
-    write_file_atomic((d / "summary.md").string(), {summary_markdown(summary)}, true);
-    write_file_atomic((d / "curves.svg").string(), {curves_svg(summary)}, true);
+    write_file_atomic((d / "summary.md").string(), {summary_markdown(summary)});
+    write_file_atomic((d / "curves.svg").string(), {curves_svg(summary)});
     std::printf("summary: %s\nplot:    %s\n", (d / "summary.md").string().c_str(), (d / "curves.svg").string().c_str());
   });
 }

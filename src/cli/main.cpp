@@ -1,5 +1,10 @@
 // quarry: score a pool of model outputs and select the batch worth labelling.
+#include <cctype>
 #include <cerrno>
+#include <filesystem>
+#include <new>
+#include <string>
+#include <string_view>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -9,6 +14,41 @@
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 #include "quarry/version.hpp"
+
+namespace {
+
+// The message with every run of more than 240 non-blank characters (a huge argument, a field
+// quoted whole) cut to its start and its length.
+std::string shorten(const std::string& message) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < message.size()) {
+    std::size_t j = i;
+    while (j < message.size() && !std::isspace(static_cast<unsigned char>(message[j]))) ++j;
+    const std::string_view word(message.data() + i, j - i);
+    out += word.size() > 240 ? quarry::quote_input(word, 80) : std::string(word);
+    i = j;
+    while (i < message.size() && std::isspace(static_cast<unsigned char>(message[i]))) out += message[i++];
+  }
+  return out;
+}
+
+// Prints the error and returns its exit code. A file that shrank while it was read explains any
+// other error it caused (a row that no longer sums to 1): that is what is reported.
+int fail(const std::string& message, int code) {
+  std::string text = message;
+  try {
+    quarry::check_mapped_inputs(true);
+  } catch (const quarry::Error& shrunk) {
+    text = shrunk.what();
+    code = 1;
+  }
+  std::fprintf(stderr, "quarry: error: %s\n", shorten(text).c_str());
+  quarry::abort_pending_job(code);
+  return code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"quarry: active-learning engine. Scores every sample of a pool by how informative "
@@ -36,22 +76,24 @@ int main(int argc, char** argv) {
       return 1;
     }
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e) == 0 ? 0 : 2;  // --help: 0; usage errors: 2
-    quarry::abort_pending_job(code);
-    return code;
-  } catch (const quarry::ClusterError& e) {  // an MPI rank failed: every rank exits 1 (2: a bad argument)
-    if (e.echo()) std::fprintf(stderr, "quarry: error: %s\n", e.what());
-    return e.exit_code();
-  } catch (const quarry::UsageError& e) {  // a bad argument: as CLI11's usage errors
-    std::fprintf(stderr, "quarry: error: %s\n", e.what());
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    // CLI11's message, with any very long argument it quotes cut short.
+    std::fprintf(stderr, "%s\nRun with --help for more information.\n", shorten(e.what()).c_str());
     quarry::abort_pending_job(2);
     return 2;
+  } catch (const quarry::ClusterError& e) {  // an MPI rank failed: every rank exits 1 (2: a bad argument)
+    if (e.echo()) std::fprintf(stderr, "quarry: error: %s\n", shorten(e.what()).c_str());
+    return e.exit_code();
+  } catch (const quarry::UsageError& e) {  // a bad argument: as CLI11's usage errors
+    return fail(e.what(), 2);
   } catch (const quarry::Error& e) {
-    std::fprintf(stderr, "quarry: error: %s\n", e.what());
-    quarry::abort_pending_job(1);
-    return 1;
+    return fail(e.what(), 1);
+  } catch (const std::filesystem::filesystem_error& e) {  // a path the system refuses (too long, a loop)
+    return fail(e.what(), 1);
+  } catch (const std::bad_alloc&) {
+    return fail("out of memory", 1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "quarry: internal error: %s\n", e.what());
+    std::fprintf(stderr, "quarry: internal error: %s\n", shorten(e.what()).c_str());
     quarry::abort_pending_job(3);
     return 3;
   }

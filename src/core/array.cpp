@@ -49,12 +49,19 @@ std::int64_t ArrayView::numel() const {
 }
 
 std::string shape_string(const std::vector<std::int64_t>& shape) {
+  // A shape of many axes (a corrupt header) is shown by its first and last ones and its rank.
+  const std::size_t n = shape.size();
+  const bool cut = n > 12;
   std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (cut && i == 4) {
+      s += ", ...";
+      i = n - 3;
+    }
     if (i) s += ", ";
     s += std::to_string(shape[i]);
   }
-  return s + "]";
+  return s + "]" + (cut ? " (" + std::to_string(n) + " axes)" : std::string());
 }
 
 Array::Array(std::shared_ptr<const void> owner, const void* data, DType dtype,

@@ -256,7 +256,7 @@ Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb, const
     candidates = std::min(candidates, selectable);
   }
   if (strategy == DiversityStrategy::cluster_margin) {
-    QUARRY_EXPECTS(o.clusters >= 0 && o.clusters <= n, "clusters must be between 1 and the pool size ", n,
+    QUARRY_USAGE_EXPECTS(o.clusters >= 0 && o.clusters <= n, "clusters must be between 1 and the pool size ", n,
                    " (0: min(k, N)), got ", o.clusters);
     QUARRY_EXPECTS(o.kmeans_iterations >= 1, "k-means needs at least one iteration, got ", o.kmeans_iterations);
   }
@@ -288,7 +288,7 @@ Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb, const
 KMeansResult kmeans(const ArrayView& emb, const KMeansOptions& o) {
   expect_embeddings(emb, o.embeddings_name);
   const std::int64_t n = emb.shape[0];
-  QUARRY_EXPECTS(o.clusters >= 1 && o.clusters <= n, "k-means: clusters must be between 1 and the number of ",
+  QUARRY_USAGE_EXPECTS(o.clusters >= 1 && o.clusters <= n, "k-means: clusters must be between 1 and the number of ",
                  "samples (", n, "), got ", o.clusters);
   QUARRY_EXPECTS(o.iterations >= 1, "k-means needs at least one iteration, got ", o.iterations);
   int dev = 0;

@@ -79,7 +79,17 @@ void advise(const void* begin, std::size_t bytes, int advice) {
 PoolFiles PoolFiles::open(const std::string& spec) {
   std::vector<Array> parts;
   std::vector<bool> mapped;
-  for (const std::string& path : expand_spec(spec)) {
+  const std::vector<std::string> paths = expand_spec(spec);
+  // A shard named twice (twice in a list, or as a link to another) would count its rows twice.
+  std::vector<std::pair<FileIdentity, std::string>> seen;
+  for (const std::string& path : paths)
+    if (const auto id = file_identity(path)) {
+      for (const auto& [other, name] : seen)
+        QUARRY_USAGE_EXPECTS(!(other == *id), quote_input(spec, 200), ": ", path, " is the same file as ", name,
+                             "; each shard may be listed once");
+      seen.emplace_back(*id, path);
+    }
+  for (const std::string& path : paths) {
     // Pages may be dropped (MADV_DONTNEED) only where the data lies in a file mapping: an NPY whose
     // data parse_npy had to copy (misaligned), an NPZ member or an IDX file is heap memory.
     if (std::filesystem::is_regular_file(path) && detect_file_kind(path) == FileKind::npy) {
@@ -245,14 +255,14 @@ Range checked_range(std::int64_t n, const StreamOptions& s) {
 }
 
 std::int64_t budget_of(const StreamOptions& s, const DeviceSpec& device) {
-  QUARRY_EXPECTS(s.memory_budget >= 0, "the memory budget must be positive, got ", s.memory_budget);
+  QUARRY_USAGE_EXPECTS(s.memory_budget >= 0, "the memory budget must be positive, got ", s.memory_budget);
   return s.memory_budget > 0 ? s.memory_budget : default_memory_budget(device);
 }
 
 // Rows per chunk for `bytes_per_row` under the budget (`copies`: 2 where the device double-buffers).
 std::int64_t chunk_rows(std::int64_t budget, std::size_t bytes_per_row, int copies) {
   const std::int64_t per = static_cast<std::int64_t>(bytes_per_row) * copies;
-  QUARRY_EXPECTS(budget >= per, "a memory budget of ", budget, " bytes is less than one sample needs (",
+  QUARRY_USAGE_EXPECTS(budget >= per, "a memory budget of ", budget, " bytes is less than one sample needs (",
                  per, " bytes", copies > 1 ? ", double-buffered" : "", "); raise --memory-budget");
   return budget / per;
 }

@@ -174,10 +174,14 @@ std::string absolute_spec(const std::string& spec) {
 // state.json: the batches and the current model (its label digest and validation metrics).
 json state_json(const std::vector<BatchInfo>& batches, const std::string& model_digest, std::int64_t model_labels,
                 const std::optional<double>& val_accuracy, const std::optional<double>& val_balanced_accuracy,
-                int models_trained, const JournalMark& journal, std::int64_t labels) {
+                int models_trained, const JournalMark& journal, std::int64_t labels,
+                const ProjectConfig& config) {
   json state;
   state["format"] = kStateFormat;
   state["version"] = kVersion;
+  // What the labels mean: class ids name these classes, indices these items.
+  state["classes"] = config.classes;
+  state["pool_size"] = config.pool_size;
   // The journal this state was written with: a later journal must extend it.
   json jm = mark_json(journal);
   jm["labels"] = labels;
@@ -353,14 +357,20 @@ void Project::init(const std::string& dir, ProjectConfig config, const std::stri
                    ": the dataset names no classes; give them with --classes a,b,c");
     for (int c = 0; c < data.num_classes; ++c) config.classes.push_back(std::to_string(c));
   }
-  QUARRY_EXPECTS(config.classes.size() >= 2, "a project needs at least 2 classes, got ", config.classes.size());
+  QUARRY_USAGE_EXPECTS(config.classes.size() >= 2, "a project needs at least 2 classes, got ", config.classes.size());
   {
     std::set<std::string> seen;
     for (auto& c : config.classes) {
       c = trim(c);
-      QUARRY_EXPECTS(!c.empty(), "--classes: a class name is empty");
-      QUARRY_EXPECTS(seen.insert(c).second, "--classes: '", c, "' is listed twice");
+      QUARRY_USAGE_EXPECTS(!c.empty(), "--classes: a class name is empty");
+      QUARRY_USAGE_EXPECTS(seen.insert(c).second, "--classes: '", quote_input(c), "' is listed twice");
     }
+  }
+  // A TorchScript model is found from any working folder, as the dataset is.
+  if (config.model.rfind("torchscript:", 0) == 0) {
+    const std::string path = config.model.substr(12);
+    expect_regular_file(path);
+    config.model = "torchscript:" + fs::absolute(path).lexically_normal().string();
   }
   std::string manifest_text;
   if (!manifest_csv.empty()) {
@@ -409,7 +419,7 @@ void Project::init(const std::string& dir, ProjectConfig config, const std::stri
   j["pool_size"] = config.pool_size;
   j["manifest"] = config.has_manifest;
   write_file_atomic(path_in(t, "labelstudio.xml"), {labelstudio_config(config.classes)});
-  write_json(path_in(t, "state.json"), state_json({}, "", 0, std::nullopt, std::nullopt, 0, JournalMark{}, 0));
+  write_json(path_in(t, "state.json"), state_json({}, "", 0, std::nullopt, std::nullopt, 0, JournalMark{}, 0, config));
   write_json(path_in(t, "project.json"), j);
   // rename(2) replaces an empty folder; a folder that gained files meanwhile is refused.
   if (::rename(t.c_str(), final_dir.c_str()) != 0) {
@@ -550,6 +560,19 @@ void Project::reload(bool labels_only) {
     batches_.clear();
     model_digest_.clear();
   }
+  // The classes and the pool the labels were given for: project.json edited afterwards (classes
+  // reordered, renamed, dropped) would silently change what every label means.
+  if (s.contains("classes") && s["classes"].is_array()) {
+    const std::string was = s["classes"].dump(), now = json(config_.classes).dump();
+    QUARRY_EXPECTS(was == now, path_in(dir_, "project.json"), ": the classes are ", quote_input(now, 200),
+                   " but the labels were given for ", quote_input(was, 200),
+                   " (state.json): class ids name classes by position, so nothing was changed; restore "
+                   "project.json, or accept it with `quarry project repair ", dir_, "`");
+  }
+  if (s.contains("pool_size") && s["pool_size"].is_number_integer())
+    QUARRY_EXPECTS(s["pool_size"].get<std::int64_t>() == config_.pool_size, path_in(dir_, "project.json"),
+                   ": pool_size is ", config_.pool_size, " but the project was made for ",
+                   s["pool_size"].get<std::int64_t>(), " (state.json); nothing was changed");
   const std::string journal_path = path_in(dir_, "labels.journal");
   const LabelJournal journal = LabelJournal::read(journal_path, &torn_);
   journal_mark_ = journal.mark();
@@ -670,6 +693,10 @@ RepairReport Project::repair(const std::string& dir, double lock_wait_seconds) {
   const LabelJournal journal = LabelJournal::read(path_in(dir, "labels.journal"), &torn);
   if (!journal.exists()) rep.actions.push_back("labels.journal does not exist: the project has no labels");
   if (!torn.empty()) rep.actions.push_back(torn);
+  if (have_old && old.contains("classes") && old["classes"] != json(p.config_.classes))
+    rep.actions.push_back("the classes of project.json (" + quote_input(json(p.config_.classes).dump(), 200) +
+                          ") differ from those the labels were given for (" + quote_input(old["classes"].dump(), 200) +
+                          "): project.json's are taken");
   if (have_old) {
     std::optional<std::pair<JournalMark, std::int64_t>> rec;
     try {
@@ -978,6 +1005,15 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
                                         quote_input(item->id), quote_input(id)));
             continue;
           }
+        } else if (index && cid >= 0 && !config_.has_manifest) {
+          // Without a manifest an item's id is its index: both columns must name the same item.
+          const std::string id = trim(row.fields[static_cast<std::size_t>(cid)]);
+          if (!id.empty() && parse_int(id) != index) {
+            ++p.rows;
+            p.bad.push_back(fmt::format("{}: the index {} and the id '{}' name different items (without a "
+                                        "manifest an item's id is its index)", where, *index, quote_input(id)));
+            continue;
+          }
         }
         take(where, index, trim(it), false, row.fields[static_cast<std::size_t>(cl)]);
       } else {
@@ -1054,7 +1090,7 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
 void Project::write_state() const {
   write_json(path_in(dir_, "state.json"),
              state_json(batches_, model_digest_, model_labels_, val_accuracy_, val_balanced_accuracy_, models_trained_,
-                        journal_mark_, static_cast<std::int64_t>(labels_.size())));
+                        journal_mark_, static_cast<std::int64_t>(labels_.size()), config_));
 }
 
 // ------------------------------------------------------------------ next
@@ -1084,7 +1120,19 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
                  ": every pool item is labeled or awaiting labels; nothing left to propose",
                  o.replace_pending ? "" : " (--replace-pending releases the open batches)");
 
+  const std::int64_t selectable = config_.pool_size - static_cast<std::int64_t>(exclude.size());
+  QUARRY_USAGE_EXPECTS(o.k <= selectable, "next: -k ", o.k, ": only ", selectable,
+                       " items are neither labeled nor awaiting labels; ask for at most ", selectable);
   const int number = batches_.empty() ? 1 : batches_.back().number + 1;
+  {
+    // Files of a batch that state.json does not list (an older state.json put back): never
+    // overwritten, they may be with annotators.
+    std::error_code ec;
+    const std::string name = path_in(path_in(dir_, "batches"), fmt::format("{:04d}", number));
+    for (const std::string f : {name + ".csv", name + ".labelstudio.json"})
+      QUARRY_EXPECTS(!fs::exists(f, ec), f, " exists, but state.json does not list batch ", number,
+                     "; nothing was changed. `quarry project repair ", dir_, "` takes it back into state.json");
+  }
   std::set<std::int32_t> present;
   for (const auto& [index, label] : labels_) present.insert(label);
   const loop::Strategy strategy = loop::parse_strategy(config_.strategy);
@@ -1104,7 +1152,37 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     if (res.cold_start)
       say(fmt::format("labels of {} class{} so far: a random batch (cold start) until two classes are labeled",
                       present.size(), present.size() == 1 ? "" : "es"));
-    // No dataset needed: a seeded draw among the items neither labeled nor awaiting labels.
+    // No dataset needed: a seeded draw among the items neither labeled nor awaiting labels. The
+    // pool's files must still be those of init (their sizes); --retrain checks and accepts them.
+    if (!pool_print_.empty()) {
+      const json was = json::parse(pool_print_);
+      std::string changed;
+      for (const auto& f : was.value("files", json::array())) {
+        std::error_code ec;
+        const std::string path = f.value("path", std::string());
+        const auto size = fs::file_size(path, ec);
+        if (ec) changed += (changed.empty() ? "" : "; ") + path + " is missing";
+        else if (f["bytes"].is_number() && f["bytes"].get<std::uint64_t>() != size)
+          changed += (changed.empty() ? "" : "; ") +
+                     fmt::format("{} is {} bytes, was {}", path, size, f["bytes"].get<std::uint64_t>());
+      }
+      if (!changed.empty()) {
+        QUARRY_EXPECTS(o.retrain, config_.dataset, ": the pool changed since the project was made: ", changed,
+                       ". Nothing was done. If its rows are still the same items in the same order, run "
+                       "`quarry project next ", dir_, " --retrain` to accept it; otherwise make a new project for it");
+        DatasetOptions dopt;
+        dopt.seed = config_.seed;
+        const Dataset data = load_dataset(config_.dataset, dopt);
+        QUARRY_EXPECTS(data.train.size() == config_.pool_size, config_.dataset, ": the pool has ", data.train.size(),
+                       " items, but the project was made for ", config_.pool_size,
+                       ": labels name items by their row; make a new project for this pool");
+        json pj = read_json(path_in(dir_, "project.json"), kConfigFormat);
+        pj["pool"] = pool_fingerprint(data);
+        write_json(path_in(dir_, "project.json"), pj);
+        pool_print_ = pj["pool"].dump();
+        say("the pool changed (" + changed + "): accepted (--retrain)");
+      }
+    }
     std::vector<std::int64_t> rest;
     for (std::int64_t i = 0; i < config_.pool_size; ++i)
       if (!taken[static_cast<std::size_t>(i)]) rest.push_back(i);

@@ -523,7 +523,7 @@ Dataset load_dataset(const std::string& spec, const DatasetOptions& options) {
   if (starts_with(spec, "pool:")) return load_pool(spec, spec.substr(5), options);
   if (spec == "synthetic" || starts_with(spec, "synthetic:"))
     return load_synthetic(spec, spec == "synthetic" ? "" : spec.substr(10), options);
-  QUARRY_FAIL("unknown dataset '", spec, "': expected ", kSpecForms);
+  QUARRY_USAGE_FAIL("unknown dataset '", quote_input(spec, 200), "': expected ", kSpecForms);
 }
 
 }  // namespace quarry
