@@ -96,6 +96,9 @@ std::optional<std::string> input_read_as(const FileIdentity& id);
 void refuse_input_overwrites(bool on);
 bool refusing_input_overwrites();
 
+/// Bytes of memory available to this process (MemAvailable), or 0 when unknown.
+std::uint64_t available_memory();
+
 /// Largest text file (CSV, JSON, manifest, list) read_text_file takes by default: 4 GiB.
 constexpr std::size_t kMaxTextBytes = std::size_t{4} << 30;
 /// Reads a whole text file: a regular file only (a folder, a FIFO or a device is an Error that

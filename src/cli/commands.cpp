@@ -468,6 +468,16 @@ void add_info(CLI::App& app) {
   });
 }
 
+// A synthetic array of rows x cols elements must fit in memory: checked before it is allocated.
+void expect_memory_for(const char* what, std::int64_t rows, std::int64_t cols, std::int64_t elem) {
+  std::int64_t bytes = 0;
+  const bool overflow = __builtin_mul_overflow(rows, cols, &bytes) || __builtin_mul_overflow(bytes, elem, &bytes);
+  const std::uint64_t available = available_memory();
+  QUARRY_EXPECTS(!overflow && (available == 0 || static_cast<std::uint64_t>(bytes) <= available), what, ": ", rows,
+                 " x ", cols, " values need ", overflow ? std::string("more than 2^63") : std::to_string(bytes),
+                 " bytes of memory, and ", available, " are available");
+}
+
 // ------------------------------------------------------------------ generate
 void add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Write a synthetic pool of model outputs (and embeddings)");
@@ -490,6 +500,8 @@ void add_generate(CLI::App& app) {
     QUARRY_USAGE_EXPECTS(a->spec.d == 0 || !a->embeddings.empty(), "-d ", a->spec.d,
                          " is the width of the embeddings: give --embeddings FILE too");
     a->spec.dtype = a->dtype == "float16" ? DType::f16 : DType::f32;
+    expect_memory_for("generate", a->spec.n, a->spec.c * std::max<std::int64_t>(a->spec.m, 1), 4);
+    if (!a->embeddings.empty()) expect_memory_for("generate --embeddings", a->spec.n, a->spec.d > 0 ? a->spec.d : 64, 4);
     write_npy(a->output, synthetic_outputs(a->spec).view());
     if (!a->embeddings.empty()) {
       if (a->spec.d <= 0) a->spec.d = 64;
@@ -528,6 +540,7 @@ void add_demo(CLI::App& app) {
                            quote_input(a->out, 200), " is a file; it names the folder for pool.npy, scores.npy and batch.csv");
     }
     check_outputs({{"pool", pool}, {"scores", scores}, {"batch", batch}}, {});
+    expect_memory_for("demo", a->n, a->c, 4);
     const MadeFolder folder("demo: --out", a->out);
     SyntheticSpec spec;
     spec.n = a->n;

@@ -153,6 +153,8 @@ std::uint64_t io::available_memory() {
   return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 0;
 }
 
+std::uint64_t available_memory() { return io::available_memory(); }
+
 // ------------------------------------------------------------------ the mapping guard
 
 namespace io {
