@@ -1,4 +1,6 @@
 // Context, device buffers and the CUDA/cuBLAS error checks (see kernels/context.cuh).
+#include <dlfcn.h>
+
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -18,8 +20,30 @@ void check_cuda(cudaError_t e, const char* call, const char* file, int line) {
 
 void check_cublas(cublasStatus_t s, const char* call, const char* file, int line) {
   if (s == CUBLAS_STATUS_SUCCESS) return;
-  QUARRY_FAIL("cuBLAS error in ", call, " (", file, ":", line, "): ", cublasGetStatusName(s), ": ",
-              cublasGetStatusString(s));
+  QUARRY_FAIL("cuBLAS error in ", call, " (", file, ":", line, "): ", cublas_api().status_name(s), ": ",
+              cublas_api().status_string(s));
+}
+
+const CublasApi& cublas_api() {
+  static const CublasApi api = [] {
+    const std::string lib = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
+    void* h = ::dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) QUARRY_FAIL("cannot load cuBLAS (", lib, "), which the CUDA diversity strategies need: ", ::dlerror());
+    auto sym = [&](const char* name) {
+      void* f = ::dlsym(h, name);
+      if (!f) QUARRY_FAIL("cannot load cuBLAS: ", lib, " has no ", name);
+      return f;
+    };
+    CublasApi a{};
+    a.create = reinterpret_cast<decltype(a.create)>(sym("cublasCreate_v2"));
+    a.destroy = reinterpret_cast<decltype(a.destroy)>(sym("cublasDestroy_v2"));
+    a.set_stream = reinterpret_cast<decltype(a.set_stream)>(sym("cublasSetStream_v2"));
+    a.gemm_ex = reinterpret_cast<decltype(a.gemm_ex)>(sym("cublasGemmEx"));
+    a.status_name = reinterpret_cast<decltype(a.status_name)>(sym("cublasGetStatusName"));
+    a.status_string = reinterpret_cast<decltype(a.status_string)>(sym("cublasGetStatusString"));
+    return a;  // the library stays loaded for the life of the process
+  }();
+  return api;
 }
 
 std::string format_bytes(std::size_t bytes) {
@@ -57,7 +81,7 @@ Context::Context(int device) : device_(device) {
 Context::~Context() {
   // Destroyed at process exit: errors cannot be reported, and the driver may be gone already.
   cudaSetDevice(device_);
-  if (cublas_) cublasDestroy(cublas_);
+  if (cublas_) cublas_api().destroy(cublas_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -66,8 +90,8 @@ void Context::activate() const { QUARRY_CUDA_CHECK(cudaSetDevice(device_)); }
 cublasHandle_t Context::cublas() {
   activate();
   if (!cublas_) {
-    QUARRY_CUBLAS_CHECK(cublasCreate(&cublas_));
-    QUARRY_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    QUARRY_CUBLAS_CHECK(cublas_api().create(&cublas_));
+    QUARRY_CUBLAS_CHECK(cublas_api().set_stream(cublas_, stream_));
   }
   return cublas_;
 }

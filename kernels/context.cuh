@@ -25,6 +25,24 @@ namespace quarry::cuda {
 void check_cuda(cudaError_t e, const char* call, const char* file, int line);
 void check_cublas(cublasStatus_t s, const char* call, const char* file, int line);
 
+/// The few cuBLAS functions quarry calls, from libcublas loaded on first use (dlopen): linking
+/// cuBLAS would load it, and cuBLASLt behind it, into every process at start (0.26 s and
+/// 210 MiB on a 2-core machine), also for commands that never run a GEMM.
+struct CublasApi {
+  decltype(&::cublasCreate_v2) create;
+  decltype(&::cublasDestroy_v2) destroy;
+  decltype(&::cublasSetStream_v2) set_stream;
+  // cublasGemmEx, the C function (the header adds a C++ overload of the same name).
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                            const void*, const void*, cudaDataType, int, const void*, cudaDataType,
+                            int, const void*, void*, cudaDataType, int, cublasComputeType_t,
+                            cublasGemmAlgo_t);
+  decltype(&::cublasGetStatusName) status_name;
+  decltype(&::cublasGetStatusString) status_string;
+};
+/// Loads libcublas.so.<major> once; an Error naming the library and dlerror() where it cannot.
+const CublasApi& cublas_api();
+
 /// "1.50 GiB"
 std::string format_bytes(std::size_t bytes);
 

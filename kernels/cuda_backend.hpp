@@ -1,4 +1,4 @@
-// The CUDA backend as the dispatchers in src/core/ call it: plain C++ (no CUDA header), host
+// The CUDA backend as the dispatchers in src/engine/ call it: plain C++ (no CUDA header), host
 // memory in and out. Compiled only where QUARRY_BUILD_CUDA is 1; the kernels and their device-
 // pointer entry points are in kernels/*.cu and kernels/device_api.cuh.
 #pragma once
@@ -34,7 +34,7 @@ std::vector<std::int64_t> power(const float* scores, std::int64_t n, std::int64_
 /// Free memory of the device, in bytes (cudaMemGetInfo).
 std::size_t free_memory(int device);
 
-/// Streaming (src/core/stream.cpp): a pool's chunks go through the device with pinned double
+/// Streaming (src/engine/stream.cpp): a pool's chunks go through the device with pinned double
 /// buffers and two streams, so that the host-to-device copy of chunk i+1 overlaps the scoring
 /// of chunk i. chunks[i] is a host-memory call for rows [row_offset, row_offset + n) of the
 /// pool: `input` points at the chunk's first row of member 0, `member_stride` is the pool

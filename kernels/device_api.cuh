@@ -17,7 +17,7 @@ constexpr unsigned long long kNoFault = ~0ull;
 /// Launches the scoring kernels for a validated call whose input, embeddings (call.emb->data)
 /// and output (call.out) are device pointers. A bad row (NaN/Inf, negative probability, sum
 /// off, bad embedding) lowers *d_fault, a device word the caller set to kNoFault, to that row's
-/// index: the caller checks it after the stream and reports the row (cpu::diagnose_row says
+/// index: the caller checks it after the stream and reports the row (diagnose_row says
 /// why). Asynchronous.
 void launch_score(Context& ctx, const ScoreCall& call, unsigned long long* d_fault);
 

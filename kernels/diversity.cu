@@ -497,7 +497,7 @@ DeviceBuffer<T> upload(Context& ctx, const T* src, std::size_t n, const char* wh
 // the rows of y (m x d); rows with skip[i] != 0 are left at (+inf, -1).
 void nearest_rows_device(Context& ctx, const float* x, i64 n, const float* y, i64 m, i64 d,
                          const std::uint8_t* skip, double* best_d2, int* best_j,
-                         const cpu::ProgressFn& progress, const char* phase) {
+                         const PhaseProgressFn& progress, const char* phase) {
   const cudaStream_t st = ctx.stream();
   const int cap = ctx.props().multiProcessorCount * 8;
   DeviceBuffer<double> xn2(ctx, static_cast<std::size_t>(n), "row norms");
@@ -531,7 +531,7 @@ void nearest_rows_device(Context& ctx, const float* x, i64 n, const float* y, i6
         // Row-major tile[r][j] = x_{r0+r} . y_{c0+j}: column-major tile^T = Y^T X, in pedantic
         // FP32 (no TF32: the screen's error bound is that of a float dot product).
         const float one = 1.0f, zero = 0.0f;
-        QUARRY_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(cols), static_cast<int>(rows),
+        QUARRY_CUBLAS_CHECK(cublas_api().gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(cols), static_cast<int>(rows),
                                          static_cast<int>(d), &one, y + c0 * d, CUDA_R_32F, static_cast<int>(d),
                                          x + r0 * d, CUDA_R_32F, static_cast<int>(d), &zero, tile.data(), CUDA_R_32F,
                                          static_cast<int>(cols), CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
@@ -594,12 +594,12 @@ struct Greedy {
 
   // The picks in order, each with score(t, value of pick t).
   template <class Score>
-  cpu::Picks host_picks(Score score) {
+  Selection host_picks(Score score) {
     std::vector<i64> idx(static_cast<std::size_t>(k));
     std::vector<double> val(static_cast<std::size_t>(k));
     copy_to_host(ctx, idx.data(), picks.data(), idx.size() * sizeof(i64));
     copy_to_host(ctx, val.data(), values.data(), val.size() * sizeof(double));
-    cpu::Picks out;
+    Selection out;
     for (i64 t = 0; t < k; ++t) {
       out.index.push_back(idx[static_cast<std::size_t>(t)]);
       out.score.push_back(static_cast<float>(score(t, val[static_cast<std::size_t>(t)])));
@@ -608,14 +608,14 @@ struct Greedy {
   }
 };
 
-void report(const cpu::ProgressFn& progress, Context& ctx, const char* phase, i64 done, i64 total) {
+void report(const PhaseProgressFn& progress, Context& ctx, const char* phase, i64 done, i64 total) {
   if (!progress) return;
   ctx.sync();
   progress(phase, done, total);
 }
 
 // k-means++ / BADGE: picks 1 .. k-1 by D² sampling after pick 0 is on the device.
-void d2_loop(Greedy& gr, std::uint64_t seed, std::uint32_t stream, const cpu::ProgressFn& progress,
+void d2_loop(Greedy& gr, std::uint64_t seed, std::uint32_t stream, const PhaseProgressFn& progress,
              const char* phase) {
   DeviceBuffer<unsigned long long> sums(gr.ctx, static_cast<std::size_t>((gr.pool.n + kChunk - 1) / kChunk),
                                         "D2 chunk sums");
@@ -630,8 +630,8 @@ void d2_loop(Greedy& gr, std::uint64_t seed, std::uint32_t stream, const cpu::Pr
 
 // ---------------------------------------------------------------------------- entry points
 
-cpu::Picks kcenter(const cpu::FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
-                   const cpu::ProgressFn& progress, int device) {
+Selection kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
+                   const PhaseProgressFn& progress, int device) {
   Context& ctx = context(device);
   ctx.activate();
   const i64 n = x.n, d = x.d;
@@ -640,7 +640,7 @@ cpu::Picks kcenter(const cpu::FloatRows& x, const std::vector<std::int64_t>& lab
   DeviceBuffer<float> dx = upload(ctx, x.data, static_cast<std::size_t>(n * d), "embeddings");
   Greedy gr(ctx, Pool{dx.data(), n, d, nullptr, 0, nullptr}, k);
   if (!labeled.empty()) {
-    const cpu::FloatRows cen = cpu::gather_rows(x, labeled);
+    const FloatRows cen = gather_rows(x, labeled);
     DeviceBuffer<float> dy = upload(ctx, cen.data, static_cast<std::size_t>(cen.n * d), "labeled embeddings");
     std::vector<std::uint8_t> skip(static_cast<std::size_t>(n), 0);
     for (std::int64_t l : labeled) skip[static_cast<std::size_t>(l)] = 1;
@@ -677,9 +677,9 @@ cpu::Picks kcenter(const cpu::FloatRows& x, const std::vector<std::int64_t>& lab
   });
 }
 
-cpu::Picks badge(const std::vector<double>& a, std::int64_t c, const cpu::FloatRows& h,
+Selection badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
                  const std::vector<std::uint8_t>& excluded, std::int64_t k, std::uint64_t seed,
-                 const cpu::ProgressFn& progress, int device) {
+                 const PhaseProgressFn& progress, int device) {
   Context& ctx = context(device);
   ctx.activate();
   const i64 n = h.n, d = h.d;
@@ -741,8 +741,8 @@ __global__ void centroid_kernel(const float* x, i64 d, const int* members, const
 
 }  // namespace
 
-cpu::KMeansOut kmeans(const cpu::FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
-                      const cpu::ProgressFn& progress, int device) {
+KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
+                      const PhaseProgressFn& progress, int device) {
   Context& ctx = context(device);
   ctx.activate();
   const i64 n = x.n, d = x.d;
@@ -750,7 +750,7 @@ cpu::KMeansOut kmeans(const cpu::FloatRows& x, std::int64_t clusters, int iterat
   ctx.expect_fits(static_cast<std::size_t>(n) * (d * sizeof(float) + 4 * sizeof(double) + 24) + (64u << 20),
                   "k-means over " + std::to_string(n) + " x " + std::to_string(d) + " embeddings");
   DeviceBuffer<float> dx = upload(ctx, x.data, static_cast<std::size_t>(n * d), "embeddings");
-  cpu::KMeansOut out;
+  KMeansOut out;
   // k-means++ seeding: the first centre uniform (draw 0), then D² draws 1 .. clusters-1.
   std::vector<std::int64_t> seeds;
   {
@@ -763,7 +763,7 @@ cpu::KMeansOut kmeans(const cpu::FloatRows& x, std::int64_t clusters, int iterat
     d2_loop(gr, seed, detail::kStreamKMeansInit, progress, "k-means seeding");
     seeds = gr.host_picks([](i64, double) { return 0.0; }).index;
   }
-  const cpu::FloatRows cent_host = cpu::gather_rows(x, seeds);
+  const FloatRows cent_host = gather_rows(x, seeds);
   DeviceBuffer<float> cent = upload(ctx, cent_host.data, static_cast<std::size_t>(clusters * d), "centroids");
   DeviceBuffer<double> d2(ctx, static_cast<std::size_t>(n), "assignment distances");
   DeviceBuffer<int> lab(ctx, static_cast<std::size_t>(n), "assignments");

@@ -1,4 +1,4 @@
-// The CUDA backend of the diversity strategies, as src/core/diversity.cpp calls it: plain C++
+// The CUDA backend of the diversity strategies, as src/engine/diversity.cpp calls it: plain C++
 // (no CUDA header), host memory in and out, the same signatures as the CPU backend
 // (src/cpu/diversity_cpu.hpp) plus the device, so that the dispatcher calls either with the
 // inputs it has already validated and prepared. Compiled only where QUARRY_BUILD_CUDA is 1.
@@ -11,21 +11,21 @@
 #include <cstdint>
 #include <vector>
 
-#include "cpu/diversity_cpu.hpp"
+#include "core/rows.hpp"
 
 namespace quarry::cuda {
 
 /// As cpu::kcenter (k-center greedy; `labeled` sorted and unique are the initial centres).
-cpu::Picks kcenter(const cpu::FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
-                   const cpu::ProgressFn& progress, int device);
+Selection kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
+                   const PhaseProgressFn& progress, int device);
 
 /// As cpu::badge (a = p - e_yhat [n, c] in double, h [n, d]; excluded empty: none).
-cpu::Picks badge(const std::vector<double>& a, std::int64_t c, const cpu::FloatRows& h,
+Selection badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
                  const std::vector<std::uint8_t>& excluded, std::int64_t k, std::uint64_t seed,
-                 const cpu::ProgressFn& progress, int device);
+                 const PhaseProgressFn& progress, int device);
 
 /// As cpu::kmeans (k-means++ seeding, then Lloyd iterations; 1 <= clusters <= n).
-cpu::KMeansOut kmeans(const cpu::FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
-                      const cpu::ProgressFn& progress, int device);
+KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
+                      const PhaseProgressFn& progress, int device);
 
 }  // namespace quarry::cuda

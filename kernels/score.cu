@@ -13,7 +13,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "cpu/cpu_backend.hpp"
+#include "core/rows.hpp"
 #include "kernels/cuda_backend.hpp"
 #include "kernels/device_api.cuh"
 #include "kernels/lanes.cuh"
@@ -457,7 +457,7 @@ DevicePool upload(Context& ctx, const ScoreCall& host, std::size_t extra_bytes) 
 void check_fault(Context& ctx, const DevicePool& p, const ScoreCall& host) {
   unsigned long long fault = kNoFault;
   copy_to_host(ctx, &fault, p.fault.data(), sizeof fault);
-  if (fault != kNoFault) cpu::diagnose_row(host, static_cast<std::int64_t>(fault));
+  if (fault != kNoFault) diagnose_row(host, static_cast<std::int64_t>(fault));
 }
 
 }  // namespace

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "cpu/cpu_backend.hpp"
+#include "core/rows.hpp"
 #include "kernels/cuda_backend.hpp"
 #include "kernels/device_api.cuh"
 #include "quarry/detail/radix_select.hpp"
@@ -262,7 +262,7 @@ class Pipeline {
     Slot& s = slot(i);
     QUARRY_CUDA_CHECK(cudaEventSynchronize(s.results.get()));
     const unsigned long long fault = *s.host_fault.data();
-    if (fault != kNoFault) cpu::diagnose_row(chunks_[i], static_cast<std::int64_t>(fault));
+    if (fault != kNoFault) diagnose_row(chunks_[i], static_cast<std::int64_t>(fault));
   }
 
  private:

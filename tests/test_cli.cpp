@@ -73,6 +73,67 @@ TEST_F(Cli, VersionListsTheBuildFeatures) {
   EXPECT_NE(r.out.find("mpi:"), std::string::npos);
 }
 
+// The libraries the dynamic loader brought into a run of `program args` (LD_DEBUG=files).
+std::string loaded_libraries(const std::string& program, const std::string& args) {
+  const std::string log = std::string(QUARRY_TEST_TMP) + "/ld_" + std::to_string(::getpid()) + ".txt";
+  const std::string cmd = "LD_DEBUG=files LD_DEBUG_OUTPUT=" + log + " " + program + " " + args + " >/dev/null 2>&1";
+  const int status = std::system(cmd.c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd;
+  std::string all;
+  for (const auto& e : fs::directory_iterator(QUARRY_TEST_TMP)) {  // one file per process: log.PID
+    const std::string name = e.path().filename().string();
+    if (name.rfind("ld_" + std::to_string(::getpid()) + ".txt.", 0) == 0) {
+      all += slurp(e.path().string());
+      fs::remove(e.path());
+    }
+  }
+  return all;
+}
+
+TEST_F(Cli, EngineCommandsDoNotLoadLibTorch) {
+  // quarry links the engine only; the loop's commands go to quarry-loop, which links LibTorch.
+  const std::string pool = path("pool.npy");
+  quarry::SyntheticSpec spec;
+  spec.n = 100;
+  spec.c = 4;
+  quarry::write_npy(pool, quarry::synthetic_outputs(spec).view());
+  for (const std::string& args :
+       {std::string("--version"), "info " + pool, "score --input " + pool + " --output " + path("s.npy"),
+        "select --input " + pool + " -k 5", "select --scores " + path("s.npy") + " -k 5"}) {
+    const std::string libs = loaded_libraries(QUARRY_CLI_PATH, args);
+    ASSERT_NE(libs.find("libquarry_engine"), std::string::npos) << args << ": no loader log\n" << libs;
+    EXPECT_EQ(libs.find("libtorch"), std::string::npos) << args;
+    EXPECT_EQ(libs.find("libc10"), std::string::npos) << args;
+    EXPECT_EQ(libs.find("libquarry_loop"), std::string::npos) << args;
+    EXPECT_EQ(libs.find("libcublas"), std::string::npos) << args;  // loaded on first GEMM only
+  }
+#if QUARRY_BUILD_TORCH
+  // The check sees LibTorch where it is loaded: quarry hands `train --help` over to quarry-loop.
+  const std::string loop = loaded_libraries(QUARRY_CLI_PATH, "train --help");
+  EXPECT_NE(loop.find("libquarry_loop"), std::string::npos);
+  EXPECT_NE(loop.find("libtorch"), std::string::npos);
+#endif
+}
+
+TEST_F(Cli, LoopCommandsAreHandedOverToQuarryLoop) {
+  const Result help = quarry("--help");
+  ASSERT_EQ(help.rc, 0);
+  for (const char* c : {"score", "select", "info", "train", "infer", "simulate", "report", "project"})
+    EXPECT_NE(help.out.find(std::string("  ") + c + " "), std::string::npos) << c;
+  // Same output and exit code through quarry as from quarry-loop itself.
+  const Result via = quarry("project status " + path("missing"));
+  EXPECT_EQ(via.rc, 1) << via.err;
+  EXPECT_NE(via.err.find("missing"), std::string::npos) << via.err;
+  const Result sim = quarry("simulate --rounds -1");
+  EXPECT_EQ(sim.rc, 2) << sim.err;
+  const Result train = quarry("train --help");
+  EXPECT_EQ(train.rc, 0);
+  EXPECT_NE(train.out.find("--dataset"), std::string::npos) << train.out;
+  // quarry-loop runs the engine's commands too.
+  const std::string v = std::string(QUARRY_LOOP_CLI_PATH) + " --version >/dev/null";
+  EXPECT_EQ(std::system(v.c_str()), 0);
+}
+
 TEST_F(Cli, HelpShowsEveryFlagWithItsDefault) {
   const Result r = quarry("select --help");
   ASSERT_EQ(r.rc, 0);

@@ -392,7 +392,7 @@ TEST(KCenter, NearestRowsMatchesBruteForce) {
     const std::int64_t n = 1100, m = 1500, d = grid ? 3 : 40;
     const auto xs = grid ? grid_embeddings(n, d, 4, 1) : blob_embeddings(n, d, 5, 1, 30.0f);
     const auto ys = grid ? grid_embeddings(m, d, 4, 2) : blob_embeddings(m, d, 5, 1, 30.0f);
-    quarry::cpu::FloatRows x, y;
+    quarry::FloatRows x, y;
     x.data = xs.data();
     x.n = n;
     x.d = d;
@@ -571,7 +571,7 @@ TEST(Pruning, SameResultAsRecomputingEveryDistance) {
     const std::int64_t n = cs.n, d = cs.d, c = 10;
     const auto hs = kind == "grid" ? grid_embeddings(n, d, 5, 3)
                                    : blob_embeddings(n, d, 12, 31, kind == "far" ? 300.0f : 0.0f);
-    quarry::cpu::FloatRows h;
+    quarry::FloatRows h;
     h.data = hs.data();
     h.n = n;
     h.d = d;

@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "quarry/io.hpp"  // dataset_files
+
 namespace quarry {
 
 /// One split: `size` samples, each of Dataset::sample_numel() float32 values, row-major.
@@ -67,10 +69,6 @@ struct DatasetOptions {
   /// Fraction held out for testing where the layout has no test split (npy).
   double test_fraction = 0.2;
 };
-
-/// The files a dataset spec reads (idx:DIR: its four IDX files; npz:FILE; npy:X,Y; pool:X; none
-/// for synthetic), those that exist; unknown specs give none.
-std::vector<std::string> dataset_files(const std::string& spec);
 
 /// Loads a dataset from a spec (see the top of this header). Errors (quarry::Error) name the
 /// file and what was wrong: a missing file, images and labels of different lengths, a label

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -87,5 +88,46 @@ class Cluster {
   bool mpi_ = false;
   bool agreed_failure_ = false;  // run() threw the agreed ClusterError
 };
+
+// ---------------------------------------------------------------- distributed calls
+// The streaming calls over a pool sharded across the cluster's ranks: each rank scores and
+// selects its contiguous shard (cluster.shard(n)) under its memory budget, and rank 0 merges
+// exactly. Every rank calls them with the same arguments; each runs its own work inside
+// Cluster::run, so a failure on any rank is a ClusterError on every rank. On one process they
+// are the streaming calls of quarry/stream.hpp. The selections come back on rank 0 (the other
+// ranks get an empty one); `stats` gets this rank's chunking.
+
+/// The device of this rank: `text` parsed ("auto", "cpu", "cuda", "cuda:N"); on several ranks,
+/// `cuda` or `auto` without an index takes GPU local_rank % (GPUs on the node).
+DeviceSpec rank_device(const Cluster& cluster, std::string_view text);
+
+/// This rank's stream options for a pool of n rows: its shard, and with a default budget on
+/// the CPU, the node's default budget split between the ranks on the node.
+StreamOptions rank_stream(const Cluster& cluster, StreamOptions stream, const DeviceSpec& device, std::int64_t n);
+
+/// The scores of the whole pool, handed to `sink` on rank 0 in pool order (rank 0's shard as
+/// it is scored, then the other ranks' shards in rank order).
+void distributed_score(Cluster& cluster, const PoolFiles& input, Acquisition acquisition,
+                       const ScoreOptions& options, const PoolFiles* embeddings, const StreamOptions& stream,
+                       const ScoreSink& sink, StreamStats* stats = nullptr);
+
+/// Scores and selects (top-k or power sampling): the same selection as score_and_select on one
+/// process, whatever the number of ranks.
+Selection distributed_score_select(Cluster& cluster, const PoolFiles& input, Acquisition acquisition,
+                                   const ScoreOptions& options, const SelectOptions& select,
+                                   const PoolFiles* embeddings, const StreamOptions& stream,
+                                   StreamStats* stats = nullptr);
+
+/// Selects from a pool of scores [N] (top-k or power sampling).
+Selection distributed_select_scores(Cluster& cluster, const PoolFiles& scores, const SelectOptions& select,
+                                    const DeviceSpec& device, const StreamOptions& stream,
+                                    StreamStats* stats = nullptr);
+
+/// A diversity strategy over embeddings (and model outputs where it reads them): on one
+/// process stream_select_diverse; on several, each rank's candidates, then the final selection
+/// among them on rank 0 (select_among).
+Selection distributed_select_diverse(Cluster& cluster, DiversityStrategy strategy, const PoolFiles& embeddings,
+                                     const PoolFiles* outputs, const DiversityOptions& options,
+                                     const StreamOptions& stream, StreamStats* stats = nullptr);
 
 }  // namespace quarry

@@ -129,4 +129,8 @@ Array read_array(const std::string& spec);
 /// `index` column is read from that column). Errors name the file and the line.
 std::vector<std::int64_t> read_index_list(const std::string& path);
 
+/// The files a dataset spec of the loop reads (idx:DIR: its four IDX files; npz:FILE; npy:X,Y;
+/// pool:X; none for synthetic), those that exist; unknown specs give none.
+std::vector<std::string> dataset_files(const std::string& spec);
+
 }  // namespace quarry

@@ -10,13 +10,31 @@
 
 namespace quarry::cli {
 
-/// Registers every subcommand on `app`. Each subcommand's callback does its work and throws
-/// quarry::Error on failure.
+/// Registers the engine's subcommands (score, select, info, generate, demo) on `app`. Each
+/// subcommand's callback does its work and throws quarry::Error on failure.
 void add_commands(CLI::App& app);
-/// train, infer, simulate (src/cli/loop_commands.cpp).
+/// train, infer, simulate, report (src/cli/loop_commands.cpp; in quarry-loop only).
 void add_loop_commands(CLI::App& app);
-/// project init, next, label, status, export (src/cli/project_commands.cpp).
+/// project init, next, label, status, export, repair (src/cli/project_commands.cpp; quarry-loop).
 void add_project_commands(CLI::App& app);
+
+/// The loop's commands, which `quarry` hands over to `quarry-loop`, with the one-line help both
+/// programs show for them.
+struct LoopCommand {
+  const char* name;
+  const char* help;
+};
+inline constexpr LoopCommand kLoopCommands[] = {
+    {"train", "Train a model on the labeled samples of a dataset's pool"},
+    {"infer", "Run a trained model over a dataset's pool: probs.npy, embeddings.npy, committee.npy"},
+    {"simulate", "Simulate active learning with the dataset's labels as the oracle and measure label "
+                 "efficiency against random sampling"},
+    {"report", "Rebuild a simulation's summary.md, summary.json, curves.csv and curves.svg from its "
+               "rounds.jsonl (also of an interrupted run: repeats that did not finish are left out)"},
+    {"project", "A labeling project with people in the loop: init, next, label, status, export, repair"},
+};
+/// The help line of loop command `name` (one of kLoopCommands).
+const char* loop_command_help(const std::string& name);
 
 /// The items of a comma-separated list ("" gives none); `keep_empty`: "a,,b" has an empty item.
 std::vector<std::string> split_commas(const std::string& s, bool keep_empty);

@@ -88,21 +88,6 @@ struct ScoreArgs {
   }
 };
 
-// An MPI rank's device: `cuda` (no index) or `auto` picks the GPU by the rank on its node.
-// Ranks on one node share its memory: the default budget is split between them.
-StreamOptions rank_stream(const Cluster& cluster, const ScoreArgs& args, const DeviceSpec& device) {
-  StreamOptions s = args.stream();
-  if (s.memory_budget == 0 && cluster.local_size() > 1 && resolve_device(device).kind != DeviceKind::cuda)
-    s.memory_budget = default_memory_budget(device) / cluster.local_size();
-  return s;
-}
-
-void place_rank(const Cluster& cluster, const std::string& text, DeviceSpec* device) {
-  if (cluster.size() == 1 || text.find(':') != std::string::npos || device->kind == DeviceKind::cpu) return;
-  const int gpus = cuda_device_count();
-  if (gpus > 0) device->index = cluster.local_rank() % gpus;
-}
-
 void print_stream(const Cluster& cluster, const char* what, const StreamStats& st, std::int64_t rows,
                   double seconds) {
   std::fprintf(stderr, "quarry: rank %d of %d: %s %lld rows in %lld chunk(s) of up to %lld rows (budget %lld bytes) in %.3f s\n",
@@ -131,41 +116,27 @@ void add_score(CLI::App& app) {
     Acquisition acq = Acquisition::entropy;
     ScoreOptions options;
     std::unique_ptr<AtomicFile> file;
-    std::pair<std::int64_t, std::int64_t> rows;
     const auto start = Clock::now();
     cluster.run([&] {
       acq = parse_acquisition(args->acquisition);
       options = args->options();
-      place_rank(cluster, args->device, &options.device);
+      options.device = rank_device(cluster, args->device);
       input = PoolFiles::open(args->input);
       if (!args->embeddings.empty()) emb = PoolFiles::open(args->embeddings);
-      rows = cluster.shard(input.n());
       if (cluster.root()) {
         file = std::make_unique<AtomicFile>(*output);
         file->write(npy_header(DType::f32, {input.n()}, *output));
       }
     });
-    std::vector<float> mine;  // a non-root rank's scores, sent to rank 0 at the end
     const auto t0 = Clock::now();
     StreamStats st;
-    cluster.run([&] {
-      StreamOptions so = rank_stream(cluster, *args, options.device);
-      so.begin = rows.first;
-      so.end = rows.second;
-      if (!cluster.root()) mine.reserve(static_cast<std::size_t>(rows.second - rows.first));
-      st = stream_score(input, acq, options, emb.empty() ? nullptr : &emb, so,
-                        [&](std::int64_t, const float* s, std::int64_t count) {
-                          if (cluster.root())
-                            file->write({reinterpret_cast<const char*>(s), static_cast<std::size_t>(count) * sizeof(float)});
-                          else
-                            mine.insert(mine.end(), s, s + count);
-                        });
-    });
+    distributed_score(cluster, input, acq, options, emb.empty() ? nullptr : &emb, args->stream(),
+                      [&](std::int64_t, const float* s, std::int64_t count) {
+                        file->write({reinterpret_cast<const char*>(s), static_cast<std::size_t>(count) * sizeof(float)});
+                      }, &st);
+    const auto rows = cluster.shard(input.n());
     if (*verbose) print_stream(cluster, "scored", st, rows.second - rows.first, seconds_since(t0));
     cluster.run([&] {
-      cluster.gather_floats(mine, [&](const float* s, std::size_t count) {
-        file->write({reinterpret_cast<const char*>(s), count * sizeof(float)});
-      });
       if (cluster.root()) file->commit();
     });
     if (*verbose && cluster.root())
@@ -237,8 +208,7 @@ Selection select_diverse_cli(Cluster& cluster, const SelectArgs& a, const std::v
     o.seed = a.seed;
     o.logits = a.score.logits;
     o.sum_tolerance = a.score.tolerance;
-    o.device = parse_device(a.score.device);
-    place_rank(cluster, a.score.device, &o.device);
+    o.device = rank_device(cluster, a.score.device);
     o.input_name = a.score.input;
     o.embeddings_name = a.score.embeddings;
     o.progress = progress_printer(a.strategy);
@@ -247,26 +217,9 @@ Selection select_diverse_cli(Cluster& cluster, const SelectArgs& a, const std::v
     rows = cluster.shard(emb.n());
   });
   const PoolFiles* out = a.score.input.empty() ? nullptr : &outputs;
-  Selection sel;
-  std::vector<std::int64_t> mine;
   StreamStats st;
-  cluster.run([&] {
-    StreamOptions so = rank_stream(cluster, a.score, o.device);
-    if (cluster.size() == 1) {
-      sel = stream_select_diverse(strategy, emb, out, o, so, &st);
-      return;
-    }
-    (void)checked_exclusions(emb.n(), o.k, o.exclude);  // k and the exclusions, on every rank alike
-    so.begin = rows.first;
-    so.end = rows.second;
-    mine = diverse_candidates(strategy, emb, out, o, so, &st);
-  });
+  const Selection sel = distributed_select_diverse(cluster, strategy, emb, out, o, a.score.stream(), &st);
   if (a.verbose) print_stream(cluster, "candidates from", st, rows.second - rows.first, 0.0);
-  if (cluster.size() == 1) return sel;
-  const std::vector<std::int64_t> all = cluster.gather(mine);
-  cluster.run([&] {
-    if (cluster.root()) sel = select_among(strategy, emb, out, all, o);
-  });
   return sel;
 }
 
@@ -336,37 +289,22 @@ void add_select(CLI::App& app) {
     std::pair<std::int64_t, std::int64_t> rows;
     cluster.run([&] {
       options = a->score.options();
-      place_rank(cluster, a->score.device, &options.device);
+      options.device = rank_device(cluster, a->score.device);
       if (!from_scores) acq = parse_acquisition(a->score.acquisition);
       pool = PoolFiles::open(from_scores ? a->scores : a->score.input);
       if (!from_scores && !a->score.embeddings.empty()) emb = PoolFiles::open(a->score.embeddings);
       rows = cluster.shard(pool.n());
     });
-    Ranked local;
     StreamStats st;
-    cluster.run([&] {
-      StreamOptions stream = rank_stream(cluster, a->score, options.device);
-      stream.begin = rows.first;
-      stream.end = rows.second;
-      try {
-        local = from_scores ? stream_select_scores(pool, so, options.device, stream, &st)
-                            : stream_score_select(pool, acq, options, so, emb.empty() ? nullptr : &emb, stream, &st);
-      } catch (const Error& e) {  // name the files the selection came from
-        const std::string what = e.what();
-        const std::string from = from_scores ? a->scores : a->score.input;
-        if (what.find(from) != std::string::npos) throw;  // the message names the file already
-        const std::string msg =
-            concat_error(from, a->exclude.empty() ? "" : " with --exclude " + a->exclude, ": ", what);
-        if (dynamic_cast<const UsageError*>(&e)) throw UsageError(msg);
-        throw Error(msg);
-      }
-    });
+    const Selection sel =
+        from_scores ? distributed_select_scores(cluster, pool, so, options.device, a->score.stream(), &st)
+                    : distributed_score_select(cluster, pool, acq, options, so, emb.empty() ? nullptr : &emb,
+                                               a->score.stream(), &st);
     if (a->verbose) print_stream(cluster, "selected from", st, rows.second - rows.first, seconds_since(t0));
-    const Ranked merged = cluster.merge(local, so.k);
     cluster.run([&] {
       if (!cluster.root()) return;
       const std::string source = from_scores ? a->scores : a->score.input + " (" + a->score.acquisition + ")";
-      write_selection(to_selection(merged), a->strategy, source, a->output, a->format);
+      write_selection(sel, a->strategy, source, a->output, a->format);
       if (a->verbose)
         std::fprintf(stderr, "quarry: select: %lld rows on %d rank(s) in %.3f s (files opened to output written)\n",
                      static_cast<long long>(pool.n()), cluster.size(), seconds_since(t0));
@@ -582,15 +520,18 @@ void add_demo(CLI::App& app) {
 
 }  // namespace
 
+const char* loop_command_help(const std::string& name) {
+  for (const LoopCommand& c : kLoopCommands)
+    if (name == c.name) return c.help;
+  return "";
+}
+
 void add_commands(CLI::App& app) {
   add_score(app);
   add_select(app);
   add_info(app);
   add_generate(app);
   add_demo(app);
-  add_loop_commands(app);
-  add_project_commands(app);
-  add_number_checks(app);
 }
 
 }  // namespace quarry::cli

@@ -123,7 +123,7 @@ std::string metrics_line(const Metrics& m) {
 
 // ------------------------------------------------------------------ train
 void add_train(CLI::App& app) {
-  auto* cmd = app.add_subcommand("train", "Train a model on the labeled samples of a dataset's pool");
+  auto* cmd = app.add_subcommand("train", loop_command_help("train"));
   struct Args {
     DataArgs data;
     TrainArgs train;
@@ -194,8 +194,7 @@ void add_train(CLI::App& app) {
 
 // ------------------------------------------------------------------ infer
 void add_infer(CLI::App& app) {
-  auto* cmd = app.add_subcommand(
-      "infer", "Run a trained model over a dataset's pool: probs.npy, embeddings.npy, committee.npy");
+  auto* cmd = app.add_subcommand("infer", loop_command_help("infer"));
   struct Args {
     DataArgs data;
     std::string model, out, split = "train", committee, device = "auto";
@@ -271,10 +270,7 @@ void add_infer(CLI::App& app) {
 
 // ------------------------------------------------------------------ simulate
 void add_simulate(CLI::App& app) {
-  auto* cmd = app.add_subcommand(
-      "simulate",
-      "Simulate active learning with the dataset's labels as the oracle and measure label efficiency "
-      "against random sampling");
+  auto* cmd = app.add_subcommand("simulate", loop_command_help("simulate"));
   struct Args {
     DataArgs data;
     TrainArgs train;
@@ -397,9 +393,7 @@ void add_simulate(CLI::App& app) {
 
 // ------------------------------------------------------------------ report
 void add_report(CLI::App& app) {
-  auto* cmd = app.add_subcommand(
-      "report", "Rebuild a simulation's summary.md, summary.json, curves.csv and curves.svg from its rounds.jsonl "
-                "(also of an interrupted run: repeats that did not finish are left out)");
+  auto* cmd = app.add_subcommand("report", loop_command_help("report"));
   auto dir = std::make_shared<std::string>();
   cmd->add_option("DIR", *dir, "The simulate --out folder")->required();
   cmd->callback([dir] {

@@ -1,4 +1,11 @@
 // quarry: score a pool of model outputs and select the batch worth labelling.
+//
+// One source, two programs. `quarry` (QUARRY_CLI_LOOP=0) links the engine only, so it starts in
+// milliseconds; the loop's commands (train, infer, simulate, report, project), which need
+// LibTorch, it hands over to `quarry-loop`, the program beside it, by exec with the same
+// arguments. `quarry-loop` (QUARRY_CLI_LOOP=1) links the loop and runs every command.
+#include <unistd.h>
+
 #include <cctype>
 #include <cerrno>
 #include <filesystem>
@@ -48,9 +55,43 @@ int fail(const std::string& message, int code) {
   return code;
 }
 
+#if !QUARRY_CLI_LOOP
+// The command a command line names: its first argument that is not an option (the program's
+// own options, --help and --version, take no value).
+const char* command_of(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (argv[i][0] != '-') return argv[i];
+  return nullptr;
+}
+
+bool is_loop_command(const char* name) {
+  for (const quarry::cli::LoopCommand& c : quarry::cli::kLoopCommands)
+    if (std::strcmp(name, c.name) == 0) return true;
+  return false;
+}
+
+// Replaces this process with quarry-loop, the program beside this one, with the same arguments;
+// returns only when that fails.
+int hand_over(const char* command, char** argv) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::filesystem::path loop = (ec ? std::filesystem::path(argv[0]) : self).parent_path() / "quarry-loop";
+  ::execv(loop.c_str(), argv);
+  std::fprintf(stderr,
+               "quarry: error: '%s' is run by quarry-loop (the active-learning loop, with LibTorch), "
+               "which should be at %s: %s\n",
+               command, loop.c_str(), std::strerror(errno));
+  return 1;
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
+#if !QUARRY_CLI_LOOP
+  if (const char* command = command_of(argc, argv); command && is_loop_command(command))
+    return hand_over(command, argv);
+#endif
   CLI::App app{"quarry: active-learning engine. Scores every sample of a pool by how informative "
                "a label would be and selects the batch for annotators."};
   app.require_subcommand(0, 1);
@@ -58,6 +99,14 @@ int main(int argc, char** argv) {
   bool version = false;
   app.add_flag("--version", version, "Print the version and the build's features");
   quarry::cli::add_commands(app);
+#if QUARRY_CLI_LOOP
+  quarry::cli::add_loop_commands(app);
+  quarry::cli::add_project_commands(app);
+#else
+  // Listed in --help; run by quarry-loop (hand_over above).
+  for (const quarry::cli::LoopCommand& c : quarry::cli::kLoopCommands) app.add_subcommand(c.name, c.help);
+#endif
+  quarry::cli::add_number_checks(app);
   // One command per process: no file it read may be replaced by one of its outputs.
   quarry::refuse_input_overwrites(true);
   try {

@@ -211,8 +211,7 @@ void add_repair(CLI::App* project) {
 }  // namespace
 
 void add_project_commands(CLI::App& app) {
-  auto* project = app.add_subcommand(
-      "project", "A labeling project with people in the loop: init, next, label, status, export, repair");
+  auto* project = app.add_subcommand("project", loop_command_help("project"));
   project->require_subcommand(1);
   add_init(project);
   add_next(project);

@@ -1,4 +1,4 @@
-// A validated scoring call, as src/core/score.cpp hands it to a backend (src/cpu, kernels/).
+// A validated scoring call, as src/engine/score.cpp hands it to a backend (src/cpu, kernels/).
 #pragma once
 
 #include <cstdint>

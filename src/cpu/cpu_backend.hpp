@@ -1,4 +1,4 @@
-// The CPU backend, called by the dispatchers in src/core/ after they have validated the call.
+// The CPU backend, called by the dispatchers in src/engine/ after they have validated the call.
 #pragma once
 
 #include <cstdint>
@@ -16,9 +16,9 @@ using quarry::ScoreCall;
 /// Scores every row; throws quarry::Error naming the first bad row.
 void score(const ScoreCall& call);
 
-/// Throws the Error score() would throw for row `row` of a host-resident call (another backend
-/// found that row bad and reports it in the CPU's words).
-[[noreturn]] void diagnose_row(const ScoreCall& call, std::int64_t row);
+/// The Error score() throws for row `row` of a host-resident call (quarry::diagnose_row).
+[[noreturn]] void explain_row(const ScoreCall& call, std::int64_t row);
+
 
 /// The k best of n scores (excluded[i] != 0 skips i; `excluded` empty: none), sorted by score
 /// descending then index ascending. Requires 0 < k <= selectable. NaN is an Error naming its

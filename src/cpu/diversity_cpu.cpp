@@ -32,6 +32,8 @@
 
 #include "cpu/diversity_cpu.hpp"
 
+#include "core/parallel.hpp"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -93,36 +95,6 @@ class BlasSingleThreaded {
   int saved_ = 0;
 };
 
-// Below this much work (in rough element operations) a loop runs on the calling thread: a
-// parallel region costs microseconds on an idle machine, and far more on a busy one, where a
-// barrier waits for a descheduled thread; the greedy loops open a few per pick.
-constexpr std::int64_t kParallelWork = 1 << 18;
-
-// body(begin, end, thread) over chunks of [0, n), handed out dynamically (the work per sample
-// varies a lot once pruning starts), in parallel when `work` >= kParallelWork. No exception
-// leaves the parallel region: the first one is rethrown after it. Results must not depend on
-// which thread ran a chunk.
-template <class Body>
-void parallel_chunks(std::int64_t n, std::int64_t chunk, std::int64_t work, Body&& body) {
-  std::exception_ptr first;
-  const std::int64_t chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel if (chunks > 1 && work >= kParallelWork)
-  {
-    const int t = omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1)
-    for (std::int64_t ch = 0; ch < chunks; ++ch) {
-      try {
-        body(ch * chunk, std::min(n, (ch + 1) * chunk), t);
-      } catch (...) {
-#pragma omp critical(quarry_diversity_chunks)
-        if (!first) first = std::current_exception();
-      }
-    }
-  }
-  if (first) std::rethrow_exception(first);
-}
-
-int max_threads() { return omp_get_max_threads(); }
 
 // (value, index) with the larger value winning and ties going to the lower index: the result
 // of merging partial results is the same in any order.
@@ -915,67 +887,13 @@ std::vector<double> pool_mean(const FloatRows& x) {
   return mean;
 }
 
-void report(const ProgressFn& progress, const char* phase, std::int64_t done, std::int64_t total) {
+void report(const PhaseProgressFn& progress, const char* phase, std::int64_t done, std::int64_t total) {
   if (progress) progress(phase, done, total);
 }
 
 }  // namespace
 
 // ---------------------------------------------------------------------------- inputs
-
-FloatRows float_rows(const ArrayView& e, const std::string& name) {
-  FloatRows out;
-  out.n = e.shape[0];
-  out.d = e.shape[1];
-  const std::int64_t n = out.n, d = out.d;
-  if (e.dtype == DType::f32) {
-    out.data = e.as<float>();
-  } else {
-    out.storage.resize(static_cast<std::size_t>(n * d));
-    out.data = out.storage.data();
-  }
-  float* dst = e.dtype == DType::f32 ? nullptr : out.storage.data();
-  std::vector<std::int64_t> bad(static_cast<std::size_t>(max_threads()), -1);
-  parallel_chunks(n, std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(d, 1)), n * d,
-                  [&](std::int64_t b, std::int64_t en, int t) {
-    for (std::int64_t i = b; i < en; ++i) {
-      unsigned any = 0;
-      for (std::int64_t j = 0; j < d; ++j) {
-        const std::int64_t k = i * d + j;
-        float v;
-        switch (e.dtype) {
-          case DType::f32: v = e.as<float>()[k]; break;
-          case DType::f64: v = static_cast<float>(e.as<double>()[k]); break;
-          case DType::f16: v = detail::half_to_float(e.as<std::uint16_t>()[k]); break;
-          default: v = detail::bfloat16_to_float(e.as<std::uint16_t>()[k]); break;
-        }
-        any |= detail::out_of_range(v, -detail::kFloatMax);
-        if (dst) dst[k] = v;
-      }
-      if (any && (bad[t] < 0 || i < bad[t])) bad[t] = i;
-    }
-  });
-  std::int64_t first = -1;
-  for (std::int64_t b : bad)
-    if (b >= 0 && (first < 0 || b < first)) first = b;
-  QUARRY_EXPECTS(first < 0, name, ": row ", first, ": embedding contains NaN or Inf",
-                 e.dtype == DType::f64 ? " (or a value beyond the float32 range)" : "",
-                 "; embeddings must be finite");
-  return out;
-}
-
-FloatRows gather_rows(const FloatRows& x, const std::vector<std::int64_t>& index) {
-  FloatRows out;
-  out.n = static_cast<std::int64_t>(index.size());
-  out.d = x.d;
-  out.storage.resize(static_cast<std::size_t>(out.n * out.d));
-  parallel_chunks(out.n, 1024, out.n * x.d, [&](std::int64_t b, std::int64_t e, int) {
-    for (std::int64_t r = b; r < e; ++r)
-      std::memcpy(out.storage.data() + r * x.d, x.row(index[r]), static_cast<std::size_t>(x.d) * sizeof(float));
-  });
-  out.data = out.storage.data();
-  return out;
-}
 
 std::vector<double> badge_factors(const ArrayView& o, bool logits) {
   const std::int64_t n = o.shape[0], c = o.shape[1];
@@ -1014,7 +932,7 @@ std::vector<double> badge_factors(const ArrayView& o, bool logits) {
 
 void nearest_rows(const FloatRows& x, const FloatRows& y, const std::vector<std::uint8_t>& skip,
                   std::vector<double>* best_d2, std::vector<std::int32_t>* best_j,
-                  const ProgressFn& progress, const char* phase) {
+                  const PhaseProgressFn& progress, const char* phase) {
   const std::int64_t n = x.n, m = y.n, d = x.d;
   best_d2->assign(static_cast<std::size_t>(n), kInf);
   best_j->assign(static_cast<std::size_t>(n), -1);
@@ -1302,9 +1220,9 @@ class LazyKCenter {
 
 }  // namespace
 
-Picks kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
-              const ProgressFn& progress, const GreedyOptions& opt) {
-  Picks out;
+Selection kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
+              const PhaseProgressFn& progress, const GreedyOptions& opt) {
+  Selection out;
   const std::int64_t n = x.n;
   std::vector<double> d2;
   std::vector<std::int32_t> slot;
@@ -1360,10 +1278,10 @@ Picks kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std:
   return out;
 }
 
-Picks badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
+Selection badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
             const std::vector<std::uint8_t>& excluded, std::int64_t k, std::uint64_t seed,
-            const ProgressFn& progress, const GreedyOptions& opt) {
-  Picks out;
+            const PhaseProgressFn& progress, const GreedyOptions& opt) {
+  Selection out;
   const std::int64_t n = h.n;
   Badge metric(a, c, h);
   Coverage<Badge> cov(metric, opt.prune, true);
@@ -1395,7 +1313,7 @@ Picks badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
 }
 
 KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
-                 const ProgressFn& progress, const GreedyOptions& opt) {
+                 const PhaseProgressFn& progress, const GreedyOptions& opt) {
   const std::int64_t n = x.n, d = x.d;
   KMeansOut out;
   // k-means++ seeding: the first centre uniform (draw 0), then D² draws 1 .. clusters-1.

@@ -1,4 +1,4 @@
-// CPU backend of the diversity strategies, called by src/core/diversity.cpp after it has
+// CPU backend of the diversity strategies, called by src/engine/diversity.cpp after it has
 // validated the call. The definitions of what is computed are in include/quarry/diversity.hpp
 // and include/quarry/detail/diversity_math.hpp.
 #pragma once
@@ -8,37 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "core/rows.hpp"
 #include "quarry/array.hpp"
 
 namespace quarry::cpu {
 
-/// A row-major float32 matrix [n, d] (borrowed or owned).
-struct FloatRows {
-  const float* data = nullptr;
-  std::int64_t n = 0, d = 0;
-  std::vector<float> storage;  // the converted copy, when the input was not float32
-  const float* row(std::int64_t i) const { return data + i * d; }
-};
-
-/// Embeddings [N, D] of any float dtype as float32: borrowed when already float32, else
-/// converted once. A NaN or Inf (or a float64 beyond the float32 range) is an Error naming the
-/// row and `name`.
-FloatRows float_rows(const ArrayView& embeddings, const std::string& name);
-
-/// Copies rows `index` of `x` into a new matrix, in that order.
-FloatRows gather_rows(const FloatRows& x, const std::vector<std::int64_t>& index);
 
 /// BADGE's factor a_i = p_i - e_yhat_i per row, in double [N, C], from validated outputs [N, C]
 /// (probabilities are divided by their row sum; logits go through a softmax in double).
 std::vector<double> badge_factors(const ArrayView& outputs, bool logits);
-
-/// Reports (phase, done, total) between steps; may throw (outside any parallel region).
-using ProgressFn = std::function<void(const char* phase, std::int64_t done, std::int64_t total)>;
-
-struct Picks {
-  std::vector<std::int64_t> index;
-  std::vector<float> score;
-};
 
 /// Tuning and test switches of the greedy loops.
 struct GreedyOptions {
@@ -49,25 +27,18 @@ struct GreedyOptions {
 
 /// k-center greedy over the rows of x. `labeled` (sorted, unique) are the initial centres and
 /// are never picked. 0 < k <= n - |labeled|.
-Picks kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
-              const ProgressFn& progress, const GreedyOptions& opt = {});
+Selection kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
+              const PhaseProgressFn& progress, const GreedyOptions& opt = {});
 
 /// BADGE over a [n, c] (double, p - e_yhat) and h [n, d]. excluded[i] != 0: never picked
 /// (`excluded` empty: none). 0 < k <= selectable.
-Picks badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
+Selection badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
             const std::vector<std::uint8_t>& excluded, std::int64_t k, std::uint64_t seed,
-            const ProgressFn& progress, const GreedyOptions& opt = {});
-
-struct KMeansOut {
-  std::vector<std::int32_t> labels;
-  std::vector<float> centroids;
-  int iterations = 0;
-  bool converged = false;
-};
+            const PhaseProgressFn& progress, const GreedyOptions& opt = {});
 
 /// k-means++ seeding and Lloyd iterations; 1 <= clusters <= n.
 KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
-                 const ProgressFn& progress, const GreedyOptions& opt = {});
+                 const PhaseProgressFn& progress, const GreedyOptions& opt = {});
 
 /// For every row i of x (skip[i] == 0, or `skip` empty), the row j of y at the smallest
 /// canonical distance (ties to the lower j) and that squared distance: BLAS GEMM blocks give
@@ -75,6 +46,6 @@ KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std:
 /// recomputed exactly. Rows with skip[i] != 0 get (+inf, -1).
 void nearest_rows(const FloatRows& x, const FloatRows& y, const std::vector<std::uint8_t>& skip,
                   std::vector<double>* best_d2, std::vector<std::int32_t>* best_j,
-                  const ProgressFn& progress, const char* phase);
+                  const PhaseProgressFn& progress, const char* phase);
 
 }  // namespace quarry::cpu

@@ -1,5 +1,5 @@
 // CPU backend of quarry::score: one parallel pass over the rows, each row through the shared
-// per-row math in include/quarry/detail/row_math.hpp. Called by src/core/score.cpp.
+// per-row math in include/quarry/detail/row_math.hpp. Called by src/engine/score.cpp.
 #include <omp.h>
 
 #include <algorithm>
@@ -11,6 +11,8 @@
 
 #include "core/parallel.hpp"
 #include "cpu/cpu_backend.hpp"
+
+#include "core/rows.hpp"
 #include "quarry/detail/row_math.hpp"
 #include "quarry/error.hpp"
 
@@ -474,7 +476,7 @@ void score(const ScoreCall& job) {
   if (fault.code != detail::kRowOk) raise(fault, job);
 }
 
-void diagnose_row(const ScoreCall& call, std::int64_t row) {
+void explain_row(const ScoreCall& call, std::int64_t row) {
   // The row alone (every member's), scored by this backend: the same checks, the same message.
   const std::size_t es = dtype_size(call.dtype);
   const std::int64_t members = call.m > 0 ? call.m : 1;
@@ -516,3 +518,8 @@ void diagnose_row(const ScoreCall& call, std::int64_t row) {
 }
 
 }  // namespace quarry::cpu
+
+namespace quarry {
+void diagnose_row(const ScoreCall& call, std::int64_t row) { cpu::explain_row(call, row); }
+}  // namespace quarry
+

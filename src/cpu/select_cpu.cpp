@@ -1,4 +1,4 @@
-// CPU backend of top-k and power sampling. Called by src/core/select.cpp.
+// CPU backend of top-k and power sampling. Called by src/engine/select.cpp.
 //
 // Top-k is exact, with ties to the lower index, and never sorts the pool:
 //   - n <= 2^16: nth_element over the selectable indices;

@@ -15,7 +15,7 @@
 
 #include "quarry/error.hpp"
 #include "quarry/loop.hpp"
-#include "xml.hpp"
+#include "simulate/xml.hpp"
 
 namespace quarry {
 namespace {

@@ -14,7 +14,7 @@
 #include "quarry/io.hpp"
 #include "quarry/loop.hpp"
 #include "quarry/select.hpp"
-#include "strategy.hpp"
+#include "simulate/strategy.hpp"
 
 namespace quarry {
 namespace {

@@ -23,14 +23,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "csv.hpp"
+#include "project/csv.hpp"
 #include "quarry/dataset.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 #include "quarry/loop.hpp"
 #include "quarry/train.hpp"
-#include "strategy.hpp"
-#include "xml.hpp"
+#include "simulate/strategy.hpp"
+#include "simulate/xml.hpp"
 
 namespace quarry {
 namespace {
@@ -1129,7 +1129,7 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     // overwritten, they may be with annotators.
     std::error_code ec;
     const std::string name = path_in(path_in(dir_, "batches"), fmt::format("{:04d}", number));
-    for (const std::string f : {name + ".csv", name + ".labelstudio.json"})
+    for (const std::string& f : {name + ".csv", name + ".labelstudio.json"})
       QUARRY_EXPECTS(!fs::exists(f, ec), f, " exists, but state.json does not list batch ", number,
                      "; nothing was changed. `quarry project repair ", dir_, "` takes it back into state.json");
   }

@@ -1,4 +1,4 @@
-#include "strategy.hpp"
+#include "simulate/strategy.hpp"
 
 #include <chrono>
 #include <random>

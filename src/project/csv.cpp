@@ -1,4 +1,4 @@
-#include "csv.hpp"
+#include "project/csv.hpp"
 
 #include <algorithm>
 #include <cerrno>

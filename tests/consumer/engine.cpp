@@ -1,14 +1,12 @@
-// Links the installed libquarry, scores a tiny pool and selects from it.
+// Links the installed quarry::engine, scores a tiny pool and selects from it.
+#include <quarry/quarry.hpp>
+
 #include <cstdio>
 #include <vector>
 
-#include <quarry/acquisition.hpp>
-#include <quarry/select.hpp>
-#include <quarry/version.hpp>
-
 int main() {
   const std::vector<float> p = {0.9f, 0.1f, 0.5f, 0.5f, 0.7f, 0.3f};  // [3, 2]
-  quarry::ArrayView v{p.data(), quarry::DType::f32, {3, 2}};
+  const quarry::ArrayView v{p.data(), quarry::DType::f32, {3, 2}};
   const std::vector<float> s = quarry::score(v, quarry::Acquisition::entropy);
   const quarry::Selection sel = quarry::select_topk(s.data(), 3, 2);
   std::printf("quarry %s top: %lld %lld\n", quarry::build_info().version.c_str(),

@@ -54,7 +54,7 @@ void expect_embeddings(const ArrayView& e, const std::string& name) {
                  ": at most 2^31 - 2 samples are supported, got ", e.shape[0]);
 }
 
-cpu::ProgressFn adapt(const DiversityProgressFn& f) {
+PhaseProgressFn adapt(const DiversityProgressFn& f) {
   if (!f) return nullptr;
   return [&f](const char* phase, std::int64_t done, std::int64_t total) { f({phase, done, total}); };
 }
@@ -90,7 +90,7 @@ ScoreOptions score_options(const DiversityOptions& o) {
   return so;
 }
 
-Selection to_selection(cpu::Picks p) {
+Selection to_selection(Selection p) {
   Selection s;
   s.index = std::move(p.index);
   s.score = std::move(p.score);
@@ -105,7 +105,7 @@ std::vector<std::int64_t> top_candidates(const std::vector<float>& scores, std::
   return top.index;
 }
 
-Selection kcenter_on(const cpu::FloatRows& rows, const std::vector<std::int64_t>& labeled,
+Selection kcenter_on(const FloatRows& rows, const std::vector<std::int64_t>& labeled,
                      std::int64_t k, const DiversityOptions& o) {
   int dev = 0;
   const bool cuda = on_cuda(o.device, &dev);
@@ -120,7 +120,7 @@ Selection uncertain_kcenter(const ArrayView& emb, const ArrayView& outputs, cons
                             std::int64_t candidates) {
   const std::vector<float> scores = score(outputs, o.acquisition, score_options(o),
                                           acquisition_needs_embeddings(o.acquisition) ? &emb : nullptr);
-  const cpu::FloatRows rows = cpu::float_rows(emb, o.embeddings_name);
+  const FloatRows rows = float_rows(emb, o.embeddings_name);
   const std::vector<std::int64_t> cand = top_candidates(scores, candidates, o.exclude);
   // The sub-pool: candidates and labeled samples in pool order, so that ties between equal
   // distances still go to the lower pool index.
@@ -135,7 +135,7 @@ Selection uncertain_kcenter(const ArrayView& emb, const ArrayView& outputs, cons
       labeled_pos.push_back(static_cast<std::int64_t>(r));
       ++l;
     }
-  const cpu::FloatRows gathered = cpu::gather_rows(rows, sub);
+  const FloatRows gathered = gather_rows(rows, sub);
   Selection sel = kcenter_on(gathered, labeled_pos, o.k, o);
   for (std::int64_t& i : sel.index) i = sub[static_cast<std::size_t>(i)];
   return sel;
@@ -264,13 +264,13 @@ Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb, const
 
   switch (strategy) {
     case DiversityStrategy::kcenter: {
-      const cpu::FloatRows rows = cpu::float_rows(emb, o.embeddings_name);
+      const FloatRows rows = float_rows(emb, o.embeddings_name);
       return kcenter_on(rows, sorted_unique(o.exclude), o.k, o);
     }
     case DiversityStrategy::badge: {
       score(*outputs, Acquisition::margin, score_options(o));  // validates every row, with its messages
       const std::vector<double> a = cpu::badge_factors(*outputs, o.logits);
-      const cpu::FloatRows rows = cpu::float_rows(emb, o.embeddings_name);
+      const FloatRows rows = float_rows(emb, o.embeddings_name);
 #if QUARRY_BUILD_CUDA
       if (cuda)
         return to_selection(
@@ -293,13 +293,13 @@ KMeansResult kmeans(const ArrayView& emb, const KMeansOptions& o) {
   QUARRY_EXPECTS(o.iterations >= 1, "k-means needs at least one iteration, got ", o.iterations);
   int dev = 0;
   const bool cuda = on_cuda(o.device, &dev);
-  const cpu::FloatRows rows = cpu::float_rows(emb, o.embeddings_name);
+  const FloatRows rows = float_rows(emb, o.embeddings_name);
 #if QUARRY_BUILD_CUDA
-  cpu::KMeansOut r = cuda ? cuda::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress), dev)
+  KMeansOut r = cuda ? cuda::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress), dev)
                           : cpu::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress));
 #else
   (void)cuda;
-  cpu::KMeansOut r = cpu::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress));
+  KMeansOut r = cpu::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress));
 #endif
   KMeansResult out;
   out.labels = std::move(r.labels);

@@ -1,0 +1,49 @@
+// Backend-neutral types of the engine's insides, shared by the CPU backend (src/cpu/), the
+// CUDA backend (kernels/) and the dispatchers (src/engine/): a float matrix of rows, the picks
+// of a greedy strategy, progress reports, and the diagnosis of a row a backend rejected.
+// Neither backend includes the other's headers; both include this one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/score_call.hpp"
+#include "quarry/array.hpp"
+#include "quarry/select.hpp"
+
+namespace quarry {
+
+/// A row-major float32 matrix [n, d] (borrowed or owned).
+struct FloatRows {
+  const float* data = nullptr;
+  std::int64_t n = 0, d = 0;
+  std::vector<float> storage;  // the converted copy, when the input was not float32
+  const float* row(std::int64_t i) const { return data + i * d; }
+};
+
+/// Embeddings [N, D] of any float dtype as float32: borrowed when already float32, else
+/// converted once. A NaN or Inf (or a float64 beyond the float32 range) is an Error naming the
+/// row and `name`.
+FloatRows float_rows(const ArrayView& embeddings, const std::string& name);
+
+/// Copies rows `index` of `x` into a new matrix, in that order.
+FloatRows gather_rows(const FloatRows& x, const std::vector<std::int64_t>& index);
+
+/// Reports (phase, done, total) between steps; may throw (outside any parallel region).
+using PhaseProgressFn = std::function<void(const char* phase, std::int64_t done, std::int64_t total)>;
+
+/// k-means labels and centroids, as both backends return them.
+struct KMeansOut {
+  std::vector<std::int32_t> labels;
+  std::vector<float> centroids;
+  int iterations = 0;
+  bool converged = false;
+};
+
+/// Throws the Error the CPU backend raises for row `row` of a host-resident call: another
+/// backend found that row bad and reports it in the CPU's words (src/cpu/score_cpu.cpp).
+[[noreturn]] void diagnose_row(const ScoreCall& call, std::int64_t row);
+
+}  // namespace quarry
