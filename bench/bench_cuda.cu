@@ -176,6 +176,26 @@ double copy_bandwidth() {  // GB/s, measured once per process
   return bw;
 }
 
+// Runs `run` once (warm-up and first-launch costs), then times one run per iteration with
+// events on the context's stream.
+template <class Run>
+void time_iterations(benchmark::State& state, Context& ctx, Run&& run) {
+  run();
+  EventTimer t(ctx.stream());
+  for (auto _ : state) {
+    t.start();
+    run();
+    state.SetIterationTime(t.stop());
+  }
+}
+
+// The index a kernel flagged in its fault word (kNoFault: none).
+unsigned long long flagged(Context& ctx, const unsigned long long* fault) {
+  unsigned long long bad = quarry::cuda::kNoFault;
+  quarry::cuda::copy_to_host(ctx, &bad, fault, sizeof bad);
+  return bad;
+}
+
 void report(benchmark::State& state, std::int64_t samples, double input_bytes) {
   state.SetItemsProcessed(state.iterations() * samples);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * input_bytes));
@@ -192,12 +212,9 @@ void BM_CopyBandwidth(benchmark::State& state) {
     Context& ctx = quarry::cuda::context(0);
     DeviceBuffer<unsigned char> src(ctx, kCopyBytes, "copy source"), dst(ctx, kCopyBytes, "copy destination");
     BENCH_CUDA(cudaMemsetAsync(src.data(), 1, kCopyBytes, ctx.stream()));
-    EventTimer t(ctx.stream());
-    for (auto _ : state) {
-      t.start();
+    time_iterations(state, ctx, [&] {
       BENCH_CUDA(cudaMemcpyAsync(dst.data(), src.data(), kCopyBytes, cudaMemcpyDeviceToDevice, ctx.stream()));
-      state.SetIterationTime(t.stop());
-    }
+    });
     state.counters["GB/s"] = benchmark::Counter(2.0 * kCopyBytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
     state.counters["copy_GB/s"] = copy_bandwidth();
     state.SetLabel("device-to-device cudaMemcpy of 2 GiB, bytes read + written");
@@ -343,7 +360,7 @@ HostRows fetch_rows(Context& ctx, const DevicePool& p, const PoolSpec& s, const 
 }
 
 // Re-scores 64 rows on the CPU (public API) and returns max |gpu - cpu| / tolerance; the
-// tolerance is tests/test_cuda.cpp's, widened 10x (the benchmark is a guard, not the test).
+// tolerance is tests/cuda_parity.hpp's, widened 10x (the benchmark is a guard, not the test).
 double spot_check(Context& ctx, const DevicePool& p, const PoolSpec& s, const float* d_out, std::string* detail) {
   std::vector<std::int64_t> rows = {0, 1, s.n / 2, s.n - 1};
   for (std::uint64_t j = 0; rows.size() < 64; ++j) rows.push_back(static_cast<std::int64_t>(hash64(j * 7919u) % s.n));
@@ -488,15 +505,8 @@ void BM_Score(benchmark::State& state, PoolSpec s) {
     reset_fault(ctx, fault.data());
     DeviceCall dc;
     make_call(dc, p, s, out.data());
-    quarry::cuda::launch_score(ctx, dc.call, fault.data());  // warm-up (and first-launch costs)
-    EventTimer t(ctx.stream());
-    for (auto _ : state) {
-      t.start();
-      quarry::cuda::launch_score(ctx, dc.call, fault.data());
-      state.SetIterationTime(t.stop());
-    }
-    unsigned long long bad = quarry::cuda::kNoFault;
-    quarry::cuda::copy_to_host(ctx, &bad, fault.data(), sizeof bad);
+    time_iterations(state, ctx, [&] { quarry::cuda::launch_score(ctx, dc.call, fault.data()); });
+    const unsigned long long bad = flagged(ctx, fault.data());
     if (bad != quarry::cuda::kNoFault) {
       state.SkipWithError(("the kernel flagged row " + std::to_string(bad) + " as bad; " +
                            diagnose(ctx, p, s, static_cast<std::int64_t>(bad)))
@@ -544,13 +554,8 @@ void BM_TopK(benchmark::State& state) {
     ScoreVector& sv = scores_for(ctx, n);
     DeviceBuffer<std::int64_t> index(ctx, static_cast<std::size_t>(k), "top-k indices");
     DeviceBuffer<float> chosen(ctx, static_cast<std::size_t>(k), "top-k scores");
-    quarry::cuda::topk_device(ctx, sv.d.data(), n, k, nullptr, index.data(), chosen.data());  // warm-up
-    EventTimer t(ctx.stream());
-    for (auto _ : state) {
-      t.start();
-      quarry::cuda::topk_device(ctx, sv.d.data(), n, k, nullptr, index.data(), chosen.data());
-      state.SetIterationTime(t.stop());
-    }
+    time_iterations(state, ctx,
+                    [&] { quarry::cuda::topk_device(ctx, sv.d.data(), n, k, nullptr, index.data(), chosen.data()); });
     if (!verified(state, "topk " + std::to_string(n) + " " + std::to_string(k),
                   [&] { return check_selection(ctx, sv.d.data(), n, k, index.data(), false, 0, 0); }))
       return;
@@ -581,15 +586,8 @@ void BM_Power(benchmark::State& state) {
       quarry::cuda::launch_gumbel_keys(ctx, sv.d.data(), n, beta, seed, keys.data(), fault.data());
       quarry::cuda::topk_device(ctx, keys.data(), n, k, nullptr, index.data(), nullptr);
     };
-    run();
-    EventTimer t(ctx.stream());
-    for (auto _ : state) {
-      t.start();
-      run();
-      state.SetIterationTime(t.stop());
-    }
-    unsigned long long bad = quarry::cuda::kNoFault;
-    quarry::cuda::copy_to_host(ctx, &bad, fault.data(), sizeof bad);
+    time_iterations(state, ctx, run);
+    const unsigned long long bad = flagged(ctx, fault.data());
     if (bad != quarry::cuda::kNoFault) {
       state.SkipWithError(("the Gumbel kernel flagged score " + std::to_string(bad) + " as bad").c_str());
       return;
@@ -622,15 +620,8 @@ void BM_ScoreTopK(benchmark::State& state, PoolSpec s, std::int64_t k) {
       quarry::cuda::launch_score(ctx, dc.call, fault.data());
       quarry::cuda::topk_device(ctx, scores.data(), s.n, k, nullptr, index.data(), chosen.data());
     };
-    run();
-    EventTimer t(ctx.stream());
-    for (auto _ : state) {
-      t.start();
-      run();
-      state.SetIterationTime(t.stop());
-    }
-    unsigned long long bad = quarry::cuda::kNoFault;
-    quarry::cuda::copy_to_host(ctx, &bad, fault.data(), sizeof bad);
+    time_iterations(state, ctx, run);
+    const unsigned long long bad = flagged(ctx, fault.data());
     if (bad != quarry::cuda::kNoFault) {
       state.SkipWithError(("the kernel flagged row " + std::to_string(bad) + " as bad; " +
                            diagnose(ctx, p, s, static_cast<std::int64_t>(bad)))

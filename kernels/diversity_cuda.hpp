@@ -17,15 +17,15 @@ namespace quarry::cuda {
 
 /// As cpu::kcenter (k-center greedy; `labeled` sorted and unique are the initial centres).
 Selection kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
-                   const PhaseProgressFn& progress, int device);
+                   const ProgressFn& progress, int device);
 
 /// As cpu::badge (a = p - e_yhat [n, c] in double, h [n, d]; excluded empty: none).
 Selection badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
                  const std::vector<std::uint8_t>& excluded, std::int64_t k, std::uint64_t seed,
-                 const PhaseProgressFn& progress, int device);
+                 const ProgressFn& progress, int device);
 
 /// As cpu::kmeans (k-means++ seeding, then Lloyd iterations; 1 <= clusters <= n).
 KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
-                      const PhaseProgressFn& progress, int device);
+                      const ProgressFn& progress, int device);
 
 }  // namespace quarry::cuda

@@ -41,7 +41,7 @@ if [ ! -d "$deps/prefix" ]; then
   exit 2
 fi
 # The carried BLAS (and OpenBLAS's Fortran runtime) and the CUDA runtime for the loader, in every
-# test process (the installed copy of libquarry that the consumer test links has no RPATH).
+# test process (the installed copy of the quarry libraries that the consumer test links has no RPATH).
 export LD_LIBRARY_PATH="$deps/prefix/lib:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 if [ ! -f "$logs/environment.txt" ]; then

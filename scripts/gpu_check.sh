@@ -52,7 +52,7 @@ for c in "$cuda_home/bin/compute-sanitizer" "$cuda_home/compute-sanitizer/comput
 done
 
 # The staged programs name their build folder by the absolute path they were built at (the
-# quarry command the tests run, their scratch folder, libquarry.so's RPATH): make that path lead
+# quarry command the tests run, their scratch folder, the quarry libraries' RPATH): make that path lead
 # to the carried copy, unless it is the real build folder (a dry run on the development machine).
 bin=""
 if [ -f "$stage/BUILD_DIR" ]; then

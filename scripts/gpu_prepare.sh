@@ -7,7 +7,7 @@
 #   then, on the GPU machine:         scripts/gpu_check.sh      (docs/gpu.md says how)
 #
 # What is built: test_cuda, test_diversity_cuda, test_stream (the CUDA parity tests), bench_cuda,
-# bench_stream_cuda, bench_diversity_cuda and the quarry command (the tests run it), without
+# bench_stream_cuda, bench_diversity_cuda and the quarry and quarry-loop commands (the tests run them), without
 # LibTorch, MPI or NPZ, for CMAKE_CUDA_ARCHITECTURES=90 (H100/H200; CUDA_ARCHS to change), with
 # QUARRY_NATIVE=OFF (the GPU machine's processor is another) and the reference BLAS (450 KB).
 # The test programs name their build folder by its absolute path (the quarry command, a scratch
@@ -46,8 +46,8 @@ fi
 
 rm -rf "$stage"
 mkdir -p "$stage/build-gpu/tests/tmp" "$stage/build-gpu/bench" "$stage/lib"
-cp -a "$build"/libquarry.so* "$stage/build-gpu/"
-cp "$build/quarry" "$stage/build-gpu/"
+cp -a "$build"/libquarry_engine.so* "$build"/libquarry_loop.so* "$stage/build-gpu/"
+cp "$build/quarry" "$build/quarry-loop" "$stage/build-gpu/"
 for t in test_cuda test_diversity_cuda test_stream; do cp "$build/tests/$t" "$stage/build-gpu/tests/"; done
 for b in bench_cuda bench_stream_cuda bench_diversity_cuda; do cp "$build/bench/$b" "$stage/build-gpu/bench/"; done
 [ -f "$build/ptxas.log" ] && cp "$build/ptxas.log" "$stage/"
@@ -55,14 +55,17 @@ echo "$build" >"$stage/BUILD_DIR"
 git -C "$root" describe --always --dirty --abbrev=7 >"$stage/COMMIT" 2>/dev/null || echo unknown >"$stage/COMMIT"
 
 # Shared libraries outside the C/C++ runtime and the CUDA toolkit (both are on the GPU machine,
-# newer): OpenMP, BLAS, Google Benchmark, ...; copied under their SONAME.
-for f in "$stage"/build-gpu/quarry "$stage"/build-gpu/tests/* "$stage"/build-gpu/bench/* "$stage"/build-gpu/libquarry.so; do
+# newer): OpenMP, BLAS, Google Benchmark, ...; copied under their SONAME. cuBLAS is not among
+# them: the engine loads it with dlopen on first use (ldd does not list it), from the GPU
+# machine's toolkit.
+for f in "$stage"/build-gpu/quarry "$stage"/build-gpu/quarry-loop "$stage"/build-gpu/tests/* "$stage"/build-gpu/bench/* \
+  "$stage"/build-gpu/libquarry_*.so; do
   [ -f "$f" ] || continue
   ldd "$f" | awk '/=> \// {print $1, $3}'
 done | sort -u | while read -r soname path; do
   case "$soname" in
     libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux* | libstdc++.so* | libgcc_s.so* | \
-      libquarry.so* | libcuda.so* | libcudart.so* | libcublas*.so* | libnvidia*) continue ;;
+      libquarry_*.so* | libcuda.so* | libcudart.so* | libcublas*.so* | libnvidia*) continue ;;
     # Debian's alternatives may point libblas.so.3 at OpenBLAS (36 MB with its Fortran runtime):
     # the reference BLAS has the same sgemm_ and needs only libc.
     libblas.so.3) path=/usr/lib/x86_64-linux-gnu/blas/libblas.so.3 ;;

@@ -224,7 +224,7 @@ TEST(DiversityCuda, ProgressIsReported) {
   o.k = 40;
   o.device = {DeviceKind::cuda, 0};
   std::int64_t last = 0;
-  o.progress = [&](const quarry::DiversityProgress& p) {
+  o.progress = [&](const quarry::Progress& p) {
     if (std::string(p.phase) == "picking") last = p.done;
   };
   const ArrayView out = pool.out();

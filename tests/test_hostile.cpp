@@ -24,6 +24,7 @@
 #include "quarry/io.hpp"
 #include "quarry/synthetic.hpp"
 #include "quarry/version.hpp"
+#include "io/files.hpp"
 
 namespace {
 

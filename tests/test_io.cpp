@@ -25,6 +25,7 @@
 #include "file_builders.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
+#include "io/files.hpp"
 
 namespace fs = std::filesystem;
 using quarry::Array;

@@ -14,6 +14,7 @@
 #include "quarry/io.hpp"
 #include "quarry/select.hpp"
 #include "quarry/stream.hpp"
+#include "engine/stream_parts.hpp"
 
 namespace {
 std::atomic<std::size_t> g_live{0}, g_peak{0};

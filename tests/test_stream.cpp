@@ -17,6 +17,7 @@
 #include "quarry/io.hpp"
 #include "quarry/select.hpp"
 #include "quarry/stream.hpp"
+#include "engine/stream_parts.hpp"
 #include "quarry/synthetic.hpp"
 
 namespace {

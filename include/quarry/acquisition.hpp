@@ -1,5 +1,5 @@
 // Acquisition scores: one public function, a dispatcher that picks the backend.
-// The exact definition of every score is in DESIGN.md ("The acquisition contract").
+// The exact definition of every score is in docs/acquisition.md ("The acquisition contract").
 #pragma once
 
 #include <cstdint>

@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "quarry/io.hpp"  // dataset_files
+#include "quarry/io.hpp"
 
 namespace quarry {
 
@@ -40,7 +40,7 @@ struct Split {
 };
 
 struct Dataset {
-  std::string spec;   // as given ("npz:../shared/data/pneumoniamnist/pneumoniamnist.npz")
+  std::string spec;   // as given ("npz:data/pneumoniamnist.npz")
   std::string name;   // short name for reports ("pneumoniamnist", "mnist", "synthetic")
   /// {channels, height, width} for images, {features} for feature vectors.
   std::vector<std::int64_t> sample_shape;

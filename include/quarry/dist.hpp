@@ -71,12 +71,10 @@ class Cluster {
   /// `work` may enter collectives only where every rank is sure to reach them.
   void run(const std::function<void()>& work);
 
-  /// The k best of every rank's local part, merged on rank 0 (merge_ranked); the other ranks get
-  /// an empty result.
-  Ranked merge(const Ranked& local, std::int64_t k);
-
-  /// Every rank's indices on rank 0, in rank order; the other ranks get an empty vector.
-  std::vector<std::int64_t> gather(const std::vector<std::int64_t>& local);
+  /// Every rank's items on rank 0, in rank order; the other ranks get an empty vector. `counts`
+  /// (rank 0): how many items each rank sent.
+  std::vector<std::int64_t> gather(const std::vector<std::int64_t>& local, std::vector<int>* counts = nullptr);
+  std::vector<float> gather(const std::vector<float>& local, std::vector<int>* counts = nullptr);
 
   /// Rank 0 receives every rank's floats in rank order, in pieces, through `sink` (called on rank
   /// 0 only, its own part first). An exception from `sink` is rethrown on rank 0 after every

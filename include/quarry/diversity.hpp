@@ -52,6 +52,7 @@
 #include "quarry/acquisition.hpp"
 #include "quarry/array.hpp"
 #include "quarry/device.hpp"
+#include "quarry/progress.hpp"
 #include "quarry/select.hpp"
 
 namespace quarry {
@@ -65,19 +66,6 @@ const char* diversity_strategy_name(DiversityStrategy s);
 const std::vector<DiversityStrategy>& all_diversity_strategies();
 /// True for the strategies that read model outputs [N, C] (all but kcenter).
 bool diversity_needs_outputs(DiversityStrategy s);
-
-/// Reported by a long selection: `phase` is "labeled distances" (rows done), "k-means seeding"
-/// (centres chosen), "k-means" (Lloyd iterations) or "picking" (picks made); `done` of `total`
-/// steps of that phase are finished.
-struct DiversityProgress {
-  const char* phase;
-  std::int64_t done;
-  std::int64_t total;
-};
-/// Called on the calling thread, between steps (after every pick, every k-means iteration,
-/// every block of labeled distances). It may throw to cancel the selection; the exception
-/// propagates out of select_diverse.
-using DiversityProgressFn = std::function<void(const DiversityProgress&)>;
 
 struct DiversityOptions {
   /// Batch size.
@@ -113,7 +101,11 @@ struct DiversityOptions {
   /// Used in error messages ("pool.npy: row 17: ...").
   std::string input_name = "input";
   std::string embeddings_name = "embeddings";
-  DiversityProgressFn progress;
+  /// Progress, reported after every pick, every k-means iteration and every block of labeled
+  /// distances: phase "labeled distances" (rows done), "k-means seeding" (centres chosen),
+  /// "k-means" (Lloyd iterations) or "picking" (picks made); on a streamed pool also "chunk
+  /// candidates" (rows done). May throw to cancel.
+  ProgressFn progress;
 };
 
 /// Selects a batch of options.k samples with `strategy`. `embeddings` is [N, D] (float32,
@@ -134,7 +126,9 @@ struct KMeansOptions {
   std::uint64_t seed = 0;
   DeviceSpec device{};
   std::string embeddings_name = "embeddings";
-  DiversityProgressFn progress;
+  /// Progress: phase "k-means seeding" (centres chosen) and "k-means" (Lloyd iterations). May
+  /// throw to cancel.
+  ProgressFn progress;
 };
 
 struct KMeansResult {

@@ -13,6 +13,7 @@
 #include "quarry/error.hpp"        // Error, UsageError
 #include "quarry/io.hpp"           // NPY, NPZ, IDX readers; atomic writers
 #include "quarry/pool_files.hpp"   // PoolFiles: a pool in one or many files
+#include "quarry/progress.hpp"     // Progress, ProgressFn: progress of long calls
 #include "quarry/select.hpp"       // select_topk(), select_power(), score_and_select()
 #include "quarry/stream.hpp"       // stream_*(): pools larger than memory, in chunks
 #include "quarry/synthetic.hpp"    // synthetic pools for tests and demos

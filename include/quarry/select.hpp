@@ -19,11 +19,12 @@ struct Selection {
 /// ties broken by the lower index. O(N) expected time (radix select, no sort of the pool).
 /// NaN scores are an Error naming the index; k larger than the number of selectable samples
 /// is an Error saying how many there are; an excluded index outside [0, n) is an Error.
-/// `device`: where the selection runs (the scores are host memory; on CUDA they are copied to
-/// the device once). The selection is identical on every device.
+/// `device`: where the selection runs, by default `auto` as everywhere in quarry (the scores are
+/// host memory; on CUDA they are copied to the device once). The selection is identical on
+/// every device.
 Selection select_topk(const float* scores, std::int64_t n, std::int64_t k,
                       const std::vector<std::int64_t>& exclude = {},
-                      const DeviceSpec& device = {DeviceKind::cpu, 0});
+                      const DeviceSpec& device = {});
 
 /// Power sampling (Kirsch et al. 2023): k samples without replacement with probability
 /// proportional to score^beta, by the Gumbel-top-k trick with a counter-based (Philox)
@@ -32,7 +33,7 @@ Selection select_topk(const float* scores, std::int64_t n, std::int64_t k,
 /// number of positive scores. The returned `score` holds the original scores.
 Selection select_power(const float* scores, std::int64_t n, std::int64_t k, double beta,
                        std::uint64_t seed, const std::vector<std::int64_t>& exclude = {},
-                       const DeviceSpec& device = {DeviceKind::cpu, 0});
+                       const DeviceSpec& device = {});
 
 /// How score_and_select chooses among the scores.
 struct SelectOptions {

@@ -35,6 +35,7 @@
 #include "quarry/array.hpp"
 #include "quarry/dataset.hpp"
 #include "quarry/device.hpp"
+#include "quarry/progress.hpp"
 
 namespace quarry {
 
@@ -106,9 +107,6 @@ struct InferOptions {
   int threads = 0;
 };
 
-/// Reported between epochs and between inference batches; may throw to cancel.
-using TrainProgressFn = std::function<void(const std::string& what, std::int64_t done,
-                                           std::int64_t total)>;
 
 /// A trained classifier (one model, or an ensemble).
 class Model {
@@ -119,12 +117,13 @@ class Model {
   Model& operator=(Model&&) noexcept;
 
   /// Trains on the samples `labeled` (indices into data.train, with their labels) with early
-  /// stopping on data.val (at most 1000 of its samples, evenly spaced). Reproducible for a seed on a given machine and thread count.
-  /// Errors: no LibTorch, an empty labeled set, an index outside the pool, a TorchScript model
+  /// stopping on data.val (at most 1000 of its samples, evenly spaced). Reproducible for a seed
+  /// on a given machine and thread count. `progress`: phase "epoch" after every epoch (done of
+  /// at most options.max_epochs). Errors: no LibTorch, an empty labeled set, an index outside the pool, a TorchScript model
   /// that fails on the data's shape (with LibTorch's message).
   static Model train(const Dataset& data, const std::vector<std::int64_t>& labeled,
                      const TrainOptions& options, TrainReport* report = nullptr,
-                     const TrainProgressFn& progress = {});
+                     const ProgressFn& progress = {});
 
   /// Inference over `n` samples x [n, sample_numel] in one pass: probabilities, embeddings and
   /// the committee outputs.

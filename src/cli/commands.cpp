@@ -24,6 +24,7 @@
 #include "quarry/stream.hpp"
 #include "quarry/select.hpp"
 #include "quarry/synthetic.hpp"
+#include "io/files.hpp"
 
 namespace quarry::cli {
 namespace {
@@ -162,10 +163,10 @@ void write_selection(const Selection& sel, const std::string& strategy, const st
 
 // Progress of a long diversity selection on stderr: nothing during the first second, then at
 // most one line a second.
-DiversityProgressFn progress_printer(const std::string& strategy) {
+ProgressFn progress_printer(const std::string& strategy) {
   auto start = std::make_shared<Clock::time_point>(Clock::now());
   auto last = std::make_shared<double>(0.0);
-  return [=](const DiversityProgress& p) {
+  return [=](const Progress& p) {
     const double t = seconds_since(*start);
     if (t < 1.0 || t - *last < 1.0) return;
     *last = t;
@@ -427,7 +428,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("-n", a->spec.n, "Samples")->check(non_negative());
   cmd->add_option("-c", a->spec.c, "Classes")->check(positive());
   cmd->add_option("-m", a->spec.m, "Committee members (0: an [N,C] output)")->check(non_negative());
-  cmd->add_option("-d", a->spec.d, "Embedding width (with --embeddings; default 64)")->check(positive());
+  cmd->add_option("-d", a->spec.d, "Embedding width (with --embeddings)")->check(positive())->default_str("64");
   cmd->add_flag("--logits", a->spec.logits, "Write logits instead of probabilities");
   cmd->add_option("--dtype", a->dtype, "float32 or float16")->check(CLI::IsMember({"float32", "float16"}));
   cmd->add_option("--seed", a->spec.seed, "Seed");

@@ -20,6 +20,7 @@
 #include "quarry/dataset.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
+#include "io/files.hpp"
 
 namespace quarry::cli {
 

@@ -21,6 +21,7 @@
 #include "quarry/loop.hpp"
 #include "quarry/train.hpp"
 #include "quarry/version.hpp"
+#include "io/files.hpp"
 
 namespace quarry::cli {
 namespace {
@@ -52,7 +53,7 @@ struct DataArgs {
 
   void add(CLI::App* cmd, bool required) {
     auto* o = cmd->add_option("--dataset", dataset, kDatasetHelp);
-    if (required) o->required();
+    if (required) o->required()->default_str("");  // no default to show: it must be given
     cmd->add_option("--pool-limit", pool_limit,
                     "Use a random subset of this many training samples (0: all)")->check(non_negative());
     cmd->add_option("--data-seed", data_seed,
@@ -168,12 +169,11 @@ void add_train(CLI::App& app) {
     }
     auto last = std::make_shared<Clock::time_point>(Clock::now());
     TrainReport rep;
-    const Model model = Model::train(data, labeled, o, &rep, [last](const std::string& what, std::int64_t done,
-                                                                    std::int64_t total) {
+    const Model model = Model::train(data, labeled, o, &rep, [last](const Progress& p) {
       if (seconds_since(*last) < 1.0) return;
       *last = Clock::now();
-      std::fprintf(stderr, "quarry: train: %s %lld/%lld\n", what.c_str(), static_cast<long long>(done),
-                   static_cast<long long>(total));
+      std::fprintf(stderr, "quarry: train: %s %lld/%lld\n", p.phase, static_cast<long long>(p.done),
+                   static_cast<long long>(p.total));
     });
     model.save(a->out);
     std::printf("model: %s\n", model.describe().c_str());

@@ -21,6 +21,7 @@
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 #include "quarry/version.hpp"
+#include "io/files.hpp"
 
 namespace {
 

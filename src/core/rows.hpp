@@ -11,6 +11,7 @@
 
 #include "core/score_call.hpp"
 #include "quarry/array.hpp"
+#include "quarry/progress.hpp"
 #include "quarry/select.hpp"
 
 namespace quarry {
@@ -31,8 +32,8 @@ FloatRows float_rows(const ArrayView& embeddings, const std::string& name);
 /// Copies rows `index` of `x` into a new matrix, in that order.
 FloatRows gather_rows(const FloatRows& x, const std::vector<std::int64_t>& index);
 
-/// Reports (phase, done, total) between steps; may throw (outside any parallel region).
-using PhaseProgressFn = std::function<void(const char* phase, std::int64_t done, std::int64_t total)>;
+// Progress (quarry/progress.hpp) is reported by the backends between steps, outside any
+// parallel region: the callback may throw.
 
 /// k-means labels and centroids, as both backends return them.
 struct KMeansOut {

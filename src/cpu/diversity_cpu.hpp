@@ -28,17 +28,17 @@ struct GreedyOptions {
 /// k-center greedy over the rows of x. `labeled` (sorted, unique) are the initial centres and
 /// are never picked. 0 < k <= n - |labeled|.
 Selection kcenter(const FloatRows& x, const std::vector<std::int64_t>& labeled, std::int64_t k,
-              const PhaseProgressFn& progress, const GreedyOptions& opt = {});
+              const ProgressFn& progress, const GreedyOptions& opt = {});
 
 /// BADGE over a [n, c] (double, p - e_yhat) and h [n, d]. excluded[i] != 0: never picked
 /// (`excluded` empty: none). 0 < k <= selectable.
 Selection badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h,
             const std::vector<std::uint8_t>& excluded, std::int64_t k, std::uint64_t seed,
-            const PhaseProgressFn& progress, const GreedyOptions& opt = {});
+            const ProgressFn& progress, const GreedyOptions& opt = {});
 
 /// k-means++ seeding and Lloyd iterations; 1 <= clusters <= n.
 KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
-                 const PhaseProgressFn& progress, const GreedyOptions& opt = {});
+                 const ProgressFn& progress, const GreedyOptions& opt = {});
 
 /// For every row i of x (skip[i] == 0, or `skip` empty), the row j of y at the smallest
 /// canonical distance (ties to the lower j) and that squared distance: BLAS GEMM blocks give
@@ -46,6 +46,6 @@ KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std:
 /// recomputed exactly. Rows with skip[i] != 0 get (+inf, -1).
 void nearest_rows(const FloatRows& x, const FloatRows& y, const std::vector<std::uint8_t>& skip,
                   std::vector<double>* best_d2, std::vector<std::int32_t>* best_j,
-                  const PhaseProgressFn& progress, const char* phase);
+                  const ProgressFn& progress, const char* phase);
 
 }  // namespace quarry::cpu

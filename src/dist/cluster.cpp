@@ -181,36 +181,30 @@ void Cluster::run(const std::function<void()>& work) {
 #endif
 }
 
-Ranked Cluster::merge(const Ranked& local, std::int64_t k) {
-  if (!mpi_ || size_ == 1) return merge_ranked({local}, k);
-#if QUARRY_BUILD_MPI
-  std::vector<int> counts;
-  const std::vector<std::int64_t> index = gather_on_root(local.index, rank_, size_, &counts);
-  const std::vector<float> key = gather_on_root(local.key, rank_, size_), score = gather_on_root(local.score, rank_, size_);
-  if (rank_ != 0) return {};
-  std::vector<Ranked> parts(static_cast<std::size_t>(size_));
-  std::size_t at = 0;
-  for (int r = 0; r < size_; ++r) {
-    const std::size_t c = static_cast<std::size_t>(counts[static_cast<std::size_t>(r)]);
-    Ranked& p = parts[static_cast<std::size_t>(r)];
-    p.index.assign(index.begin() + static_cast<std::ptrdiff_t>(at), index.begin() + static_cast<std::ptrdiff_t>(at + c));
-    p.key.assign(key.begin() + static_cast<std::ptrdiff_t>(at), key.begin() + static_cast<std::ptrdiff_t>(at + c));
-    p.score.assign(score.begin() + static_cast<std::ptrdiff_t>(at), score.begin() + static_cast<std::ptrdiff_t>(at + c));
-    at += c;
+namespace {
+
+template <class T>
+std::vector<T> gather_items(bool mpi, int rank, int size, const std::vector<T>& local, std::vector<int>* counts) {
+  if (!mpi || size == 1) {
+    if (counts) *counts = {static_cast<int>(local.size())};
+    return local;
   }
-  return merge_ranked(parts, k);
+#if QUARRY_BUILD_MPI
+  return gather_on_root(local, rank, size, counts);
 #else
+  (void)rank;
   return {};
 #endif
 }
 
-std::vector<std::int64_t> Cluster::gather(const std::vector<std::int64_t>& local) {
-  if (!mpi_ || size_ == 1) return local;
-#if QUARRY_BUILD_MPI
-  return gather_on_root(local, rank_, size_);
-#else
-  return {};
-#endif
+}  // namespace
+
+std::vector<std::int64_t> Cluster::gather(const std::vector<std::int64_t>& local, std::vector<int>* counts) {
+  return gather_items(mpi_, rank_, size_, local, counts);
+}
+
+std::vector<float> Cluster::gather(const std::vector<float>& local, std::vector<int>* counts) {
+  return gather_items(mpi_, rank_, size_, local, counts);
 }
 
 void Cluster::gather_floats(const std::vector<float>& local, const std::function<void(const float*, std::size_t)>& sink) {

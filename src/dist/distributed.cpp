@@ -2,6 +2,7 @@
 // score / select / diversity calls over a sharded pool with the exact merge on rank 0.
 #include <string>
 
+#include "engine/stream_parts.hpp"
 #include "quarry/dist.hpp"
 #include "quarry/error.hpp"
 
@@ -21,6 +22,25 @@ void naming_pool(const PoolFiles& pool, Work&& work) {
     if (dynamic_cast<const UsageError*>(&e)) throw UsageError(msg);
     throw Error(msg);
   }
+}
+
+// The k best of every rank's local part, merged exactly on rank 0; the other ranks get an empty
+// list.
+Ranked merge_on_root(Cluster& cluster, const Ranked& local, std::int64_t k) {
+  std::vector<int> counts;
+  const std::vector<std::int64_t> index = cluster.gather(local.index, &counts);
+  const std::vector<float> key = cluster.gather(local.key), score = cluster.gather(local.score);
+  if (!cluster.root()) return {};
+  std::vector<Ranked> parts(counts.size());
+  std::size_t at = 0;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    const auto from = static_cast<std::ptrdiff_t>(at), to = static_cast<std::ptrdiff_t>(at + static_cast<std::size_t>(counts[r]));
+    parts[r].index.assign(index.begin() + from, index.begin() + to);
+    parts[r].key.assign(key.begin() + from, key.begin() + to);
+    parts[r].score.assign(score.begin() + from, score.begin() + to);
+    at += static_cast<std::size_t>(counts[r]);
+  }
+  return merge_ranked(parts, k);
 }
 
 }  // namespace
@@ -78,7 +98,7 @@ Selection distributed_score_select(Cluster& cluster, const PoolFiles& input, Acq
     const StreamOptions so = rank_stream(cluster, stream, options.device, input.n());
     naming_pool(input, [&] { local = stream_score_select(input, acquisition, options, select, embeddings, so, stats); });
   });
-  const Ranked merged = cluster.merge(local, select.k);
+  const Ranked merged = merge_on_root(cluster, local, select.k);
   return cluster.root() ? to_selection(merged) : Selection{};
 }
 
@@ -89,7 +109,7 @@ Selection distributed_select_scores(Cluster& cluster, const PoolFiles& scores, c
     const StreamOptions so = rank_stream(cluster, stream, device, scores.n());
     naming_pool(scores, [&] { local = stream_select_scores(scores, select, device, so, stats); });
   });
-  const Ranked merged = cluster.merge(local, select.k);
+  const Ranked merged = merge_on_root(cluster, local, select.k);
   return cluster.root() ? to_selection(merged) : Selection{};
 }
 

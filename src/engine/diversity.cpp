@@ -54,11 +54,6 @@ void expect_embeddings(const ArrayView& e, const std::string& name) {
                  ": at most 2^31 - 2 samples are supported, got ", e.shape[0]);
 }
 
-PhaseProgressFn adapt(const DiversityProgressFn& f) {
-  if (!f) return nullptr;
-  return [&f](const char* phase, std::int64_t done, std::int64_t total) { f({phase, done, total}); };
-}
-
 // The exclusion mask and the number of excluded samples; an index outside [0, n) is an Error.
 std::vector<std::uint8_t> exclusion_mask(const std::vector<std::int64_t>& exclude, std::int64_t n,
                                          std::int64_t* count) {
@@ -110,10 +105,10 @@ Selection kcenter_on(const FloatRows& rows, const std::vector<std::int64_t>& lab
   int dev = 0;
   const bool cuda = on_cuda(o.device, &dev);
 #if QUARRY_BUILD_CUDA
-  if (cuda) return to_selection(cuda::kcenter(rows, labeled, k, adapt(o.progress), dev));
+  if (cuda) return to_selection(cuda::kcenter(rows, labeled, k, o.progress, dev));
 #endif
   (void)cuda;
-  return to_selection(cpu::kcenter(rows, labeled, k, adapt(o.progress)));
+  return to_selection(cpu::kcenter(rows, labeled, k, o.progress));
 }
 
 Selection uncertain_kcenter(const ArrayView& emb, const ArrayView& outputs, const DiversityOptions& o,
@@ -274,10 +269,10 @@ Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb, const
 #if QUARRY_BUILD_CUDA
       if (cuda)
         return to_selection(
-            cuda::badge(a, outputs->shape[1], rows, mask, o.k, o.seed, adapt(o.progress), device_index));
+            cuda::badge(a, outputs->shape[1], rows, mask, o.k, o.seed, o.progress, device_index));
 #endif
       (void)cuda;
-      return to_selection(cpu::badge(a, outputs->shape[1], rows, mask, o.k, o.seed, adapt(o.progress)));
+      return to_selection(cpu::badge(a, outputs->shape[1], rows, mask, o.k, o.seed, o.progress));
     }
     case DiversityStrategy::uncertain_kcenter: return uncertain_kcenter(emb, *outputs, o, candidates);
     case DiversityStrategy::cluster_margin: return cluster_margin(emb, *outputs, o, candidates);
@@ -295,11 +290,11 @@ KMeansResult kmeans(const ArrayView& emb, const KMeansOptions& o) {
   const bool cuda = on_cuda(o.device, &dev);
   const FloatRows rows = float_rows(emb, o.embeddings_name);
 #if QUARRY_BUILD_CUDA
-  KMeansOut r = cuda ? cuda::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress), dev)
-                          : cpu::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress));
+  KMeansOut r = cuda ? cuda::kmeans(rows, o.clusters, o.iterations, o.seed, o.progress, dev)
+                          : cpu::kmeans(rows, o.clusters, o.iterations, o.seed, o.progress);
 #else
   (void)cuda;
-  KMeansOut r = cpu::kmeans(rows, o.clusters, o.iterations, o.seed, adapt(o.progress));
+  KMeansOut r = cpu::kmeans(rows, o.clusters, o.iterations, o.seed, o.progress);
 #endif
   KMeansResult out;
   out.labels = std::move(r.labels);

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "core/score_call.hpp"
+#include "engine/stream_parts.hpp"
 #include "io/mmap_file.hpp"
 #include "cpu/cpu_backend.hpp"
 #if QUARRY_BUILD_CUDA

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "quarry/io.hpp"
+#include "files.hpp"
 
 namespace quarry {
 

@@ -1,7 +1,8 @@
 // Opening inputs safely, and knowing which files a command read:
 //  - open_input: never blocks (O_NONBLOCK: a FIFO without a writer, a tty) and takes regular
 //    files only, with an error that says what the path is instead;
-//  - read_text_file: a whole text file, bounded by its size at open and by kMaxTextBytes;
+//  - read_text_file: a whole text file, bounded by its size at open and by kMaxTextBytes (read
+//    with read_full, files.hpp, which the label journal also uses);
 //  - the inputs registry: the identity (device, inode) of every file opened for reading, so that
 //    an output that would replace one is refused (AtomicFile);
 //  - the mapping guard: a memory-mapped input that shrinks while it is read raises SIGBUS on the
@@ -24,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "files.hpp"
 #include "mmap_file.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
@@ -111,6 +113,21 @@ std::optional<std::string> input_read_as(const FileIdentity& id) {
 
 void expect_regular_file(const std::string& path) { ::close(io::open_input(path)); }
 
+std::size_t io::read_full(int fd, char* buf, std::size_t n, int* err) {
+  *err = 0;
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      *err = r < 0 ? errno : 0;
+      break;
+    }
+    got += static_cast<std::size_t>(r);
+  }
+  return got;
+}
+
 std::string read_text_file(const std::string& path, std::size_t max_bytes) {
   const int fd = io::open_input(path);
   struct stat st {};
@@ -127,16 +144,10 @@ std::string read_text_file(const std::string& path, std::size_t max_bytes) {
   }
   // The size at open is what is read: a file that grows meanwhile is not followed.
   std::string data(static_cast<std::size_t>(size), '\0');
-  std::size_t got = 0;
-  while (got < data.size()) {
-    const ssize_t r = ::read(fd, &data[got], data.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      const int err = r < 0 ? errno : 0;
-      ::close(fd);
-      QUARRY_FAIL("cannot read ", path, ": ", r < 0 ? std::strerror(err) : "it shrank while it was being read");
-    }
-    got += static_cast<std::size_t>(r);
+  int err = 0;
+  if (io::read_full(fd, data.data(), data.size(), &err) < data.size()) {
+    ::close(fd);
+    QUARRY_FAIL("cannot read ", path, ": ", err != 0 ? std::strerror(err) : "it shrank while it was being read");
   }
   ::close(fd);
   return data;

@@ -12,6 +12,7 @@
 #include "mmap_file.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
+#include "files.hpp"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the NPY reader assumes a little-endian host");
 

@@ -17,6 +17,7 @@
 #include "io/mmap_file.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
+#include "files.hpp"
 
 namespace quarry {
 

@@ -7,6 +7,7 @@
 
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
+#include "files.hpp"
 
 namespace quarry {
 

@@ -14,9 +14,11 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/files.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 #include "quarry/project.hpp"
+#include "project/journal.hpp"
 
 namespace quarry {
 namespace {
@@ -97,17 +99,11 @@ LabelJournal LabelJournal::read(const std::string& path, std::string* torn) {
                 "); nothing was changed");
   }
   data.resize(static_cast<std::size_t>(st.st_size));
-  std::size_t got = 0;
-  while (got < data.size()) {
-    const ssize_t r = ::read(fd, &data[got], data.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      const int err = r < 0 ? errno : 0;
-      ::close(fd);
-      QUARRY_FAIL(path, ": cannot read the label journal: ",
-                  r < 0 ? std::strerror(err) : "it ended before its size (changed while read?)");
-    }
-    got += static_cast<std::size_t>(r);
+  int err = 0;
+  if (io::read_full(fd, data.data(), data.size(), &err) < data.size()) {
+    ::close(fd);
+    QUARRY_FAIL(path, ": cannot read the label journal: ",
+                err != 0 ? std::strerror(err) : "it ended before its size (changed while read?)");
   }
   ::close(fd);
   journal.file_bytes_ = data.size();

@@ -18,7 +18,7 @@ Model::~Model() = default;
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 Model Model::train(const Dataset&, const std::vector<std::int64_t>&, const TrainOptions&,
-                   TrainReport*, const TrainProgressFn&) { no_torch(); }
+                   TrainReport*, const ProgressFn&) { no_torch(); }
 Inference Model::infer(const float*, std::int64_t, const InferOptions&) const { no_torch(); }
 std::vector<std::int32_t> Model::predict(const Split&, int) const { no_torch(); }
 void Model::save(const std::string&) const { no_torch(); }

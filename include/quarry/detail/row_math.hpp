@@ -3,7 +3,7 @@
 // `ld(m, c)`), so the same code serves float32/float16/bfloat16 inputs on either backend.
 // Loaders are small (a pointer) and passed by value: through a reference, GCC cannot prove the
 // row pointer constant inside a loop and vectorises the loads as gathers (6x slower at C=1000).
-// The definitions are DESIGN.md's acquisition contract; accumulation is in float.
+// The definitions are docs/acquisition.md's; sums run in float blocks added in double (kSumBlock).
 //
 // A row is worked on by one thread or by several together, described by a `Lanes` policy:
 // thread `first()` of the group handles classes first, first + step, first + 2 step, ... and

@@ -1,0 +1,154 @@
+// The GEMM blocks of the CPU diversity backend: nearest_rows (the distances to kcenter's labeled
+// set, the k-means assignment) screens BLAS SGEMM tiles with a rigorous error bound and
+// recomputes canonically every column the bound cannot rule out. Canonical arithmetic: compiled
+// without FP contraction (QUARRY_NO_CONTRACTION in CMakeLists.txt).
+#include "cpu/diversity_cpu.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/parallel.hpp"
+#include "cpu/diversity_internal.hpp"
+#include "quarry/detail/diversity_math.hpp"
+
+// The Fortran BLAS interface: every BLAS (OpenBLAS, the reference BLAS, BLIS, MKL) has it,
+// unlike CBLAS. Character arguments carry hidden lengths at the end (gfortran ABI).
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
+                       const int* k, const float* alpha, const float* a, const int* lda,
+                       const float* b, const int* ldb, const float* beta, float* c, const int* ldc,
+                       std::size_t transa_len, std::size_t transb_len);
+// OpenBLAS's thread control, when the BLAS is OpenBLAS (weak: null otherwise).
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+extern "C" int openblas_get_num_threads(void) __attribute__((weak));
+
+namespace quarry::cpu {
+namespace {
+
+// Each thread calls GEMM on its own rows, so the BLAS must not start threads of its own:
+// OpenBLAS's pthreads would compete with OpenMP's for the same cores (and spin after each
+// call). Restores the caller's setting. (An OpenMP build of OpenBLAS, MKL and BLIS detect the
+// enclosing parallel region themselves.)
+class BlasSingleThreaded {
+ public:
+  BlasSingleThreaded() {
+    if (openblas_set_num_threads && openblas_get_num_threads) {
+      saved_ = openblas_get_num_threads();
+      openblas_set_num_threads(1);
+    }
+  }
+  ~BlasSingleThreaded() {
+    if (saved_ > 0) openblas_set_num_threads(saved_);
+  }
+  BlasSingleThreaded(const BlasSingleThreaded&) = delete;
+  BlasSingleThreaded& operator=(const BlasSingleThreaded&) = delete;
+
+ private:
+  int saved_ = 0;
+};
+
+}  // namespace
+
+using namespace diversity_detail;
+
+// ---------------------------------------------------------------------------- GEMM blocks
+
+void nearest_rows(const FloatRows& x, const FloatRows& y, const std::vector<std::uint8_t>& skip,
+                  std::vector<double>* best_d2, std::vector<std::int32_t>* best_j,
+                  const ProgressFn& progress, const char* phase) {
+  const std::int64_t n = x.n, m = y.n, d = x.d;
+  best_d2->assign(static_cast<std::size_t>(n), kInf);
+  best_j->assign(static_cast<std::size_t>(n), -1);
+  if (n == 0 || m == 0) return;
+  std::vector<double> yn2(static_cast<std::size_t>(m)), yn(static_cast<std::size_t>(m));
+  for (std::int64_t j = 0; j < m; ++j) {
+    yn2[j] = dot_canonical(y.row(j), y.row(j), d);
+    yn[j] = std::sqrt(yn2[j]);
+  }
+  // |fl(x.y) - x.y| <= gamma_{d+1} ||x|| ||y|| for any summation order (one more rounding for
+  // the float result); the double terms add a few eps (xn2 + yn2); the canonical value itself
+  // is within (d + 4) eps of the exact distance <= 2 (xn2 + yn2).
+  const double gam = detail::dot_f32_error_factor(d + 1) * 1.01;
+  const double rel = 8.0 * static_cast<double>(d + 8) * kEps;
+  const double tiny = 8.0 * static_cast<double>(d) * 1.401298464324817e-45;
+  const bool gemm_ok = static_cast<double>(d) * detail::kEpsFloat < 0.01 && d < (1 << 30);
+
+  constexpr std::int64_t kRows = 256, kCols = 1024;
+  const int nt = max_threads();
+  std::vector<float> tiles(static_cast<std::size_t>(nt) * kRows * kCols);
+  std::vector<double> scratch(static_cast<std::size_t>(nt) * kRows * 4);
+  BlasSingleThreaded single;
+  // Super-blocks of rows between progress reports.
+  const std::int64_t super = std::max<std::int64_t>(kRows * nt * 4, (1 << 22) / std::max<std::int64_t>(m, 1) * kRows);
+  for (std::int64_t s0 = 0; s0 < n; s0 += super) {
+    const std::int64_t s1 = std::min(n, s0 + super);
+    parallel_chunks(s1 - s0, kRows, (s1 - s0) * m * d, [&](std::int64_t b, std::int64_t e, int t) {
+      const std::int64_t r0 = s0 + b, rows = e - b;
+      float* tile = tiles.data() + static_cast<std::size_t>(t) * kRows * kCols;
+      double* xn2 = scratch.data() + static_cast<std::size_t>(t) * kRows * 4;
+      double* xn = xn2 + kRows;
+      double* best = xn + kRows;
+      double* upper = best + kRows;
+      std::int32_t bj[kRows];
+      for (std::int64_t r = 0; r < rows; ++r) {
+        xn2[r] = dot_canonical(x.row(r0 + r), x.row(r0 + r), d);
+        xn[r] = std::sqrt(xn2[r]);
+        best[r] = kInf;
+        upper[r] = kInf;
+        bj[r] = -1;
+      }
+      for (std::int64_t c0 = 0; c0 < m; c0 += kCols) {
+        const std::int64_t cols = std::min(kCols, m - c0);
+        if (gemm_ok) {
+          // Row-major tile[r][j] = x_{r0+r} . y_{c0+j}: column-major tile^T = Y^T X.
+          const int M = static_cast<int>(cols), N = static_cast<int>(rows), K = static_cast<int>(d);
+          const float one = 1.0f, zero = 0.0f;
+          sgemm_("T", "N", &M, &N, &K, &one, y.row(c0), &K, x.row(r0), &K, &zero, tile, &M, 1, 1);
+        }
+        for (std::int64_t r = 0; r < rows; ++r) {
+          const std::int64_t i = r0 + r;
+          if (!skip.empty() && skip[i]) continue;
+          const float* tr = tile + r * cols;
+          // First the block's smallest upper bound, then every column it cannot rule out.
+          double u = upper[r];
+          if (gemm_ok) {
+            for (std::int64_t j = 0; j < cols; ++j) {
+              const double t2 = 2.0 * static_cast<double>(tr[j]);
+              const double s = xn2[r] + yn2[c0 + j];
+              const double err = 2.0 * gam * xn[r] * yn[c0 + j] + rel * s + tiny;
+              const double hi = (s - t2) + err;
+              u = std::min(u, hi);  // NaN (overflow) compares false: no effect
+            }
+          }
+          for (std::int64_t j = 0; j < cols; ++j) {
+            if (gemm_ok) {
+              const double t2 = 2.0 * static_cast<double>(tr[j]);
+              const double s = xn2[r] + yn2[c0 + j];
+              const double err = 2.0 * gam * xn[r] * yn[c0 + j] + rel * s + tiny;
+              const double lo = (s - t2) - err;
+              if (lo > u) continue;  // a NaN lo (overflowed product) is not > u: recomputed
+            }
+            const double ex = sqdist_canonical(x.row(i), y.row(c0 + j), d);
+            if (ex < best[r] || (ex == best[r] && c0 + j < bj[r])) {
+              best[r] = ex;
+              bj[r] = static_cast<std::int32_t>(c0 + j);
+            }
+            u = std::min(u, ex);
+          }
+          upper[r] = u;
+        }
+      }
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t i = r0 + r;
+        if (!skip.empty() && skip[i]) continue;
+        (*best_d2)[i] = best[r];
+        (*best_j)[i] = bj[r];
+      }
+    });
+    report(progress, phase, s1, n);
+  }
+}
+
+}  // namespace quarry::cpu

@@ -1,0 +1,354 @@
+// What a simulation reports, part 3: the summary's files, curves.csv (the mean curves),
+// summary.json (everything, for programs) and summary.md (the tables, for people).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "quarry/error.hpp"
+#include "quarry/loop.hpp"
+#include "simulate/report_internal.hpp"
+
+namespace quarry {
+
+using report_detail::find_strategy;
+using report_detail::number_or_null;
+using report_detail::strf;
+
+namespace {
+
+// Written with the keys in the order set.
+using ojson = nlohmann::ordered_json;
+
+// ---------------------------------------------------------------- text helpers
+
+// %.6g, and "nan" for NaN (curves.csv).
+std::string g6(double v) { return std::isnan(v) ? std::string("nan") : strf("%.6g", v); }
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// Text for Markdown (table cells included): no line breaks, and the characters that would
+// end a cell, open an HTML tag or start emphasis, code or a link backslash-escaped.
+std::string md(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\n' || c == '\r') {
+      out += ' ';
+      continue;
+    }
+    if (std::string_view("|<>*_`[]\\").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+std::string pm(const MeanStd& m, int decimals = 4) {
+  if (std::isnan(m.mean)) return "n/a";
+  return strf("%.*f ± %.*f", decimals, m.mean, decimals, m.std);
+}
+
+std::string seconds_pm(const MeanStd& m) {
+  if (std::isnan(m.mean)) return "n/a";
+  return strf("%.3g ± %.2g", m.mean, m.std);
+}
+
+ojson mean_std_json(const MeanStd& m) {
+  return {{"mean", number_or_null(m.mean)}, {"std", number_or_null(m.std)}};
+}
+
+ojson efficiency_json(const Efficiency& e) {
+  ojson j;
+  j["target"] = number_or_null(e.target);
+  j["labels"] = e.labels ? number_or_null(*e.labels) : ojson(nullptr);
+  j["saving_percent"] = e.saving_percent ? number_or_null(*e.saving_percent) : ojson(nullptr);
+  j["reached"] = e.labels.has_value();
+  ojson per_repeat = ojson::array();
+  for (const std::optional<double>& x : e.repeat_labels)
+    per_repeat.push_back(x ? number_or_null(*x) : ojson(nullptr));
+  j["repeat_labels"] = std::move(per_repeat);
+  j["repeats_reached"] = e.repeats_reached;
+  j["repeat_saving"] = mean_std_json(e.repeat_saving);
+  j["stays_labels"] = e.stays_labels ? number_or_null(*e.stays_labels) : ojson(nullptr);
+  return j;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- curves.csv
+
+std::string curves_csv(const SimulationSummary& s) {
+  const bool binary = s.num_classes == 2;
+  std::string out =
+      "strategy,round,labels,repeats,accuracy_mean,accuracy_std,balanced_accuracy_mean,"
+      "balanced_accuracy_std,macro_f1_mean,macro_f1_std";
+  if (binary) {
+    for (const char* what : {"sensitivity", "specificity"})
+      for (int c = 0; c < 2; ++c) out += strf(",%s_%d_mean,%s_%d_std", what, c, what, c);
+  }
+  out += '\n';
+  for (const StrategySummary& st : s.strategies) {
+    for (std::size_t k = 0; k < st.labels.size(); ++k) {
+      out += csv_field(st.strategy) + strf(",%zu,%lld,%d", k, static_cast<long long>(st.labels[k]),
+                                           st.repeats);
+      for (const MeanStd* m : {&st.accuracy[k], &st.balanced_accuracy[k], &st.macro_f1[k]})
+        out += "," + g6(m->mean) + "," + g6(m->std);
+      if (binary && k < st.sensitivity.size()) {
+        for (const auto* per_class : {&st.sensitivity[k], &st.specificity[k]})
+          for (const MeanStd& m : *per_class) out += "," + g6(m.mean) + "," + g6(m.std);
+      }
+      out += '\n';
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- summary.json
+
+std::string summary_json(const SimulationSummary& s) {
+  ojson j;
+  j["dataset"] = s.dataset;
+  j["model"] = s.model;
+  j["baseline"] = s.baseline;
+  j["seed_size"] = s.seed_size;
+  j["batch"] = s.batch;
+  j["rounds"] = s.rounds;
+  j["repeats"] = s.repeats;
+  j["num_classes"] = s.num_classes;
+  if (!s.config_json.empty()) {
+    try {
+      j["config"] = ojson::parse(s.config_json);
+    } catch (const ojson::exception& e) {
+      QUARRY_FAIL("summary.json: the configuration is not valid JSON (", e.what(), ")");
+    }
+  }
+  ojson strategies = ojson::array();
+  for (const StrategySummary& st : s.strategies) {
+    ojson curve = ojson::array();
+    for (std::size_t k = 0; k < st.labels.size(); ++k) {
+      ojson point = {{"round", k},
+                    {"labels", st.labels[k]},
+                    {"accuracy", mean_std_json(st.accuracy[k])},
+                    {"balanced_accuracy", mean_std_json(st.balanced_accuracy[k])},
+                    {"macro_f1", mean_std_json(st.macro_f1[k])}};
+      if (k < st.sensitivity.size()) {
+        ojson sens = ojson::array(), spec = ojson::array();
+        for (const MeanStd& m : st.sensitivity[k]) sens.push_back(mean_std_json(m));
+        for (const MeanStd& m : st.specificity[k]) spec.push_back(mean_std_json(m));
+        point["sensitivity"] = std::move(sens);
+        point["specificity"] = std::move(spec);
+      }
+      curve.push_back(std::move(point));
+    }
+    ojson e;
+    e["strategy"] = st.strategy;
+    e["repeats"] = st.repeats;
+    e["curve"] = std::move(curve);
+    e["efficiency"] = {{"accuracy", efficiency_json(st.accuracy_efficiency)},
+                       {"balanced_accuracy", efficiency_json(st.balanced_accuracy_efficiency)}};
+    e["seconds"] = {{"round", mean_std_json(st.round_seconds)},
+                    {"train", mean_std_json(st.train_seconds)},
+                    {"infer", mean_std_json(st.infer_seconds)},
+                    {"score", mean_std_json(st.score_seconds)},
+                    {"select", mean_std_json(st.select_seconds)}};
+    strategies.push_back(std::move(e));
+  }
+  j["strategies"] = std::move(strategies);
+  return j.dump(2) + "\n";
+}
+
+// ---------------------------------------------------------------- summary.md
+
+namespace {
+
+// The strategy (other than the baseline) with the largest positive saving; null if none.
+const StrategySummary* best_saving(const SimulationSummary& s,
+                                   Efficiency StrategySummary::*which) {
+  const StrategySummary* best = nullptr;
+  for (const StrategySummary& st : s.strategies) {
+    const Efficiency& e = st.*which;
+    if (st.strategy == s.baseline || !e.saving_percent || !(*e.saving_percent > 0)) continue;
+    if (!best || *e.saving_percent > *((*best).*which).saving_percent) best = &st;
+  }
+  return best;
+}
+
+std::string labels_cell(const StrategySummary& st, const Efficiency& e) {
+  if (e.labels) return strf("%.0f", *e.labels);
+  return strf("not reached (> %lld labels)", static_cast<long long>(st.labels.back()));
+}
+
+std::string saving_cell(const Efficiency& e, bool best) {
+  if (!e.saving_percent) return "–";
+  const std::string v = strf("%.1f %%", *e.saving_percent);
+  return best ? "**" + v + "** (best)" : v;
+}
+
+// The per-repeat saving: mean ± std over the repeats that reached the target, and how many of
+// how many did ("41 ± 6 % (3/3)"; "– (0/3)" when none).
+std::string repeat_saving_cell(const StrategySummary& st, const Efficiency& e) {
+  const std::string reached = strf("(%d/%d)", e.repeats_reached, st.repeats);
+  if (e.repeats_reached == 0 || std::isnan(e.repeat_saving.mean)) return "– " + reached;
+  return strf("%.0f ± %.0f %% ", e.repeat_saving.mean, e.repeat_saving.std) + reached;
+}
+
+std::string stays_cell(const Efficiency& e) {
+  if (e.stays_labels) return strf("%.0f", *e.stays_labels);
+  return "below at the last round";
+}
+
+std::string per_round_table(const SimulationSummary& s,
+                            std::vector<MeanStd> StrategySummary::*curve) {
+  std::size_t rounds = 0;
+  for (const StrategySummary& st : s.strategies) rounds = std::max(rounds, st.labels.size());
+  std::string out = "| Round | Labels |";
+  std::string rule = "| --: | --: |";
+  for (const StrategySummary& st : s.strategies) {
+    out += " " + md(st.strategy) + " |";
+    rule += " --: |";
+  }
+  out += "\n" + rule + "\n";
+  for (std::size_t k = 0; k < rounds; ++k) {
+    // The label count of the first strategy that has this round; a strategy with another
+    // count at this round shows its own.
+    std::int64_t labels = -1;
+    for (const StrategySummary& st : s.strategies)
+      if (k < st.labels.size()) {
+        labels = st.labels[k];
+        break;
+      }
+    out += strf("| %zu | %lld |", k, static_cast<long long>(labels));
+    for (const StrategySummary& st : s.strategies) {
+      if (k >= st.labels.size()) {
+        out += " – |";
+        continue;
+      }
+      out += " " + pm((st.*curve)[k]);
+      if (st.labels[k] != labels)
+        out += strf(" (%lld labels)", static_cast<long long>(st.labels[k]));
+      out += " |";
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string summary_markdown(const SimulationSummary& s) {
+  const StrategySummary* base = find_strategy(s, s.baseline);
+  std::string out = "# Active-learning simulation\n\n";
+  out += "- **Dataset:** " + md(s.dataset) + "\n";
+  out += "- **Model:** " + md(s.model) + "\n";
+  out += strf("- **Protocol:** an initial labeled set of %lld samples, then %d rounds of %lld "
+              "labels each",
+              static_cast<long long>(s.seed_size), s.rounds, static_cast<long long>(s.batch));
+  if (base) out += strf(" (%lld labels at the end)", static_cast<long long>(base->labels.back()));
+  out += strf("; %d repeat%s per strategy (mean ± sample standard deviation over repeats); "
+              "%d classes.\n",
+              s.repeats, s.repeats == 1 ? "" : "s", s.num_classes);
+  out += "- **Baseline:** " + md(s.baseline) +
+         (base ? std::string("\n") : std::string(" (not in this run: no label efficiency)\n"));
+  out += "\n## Results at the last round\n\n";
+
+  const StrategySummary* best_acc = best_saving(s, &StrategySummary::accuracy_efficiency);
+  const StrategySummary* best_bal = best_saving(s, &StrategySummary::balanced_accuracy_efficiency);
+  out += "| Strategy | Labels | Accuracy | Balanced accuracy | Macro-F1 |";
+  std::string rule = "| --- | --: | --: | --: | --: |";
+  if (base) {
+    out += strf(" Labels to reach %s's accuracy (%.4f) | Saving | Saving per repeat |",
+                md(s.baseline).c_str(), base->accuracy.back().mean);
+    out += strf(" Labels to reach %s's balanced accuracy (%.4f) | Saving | Saving per repeat |",
+                md(s.baseline).c_str(), base->balanced_accuracy.back().mean);
+    rule += " --: | --: | --: | --: | --: | --: |";
+  }
+  out += " Round time (s) |\n" + rule + " --: |\n";
+  for (const StrategySummary& st : s.strategies) {
+    out += "| " + md(st.strategy) + strf(" | %lld | ", static_cast<long long>(st.labels.back())) +
+           pm(st.accuracy.back()) + " | " + pm(st.balanced_accuracy.back()) + " | " +
+           pm(st.macro_f1.back()) + " |";
+    if (base) {
+      out += " " + labels_cell(st, st.accuracy_efficiency) + " | " +
+             saving_cell(st.accuracy_efficiency, &st == best_acc) + " | " +
+             repeat_saving_cell(st, st.accuracy_efficiency) + " |";
+      out += " " + labels_cell(st, st.balanced_accuracy_efficiency) + " | " +
+             saving_cell(st.balanced_accuracy_efficiency, &st == best_bal) + " | " +
+             repeat_saving_cell(st, st.balanced_accuracy_efficiency) + " |";
+    }
+    out += " " + seconds_pm(st.round_seconds) + " |\n";
+  }
+
+  if (base) {
+    out += "\n## Stays above from: labels after which the mean curve stays at or above " +
+           md(s.baseline) + "'s final mean\n\n";
+    out += strf("| Strategy | Accuracy (%.4f) | Balanced accuracy (%.4f) |\n| --- | --: | --: |\n",
+                base->accuracy.back().mean, base->balanced_accuracy.back().mean);
+    for (const StrategySummary& st : s.strategies)
+      out += "| " + md(st.strategy) + " | " + stays_cell(st.accuracy_efficiency) + " | " +
+             stays_cell(st.balanced_accuracy_efficiency) + " |\n";
+  }
+
+  out += "\n## Accuracy per round\n\n" + per_round_table(s, &StrategySummary::accuracy);
+  out += "\n## Balanced accuracy per round\n\n" +
+         per_round_table(s, &StrategySummary::balanced_accuracy);
+
+  if (s.num_classes == 2) {
+    out += "\n## Sensitivity and specificity at the last round\n\n";
+    out += "| Strategy | Sensitivity, class 0 | Sensitivity, class 1 | Specificity, class 0 | "
+           "Specificity, class 1 |\n| --- | --: | --: | --: | --: |\n";
+    for (const StrategySummary& st : s.strategies) {
+      if (st.sensitivity.empty()) continue;
+      const auto& sens = st.sensitivity.back();
+      const auto& spec = st.specificity.back();
+      out += "| " + md(st.strategy) + " | " + pm(sens[0]) + " | " + pm(sens[1]) + " | " +
+             pm(spec[0]) + " | " + pm(spec[1]) + " |\n";
+    }
+  }
+
+  out += "\n## Time per round (seconds, mean ± std over all rounds and repeats)\n\n";
+  out += "| Strategy | Round | Train | Infer | Score | Select |\n"
+         "| --- | --: | --: | --: | --: | --: |\n";
+  for (const StrategySummary& st : s.strategies)
+    out += "| " + md(st.strategy) + " | " + seconds_pm(st.round_seconds) + " | " +
+           seconds_pm(st.train_seconds) + " | " + seconds_pm(st.infer_seconds) + " | " +
+           seconds_pm(st.score_seconds) + " | " + seconds_pm(st.select_seconds) + " |\n";
+
+  out += "\n## How to read this\n\n";
+  out += "Every strategy starts from the same initial labeled set in a repeat and labels one "
+         "batch per round; the model is retrained from scratch on the labeled set and evaluated "
+         "on the test split. Values are the mean ± sample standard deviation over repeats. "
+         "Balanced accuracy is the mean recall over the classes in the test set; macro-F1 the "
+         "mean F1 over the classes in the test set or the predictions.\n\n";
+  out += "**Label efficiency:** the number of labels a strategy needs for its mean learning "
+         "curve to first reach " + md(s.baseline) + "'s mean at its last round (interpolated "
+         "linearly between rounds), and the **saving**: 100 × (1 − those labels / the "
+         "baseline's final labels). A saving of 40 % means the strategy matched the baseline's "
+         "final quality with 40 % fewer labels; \"not reached\" means it never did within the "
+         "run. The best saving is in bold.\n\n";
+  out += "**Saving per repeat:** the same reading on each repeat's own learning curve, against "
+         "the same target (" + md(s.baseline) + "'s final mean): the mean ± sample standard "
+         "deviation of the saving over the repeats whose curve reached the target, and how many "
+         "of the repeats did (\"41 ± 6 % (3/3)\"; \"– (0/3)\": none did). The mean curve can "
+         "cross the target on one repeat's upward blip; a wide spread or few repeats reaching it "
+         "means the saving above is fragile.\n\n";
+  out += "**Stays above from:** the labels after which the mean curve stays at or above " +
+         md(s.baseline) + "'s final mean up to the last round (interpolated into the round "
+         "where it last crosses the target from below); \"below at the last round\" means it "
+         "ends under the target. Where it is larger than the first crossing, the curve dipped "
+         "back below the target after first reaching it.\n";
+  return out;
+}
+
+}  // namespace quarry
