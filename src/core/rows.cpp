@@ -1,7 +1,10 @@
 // Backend-neutral row helpers (src/core/rows.hpp).
 #include "core/rows.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/parallel.hpp"
@@ -9,6 +12,22 @@
 #include "quarry/error.hpp"
 
 namespace quarry {
+
+namespace {
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+}  // namespace
+
+FloatBuffer::FloatBuffer(std::size_t n) : n_(n) {
+  const std::size_t bytes = std::max<std::size_t>(n, 1) * sizeof(float);
+  const bool huge = bytes >= kHugePage;
+  const std::size_t align = huge ? kHugePage : 64;
+  void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  if (!p) QUARRY_FAIL("out of memory allocating ", bytes, " bytes for scores");
+  if (huge) (void)::madvise(p, (bytes + align - 1) / align * align, MADV_HUGEPAGE);  // a hint only
+  p_.reset(static_cast<float*>(p));
+}
+
+void FloatBuffer::Free::operator()(float* p) const { std::free(p); }
 
 FloatRows float_rows(const ArrayView& e, const std::string& name) {
   FloatRows out;

@@ -18,6 +18,7 @@
 #include <limits>
 #include <string>
 
+#include "core/rows.hpp"
 #include "core/score_call.hpp"
 #include "engine/stream_parts.hpp"
 #include "io/mmap_file.hpp"
@@ -250,7 +251,7 @@ ScorePlan plan_scoring(const PoolFiles& input, Acquisition acq, const ScoreOptio
 template <class Use>
 void cpu_chunks(const PoolFiles& input, Acquisition acq, const ScoreOptions& o, const PoolFiles* emb,
                 const std::vector<Range>& chunks, Use&& use) {
-  std::vector<float> scores(longest(chunks));
+  FloatBuffer scores(longest(chunks));
   ChunkInput storage;
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     const Range r = chunks[i];
@@ -361,7 +362,7 @@ Ranked stream_score_select(const PoolFiles& input, Acquisition acq, const ScoreO
     return run.best;
 #endif
   }
-  std::vector<float> keys(sel.power ? longest(chunks) : 0);
+  FloatBuffer keys(sel.power ? longest(chunks) : 0);
   cpu_chunks(input, acq, o, emb, chunks, [&](Range r, const float* scores) {
     std::int64_t selectable = 0;  // every row was checked, also for k = 0
     const std::vector<std::uint8_t> mask = chunk_mask(excluded, r, &selectable);
@@ -396,7 +397,7 @@ Ranked stream_select_scores(const PoolFiles& scores, const SelectOptions& sel, c
   if (stats) *stats = st;
   Running run{sel.k, {}};
   const std::size_t cap = longest(chunks);
-  std::vector<float> converted(dt == DType::f32 ? 0 : cap), keys(sel.power ? cap : 0);
+  FloatBuffer converted(dt == DType::f32 ? 0 : cap), keys(sel.power ? cap : 0);
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     const Range r = chunks[i];
     const std::int64_t rows = r.end - r.begin;
@@ -405,7 +406,7 @@ Ranked stream_select_scores(const PoolFiles& scores, const SelectOptions& sel, c
     if (dt != DType::f32) {
       const void* p = scores.row_pointer(r.begin);
       for (std::int64_t j = 0; j < rows; ++j)
-        converted[static_cast<std::size_t>(j)] =
+        converted.data()[j] =
             dt == DType::f64 ? static_cast<float>(static_cast<const double*>(p)[j])
                              : detail::half_to_float(static_cast<const std::uint16_t*>(p)[j]);
       x = converted.data();
