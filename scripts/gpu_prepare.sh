@@ -75,6 +75,11 @@ done | sort -u | while read -r soname path; do
   cp -L "$path" "$stage/lib/$soname"
 done
 
+# The BLAS is loaded on the first GEMM too (dlopen, by the SONAME the build found: the reference
+# libblas.so.3 with BLA_VENDOR=Generic), so ldd does not list it either: staged explicitly.
+blas=/usr/lib/x86_64-linux-gnu/blas/libblas.so.3
+[ -f "$blas" ] && cp -L "$blas" "$stage/lib/libblas.so.3"
+
 "$root/scripts/prepare_device_carry.sh" >/dev/null
 echo "gpu_prepare: staged $(cat "$stage/COMMIT") in carry/gpu ($(du -sh "$stage" | cut -f1)): $(ls "$stage/lib" | tr '\n' ' ')"
 echo "gpu_prepare: carry/ in all $(du -sh "$root/carry" | cut -f1) (the device tool carries 64 MiB)"

@@ -106,7 +106,16 @@ TEST_F(Cli, EngineCommandsDoNotLoadLibTorch) {
     EXPECT_EQ(libs.find("libc10"), std::string::npos) << args;
     EXPECT_EQ(libs.find("libquarry_loop"), std::string::npos) << args;
     EXPECT_EQ(libs.find("libcublas"), std::string::npos) << args;  // loaded on first GEMM only
+    EXPECT_EQ(libs.find("blas.so"), std::string::npos) << args;    // the CPU BLAS too
   }
+  // ... and a GEMM loads the BLAS: k-center from labeled samples computes their distances by GEMM.
+  const std::string emb = path("emb.npy");
+  spec.d = 8;
+  quarry::write_npy(emb, quarry::synthetic_embeddings(spec).view());
+  std::ofstream(path("ex.txt")) << "3\n17\n";
+  const std::string gemm = loaded_libraries(
+      QUARRY_CLI_PATH, "select --strategy kcenter --embeddings " + emb + " -k 5 --exclude " + path("ex.txt"));
+  EXPECT_NE(gemm.find("blas.so"), std::string::npos) << gemm.substr(0, 2000);
 #if QUARRY_BUILD_TORCH
   // The check sees LibTorch where it is loaded: quarry hands `train --help` over to quarry-loop.
   const std::string loop = loaded_libraries(QUARRY_CLI_PATH, "train --help");

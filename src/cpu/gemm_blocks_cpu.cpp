@@ -4,28 +4,58 @@
 // without FP contraction (QUARRY_NO_CONTRACTION in CMakeLists.txt).
 #include "cpu/diversity_cpu.hpp"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/parallel.hpp"
 #include "cpu/diversity_internal.hpp"
 #include "quarry/detail/diversity_math.hpp"
-
-// The Fortran BLAS interface: every BLAS (OpenBLAS, the reference BLAS, BLIS, MKL) has it,
-// unlike CBLAS. Character arguments carry hidden lengths at the end (gfortran ABI).
-extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
-                       const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c, const int* ldc,
-                       std::size_t transa_len, std::size_t transb_len);
-// OpenBLAS's thread control, when the BLAS is OpenBLAS (weak: null otherwise).
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
-extern "C" int openblas_get_num_threads(void) __attribute__((weak));
+#include "quarry/error.hpp"
 
 namespace quarry::cpu {
 namespace {
+
+// BLAS, loaded on the first GEMM (dlopen) rather than linked: a command that computes none
+// (score, select by a score, info) does not pay OpenBLAS's start-up. The Fortran interface:
+// every BLAS (OpenBLAS, the reference BLAS, BLIS, MKL) has it, unlike CBLAS. Character arguments
+// carry hidden lengths at the end (gfortran ABI).
+struct BlasApi {
+  using Sgemm = void (*)(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                         const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                         const float* beta, float* c, const int* ldc, std::size_t transa_len,
+                         std::size_t transb_len);
+  Sgemm sgemm = nullptr;
+  // OpenBLAS's thread control, when the BLAS is OpenBLAS (null otherwise).
+  void (*set_threads)(int) = nullptr;
+  int (*get_threads)() = nullptr;
+};
+
+// The BLAS this build found (QUARRY_BLAS_SONAME), else the system's libblas.so.3. A failure is
+// an Error and the next call tries again.
+const BlasApi& blas_api() {
+  static const BlasApi api = [] {
+    void* h = nullptr;
+    std::string tried;
+    for (const char* name : {QUARRY_BLAS_SONAME, "libblas.so.3"}) {
+      if ((h = ::dlopen(name, RTLD_NOW | RTLD_LOCAL))) break;
+      tried += std::string(tried.empty() ? "" : "; ") + ::dlerror();
+    }
+    if (!h) QUARRY_FAIL("cannot load a BLAS, which the CPU diversity strategies and k-means need: ", tried);
+    BlasApi a;
+    a.sgemm = reinterpret_cast<BlasApi::Sgemm>(::dlsym(h, "sgemm_"));
+    if (!a.sgemm) QUARRY_FAIL("the BLAS loaded (", QUARRY_BLAS_SONAME, ") has no sgemm_");
+    a.set_threads = reinterpret_cast<void (*)(int)>(::dlsym(h, "openblas_set_num_threads"));
+    a.get_threads = reinterpret_cast<int (*)()>(::dlsym(h, "openblas_get_num_threads"));
+    return a;
+  }();
+  return api;
+}
 
 // Each thread calls GEMM on its own rows, so the BLAS must not start threads of its own:
 // OpenBLAS's pthreads would compete with OpenMP's for the same cores (and spin after each
@@ -33,19 +63,20 @@ namespace {
 // enclosing parallel region themselves.)
 class BlasSingleThreaded {
  public:
-  BlasSingleThreaded() {
-    if (openblas_set_num_threads && openblas_get_num_threads) {
-      saved_ = openblas_get_num_threads();
-      openblas_set_num_threads(1);
+  explicit BlasSingleThreaded(const BlasApi& blas) : blas_(blas) {
+    if (blas_.set_threads && blas_.get_threads) {
+      saved_ = blas_.get_threads();
+      blas_.set_threads(1);
     }
   }
   ~BlasSingleThreaded() {
-    if (saved_ > 0) openblas_set_num_threads(saved_);
+    if (saved_ > 0) blas_.set_threads(saved_);
   }
   BlasSingleThreaded(const BlasSingleThreaded&) = delete;
   BlasSingleThreaded& operator=(const BlasSingleThreaded&) = delete;
 
  private:
+  const BlasApi& blas_;
   int saved_ = 0;
 };
 
@@ -79,7 +110,8 @@ void nearest_rows(const FloatRows& x, const FloatRows& y, const std::vector<std:
   const int nt = max_threads();
   std::vector<float> tiles(static_cast<std::size_t>(nt) * kRows * kCols);
   std::vector<double> scratch(static_cast<std::size_t>(nt) * kRows * 4);
-  BlasSingleThreaded single;
+  const BlasApi& blas = blas_api();  // loaded (or an Error) before any parallel region
+  BlasSingleThreaded single(blas);
   // Super-blocks of rows between progress reports.
   const std::int64_t super = std::max<std::int64_t>(kRows * nt * 4, (1 << 22) / std::max<std::int64_t>(m, 1) * kRows);
   for (std::int64_t s0 = 0; s0 < n; s0 += super) {
@@ -105,7 +137,7 @@ void nearest_rows(const FloatRows& x, const FloatRows& y, const std::vector<std:
           // Row-major tile[r][j] = x_{r0+r} . y_{c0+j}: column-major tile^T = Y^T X.
           const int M = static_cast<int>(cols), N = static_cast<int>(rows), K = static_cast<int>(d);
           const float one = 1.0f, zero = 0.0f;
-          sgemm_("T", "N", &M, &N, &K, &one, y.row(c0), &K, x.row(r0), &K, &zero, tile, &M, 1, 1);
+          blas.sgemm("T", "N", &M, &N, &K, &one, y.row(c0), &K, x.row(r0), &K, &zero, tile, &M, 1, 1);
         }
         for (std::int64_t r = 0; r < rows; ++r) {
           const std::int64_t i = r0 + r;
