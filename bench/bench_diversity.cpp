@@ -39,12 +39,7 @@ void BM_Diversity(benchmark::State& state) {
     first = s.index.front();
     benchmark::DoNotOptimize(first);
   }
-  const double pool_gb = static_cast<double>(n) * static_cast<double>(d) * 4.0 / 1e9;
-  state.SetItemsProcessed(state.iterations() * k);  // picks/s
-  state.counters["N"] = static_cast<double>(n);
-  state.counters["D"] = static_cast<double>(d);
-  state.counters["k"] = static_cast<double>(k);
-  state.counters["pool_GB"] = pool_gb;
+  const double pool_gb = quarry_bench::diversity_counters(state, n, d, k);
   if (const char* bw = std::getenv("QUARRY_BENCH_MEM_BW_GBS")) {
     // seconds per iteration / seconds of one read of the embeddings
     state.counters["passes"] = benchmark::Counter(std::atof(bw) / pool_gb,

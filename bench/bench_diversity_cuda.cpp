@@ -54,12 +54,7 @@ void BM_DiversityCuda(benchmark::State& state) {
     state.SkipWithError(e.what());
     return;
   }
-  const double pool_gb = static_cast<double>(n) * static_cast<double>(d) * 4.0 / 1e9;
-  state.SetItemsProcessed(state.iterations() * k);  // picks/s
-  state.counters["N"] = static_cast<double>(n);
-  state.counters["D"] = static_cast<double>(d);
-  state.counters["k"] = static_cast<double>(k);
-  state.counters["pool_GB"] = pool_gb;
+  const double pool_gb = quarry_bench::diversity_counters(state, n, d, k);
   state.counters["pass_GBs"] = benchmark::Counter(pool_gb * static_cast<double>(k),
                                                   benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(quarry::diversity_strategy_name(strategy));

@@ -113,6 +113,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)
+        print("saved", a.json)
     return 0
 
 

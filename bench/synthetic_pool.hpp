@@ -7,10 +7,24 @@
 #include <tuple>
 #include <utility>
 
+#include <benchmark/benchmark.h>
+
 #include "quarry/array.hpp"
 #include "quarry/synthetic.hpp"
 
 namespace quarry_bench {
+
+// The counters every diversity benchmark reports: picks/s and the pool's shape; returns the
+// size of the embeddings in GB.
+inline double diversity_counters(benchmark::State& state, std::int64_t n, std::int64_t d, std::int64_t k) {
+  const double pool_gb = static_cast<double>(n) * static_cast<double>(d) * 4.0 / 1e9;
+  state.SetItemsProcessed(state.iterations() * k);  // picks/s
+  state.counters["N"] = static_cast<double>(n);
+  state.counters["D"] = static_cast<double>(d);
+  state.counters["k"] = static_cast<double>(k);
+  state.counters["pool_GB"] = pool_gb;
+  return pool_gb;
+}
 
 struct Pool {
   quarry::Array outputs, embeddings;

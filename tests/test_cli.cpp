@@ -143,6 +143,29 @@ TEST_F(Cli, LoopCommandsAreHandedOverToQuarryLoop) {
   EXPECT_EQ(std::system(v.c_str()), 0);
 }
 
+// A quarry-loop that is really quarry (a copy, a link) must not make quarry hand over forever;
+// `-o /dev/stdout >> log` appends to the log instead of writing over its start.
+TEST_F(Cli, AHandOverToQuarryAgainStopsAndStdoutKeepsItsOffset) {
+  const std::string bin = path("bin");
+  fs::create_directories(bin);
+  fs::copy_file(QUARRY_CLI_PATH, bin + "/quarry");
+  fs::create_symlink(bin + "/quarry", bin + "/quarry-loop");
+  const std::string err = path("loop.err");
+  const int status = std::system(("timeout 20 " + bin + "/quarry report " + path("x") + " 2>" + err).c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1) << slurp(err);
+  EXPECT_NE(slurp(err).find("quarry again"), std::string::npos) << slurp(err);
+
+  ASSERT_EQ(quarry("generate -n 200 -c 3 -o " + path("p.npy")).rc, 0);
+  const std::string log = path("app.log");
+  std::ofstream(log) << "first line of the log\n";
+  const std::string cmd = std::string(QUARRY_CLI_PATH) + " select --input " + path("p.npy") +
+                          " -k 2 -o /dev/stdout >>" + log;
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const std::string got = slurp(log);
+  EXPECT_EQ(got.rfind("first line of the log\nrank,index,score\n", 0), 0u) << got;
+}
+
 TEST_F(Cli, HelpShowsEveryFlagWithItsDefault) {
   const Result r = quarry("select --help");
   ASSERT_EQ(r.rc, 0);

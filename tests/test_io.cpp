@@ -5,6 +5,7 @@
 // The test does not link zlib or libzip: the zip archives and gzip streams it needs are
 // written by hand (fixed-Huffman deflate, CRC-32; file_builders.hpp), which also lets it
 // write archives whose headers lie.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -711,6 +712,23 @@ TEST(AtomicFile, WritesIntoAPipeWithoutReplacingIt) {
   EXPECT_TRUE(fs::is_fifo(fifo)) << "the pipe was replaced by a file";
   for (const auto& e : fs::directory_iterator(fs::path(fifo).parent_path()))
     EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "temporary left: " << e.path();
+}
+
+// `-o /dev/stdout >> log` appends: a descriptor of this process is written through a duplicate,
+// keeping its mode and offset (reopening /proc/self/fd/N would write over the log's start).
+TEST(AtomicFile, WritesThroughAnOpenDescriptorWithItsModeAndOffset) {
+  const std::string log = tmp("append.log");
+  std::ofstream(log) << "line 1\nline 2\n";
+  const int fd = ::open(log.c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  for (const std::string& name : {"/dev/fd/" + std::to_string(fd), "/proc/self/fd/" + std::to_string(fd)})
+    quarry::write_file_atomic(name, {"out\n"});
+  ::close(fd);
+  std::ifstream in(log);
+  const std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, "line 1\nline 2\nout\nout\n");
+  // A closed descriptor is an error naming the path, not a write elsewhere.
+  EXPECT_THROW(quarry::write_file_atomic("/dev/fd/" + std::to_string(fd), {"x"}), quarry::Error);
 }
 
 }  // namespace

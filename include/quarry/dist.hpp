@@ -123,7 +123,7 @@ Selection distributed_select_scores(Cluster& cluster, const PoolFiles& scores, c
 
 /// A diversity strategy over embeddings (and model outputs where it reads them): on one
 /// process stream_select_diverse; on several, each rank's candidates, then the final selection
-/// among them on rank 0 (select_among).
+/// among them on rank 0.
 Selection distributed_select_diverse(Cluster& cluster, DiversityStrategy strategy, const PoolFiles& embeddings,
                                      const PoolFiles* outputs, const DiversityOptions& options,
                                      const StreamOptions& stream, StreamStats* stats = nullptr);

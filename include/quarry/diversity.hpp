@@ -1,11 +1,11 @@
 // Diversity-aware batch selection: BADGE, k-center greedy, Cluster-Margin and uncertain-k-center
 // over a pool's embeddings [N, D] (and its model outputs [N, C] where a strategy needs them).
 //
-// One public function, select_diverse(), validates the call and dispatches it to a backend
-// (src/cpu/diversity_cpu.cpp, kernels/diversity.cu). Every strategy is deterministic for a given seed, on any thread count:
-// the distances that decide a pick are computed in double in one fixed order (see
-// include/quarry/detail/diversity_math.hpp), and the random draws come from a counter-based
-// generator (Philox) keyed by the seed and the draw number.
+// One public function, select_diverse(), validates the call and dispatches it to a backend (the
+// CPU or CUDA). Every strategy is deterministic for a given seed, on any thread count and either
+// backend: the distances that decide a pick are computed in double in one fixed order, and the
+// random draws come from a counter-based generator (Philox) keyed by the seed and the draw
+// number (docs/acquisition.md).
 //
 // What each strategy selects, and what Selection::score holds for each pick:
 //

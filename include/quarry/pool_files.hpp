@@ -49,8 +49,9 @@ class PoolFiles {
   std::size_t sample_bytes() const;
   /// The whole pool as one view (only when it is a single file).
   ArrayView whole() const;
-  /// Rows [begin, end) of one file, as an [end-begin, ...] view ([M, end-begin, C] views are not
-  /// contiguous: use member_stride()). The rows must lie in one file.
+  /// Where pool row `row` starts in the memory of the file that holds it; the following rows of
+  /// that file follow it (for a committee [M, N, C], member m's row is member_stride() elements
+  /// further per member).
   const void* row_pointer(std::int64_t row) const;
   /// Elements between committee members in the file holding `row` (N_i * C).
   std::int64_t member_stride(std::int64_t row) const;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cerrno>
 #include <cstring>
@@ -376,7 +377,9 @@ void add_simulate(CLI::App& app) {
                 "labels to random acc", "labels to random bal");
     auto eff = [](const Efficiency& e) {
       if (!e.labels) return std::string("not reached");
-      return fmt::format("{:.0f} ({:+.0f}%)", *e.labels, e.saving_percent ? -*e.saving_percent : 0.0);
+      // Fewer labels than random print as a negative change; rounded first, so never "-0%".
+      const double change = e.saving_percent ? std::round(-*e.saving_percent) + 0.0 : 0.0;
+      return fmt::format("{:.0f} ({:+.0f}%)", *e.labels, change);
     };
     for (const auto& s : summary.strategies) {
       const auto& acc = s.accuracy.back();

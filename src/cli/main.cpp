@@ -8,6 +8,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <new>
 #include <string>
@@ -71,18 +72,32 @@ bool is_loop_command(const char* name) {
   return false;
 }
 
-// Replaces this process with quarry-loop, the program beside this one, with the same arguments;
-// returns only when that fails.
+// Replaces this process with quarry-loop, the program beside this one (found through
+// /proc/self/exe, or an absolute or relative argv[0] with a folder; never through the current
+// folder), with the same arguments; returns only when that fails. QUARRY_HANDED_OVER marks the
+// hand-over: a quarry-loop that is really another quarry (a copy or a link) would hand over
+// again, forever; it stops at the second hand-over instead.
 int hand_over(const char* command, char** argv) {
+  auto fail = [command](const std::string& where, const char* why) {
+    std::fprintf(stderr,
+                 "quarry: error: '%s' is run by quarry-loop (the active-learning loop, with LibTorch), "
+                 "which should be at %s: %s\n",
+                 command, where.c_str(), why);
+    return 1;
+  };
+  if (std::getenv("QUARRY_HANDED_OVER"))
+    return fail("the program quarry handed over to", "it is not quarry-loop but quarry again (a copy or a link?)");
   std::error_code ec;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  const std::filesystem::path loop = (ec ? std::filesystem::path(argv[0]) : self).parent_path() / "quarry-loop";
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) {
+    self = argv[0];
+    if (self.native().find('/') == std::string::npos)
+      return fail("the folder of this program", "it cannot be found without /proc (run quarry by its path)");
+  }
+  const std::filesystem::path loop = self.parent_path() / "quarry-loop";
+  ::setenv("QUARRY_HANDED_OVER", "1", 1);
   ::execv(loop.c_str(), argv);
-  std::fprintf(stderr,
-               "quarry: error: '%s' is run by quarry-loop (the active-learning loop, with LibTorch), "
-               "which should be at %s: %s\n",
-               command, loop.c_str(), std::strerror(errno));
-  return 1;
+  return fail(loop.string(), std::strerror(errno));
 }
 #endif
 
@@ -92,6 +107,8 @@ int main(int argc, char** argv) {
 #if !QUARRY_CLI_LOOP
   if (const char* command = command_of(argc, argv); command && is_loop_command(command))
     return hand_over(command, argv);
+#else
+  ::unsetenv("QUARRY_HANDED_OVER");  // arrived: a quarry this process runs may hand over again
 #endif
   CLI::App app{"quarry: active-learning engine. Scores every sample of a pool by how informative "
                "a label would be and selects the batch for annotators."};

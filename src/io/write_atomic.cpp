@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
@@ -35,6 +36,28 @@ std::string link_target(const std::string& path) {
   QUARRY_FAIL("cannot write ", path, ": too many levels of symbolic links");
 }
 
+// The descriptor of this process that `path` (or where its links lead) names: /dev/stdout,
+// /dev/stderr, /dev/fd/N, /proc/self/fd/N, /proc/<this pid>/fd/N; -1 for any other path.
+// Writing through a duplicate keeps the descriptor's own mode and offset: `-o /dev/stdout
+// >> log` appends, where reopening the path would write over the file from its start.
+int own_descriptor(const std::string& path, const std::string& target) {
+  for (const std::string& p : {path, target}) {
+    if (p == "/dev/stdout") return 1;
+    if (p == "/dev/stderr") return 2;
+    for (const std::string& prefix :
+         {std::string("/dev/fd/"), std::string("/proc/self/fd/"), "/proc/" + std::to_string(::getpid()) + "/fd/"}) {
+      if (p.size() <= prefix.size() || p.compare(0, prefix.size(), prefix) != 0 || p.size() - prefix.size() > 9) continue;
+      int fd = 0;
+      for (std::size_t i = prefix.size(); i < p.size(); ++i) {
+        if (p[i] < '0' || p[i] > '9') return -1;
+        fd = fd * 10 + (p[i] - '0');
+      }
+      return fd;
+    }
+  }
+  return -1;
+}
+
 }  // namespace
 
 AtomicFile::AtomicFile(std::string path, bool may_replace_input) : path_(std::move(path)) {
@@ -53,7 +76,9 @@ AtomicFile::AtomicFile(std::string path, bool may_replace_input) : path_(std::mo
                                                     : "the same file as the input " + *input,
                                     "; write the output to another file"));
   }
-  if ((exists && !S_ISREG(st.st_mode)) || target.rfind("/proc/", 0) == 0 || target.rfind("/dev/fd/", 0) == 0) {
+  if (const int own = own_descriptor(path_, target); own >= 0) {
+    fd_ = ::fcntl(own, F_DUPFD_CLOEXEC, 0);
+  } else if ((exists && !S_ISREG(st.st_mode)) || target.rfind("/proc/", 0) == 0 || target.rfind("/dev/fd/", 0) == 0) {
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
   } else {
     tmp_ = target + ".tmp." + std::to_string(::getpid());
