@@ -101,6 +101,17 @@ void Context::sync() const {
   QUARRY_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+void Context::wait_for(void* caller) const {
+  if (!caller || caller == static_cast<void*>(stream_)) return;
+  activate();
+  cudaEvent_t queued = nullptr;
+  QUARRY_CUDA_CHECK(cudaEventCreateWithFlags(&queued, cudaEventDisableTiming));
+  const cudaError_t recorded = cudaEventRecord(queued, static_cast<cudaStream_t>(caller));
+  const cudaError_t waited = recorded == cudaSuccess ? cudaStreamWaitEvent(stream_, queued, 0) : recorded;
+  cudaEventDestroy(queued);
+  QUARRY_CUDA_CHECK(waited);
+}
+
 std::string Context::name() const { return "cuda:" + std::to_string(device_) + " (" + props_.name + ")"; }
 
 void Context::expect_fits(std::size_t bytes, const std::string& what) const {
@@ -150,6 +161,12 @@ void copy_to_host(Context& ctx, void* dst, const void* src, std::size_t bytes) {
   ctx.activate();
   QUARRY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ctx.stream()));
   ctx.sync();
+}
+
+void copy_to_host(void* dst, const void* src, std::size_t bytes, int device, void* stream) {
+  Context& ctx = context(device);
+  ctx.wait_for(stream);
+  copy_to_host(ctx, dst, src, bytes);
 }
 
 Context& context(int device) {

@@ -102,6 +102,9 @@ class Context {
   cublasHandle_t cublas();
   /// Waits for the stream; a failed kernel surfaces here as an Error.
   void sync() const;
+  /// Orders this context's stream after the work queued so far on `caller` (a cudaStream_t of
+  /// the same device; null: nothing to wait for).
+  void wait_for(void* caller) const;
   /// Throws an Error unless `bytes` can be allocated now: "<what> needs 3.20 GiB of device
   /// memory on cuda:0 (NVIDIA H100), 1.10 GiB are free; pools larger than device memory need
   /// a smaller --memory-budget".

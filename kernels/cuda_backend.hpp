@@ -1,5 +1,5 @@
 // The CUDA backend as the dispatchers in src/engine/ call it: plain C++ (no CUDA header), host
-// memory in and out. Compiled only where QUARRY_BUILD_CUDA is 1; the kernels and their device-
+// memory in and out, or the caller's device memory read in place (Residence). Compiled only where QUARRY_BUILD_CUDA is 1; the kernels and their device-
 // pointer entry points are in kernels/*.cu and kernels/device_api.cuh.
 #pragma once
 
@@ -13,23 +13,41 @@
 
 namespace quarry::cuda {
 
-/// Scores a host-resident pool on `device`: copies the input (and embeddings) to the device,
-/// runs the scoring kernel, copies the N scores back to call.out. A bad row is an Error with
-/// the same message as the CPU backend's; a pool that does not fit in device memory is an Error
-/// naming the sizes.
-void score(const ScoreCall& call, int device);
+/// Where the caller's arrays are. By default host memory: inputs are copied to the device and
+/// results back. `on_device`: the inputs (the pool, its embeddings, or the scores to select
+/// from) are already on the call's device and are read in place; `out_on_device`: score()
+/// writes the scores straight to call.out on the device. `stream` (a cudaStream_t, or null):
+/// the caller's stream; the work waits for what the caller has queued on it.
+struct Residence {
+  bool on_device = false;
+  bool out_on_device = false;
+  void* stream = nullptr;
+};
 
-/// Exact top-k of n host scores on the device; `excluded` as in cpu::topk (empty: none).
-/// Indices in rank order (score descending, lower index first), identical to cpu::topk.
+/// Scores a pool on `device`: copies the input (and embeddings) to the device unless they are
+/// resident, runs the scoring kernel, and copies the N scores back to call.out (or writes them
+/// there, out_on_device). A bad row is an Error with the same message as the CPU backend's; a
+/// pool that does not fit in device memory is an Error naming the sizes.
+void score(const ScoreCall& call, int device, const Residence& where = {});
+
+/// Exact top-k of n scores on the device; `excluded` as in cpu::topk (empty: none). Indices in
+/// rank order (score descending, lower index first), identical to cpu::topk. With `chosen`, the
+/// selected scores too (needed for device-resident scores, which the host cannot index).
 std::vector<std::int64_t> topk(const float* scores, std::int64_t n, std::int64_t k,
-                               const std::vector<std::uint8_t>& excluded, int device);
+                               const std::vector<std::uint8_t>& excluded, int device,
+                               const Residence& where = {}, std::vector<float>* chosen = nullptr);
 
 /// Power sampling on the device: the Gumbel keys of detail::gumbel_key (bit-identical to the
 /// CPU's), keyed by the global index first_index + i, then topk of the keys. Same selection as
-/// the CPU for the same seed.
+/// the CPU for the same seed. With `chosen`, the selected samples' scores (not their keys).
 std::vector<std::int64_t> power(const float* scores, std::int64_t n, std::int64_t k, float beta,
                                 std::uint64_t seed, const std::vector<std::uint8_t>& excluded,
-                                int device, std::int64_t first_index = 0);
+                                int device, std::int64_t first_index = 0,
+                                const Residence& where = {}, std::vector<float>* chosen = nullptr);
+
+/// Copies `bytes` of `device` memory to the host (the documented copy of a CUDA array that a
+/// host-only function receives); waits for `stream` first.
+void copy_to_host(void* dst, const void* src, std::size_t bytes, int device, void* stream = nullptr);
 
 /// Free memory of the device, in bytes (cudaMemGetInfo).
 std::size_t free_memory(int device);
@@ -65,7 +83,8 @@ void select_chunks(const std::vector<ScoreCall>& chunks, std::int64_t k, bool po
 std::vector<std::int64_t> score_select(const ScoreCall& call, std::int64_t k, bool power,
                                        float beta, std::uint64_t seed,
                                        const std::vector<std::uint8_t>& excluded, int device,
-                                       std::vector<float>* selected_scores);
+                                       std::vector<float>* selected_scores,
+                                       const Residence& where = {});
 
 /// "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB, driver 13.0)" for --version and benchmarks.
 std::string device_description(int device);

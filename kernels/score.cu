@@ -431,14 +431,21 @@ struct DevicePool {
   ScoreCall call;
 };
 
-DevicePool upload(Context& ctx, const ScoreCall& host, std::size_t extra_bytes) {
-  const std::size_t in_bytes = static_cast<std::size_t>(host.work()) * dtype_size(host.dtype);
-  const std::size_t emb_bytes = host.emb ? host.emb->nbytes() : 0;
+// A resident pool (the caller's device memory) is used in place: nothing is allocated or copied.
+DevicePool upload(Context& ctx, const ScoreCall& host, std::size_t extra_bytes, const Residence& where) {
+  ctx.wait_for(where.stream);
+  const std::size_t in_bytes = where.on_device ? 0 : static_cast<std::size_t>(host.work()) * dtype_size(host.dtype);
+  const std::size_t emb_bytes = host.emb && !where.on_device ? host.emb->nbytes() : 0;
   ctx.expect_fits(in_bytes + emb_bytes + extra_bytes + (64u << 20),
                   "scoring " + *host.input_name + " (" + std::to_string(host.work()) + " values of " +
                       dtype_name(host.dtype) + ")");
   DevicePool p;
   p.call = host;
+  if (where.on_device) {
+    p.fault = DeviceBuffer<unsigned long long>(ctx, 1, "fault word");
+    QUARRY_CUDA_CHECK(cudaMemsetAsync(p.fault.data(), 0xff, sizeof(unsigned long long), ctx.stream()));
+    return p;
+  }
   p.input = DeviceBuffer<unsigned char>(ctx, in_bytes, "the pool's model outputs");
   copy_to_device(ctx, p.input.data(), host.input, in_bytes);
   p.call.input = p.input.data();
@@ -454,10 +461,35 @@ DevicePool upload(Context& ctx, const ScoreCall& host, std::size_t extra_bytes) 
 }
 
 // After the scoring kernel: a bad row is reported in the CPU backend's words.
-void check_fault(Context& ctx, const DevicePool& p, const ScoreCall& host) {
+// A resident pool's bad row is diagnosed from a host copy of that one row (and its member rows).
+void check_fault(Context& ctx, const DevicePool& p, const ScoreCall& host, bool on_device) {
   unsigned long long fault = kNoFault;
   copy_to_host(ctx, &fault, p.fault.data(), sizeof fault);
-  if (fault != kNoFault) diagnose_row(host, static_cast<std::int64_t>(fault));
+  if (fault == kNoFault) return;
+  const auto row = static_cast<std::int64_t>(fault);
+  if (!on_device) diagnose_row(host, row);
+  const std::size_t es = dtype_size(host.dtype);
+  const std::int64_t members = host.m > 0 ? host.m : 1;
+  std::vector<unsigned char> rows(static_cast<std::size_t>(members * host.c) * es);
+  for (std::int64_t j = 0; j < members; ++j)
+    copy_to_host(ctx, rows.data() + static_cast<std::size_t>(j * host.c) * es,
+                 static_cast<const unsigned char*>(host.input) + static_cast<std::size_t>(j * host.stride_m() + row * host.c) * es,
+                 static_cast<std::size_t>(host.c) * es);
+  ScoreCall one = host;  // the row alone: [1, C] or [M, 1, C], keeping its global index
+  one.input = rows.data();
+  one.n = 1;
+  one.member_stride = host.c;
+  one.row_offset = host.row_offset + row;
+  std::vector<unsigned char> emb_row;
+  ArrayView emb_view;
+  if (host.emb) {
+    const std::size_t eb = static_cast<std::size_t>(host.emb->shape[1]) * dtype_size(host.emb->dtype);
+    emb_row.resize(eb);
+    copy_to_host(ctx, emb_row.data(), static_cast<const unsigned char*>(host.emb->data) + static_cast<std::size_t>(row) * eb, eb);
+    emb_view = ArrayView{emb_row.data(), host.emb->dtype, {1, host.emb->shape[1]}};
+    one.emb = &emb_view;
+  }
+  diagnose_row(one, 0);
 }
 
 }  // namespace
@@ -483,30 +515,33 @@ void launch_gather(Context& ctx, const float* d_scores, const std::int64_t* d_in
   QUARRY_CUDA_LAUNCH_CHECK("gather_kernel");
 }
 
-void score(const ScoreCall& call, int device) {
+void score(const ScoreCall& call, int device, const Residence& where) {
   if (call.n == 0) return;
   Context& ctx = context(device);
-  DevicePool p = upload(ctx, call, static_cast<std::size_t>(call.n) * sizeof(float));
-  DeviceBuffer<float> out(ctx, static_cast<std::size_t>(call.n), "scores");
-  p.call.out = out.data();
+  DevicePool p = upload(ctx, call, where.out_on_device ? 0 : static_cast<std::size_t>(call.n) * sizeof(float), where);
+  DeviceBuffer<float> out;
+  if (!where.out_on_device) out = DeviceBuffer<float>(ctx, static_cast<std::size_t>(call.n), "scores");
+  p.call.out = where.out_on_device ? call.out : out.data();
   launch_score(ctx, p.call, p.fault.data());
-  check_fault(ctx, p, call);
-  copy_to_host(ctx, call.out, out.data(), static_cast<std::size_t>(call.n) * sizeof(float));
+  check_fault(ctx, p, call, where.on_device);
+  if (!where.out_on_device)
+    copy_to_host(ctx, call.out, out.data(), static_cast<std::size_t>(call.n) * sizeof(float));
 }
 
 std::vector<std::int64_t> score_select(const ScoreCall& call, std::int64_t k, bool power, float beta,
                                        std::uint64_t seed, const std::vector<std::uint8_t>& excluded,
-                                       int device, std::vector<float>* selected_scores) {
+                                       int device, std::vector<float>* selected_scores,
+                                       const Residence& where) {
   selected_scores->clear();
   if (call.n == 0) return {};
   Context& ctx = context(device);
   // Scores, keys (power), the exclusion bitmask and the selection next to the pool.
   const std::size_t n = static_cast<std::size_t>(call.n);
-  DevicePool p = upload(ctx, call, n * sizeof(float) * (power ? 2 : 1) + n / 8 + 16 * static_cast<std::size_t>(k));
+  DevicePool p = upload(ctx, call, n * sizeof(float) * (power ? 2 : 1) + n / 8 + 16 * static_cast<std::size_t>(k), where);
   DeviceBuffer<float> scores(ctx, n, "scores");
   p.call.out = scores.data();
   launch_score(ctx, p.call, p.fault.data());
-  check_fault(ctx, p, call);
+  check_fault(ctx, p, call, where.on_device);
   if (k == 0) return {};
   DeviceBuffer<std::uint32_t> mask = upload_exclusions(ctx, excluded, call.n);
   DeviceBuffer<float> keys;

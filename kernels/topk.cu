@@ -449,42 +449,67 @@ DeviceBuffer<std::uint32_t> upload_exclusions(Context& ctx, const std::vector<st
   return d;
 }
 
+namespace {
+// The n scores on the device: resident ones in place, host ones copied into *copy.
+const float* on_device(Context& ctx, const float* scores, std::int64_t n, const Residence& where,
+                       DeviceBuffer<float>* copy, const char* what) {
+  if (where.on_device) return scores;
+  *copy = DeviceBuffer<float>(ctx, static_cast<std::size_t>(n), what);
+  copy_to_device(ctx, copy->data(), scores, static_cast<std::size_t>(n) * sizeof(float));
+  return copy->data();
+}
+}  // namespace
+
 std::vector<std::int64_t> topk(const float* scores, std::int64_t n, std::int64_t k,
-                               const std::vector<std::uint8_t>& excluded, int device) {
+                               const std::vector<std::uint8_t>& excluded, int device,
+                               const Residence& where, std::vector<float>* chosen) {
   if (k <= 0) return {};
   expect_pool_size(n);
   Context& ctx = context(device);
-  ctx.expect_fits(static_cast<std::size_t>(n) * sizeof(float) + select_bytes(n, k),
+  ctx.wait_for(where.stream);
+  ctx.expect_fits((where.on_device ? 0 : static_cast<std::size_t>(n) * sizeof(float)) + select_bytes(n, k),
                   "top-k of " + std::to_string(n) + " scores");
-  DeviceBuffer<float> d_scores(ctx, static_cast<std::size_t>(n), "top-k scores");
-  copy_to_device(ctx, d_scores.data(), scores, static_cast<std::size_t>(n) * sizeof(float));
+  DeviceBuffer<float> d_copy;
+  const float* d_scores = on_device(ctx, scores, n, where, &d_copy, "top-k scores");
   const DeviceBuffer<std::uint32_t> d_mask = upload_exclusions(ctx, excluded, n);
   DeviceBuffer<std::int64_t> d_index(ctx, static_cast<std::size_t>(k), "top-k indices");
-  topk_device(ctx, d_scores.data(), n, k, d_mask.data(), d_index.data(), nullptr);
+  DeviceBuffer<float> d_chosen;
+  if (chosen) d_chosen = DeviceBuffer<float>(ctx, static_cast<std::size_t>(k), "top-k selected scores");
+  topk_device(ctx, d_scores, n, k, d_mask.data(), d_index.data(), chosen ? d_chosen.data() : nullptr);
   std::vector<std::int64_t> index(static_cast<std::size_t>(k));
   copy_to_host(ctx, index.data(), d_index.data(), index.size() * sizeof(std::int64_t));
+  if (chosen) {
+    chosen->resize(static_cast<std::size_t>(k));
+    copy_to_host(ctx, chosen->data(), d_chosen.data(), chosen->size() * sizeof(float));
+  }
   return index;
 }
 
 std::vector<std::int64_t> power(const float* scores, std::int64_t n, std::int64_t k, float beta,
                                 std::uint64_t seed, const std::vector<std::uint8_t>& excluded,
-                                int device, std::int64_t first_index) {
+                                int device, std::int64_t first_index, const Residence& where,
+                                std::vector<float>* chosen) {
   if (k <= 0) return {};
   expect_pool_size(n);
   Context& ctx = context(device);
-  ctx.expect_fits(2 * static_cast<std::size_t>(n) * sizeof(float) + select_bytes(n, k),
+  ctx.wait_for(where.stream);
+  ctx.expect_fits((where.on_device ? 1 : 2) * static_cast<std::size_t>(n) * sizeof(float) + select_bytes(n, k),
                   "power sampling of " + std::to_string(n) + " scores");
   DeviceBuffer<float> d_keys(ctx, static_cast<std::size_t>(n), "power-sampling keys");
-  {
-    DeviceBuffer<float> d_scores(ctx, static_cast<std::size_t>(n), "power-sampling scores");
-    copy_to_device(ctx, d_scores.data(), scores, static_cast<std::size_t>(n) * sizeof(float));
-    gumbel_keys_checked(ctx, d_scores.data(), n, beta, seed, d_keys.data(), first_index);
-  }
+  DeviceBuffer<float> d_copy;
+  const float* d_scores = on_device(ctx, scores, n, where, &d_copy, "power-sampling scores");
+  gumbel_keys_checked(ctx, d_scores, n, beta, seed, d_keys.data(), first_index);
   const DeviceBuffer<std::uint32_t> d_mask = upload_exclusions(ctx, excluded, n);
   DeviceBuffer<std::int64_t> d_index(ctx, static_cast<std::size_t>(k), "power-sampling indices");
   topk_device(ctx, d_keys.data(), n, k, d_mask.data(), d_index.data(), nullptr);
   std::vector<std::int64_t> index(static_cast<std::size_t>(k));
   copy_to_host(ctx, index.data(), d_index.data(), index.size() * sizeof(std::int64_t));
+  if (chosen) {  // the selected samples' scores, gathered on the device
+    DeviceBuffer<float> d_chosen(ctx, static_cast<std::size_t>(k), "power-sampling selected scores");
+    launch_gather(ctx, d_scores, d_index.data(), k, d_chosen.data());
+    chosen->resize(static_cast<std::size_t>(k));
+    copy_to_host(ctx, chosen->data(), d_chosen.data(), chosen->size() * sizeof(float));
+  }
   return index;
 }
 

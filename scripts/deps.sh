@@ -12,7 +12,8 @@ packages=(
   zlib1g-dev libzip-dev zipcmp zipmerge ziptool
   libtorch-dev
   libopenmpi-dev openmpi-bin
-  python3 python3-numpy
+  libdlpack-dev pybind11-dev python3-dev
+  python3 python3-numpy python3-pytest python3-torch
   clang libclang-rt-14-dev libomp-dev
 )
 

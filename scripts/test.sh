@@ -18,7 +18,7 @@ echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
 # Debug (asserts on) at -O1, the engine at -O2 (CMakeLists.txt): -O0 under ASan runs the
 # compute-heavy suite too slowly for CI, and -O2 everywhere doubles the build of the rest.
 BUILD_DIR="$root/build-asan" "$root/scripts/build.sh" -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1" -DQUARRY_SANITIZE=ON \
-  -DQUARRY_CUDA=OFF -DQUARRY_TORCH=OFF -DQUARRY_BENCH=OFF
+  -DQUARRY_CUDA=OFF -DQUARRY_TORCH=OFF -DQUARRY_BENCH=OFF -DQUARRY_PYTHON=OFF
 # handle_sigbus=0: quarry's own SIGBUS handler turns a mapped input that shrinks into an error
 # (tests/test_hostile.cpp checks it); ASan's would end the test first.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:handle_sigbus=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -41,7 +41,12 @@ struct ScoreOptions {
   /// Probability rows must sum to 1 within this tolerance; negative means the default for the
   /// input's dtype (1e-3 for float32/float64, 1e-2 for float16).
   double sum_tolerance = -1.0;
+  /// Where it runs: cpu, cuda[:N] or auto (CUDA where this build has it and a device is
+  /// visible). An input in CUDA memory runs on its own device (auto or that device).
   DeviceSpec device{};
+  /// The caller's CUDA stream (a cudaStream_t) for inputs in device memory: the work is queued
+  /// after what the caller has queued on it. Null: the caller has synchronised already.
+  void* stream = nullptr;
   /// Used in error messages ("pool.npy: row 17: ...").
   std::string input_name = "input";
   std::string embeddings_name = "embeddings";
@@ -49,12 +54,16 @@ struct ScoreOptions {
 
 /// Scores every sample. `input` is [N,C] (or, for committee scores, [M,N,C]; a rank-3 input
 /// is read as a committee for every score, and the single-model scores then use the committee
-/// mean). `embeddings` is [N,D] and is needed by egl and badge-norm. Writes N floats to `out`.
+/// mean). `embeddings` is [N,D] and is needed by egl and badge-norm. Writes N floats to `out`,
+/// which is memory where the input lives: host memory for a host input; for an input in CUDA
+/// memory, memory on the same device (the scores never leave it). Strided host inputs are
+/// copied once into a contiguous buffer; a strided CUDA input is an Error.
 /// Probabilities are normalised by their row sum, which must be 1 within the tolerance; a row
 /// with NaN, Inf or a negative probability is an Error naming the row.
 void score(const ArrayView& input, Acquisition acquisition, float* out,
            const ScoreOptions& options = {}, const ArrayView* embeddings = nullptr);
 
+/// As above, the scores in host memory (for a CUDA input, copied back once).
 std::vector<float> score(const ArrayView& input, Acquisition acquisition,
                          const ScoreOptions& options = {}, const ArrayView* embeddings = nullptr);
 

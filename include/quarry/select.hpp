@@ -35,6 +35,16 @@ Selection select_power(const float* scores, std::int64_t n, std::int64_t k, doub
                        std::uint64_t seed, const std::vector<std::int64_t>& exclude = {},
                        const DeviceSpec& device = {});
 
+/// The same selections over scores in an array: [N] float32 in host memory or in CUDA memory
+/// (read in place on its own device; only the k picks and their scores reach the host).
+/// `stream`: the caller's CUDA stream for device scores (see ScoreOptions::stream).
+Selection select_topk(const ArrayView& scores, std::int64_t k,
+                      const std::vector<std::int64_t>& exclude = {},
+                      const DeviceSpec& device = {}, void* stream = nullptr);
+Selection select_power(const ArrayView& scores, std::int64_t k, double beta, std::uint64_t seed,
+                       const std::vector<std::int64_t>& exclude = {},
+                       const DeviceSpec& device = {}, void* stream = nullptr);
+
 /// How score_and_select chooses among the scores.
 struct SelectOptions {
   std::int64_t k = 0;
@@ -45,7 +55,8 @@ struct SelectOptions {
 };
 
 /// Scores the pool (as quarry::score, on score_options.device) and selects from the scores in
-/// one call; on CUDA the scores never leave the device. Same result as score() followed by
+/// one call; on CUDA the scores never leave the device, and a pool in CUDA memory is read in
+/// place (only the k picks and their scores reach the host). Same result as score() followed by
 /// select_topk()/select_power() on the same device.
 Selection score_and_select(const ArrayView& input, Acquisition acquisition,
                            const ScoreOptions& score_options, const SelectOptions& select,

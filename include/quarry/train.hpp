@@ -92,6 +92,8 @@ struct TrainReport {
   std::string device;        // "cpu", "cuda:0"
 };
 
+/// Host arrays, or with InferOptions::on_device and a model on CUDA, arrays in the model's CUDA
+/// memory (Array::location()), which the engine reads in place.
 struct Inference {
   Array probs;       // [N, C] float32 (ensembles: the members' mean)
   Array embeddings;  // [N, D] float32
@@ -105,6 +107,9 @@ struct InferOptions {
   std::uint64_t seed = 0;  // MC-dropout masks
   int batch_size = 512;
   int threads = 0;
+  /// A model on CUDA keeps its outputs there (for the engine to score and select in place);
+  /// false: host arrays whatever the device.
+  bool on_device = false;
 };
 
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/resident.hpp"
 #include "cpu/diversity_cpu.hpp"
 #if QUARRY_BUILD_CUDA
 #include "kernels/diversity_cuda.hpp"
@@ -214,8 +215,9 @@ const std::vector<DiversityStrategy>& all_diversity_strategies() {
 
 bool diversity_needs_outputs(DiversityStrategy s) { return s != DiversityStrategy::kcenter; }
 
-Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb, const ArrayView* outputs,
-                         const DiversityOptions& o) {
+namespace {
+Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, const ArrayView* outputs,
+                             const DiversityOptions& o) {
   const char* name = diversity_strategy_name(strategy);
   expect_embeddings(emb, o.embeddings_name);
   const std::int64_t n = emb.shape[0];
@@ -280,7 +282,34 @@ Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb, const
   QUARRY_FAIL("unknown diversity strategy");
 }
 
-KMeansResult kmeans(const ArrayView& emb, const KMeansOptions& o) {
+}  // namespace
+
+// Arrays in CUDA memory are copied to the host once (the strategies prepare their rows on the
+// host) and the strategy runs on their device; strided host arrays are copied contiguous.
+Selection select_diverse(DiversityStrategy strategy, const ArrayView& emb_raw, const ArrayView* outputs_raw,
+                         const DiversityOptions& o) {
+  Array emb_host, emb_flat, out_host, out_flat;
+  const DiversityOptions* use = &o;
+  DiversityOptions on_device;
+  if (emb_raw.on_cuda()) {
+    on_device = o;
+    on_device.device = device_for(emb_raw, o.device, o.embeddings_name);
+    use = &on_device;
+  }
+  const ArrayView emb = contiguous_view(host_view(emb_raw, &emb_host, o.embeddings_name), &emb_flat, o.embeddings_name);
+  ArrayView outputs;
+  if (outputs_raw) {
+    expect_same_location(emb_raw, o.embeddings_name, *outputs_raw, o.input_name);
+    outputs = contiguous_view(host_view(*outputs_raw, &out_host, o.input_name), &out_flat, o.input_name);
+  }
+  return diverse_contiguous(strategy, emb, outputs_raw ? &outputs : nullptr, *use);
+}
+
+KMeansResult kmeans(const ArrayView& emb_raw, const KMeansOptions& o_raw) {
+  Array emb_host, emb_flat;
+  KMeansOptions o = o_raw;
+  if (emb_raw.on_cuda()) o.device = device_for(emb_raw, o_raw.device, o_raw.embeddings_name);
+  const ArrayView emb = contiguous_view(host_view(emb_raw, &emb_host, o.embeddings_name), &emb_flat, o.embeddings_name);
   expect_embeddings(emb, o.embeddings_name);
   const std::int64_t n = emb.shape[0];
   QUARRY_USAGE_EXPECTS(o.clusters >= 1 && o.clusters <= n, "k-means: clusters must be between 1 and the number of ",

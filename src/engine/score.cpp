@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "core/resident.hpp"
 #include "cpu/cpu_backend.hpp"
 #if QUARRY_BUILD_CUDA
 #include "kernels/cuda_backend.hpp"
@@ -55,24 +56,35 @@ ScoreCall make_score_call(const ArrayView& input, Acquisition acq, const ScoreOp
   return call;
 }
 
-void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptions& o,
-           const ArrayView* emb) {
-  ScoreCall call = make_score_call(input, acq, o, emb);
+namespace {
+// Scores into `out`; out_host: `out` is host memory even for a CUDA input.
+void score_to(const ArrayView& input_raw, Acquisition acq, float* out, bool out_host,
+              const ScoreOptions& o, const ArrayView* emb_raw) {
+  const ScoreArrays arrays(input_raw, emb_raw, o);
+  const ArrayView& input = arrays.input;
+  ScoreCall call = make_score_call(input, acq, o, arrays.embeddings());
   call.out = out;
-  const DeviceSpec device = resolve_device(o.device);
+  const DeviceSpec device = device_for(input, o.device, o.input_name);
   if (device.kind == DeviceKind::cuda) {
 #if QUARRY_BUILD_CUDA
-    cuda::score(call, device.index);
+    cuda::score(call, device.index, {input.on_cuda(), input.on_cuda() && !out_host, o.stream});
     return;
 #endif
   }
+  (void)out_host;
   cpu::score(call);
+}
+}  // namespace
+
+void score(const ArrayView& input, Acquisition acq, float* out, const ScoreOptions& o,
+           const ArrayView* emb) {
+  score_to(input, acq, out, false, o, emb);
 }
 
 std::vector<float> score(const ArrayView& input, Acquisition acq, const ScoreOptions& o,
                          const ArrayView* emb) {
   std::vector<float> out(static_cast<std::size_t>(std::max<std::int64_t>(pool_size(input), 0)));
-  score(input, acq, out.data(), o, emb);
+  score_to(input, acq, out.data(), true, o, emb);
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/resident.hpp"
 #include "core/score_call.hpp"
 #include "cpu/cpu_backend.hpp"
 #if QUARRY_BUILD_CUDA
@@ -96,18 +97,70 @@ Selection select_power(const float* scores, std::int64_t n, std::int64_t k, doub
   return with_scores(cpu_power(scores, n, k, beta, seed, mask), scores);
 }
 
-Selection score_and_select(const ArrayView& input, Acquisition acquisition,
+namespace {
+// Scores [N] float32, contiguous, on the device it selects on.
+const float* score_vector(const ArrayView& scores, Array* holder, const DeviceSpec& requested,
+                          DeviceSpec* device) {
+  static const std::string name = "scores";
+  QUARRY_USAGE_EXPECTS(scores.rank() == 1, "scores: expected a vector [N], got shape ",
+                       shape_string(scores.shape));
+  QUARRY_USAGE_EXPECTS(scores.dtype == DType::f32, "scores: expected float32, got ",
+                       dtype_name(scores.dtype));
+  *device = device_for(scores, requested, name);
+  return contiguous_view(scores, holder, name).as<float>();
+}
+}  // namespace
+
+Selection select_topk(const ArrayView& scores, std::int64_t k, const std::vector<std::int64_t>& exclude,
+                      const DeviceSpec& requested, void* stream) {
+  Array holder;
+  DeviceSpec device;
+  const float* p = score_vector(scores, &holder, requested, &device);
+  if (!scores.on_cuda()) return select_topk(p, scores.shape[0], k, exclude, device);
+  const std::vector<std::uint8_t> mask = prepare(scores.shape[0], k, exclude);
+  if (k == 0) return {};
+  Selection out;
+#if QUARRY_BUILD_CUDA
+  out.index = cuda::topk(p, scores.shape[0], k, mask, device.index, {true, false, stream}, &out.score);
+#else
+  (void)stream;
+#endif
+  return out;
+}
+
+Selection select_power(const ArrayView& scores, std::int64_t k, double beta, std::uint64_t seed,
+                       const std::vector<std::int64_t>& exclude, const DeviceSpec& requested, void* stream) {
+  Array holder;
+  DeviceSpec device;
+  const float* p = score_vector(scores, &holder, requested, &device);
+  if (!scores.on_cuda()) return select_power(p, scores.shape[0], k, beta, seed, exclude, device);
+  expect_beta(beta);
+  const std::vector<std::uint8_t> mask = prepare(scores.shape[0], k, exclude);
+  if (k == 0) return {};
+  Selection out;
+#if QUARRY_BUILD_CUDA
+  out.index = cuda::power(p, scores.shape[0], k, static_cast<float>(beta), seed, mask, device.index, 0,
+                          {true, false, stream}, &out.score);
+#else
+  (void)stream;
+#endif
+  return out;
+}
+
+Selection score_and_select(const ArrayView& input_raw, Acquisition acquisition,
                            const ScoreOptions& so, const SelectOptions& sel,
-                           const ArrayView* embeddings) {
-  ScoreCall call = make_score_call(input, acquisition, so, embeddings);
+                           const ArrayView* emb_raw) {
+  const ScoreArrays arrays(input_raw, emb_raw, so);
+  const ArrayView& input = arrays.input;
+  ScoreCall call = make_score_call(input, acquisition, so, arrays.embeddings());
   if (sel.power) expect_beta(sel.beta);
   const std::vector<std::uint8_t> mask = prepare(call.n, sel.k, sel.exclude);
-  int index = 0;
-  if (on_cuda(so.device, &index)) {
+  const DeviceSpec device = device_for(input, so.device, so.input_name);
+  if (device.kind == DeviceKind::cuda) {
 #if QUARRY_BUILD_CUDA
     Selection out;
     out.index = cuda::score_select(call, sel.k, sel.power, static_cast<float>(sel.beta), sel.seed,
-                                   mask, index, &out.score);
+                                   mask, device.index, &out.score, {input.on_cuda(), false, so.stream});
     return out;
 #endif
   }

@@ -89,6 +89,9 @@ Selection select_step(const Strategy& strategy, const Model& model, const Split&
   io.committee = strategy.committee() ? o.committee : CommitteeSpec{};
   io.seed = o.seed;
   io.threads = o.threads;
+  // A model on CUDA keeps its outputs there when the engine runs there too: scored and
+  // selected in place, only the k picks reach the host (diversity strategies copy them once).
+  io.on_device = resolve_device(o.device).kind == DeviceKind::cuda;
   auto t = Clock::now();
   const Inference inf = model.infer(pool, io);
   tm.infer = since(t);
@@ -98,13 +101,13 @@ Selection select_step(const Strategy& strategy, const Model& model, const Split&
     ScoreOptions so;
     so.device = o.device;
     so.input_name = "probs";
+    SelectOptions sl;
+    sl.k = k;
+    sl.exclude = o.exclude;
     t = Clock::now();
-    const std::vector<float> scores =
-        score(input, strategy.acquisition, so, acquisition_needs_embeddings(strategy.acquisition) ? &emb : nullptr);
-    tm.score = since(t);
-    t = Clock::now();
-    sel = select_topk(scores.data(), n, k, o.exclude, o.device);
-    tm.select = since(t);
+    sel = score_and_select(input, strategy.acquisition, so, sl,
+                           acquisition_needs_embeddings(strategy.acquisition) ? &emb : nullptr);
+    tm.score = since(t);  // scoring and selection, one pass
   } else {
     DiversityOptions d;
     d.k = k;

@@ -9,6 +9,7 @@
 // the model's members and metadata, inference (one pass over the pool giving probabilities,
 // embeddings and the committee's outputs), saving and loading.
 #include <torch/script.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -212,19 +213,35 @@ Inference Model::infer(const float* x, std::int64_t n, const InferOptions& optio
 
   Inference out;
   try {
-  out.probs = Array::allocate(DType::f32, {n, C}, "probs");
-  out.embeddings = Array::allocate(DType::f32, {n, D}, "embeddings");
-  if (M > 0) out.committee = Array::allocate(DType::f32, {M, n, C}, "committee");
+  // On CUDA with on_device, the outputs stay in the model's device memory: tensors owned by the
+  // Arrays, which the engine reads in place (only the chosen indices come back to the host).
+  const bool resident = options.on_device && m.device.is_cuda();
+  auto make = [&](std::vector<std::int64_t> shape, const char* name) {
+    if (!resident) return Array::allocate(DType::f32, std::move(shape), name);
+    auto t = std::make_shared<torch::Tensor>(
+        torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat32).device(m.device)));
+    const void* data = t->data_ptr();
+    return Array(std::shared_ptr<const void>(t, data), data, DType::f32, std::move(shape), name,
+                 Location{MemoryKind::cuda, static_cast<int>(m.device.index() < 0 ? 0 : m.device.index())});
+  };
+  out.probs = make({n, C}, "probs");
+  out.embeddings = make({n, D}, "embeddings");
+  if (M > 0) out.committee = make({M, n, C}, "committee");
   auto* probs = static_cast<float*>(out.probs.mutable_data());
   auto* emb = static_cast<float*>(out.embeddings.mutable_data());
   auto* com = M > 0 ? static_cast<float*>(out.committee.mutable_data()) : nullptr;
-  // Copies a [rows, width] output into dst, after checking its shape (a TorchScript model's
-  // output could be anything).
+  // Copies a [rows, width] output into dst (host memory, or the model's device memory when
+  // resident), after checking its shape (a TorchScript model's output could be anything).
   auto put = [&](const torch::Tensor& t, float* dst, std::int64_t rows, std::int64_t width) {
-    auto c = t.to(torch::kCPU, torch::kFloat32).contiguous();
-    QUARRY_EXPECTS(c.dim() == 2 && c.size(0) == rows && c.size(1) == width, model_spec_string(m.spec),
-                   ": a batch of ", rows, " gave an output of shape ", shape_string(c.sizes().vec()),
+    QUARRY_EXPECTS(t.dim() == 2 && t.size(0) == rows && t.size(1) == width, model_spec_string(m.spec),
+                   ": a batch of ", rows, " gave an output of shape ", shape_string(t.sizes().vec()),
                    ", expected [", rows, ", ", width, "]");
+    if (resident) {
+      torch::from_blob(dst, {rows, width}, torch::TensorOptions().dtype(torch::kFloat32).device(m.device))
+          .copy_(t.to(m.device, torch::kFloat32));
+      return;
+    }
+    auto c = t.to(torch::kCPU, torch::kFloat32).contiguous();
     std::memcpy(dst, c.data_ptr<float>(), sizeof(float) * static_cast<std::size_t>(c.numel()));
   };
 
@@ -268,6 +285,8 @@ Inference Model::infer(const float* x, std::int64_t n, const InferOptions& optio
       }
       put(averaged > 1 ? mean_p / static_cast<double>(averaged) : mean_p, probs + b * C, rows, C);
     }
+    // Resident outputs were written on LibTorch's stream; the engine queues on its own.
+    if (resident) torch::cuda::synchronize(m.device.index());
   } catch (const c10::Error& e) {
     QUARRY_FAIL(model_spec_string(m.spec), ": inference failed: ", torch_message(e));
   }

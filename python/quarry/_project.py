@@ -1,0 +1,157 @@
+"""quarry.Project: the labeling project (the folder `quarry project init` makes) from Python."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import quarry as _q
+
+
+def _loop():
+    # The project links LibTorch: loaded on first use, so that `import quarry` stays light.
+    from . import _loop as loop
+    return loop
+
+
+class Project:
+    """A labeling project: labels in an append-only, checksummed journal (fsync'd before a call
+    returns), batches for annotators, and the model trained on the labels. The same folder the
+    command line uses (``quarry project ...``); every method reads the folder again, so a
+    Project object and the command line may be used side by side.
+
+        p = quarry.Project.init("proj", dataset="npz:pneumonia.npz", classes=["normal", "pneumonia"])
+        batch = p.next(k=50)                   # dict: number, index, score, csv, labelstudio, ...
+        p.label({batch["index"][0]: "pneumonia", batch["index"][1]: "normal"})
+        p.status()["labeled"]
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]):
+        self.path = os.fspath(path)
+        self._config = _loop().config(self.path)  # opens it: a missing or damaged project is an Error
+
+    @classmethod
+    def init(cls, path, dataset: str, *, classes: Optional[Sequence[str]] = None, strategy: str = "entropy",
+             model: str = "", committee: str = "mc:10", manifest: Optional[str] = None, seed: int = 0,
+             device: str = "auto", threads: int = 0) -> "Project":
+        """Create a project in a new or empty folder (as ``quarry project init``).
+
+        dataset: the pool: pool:X.npy, idx:DIR, npz:FILE, npy:X.npy,y.npy, synthetic[:N] (its labels
+            are never used as labels; a validation split, where it has one, measures the model).
+        classes: class names (default: the dataset's class ids).  strategy: random, an acquisition
+            (entropy, margin, bald, ...) or a diversity strategy (badge, kcenter, ...).
+        model: cnn, mlp or torchscript:FILE (default: cnn for images, mlp for features).
+        committee: committee of committee acquisitions: mc:M or ensemble:M.
+        manifest: CSV index,id,path_or_url: what annotators see for each item.
+        """
+        _loop().init(os.fspath(path), dataset, list(classes or []), strategy, model, committee,
+                     os.fspath(manifest) if manifest else "", int(seed), device, int(threads))
+        return cls(path)
+
+    @property
+    def config(self) -> dict:
+        return dict(self._config)
+
+    @property
+    def classes(self) -> list:
+        return list(self._config["classes"])
+
+    def next(self, k: int = 100, *, replace_pending: bool = False, retrain: bool = False, wait: float = 10,
+             log: Optional[Callable[[str], None]] = None) -> dict:
+        """Retrain on the labels if they changed, score the pool and write the next batch (as
+        ``quarry project next``). Returns the batch: number, index, score, strategy, csv and
+        labelstudio (the files written), retrained, cold_start, dropped. ``log`` receives progress
+        lines."""
+        return _loop().next(self.path, int(k), replace_pending, retrain, float(wait), log)
+
+    def label(self, labels, *, allow_relabel: bool = False, wait: float = 10) -> dict:
+        """Import labels, all or none (as ``quarry project label``).
+
+        labels: a file (CSV index,label or id,label, or a Label Studio JSON export), a mapping
+            {index: label}, or a sequence of (index, label) pairs; a label is a class name or a
+            class id (an int).
+        Returns what was imported: rows, added, relabeled, unchanged, saved, labels (in all).
+        When it returns, the labels are durable (fsync'd to the journal).
+        """
+        if isinstance(labels, (str, os.PathLike)):
+            return _loop().label(self.path, os.fspath(labels), allow_relabel, float(wait))
+        pairs = labels.items() if isinstance(labels, Mapping) else labels
+        classes = self.classes
+        text = io.StringIO()
+        out = csv.writer(text, lineterminator="\n")
+        out.writerow(["index", "label"])
+        for row, pair in enumerate(pairs):
+            try:
+                index, label = pair
+            except (TypeError, ValueError):
+                raise _q.UsageError(f"labels: item {row}: expected an (index, label) pair, got {pair!r}") from None
+            if isinstance(label, bool) or not isinstance(label, (str, int)) and not hasattr(label, "__index__"):
+                raise _q.UsageError(f"labels: item {row}: expected a class name or id, got {label!r}")
+            if not isinstance(label, str):
+                cid = int(label)
+                if not 0 <= cid < len(classes):
+                    raise _q.UsageError(f"labels: item {row}: class id {cid} is outside 0..{len(classes) - 1}")
+                label = classes[cid]
+            out.writerow([int(index), label])
+        fd, tmp = tempfile.mkstemp(prefix="quarry-labels-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text.getvalue())
+            return _loop().label(self.path, tmp, allow_relabel, float(wait))
+        finally:
+            os.unlink(tmp)
+
+    def status(self) -> dict:
+        """Labels, class balance, batches and the model's validation metrics (as ``quarry project
+        status --format json``)."""
+        return _loop().status(self.path)
+
+    def batches(self) -> list:
+        """Every batch: number, created, state (open, closed, dropped), index, score, strategy."""
+        return _loop().batches(self.path)
+
+    @property
+    def labels(self) -> dict:
+        """The current labels from the journal: {index: class name}."""
+        by_id, classes = _loop().labels(self.path)
+        return {i: classes[c] for i, c in by_id.items()}
+
+    def export(self, path=None, *, format: Optional[str] = None):
+        """The labels sorted by index (as ``quarry project export``): without ``path``, the CSV
+        text (index,label); with one, the file is written (csv, or npy: [labels, 2] int64 of
+        index and class id; the format follows the extension unless given). A path inside the
+        project folder is refused."""
+        if path is None:
+            if format not in (None, "csv"):
+                raise _q.UsageError("export without a path returns CSV text; give a path for npy")
+            return _loop().export_csv(self.path)
+        path = os.fspath(path)
+        fmt = format or ("npy" if path.endswith(".npy") else "csv")
+        if fmt not in ("csv", "npy"):
+            raise _q.UsageError(f"export format '{fmt}': expected csv or npy")
+        target = os.path.realpath(path)
+        root = os.path.realpath(self.path)
+        if target == root or target.startswith(root + os.sep):
+            raise _q.UsageError(f"{path}: is inside the project folder {self.path}; export elsewhere")
+        if fmt == "npy":
+            _loop().export_npy(self.path, path)
+        else:
+            text = _loop().export_csv(self.path)
+            folder = os.path.dirname(target) or "."
+            fd, tmp = tempfile.mkstemp(prefix=".quarry-export-", dir=folder)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        return path
+
+    def __repr__(self) -> str:
+        return f"quarry.Project({self.path!r})"

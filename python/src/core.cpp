@@ -1,0 +1,362 @@
+// quarry._core: the engine (quarry::engine) for Python. Arrays come in without a copy, through
+// the buffer protocol (NumPy, memoryview, array.array) or a DLPack capsule (the Python layer,
+// quarry/__init__.py, asks torch/CuPy/JAX tensors for one with `__dlpack__`); results go out as
+// NumPy arrays that own the engine's vectors. Every engine call runs with the GIL released.
+// The documented signatures are in quarry/__init__.py; this module is its implementation.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <omp.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "quarry/dlpack.hpp"
+#include "quarry/quarry.hpp"
+
+namespace py = pybind11;
+using namespace quarry;
+
+namespace {
+
+// An array lent by Python for the length of one call: its view, and what keeps it readable.
+struct Input {
+  ArrayView view;
+  std::unique_ptr<py::buffer_info> buffer;  // buffer protocol: released (with the GIL) after the call
+  DLPackArray tensor;                       // DLPack: the producer's deleter runs after the call
+};
+
+DType dtype_of_format(const std::string& format, py::ssize_t itemsize, const std::string& name) {
+  std::string f = format;
+  if (!f.empty() && (f[0] == '<' || f[0] == '=' || f[0] == '@' || f[0] == '!' || f[0] == '>')) {
+    QUARRY_USAGE_EXPECTS(f[0] != '>' && f[0] != '!', name, ": big-endian data (format '", format,
+                         "') is not supported; convert it with .astype(native dtype)");
+    f = f.substr(1);
+  }
+  if (f == "f") return DType::f32;
+  if (f == "d") return DType::f64;
+  if (f == "e") return DType::f16;
+  if (f == "b") return DType::i8;
+  if (f == "B" || f == "?") return DType::u8;
+  if (f == "h") return DType::i16;
+  if (f == "i" || ((f == "l" || f == "q") && itemsize == 4)) return DType::i32;
+  if (f == "l" || f == "q") return DType::i64;
+  QUARRY_USAGE_FAIL(name, ": unsupported element type (buffer format '", quote_input(format),
+                    "'); expected float16, float32, float64 or an integer type");
+}
+
+// Anything with the buffer protocol, or a DLPack capsule ("dltensor"), as a view without a copy.
+Input as_input(py::handle obj, const std::string& name) {
+  Input in;
+  if (PyCapsule_CheckExact(obj.ptr())) {
+    QUARRY_USAGE_EXPECTS(PyCapsule_IsValid(obj.ptr(), "dltensor"), name,
+                         ": a DLPack capsule that was already consumed (each __dlpack__() capsule is read once)");
+    auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(obj.ptr(), "dltensor"));
+    PyCapsule_SetName(obj.ptr(), "used_dltensor");  // the consumer owns it now (DLPack protocol)
+    in.tensor = DLPackArray(managed, name);
+    in.view = in.tensor.view();
+    return in;
+  }
+  QUARRY_USAGE_EXPECTS(PyObject_CheckBuffer(obj.ptr()), name, ": expected an array (NumPy, a torch tensor, ",
+                       "or anything with __dlpack__ or the buffer protocol), got ",
+                       std::string(py::str(py::type::of(obj).attr("__name__"))));
+  in.buffer = std::make_unique<py::buffer_info>(py::reinterpret_borrow<py::buffer>(obj).request());
+  const py::buffer_info& b = *in.buffer;
+  in.view.data = b.ptr;
+  in.view.dtype = dtype_of_format(b.format, b.itemsize, name);
+  QUARRY_USAGE_EXPECTS(static_cast<std::size_t>(b.itemsize) == dtype_size(in.view.dtype), name,
+                       ": element size ", b.itemsize, " does not match its format '", b.format, "'");
+  in.view.shape.assign(b.shape.begin(), b.shape.end());
+  bool contiguous = true;
+  std::int64_t expect = b.itemsize;
+  for (int a = static_cast<int>(b.ndim) - 1; a >= 0; --a) {
+    if (b.shape[a] != 1 && b.strides[a] != expect) contiguous = false;
+    expect *= b.shape[a];
+  }
+  if (!contiguous) {
+    for (py::ssize_t s : b.strides) {
+      QUARRY_USAGE_EXPECTS(s >= 0 && s % b.itemsize == 0, name, ": strides ", s,
+                           " (negative or not a multiple of the element size) are not supported; "
+                           "pass a copy (numpy.ascontiguousarray)");
+      in.view.strides.push_back(s / b.itemsize);
+    }
+  }
+  return in;
+}
+
+std::optional<Input> as_optional_input(py::handle obj, const std::string& name) {
+  if (obj.is_none()) return std::nullopt;
+  return as_input(obj, name);
+}
+
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+  auto* owned = new std::vector<T>(std::move(v));
+  py::capsule free_it(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>({static_cast<py::ssize_t>(owned->size())}, {sizeof(T)}, owned->data(), free_it);
+}
+
+py::tuple selection_tuple(Selection&& s) {
+  return py::make_tuple(to_numpy(std::move(s.index)), to_numpy(std::move(s.score)));
+}
+
+std::vector<std::int64_t> index_list(py::handle obj, const std::string& name) {
+  std::vector<std::int64_t> out;
+  if (obj.is_none()) return out;
+  py::array given = py::array::ensure(obj);
+  QUARRY_USAGE_EXPECTS(given, name, ": expected a sequence of integer indices");
+  const char kind = given.dtype().kind();
+  QUARRY_USAGE_EXPECTS(kind == 'i' || kind == 'u' || given.size() == 0, name,
+                       ": expected integer indices, got dtype ", std::string(py::str(given.dtype())));
+  QUARRY_USAGE_EXPECTS(given.ndim() <= 1, name, ": expected a flat sequence of indices, got ", given.ndim(),
+                       " dimensions");
+  auto arr = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(given);
+  out.assign(arr.data(), arr.data() + arr.size());
+  return out;
+}
+
+ScoreOptions score_options(bool logits, const std::string& device, std::uintptr_t stream, double tolerance,
+                           const std::string& input_name) {
+  ScoreOptions o;
+  o.logits = logits;
+  o.device = parse_device(device);
+  o.stream = reinterpret_cast<void*>(stream);
+  o.sum_tolerance = tolerance;
+  o.input_name = input_name;
+  return o;
+}
+
+bool is_power(const std::string& strategy) {
+  QUARRY_USAGE_EXPECTS(strategy == "topk" || strategy == "power", "strategy '", quote_input(strategy),
+                       "': expected 'topk' or 'power'");
+  return strategy == "power";
+}
+
+SelectOptions select_options(std::int64_t k, const std::string& strategy, double beta, std::uint64_t seed,
+                             py::handle exclude) {
+  SelectOptions sel;
+  sel.k = k;
+  sel.power = is_power(strategy);
+  sel.beta = beta;
+  sel.seed = seed;
+  sel.exclude = index_list(exclude, "exclude");
+  return sel;
+}
+
+// An array that keeps a quarry::Array (a memory-mapped file or a heap buffer) alive.
+py::array array_to_numpy(Array a) {
+  const char* fmt = nullptr;
+  switch (a.dtype()) {
+    case DType::f16: fmt = "e"; break;
+    case DType::bf16: QUARRY_USAGE_FAIL(a.source(), ": bfloat16 has no NumPy dtype");
+    case DType::f32: fmt = "f"; break;
+    case DType::f64: fmt = "d"; break;
+    case DType::u8: fmt = "B"; break;
+    case DType::i8: fmt = "b"; break;
+    case DType::i16: fmt = "h"; break;
+    case DType::i32: fmt = "i"; break;
+    case DType::i64: fmt = "q"; break;
+  }
+  std::vector<py::ssize_t> shape(a.shape().begin(), a.shape().end());
+  auto* owned = new Array(std::move(a));
+  py::capsule free_it(owned, [](void* p) { delete static_cast<Array*>(p); });
+  py::array out(py::dtype(fmt), shape, {}, owned->data(), free_it);
+  py::detail::array_proxy(out.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;  // mapped files are read-only
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "quarry's engine (implementation module; use the quarry package)";
+  static py::exception<Error> error(m, "Error");
+  // A bad argument: a quarry.Error and a ValueError.
+  static py::exception<UsageError> usage_error(m, "UsageError", py::make_tuple(error, py::handle(PyExc_ValueError)));
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const UsageError& e) {
+      PyErr_SetString(usage_error.ptr(), e.what());
+    } catch (const Error& e) {
+      PyErr_SetString(error.ptr(), e.what());
+    }
+  });
+
+  m.def("acquisitions", [] {
+    std::vector<std::string> names;
+    for (Acquisition a : all_acquisitions()) names.push_back(acquisition_name(a));
+    return names;
+  });
+  m.def("diversity_strategies", [] {
+    std::vector<std::string> names;
+    for (DiversityStrategy s : all_diversity_strategies()) names.push_back(diversity_strategy_name(s));
+    return names;
+  });
+  m.def("needs_committee", [](const std::string& a) { return acquisition_needs_committee(parse_acquisition(a)); });
+  m.def("needs_embeddings", [](const std::string& a) { return acquisition_needs_embeddings(parse_acquisition(a)); });
+  m.def("build_info", [] { return build_info_string(); });
+  m.def("cuda_device_count", [] { return cuda_device_count(); });
+  m.def("set_threads", [](int n) {
+    QUARRY_USAGE_EXPECTS(n >= 0 && n <= 4096, "threads must be between 0 (all cores) and 4096, got ", n);
+    omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
+  });
+
+  // What the engine sees of an array: for the zero-copy tests and for debugging.
+  m.def("view_info", [](py::handle x) {
+    Input in = as_input(x, "x");
+    py::dict d;
+    d["data"] = reinterpret_cast<std::uintptr_t>(in.view.data);
+    d["dtype"] = dtype_name(in.view.dtype);
+    d["shape"] = in.view.shape;
+    d["strides"] = in.view.strides;
+    d["contiguous"] = in.view.contiguous();
+    d["location"] = location_string(in.view.location);
+    return d;
+  });
+
+  m.def("score", [](py::handle x, const std::string& acquisition, bool logits, py::handle embeddings,
+                    const std::string& device, py::handle out, std::uintptr_t stream, double tolerance) {
+    const Acquisition acq = parse_acquisition(acquisition);
+    Input in = as_input(x, "x");
+    std::optional<Input> emb = as_optional_input(embeddings, "embeddings");
+    const ScoreOptions o = score_options(logits, device, stream, tolerance, "x");
+    const std::int64_t n = pool_size(in.view);
+    if (!out.is_none()) {  // the caller's [N] float32 output, where the input is (a CUDA tensor)
+      Input dst = as_input(out, "out");
+      QUARRY_USAGE_EXPECTS(dst.view.dtype == DType::f32 && dst.view.rank() == 1 && dst.view.shape[0] == n &&
+                               dst.view.contiguous(), "out: expected a contiguous float32 vector of ", n, " scores");
+      {
+        py::gil_scoped_release free;
+        score(in.view, acq, const_cast<float*>(dst.view.as<float>()), o, emb ? &emb->view : nullptr);
+      }
+      return py::object(py::none());
+    }
+    QUARRY_USAGE_EXPECTS(!in.view.on_cuda(), "x is in CUDA memory: give `out` on its device");
+    py::array_t<float> result(static_cast<py::ssize_t>(std::max<std::int64_t>(n, 0)));
+    float* dst = result.mutable_data();
+    {
+      py::gil_scoped_release free;
+      score(in.view, acq, dst, o, emb ? &emb->view : nullptr);
+    }
+    return py::object(std::move(result));
+  });
+
+  m.def("select", [](py::handle scores, std::int64_t k, py::handle exclude, const std::string& strategy,
+                     double beta, std::uint64_t seed, const std::string& device, std::uintptr_t stream) {
+    Input in = as_input(scores, "scores");
+    const std::vector<std::int64_t> ex = index_list(exclude, "exclude");
+    const bool power = is_power(strategy);
+    const DeviceSpec dev = parse_device(device);
+    Selection s;
+    {
+      py::gil_scoped_release free;
+      s = power ? select_power(in.view, k, beta, seed, ex, dev, reinterpret_cast<void*>(stream))
+                : select_topk(in.view, k, ex, dev, reinterpret_cast<void*>(stream));
+    }
+    return selection_tuple(std::move(s));
+  });
+
+  m.def("score_and_select", [](py::handle x, const std::string& acquisition, std::int64_t k, bool logits,
+                               py::handle embeddings, py::handle exclude, const std::string& strategy,
+                               double beta, std::uint64_t seed, const std::string& device,
+                               std::uintptr_t stream, double tolerance) {
+    const Acquisition acq = parse_acquisition(acquisition);
+    Input in = as_input(x, "x");
+    std::optional<Input> emb = as_optional_input(embeddings, "embeddings");
+    const SelectOptions sel = select_options(k, strategy, beta, seed, exclude);
+    const ScoreOptions o = score_options(logits, device, stream, tolerance, "x");
+    Selection s;
+    {
+      py::gil_scoped_release free;
+      s = score_and_select(in.view, acq, o, sel, emb ? &emb->view : nullptr);
+    }
+    return selection_tuple(std::move(s));
+  });
+
+  m.def("select_diverse", [](py::handle embeddings, py::handle probs, const std::string& strategy, std::int64_t k,
+                             py::handle exclude, std::int64_t candidates, const std::string& acquisition,
+                             std::uint64_t seed, bool logits, std::int64_t clusters, int kmeans_iterations,
+                             const std::string& device, double tolerance) {
+    const DiversityStrategy st = parse_diversity_strategy(strategy);
+    Input emb = as_input(embeddings, "embeddings");
+    std::optional<Input> out = as_optional_input(probs, "probs");
+    DiversityOptions o;
+    o.k = k;
+    o.exclude = index_list(exclude, "exclude");
+    o.candidates = candidates;
+    o.acquisition = parse_acquisition(acquisition);
+    o.seed = seed;
+    o.logits = logits;
+    o.clusters = clusters;
+    o.kmeans_iterations = kmeans_iterations;
+    o.device = parse_device(device);
+    o.sum_tolerance = tolerance;
+    o.input_name = "probs";
+    Selection s;
+    {
+      py::gil_scoped_release free;
+      s = select_diverse(st, emb.view, out ? &out->view : nullptr, o);
+    }
+    return selection_tuple(std::move(s));
+  });
+
+  m.def("kmeans", [](py::handle embeddings, std::int64_t clusters, int iterations, std::uint64_t seed,
+                     const std::string& device) {
+    Input emb = as_input(embeddings, "embeddings");
+    KMeansOptions o;
+    o.clusters = clusters;
+    o.iterations = iterations;
+    o.seed = seed;
+    o.device = parse_device(device);
+    KMeansResult r;
+    {
+      py::gil_scoped_release free;
+      r = kmeans(emb.view, o);
+    }
+    py::array_t<float> centroids = to_numpy(std::move(r.centroids));
+    return py::make_tuple(to_numpy(std::move(r.labels)), centroids.reshape({r.clusters, r.dim}), r.iterations,
+                          r.converged);
+  });
+
+  m.def("stream_select", [](const std::string& input, const std::string& acquisition, std::int64_t k,
+                            const std::string& embeddings, py::handle exclude, const std::string& strategy,
+                            double beta, std::uint64_t seed, std::int64_t memory_budget, bool logits,
+                            const std::string& device, double tolerance) {
+    const Acquisition acq = parse_acquisition(acquisition);
+    const SelectOptions sel = select_options(k, strategy, beta, seed, exclude);
+    StreamOptions so;
+    QUARRY_USAGE_EXPECTS(memory_budget >= 0, "memory_budget must be >= 0 bytes, got ", memory_budget);
+    so.memory_budget = memory_budget;
+    Selection s;
+    py::dict stats;
+    StreamStats st;
+    {
+      py::gil_scoped_release free;
+      const PoolFiles pool = PoolFiles::open(input);
+      std::optional<PoolFiles> emb;
+      if (!embeddings.empty()) emb = PoolFiles::open(embeddings);
+      ScoreOptions o = score_options(logits, device, 0, tolerance, input);
+      static Cluster cluster;  // one process: no MPI call unless an MPI launcher started Python
+      o.device = rank_device(cluster, device);
+      so = rank_stream(cluster, so, o.device, pool.n());
+      s = distributed_score_select(cluster, pool, acq, o, sel, emb ? &*emb : nullptr, so, &st);
+    }
+    stats["chunks"] = st.chunks;
+    stats["rows_per_chunk"] = st.rows_per_chunk;
+    stats["budget"] = st.budget;
+    py::tuple sel_tuple = selection_tuple(std::move(s));
+    return py::make_tuple(sel_tuple[0], sel_tuple[1], stats);
+  });
+
+  m.def("load", [](const std::string& spec) {
+    Array a;
+    {
+      py::gil_scoped_release free;
+      a = read_array(spec);
+    }
+    return array_to_numpy(std::move(a));
+  });
+}
