@@ -9,7 +9,7 @@
               numpy    a = t.numpy(); s = -(a * np.log(a)).sum(1); argpartition, sort the k
             Goals: quarry >= 3x torch eager and >= 4x NumPy. Runs interleaved (quarry, torch,
             numpy, quarry, ...), medians of --repeats; every top-k is checked against quarry's
-            (as index sets: ties may order differently).
+            (as index sets: float32 rounding may swap near-ties at the k-th place; >= 99% shared).
   overhead  quarry.score_and_select on a 100 x 10 tensor, k = 10: the median of 2000 calls.
             Goal: under 20 us.
 Writes bench/results/cpu-<UTC>-<commit>-python.json (or --out).
@@ -45,7 +45,7 @@ def main():
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    t = torch.rand(args.n, args.c)
+    t = torch.rand(args.n, args.c) + 1e-3  # no exact zeros: 0 log 0 would be NaN for torch and NumPy
     t /= t.sum(1, keepdim=True)
     a = t.numpy()
     k = args.k
@@ -63,13 +63,16 @@ def main():
 
     runs = {"quarry": run_quarry, "torch": run_torch, "numpy": run_numpy}
     times = {name: [] for name in runs}
+    shared = {}
     for name, fn in runs.items():  # warm-up, and the check
         _, idx = timed(fn)
         if name == "quarry":
             ref = set(idx.tolist())
         else:
             overlap = len(ref & set(idx.tolist()))
-            assert overlap >= k - 2, f"{name}'s top-k differs from quarry's ({overlap} of {k} shared)"
+            # float32 rounding differs (quarry sums rows in double): near-ties at the k-th place may swap.
+            assert overlap >= 0.99 * k, f"{name}'s top-k differs from quarry's ({overlap} of {k} shared)"
+            shared[name] = overlap
     for _ in range(args.repeats):
         for name, fn in runs.items():
             times[name].append(timed(fn)[0])
@@ -103,6 +106,7 @@ def main():
         "utc": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "pool": {"n": args.n, "c": args.c, "k": k, "dtype": "float32", "bytes": args.n * args.c * 4},
         "seconds": {name: {"median": med[name], "runs": times[name]} for name in runs},
+        "topk_shared_with_quarry": shared,
         "speedup": {"vs_torch": med["torch"] / med["quarry"], "vs_numpy": med["numpy"] / med["quarry"]},
         "overhead_us": {"torch_100x10": overhead_us, "numpy_100x10": overhead_np_us},
         "goals": {"vs_torch >= 3": med["torch"] / med["quarry"] >= 3, "vs_numpy >= 4": med["numpy"] / med["quarry"] >= 4,

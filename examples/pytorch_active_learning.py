@@ -2,7 +2,7 @@
 """Active learning on MNIST with a small PyTorch model, quarry choosing each batch from tensors.
 
     PYTHONPATH=build/python python3 examples/pytorch_active_learning.py            # after the build
-    python3 examples/pytorch_active_learning.py --data ../shared/data/mnist --rounds 8 --batch 50
+    python3 examples/pytorch_active_learning.py --data ../shared/data/mnist --strategy margin --rounds 8
 
 Each round trains the model on the labels so far, computes the pool's softmax outputs (a torch
 tensor, on the GPU where there is one) and asks quarry for the next batch: ``quarry.score_and_select``
@@ -49,18 +49,18 @@ class Net(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def train(x, y, device, epochs, seed):
+def train(x, y, device, steps, seed):
+    """A fresh model, trained for a fixed number of steps (so that a few labels get as much
+    optimisation as many) on minibatches drawn from the labeled set."""
     torch.manual_seed(seed)
     model = Net().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = len(x)
-    for _ in range(epochs):
-        order = torch.randperm(n, device=device)
-        for i in range(0, n, 64):
-            b = order[i:i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[b]), y[b]).backward()
-            opt.step()
+    for _ in range(steps):
+        b = torch.randint(0, n, (min(64, n),), device=device)
+        opt.zero_grad()
+        F.cross_entropy(model(x[b]), y[b]).backward()
+        opt.step()
     return model.eval()
 
 
@@ -75,7 +75,7 @@ def run(strategy, pool_x, pool_y, test_x, test_y, args, device):
     curve = []
     for r in range(args.rounds + 1):
         idx = torch.as_tensor(labeled, device=device)
-        model = train(pool_x[idx], pool_y[idx], device, args.epochs, args.seed + r)
+        model = train(pool_x[idx], pool_y[idx], device, args.steps, args.seed + r)
         acc = (predict(model, test_x).argmax(1) == test_y).float().mean().item()
         curve.append((len(labeled), acc))
         if r == args.rounds:
@@ -97,10 +97,10 @@ def main():
     ap.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "data", "mnist"))
     ap.add_argument("--strategy", default="entropy", help="any quarry acquisition: entropy, margin, ...")
     ap.add_argument("--pool", type=int, default=10000, help="pool size (the first N training images)")
-    ap.add_argument("--initial", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--initial", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=300, help="training steps per round (minibatches of 64)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
