@@ -19,6 +19,7 @@ line (``quarry score``, ``quarry select``) computes exactly the same numbers.
 """
 from __future__ import annotations
 
+import operator
 import os
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -72,6 +73,8 @@ def _arg(x, name: str):
                 x = x.astype(x.dtype.newbyteorder("="))  # big-endian: one copy in native order
             else:
                 raise UsageError(f"{name}: expected a float or integer array, got dtype {x.dtype}")
+        if any(st < 0 or st % x.itemsize for st in x.strides):
+            x = _np.ascontiguousarray(x)  # negative or unaligned strides: one contiguous copy
         return x, None, 0
     torch = _torch_module(x)
     if torch is not None:
@@ -121,7 +124,22 @@ def _exclude(exclude):
 
 
 def _tolerance(tolerance: Optional[float]) -> float:
-    return -1.0 if tolerance is None else float(tolerance)
+    if tolerance is None:
+        return -1.0
+    t = float(tolerance)
+    if not (t >= 0 and t < float("inf")):
+        raise UsageError(f"tolerance must be a finite number >= 0 (None: the default), got {tolerance!r}")
+    return t
+
+
+def _int(value, name: str, lo: int = 0, hi: int = 2**62) -> int:
+    """An integer argument: ints and NumPy integers only (no silent truncation of 2.9 or True)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise UsageError(f"{name} must be an integer, got {value!r}")
+    v = operator.index(value)
+    if not lo <= v <= hi:
+        raise UsageError(f"{name} must be between {lo} and {hi}, got {v}")
+    return v
 
 
 # ------------------------------------------------------------------ scores and selection
@@ -160,7 +178,8 @@ def select(scores, k: int, *, exclude=None, strategy: str = "topk", beta: float 
            seed: int = 0, device: str = "auto") -> Selection:
     """Select the k samples to label from their scores (as ``quarry select --scores``).
 
-    scores: [N] float32 scores (from :func:`score`, or any other).
+    scores: [N] scores (from :func:`score`, or any other; float64 and float16 are converted to
+        float32 once).
     k: number of samples to select.
     exclude: already labeled indices, never selected.
     strategy: topk (the k highest scores; ties to the lower index) or power (sample k without
@@ -172,8 +191,14 @@ def select(scores, k: int, *, exclude=None, strategy: str = "topk", beta: float 
     Returns a Selection (index, score), best first, in the input's kind. NaN scores, k larger
     than the number of selectable samples, or an excluded index outside the pool are errors.
     """
+    torch = _torch_module(scores)
+    if torch is not None and scores.is_floating_point() and scores.dtype != torch.float32:
+        scores = scores.to(torch.float32)  # float64/float16 scores: converted once
+    elif isinstance(scores, _np.ndarray) and scores.dtype.kind == "f" and scores.dtype != _np.float32:
+        scores = scores.astype(_np.float32)
     src, torch, stream = _arg(scores, "scores")
-    result = _core.select(src, int(k), _exclude(exclude), strategy, float(beta), int(seed), device, stream)
+    result = _core.select(src, _int(k, "k"), _exclude(exclude), strategy, float(beta), _int(seed, "seed", 0, 2**64 - 1),
+                          device, stream)
     return _selection(result, torch, scores if torch is not None else None)
 
 
@@ -187,8 +212,8 @@ def score_and_select(x, acquisition: str = "entropy", k: int = 1, *, logits: boo
     """
     src, torch, stream = _arg(x, "x")
     emb, _, _ = _arg(embeddings, "embeddings")
-    result = _core.score_and_select(src, acquisition, int(k), logits, emb, _exclude(exclude), strategy,
-                                    float(beta), int(seed), device, stream, _tolerance(tolerance))
+    result = _core.score_and_select(src, acquisition, _int(k, "k"), logits, emb, _exclude(exclude), strategy,
+                                    float(beta), _int(seed, "seed", 0, 2**64 - 1), device, stream, _tolerance(tolerance))
     return _selection(result, torch, x if torch is not None else None)
 
 
@@ -214,8 +239,9 @@ def select_diverse(embeddings, probs=None, strategy: str = "badge", k: int = 1, 
     """
     emb, torch, _ = _arg(embeddings, "embeddings")
     out, _, _ = _arg(probs, "probs")
-    result = _core.select_diverse(emb, out, strategy, int(k), _exclude(exclude), int(candidates), acquisition,
-                                  int(seed), logits, int(clusters), int(kmeans_iterations), device,
+    result = _core.select_diverse(emb, out, strategy, _int(k, "k"), _exclude(exclude), _int(candidates, "candidates"),
+                                  acquisition, _int(seed, "seed", 0, 2**64 - 1), logits, _int(clusters, "clusters"),
+                                  _int(kmeans_iterations, "kmeans_iterations", 1, 1 << 20), device,
                                   _tolerance(tolerance))
     return _selection(result, torch, embeddings if torch is not None else None)
 
@@ -225,7 +251,9 @@ def kmeans(embeddings, clusters: int, *, iterations: int = 20, seed: int = 0, de
     for a seed on any thread count and device. Returns KMeans(labels, centroids, iterations,
     converged) as NumPy arrays."""
     emb, _, _ = _arg(embeddings, "embeddings")
-    labels, centroids, its, converged = _core.kmeans(emb, int(clusters), int(iterations), int(seed), device)
+    labels, centroids, its, converged = _core.kmeans(emb, _int(clusters, "clusters"),
+                                                     _int(iterations, "iterations", 1, 1 << 20),
+                                                     _int(seed, "seed", 0, 2**64 - 1), device)
     return KMeans(labels, centroids, its, converged)
 
 
@@ -234,7 +262,11 @@ def _spec(files) -> str:
         return ""
     if isinstance(files, (str, os.PathLike)):
         return os.fspath(files)
-    return ",".join(os.fspath(f) for f in files)
+    paths = [os.fspath(f) for f in files]
+    for f in paths:
+        if "," in f:
+            raise UsageError(f"{f}: a file in a list may not contain a comma (rename it, or pass a glob)")
+    return ",".join(paths)
 
 
 def stream_select(files, acquisition: str = "entropy", k: int = 1, *, embeddings=None, exclude=None,
@@ -253,9 +285,10 @@ def stream_select(files, acquisition: str = "entropy", k: int = 1, *, embeddings
     The other arguments are those of :func:`score_and_select`. Returns NumPy arrays.
     Under an MPI launcher (mpirun), every rank scores its shard and rank 0 gets the selection.
     """
-    index, score_, cut = _core.stream_select(_spec(files), acquisition, int(k), _spec(embeddings),
-                                             _exclude(exclude), strategy, float(beta), int(seed),
-                                             int(memory_budget or 0), logits, device, _tolerance(tolerance))
+    index, score_, cut = _core.stream_select(_spec(files), acquisition, _int(k, "k"), _spec(embeddings),
+                                             _exclude(exclude), strategy, float(beta), _int(seed, "seed", 0, 2**64 - 1),
+                                             _int(memory_budget or 0, "memory_budget"), logits, device,
+                                             _tolerance(tolerance))
     if stats is not None:
         stats.update(cut)
     return Selection(index, score_)
@@ -279,7 +312,7 @@ def diversity_strategies() -> list:
 
 def set_threads(n: int) -> None:
     """CPU threads of the engine (0: all cores), as ``--threads``."""
-    _core.set_threads(int(n))
+    _core.set_threads(_int(n, "threads", 0, 4096))
 
 
 def build_info() -> str:

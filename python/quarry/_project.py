@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 import os
+import re
 import tempfile
 from typing import Callable, Mapping, Optional, Sequence, Union
 
@@ -46,8 +48,11 @@ class Project:
         committee: committee of committee acquisitions: mc:M or ensemble:M.
         manifest: CSV index,id,path_or_url: what annotators see for each item.
         """
+        if isinstance(classes, str):
+            raise _q.UsageError("classes: a list of class names, not one string (did you mean classes.split(',')?)")
         _loop().init(os.fspath(path), dataset, list(classes or []), strategy, model, committee,
-                     os.fspath(manifest) if manifest else "", int(seed), device, int(threads))
+                     os.fspath(manifest) if manifest else "", _q._int(seed, "seed", 0, 2**63),
+                     device, _q._int(threads, "threads", 0, 4096))
         return cls(path)
 
     @property
@@ -64,7 +69,7 @@ class Project:
         ``quarry project next``). Returns the batch: number, index, score, strategy, csv and
         labelstudio (the files written), retrained, cold_start, dropped. ``log`` receives progress
         lines."""
-        return _loop().next(self.path, int(k), replace_pending, retrain, float(wait), log)
+        return _loop().next(self.path, _q._int(k, "k", 1), replace_pending, retrain, float(wait), log)
 
     def label(self, labels, *, allow_relabel: bool = False, wait: float = 10) -> dict:
         """Import labels, all or none (as ``quarry project label``).
@@ -77,6 +82,9 @@ class Project:
         """
         if isinstance(labels, (str, os.PathLike)):
             return _loop().label(self.path, os.fspath(labels), allow_relabel, float(wait))
+        if not isinstance(labels, Mapping) and not hasattr(labels, "__iter__"):
+            raise _q.UsageError(f"labels: expected a file, a mapping {{index: label}} or (index, label) pairs, "
+                                f"got {type(labels).__name__}")
         pairs = labels.items() if isinstance(labels, Mapping) else labels
         classes = self.classes
         text = io.StringIO()
@@ -94,12 +102,18 @@ class Project:
                 if not 0 <= cid < len(classes):
                     raise _q.UsageError(f"labels: item {row}: class id {cid} is outside 0..{len(classes) - 1}")
                 label = classes[cid]
-            out.writerow([int(index), label])
+            if isinstance(index, bool) or not hasattr(index, "__index__"):
+                raise _q.UsageError(f"labels: item {row}: the index must be an integer, got {index!r}")
+            out.writerow([operator.index(index), label])
         fd, tmp = tempfile.mkstemp(prefix="quarry-labels-", suffix=".csv")
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(text.getvalue())
-            return _loop().label(self.path, tmp, allow_relabel, float(wait))
+            try:
+                return _loop().label(self.path, tmp, allow_relabel, float(wait))
+            except _q.Error as e:  # name the items, not the temporary file ("FILE:LINE:" -> "item N:")
+                message = re.sub(re.escape(tmp) + r":(\d+):", lambda m: f"item {int(m.group(1)) - 2}:", str(e))
+                raise type(e)(message.replace(tmp, "labels")) from None
         finally:
             os.unlink(tmp)
 
@@ -128,13 +142,21 @@ class Project:
                 raise _q.UsageError("export without a path returns CSV text; give a path for npy")
             return _loop().export_csv(self.path)
         path = os.fspath(path)
-        fmt = format or ("npy" if path.endswith(".npy") else "csv")
+        fmt = format or ("npy" if path.lower().endswith(".npy") else "csv")
         if fmt not in ("csv", "npy"):
             raise _q.UsageError(f"export format '{fmt}': expected csv or npy")
+        if not path or os.path.isdir(path):
+            raise _q.UsageError(f"export: '{path}' is a folder, not a file")
         target = os.path.realpath(path)
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise _q.UsageError(f"export: {path}: the folder {os.path.dirname(path) or '.'} does not exist")
         root = os.path.realpath(self.path)
         if target == root or target.startswith(root + os.sep):
             raise _q.UsageError(f"{path}: is inside the project folder {self.path}; export elsewhere")
+        for source in self._inputs():
+            if os.path.exists(source) and os.path.exists(target) and os.path.samefile(source, target):
+                raise _q.UsageError(f"{path}: is a file the project reads ({source}); export elsewhere")
         if fmt == "npy":
             _loop().export_npy(self.path, path)
         else:
@@ -142,6 +164,11 @@ class Project:
             folder = os.path.dirname(target) or "."
             fd, tmp = tempfile.mkstemp(prefix=".quarry-export-", dir=folder)
             try:
+                # The permissions of the file it replaces, else the usual ones (mkstemp makes 0600).
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = os.stat(target).st_mode & 0o777 if os.path.exists(target) else 0o666 & ~umask
+                os.chmod(tmp, mode)
                 with os.fdopen(fd, "w") as f:
                     f.write(text)
                     f.flush()
@@ -152,6 +179,17 @@ class Project:
                     os.unlink(tmp)
                 raise
         return path
+
+    def _inputs(self) -> list:
+        """The files the project reads besides its own folder: the dataset's files, the model."""
+        out = []
+        for spec in (self._config.get("dataset", ""), self._config.get("model", "")):
+            body = spec.split(":", 1)[1] if ":" in spec else spec
+            for part in body.split(","):
+                part = part.split(":")[0] if part.endswith((":train", ":test", ":val")) else part
+                if part:
+                    out.append(part if os.path.isabs(part) else os.path.join(os.getcwd(), part))
+        return out
 
     def __repr__(self) -> str:
         return f"quarry.Project({self.path!r})"

@@ -46,11 +46,23 @@ def _proba(classifier, X, kwargs):
     return _np.ascontiguousarray(p) if isinstance(p, _np.ndarray) else p
 
 
+def _as_numpy(p):
+    if hasattr(p, "detach") and hasattr(p, "cpu"):  # a torch tensor
+        p = p.detach().cpu().numpy()
+    return _np.asarray(p, dtype=_np.float64)
+
+
 def _committee_proba(committee, X, kwargs):
     learners = getattr(committee, "learner_list", committee)
-    members = [_np.asarray(learner.predict_proba(X, **kwargs), dtype=_np.float64) for learner in learners]
+    if hasattr(learners, "predict_proba") or not hasattr(learners, "__iter__"):
+        raise _q.UsageError("a committee is a list of classifiers (or has learner_list), got "
+                            f"{type(committee).__name__}")
+    members = [_as_numpy(learner.predict_proba(X, **kwargs)) for learner in learners]
     if not members:
         raise _q.UsageError("the committee has no learners")
+    shapes = {m.shape for m in members}
+    if len(shapes) != 1:
+        raise _q.UsageError(f"the committee's members give outputs of different shapes: {sorted(shapes)}")
     return _np.ascontiguousarray(_np.stack(members))
 
 

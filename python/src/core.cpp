@@ -9,6 +9,7 @@
 
 #include <omp.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,13 @@ namespace py = pybind11;
 using namespace quarry;
 
 namespace {
+
+// The engine's CPU threads, for every Python thread: OpenMP's setting is per calling thread, so
+// each call applies it (0: OpenMP's default).
+std::atomic<int> g_threads{0};
+void apply_threads() {
+  if (const int n = g_threads.load()) omp_set_num_threads(n);
+}
 
 // An array lent by Python for the length of one call: its view, and what keeps it readable.
 struct Input {
@@ -201,7 +209,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_device_count", [] { return cuda_device_count(); });
   m.def("set_threads", [](int n) {
     QUARRY_USAGE_EXPECTS(n >= 0 && n <= 4096, "threads must be between 0 (all cores) and 4096, got ", n);
-    omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
+    g_threads = n > 0 ? n : omp_get_num_procs();
+    omp_set_num_threads(g_threads);
   });
 
   // What the engine sees of an array: for the zero-copy tests and for debugging.
@@ -230,6 +239,7 @@ PYBIND11_MODULE(_core, m) {
                                dst.view.contiguous(), "out: expected a contiguous float32 vector of ", n, " scores");
       {
         py::gil_scoped_release free;
+      apply_threads();
         score(in.view, acq, const_cast<float*>(dst.view.as<float>()), o, emb ? &emb->view : nullptr);
       }
       return py::object(py::none());
@@ -239,6 +249,7 @@ PYBIND11_MODULE(_core, m) {
     float* dst = result.mutable_data();
     {
       py::gil_scoped_release free;
+      apply_threads();
       score(in.view, acq, dst, o, emb ? &emb->view : nullptr);
     }
     return py::object(std::move(result));
@@ -253,6 +264,7 @@ PYBIND11_MODULE(_core, m) {
     Selection s;
     {
       py::gil_scoped_release free;
+      apply_threads();
       s = power ? select_power(in.view, k, beta, seed, ex, dev, reinterpret_cast<void*>(stream))
                 : select_topk(in.view, k, ex, dev, reinterpret_cast<void*>(stream));
     }
@@ -271,6 +283,7 @@ PYBIND11_MODULE(_core, m) {
     Selection s;
     {
       py::gil_scoped_release free;
+      apply_threads();
       s = score_and_select(in.view, acq, o, sel, emb ? &emb->view : nullptr);
     }
     return selection_tuple(std::move(s));
@@ -298,6 +311,7 @@ PYBIND11_MODULE(_core, m) {
     Selection s;
     {
       py::gil_scoped_release free;
+      apply_threads();
       s = select_diverse(st, emb.view, out ? &out->view : nullptr, o);
     }
     return selection_tuple(std::move(s));
@@ -314,6 +328,7 @@ PYBIND11_MODULE(_core, m) {
     KMeansResult r;
     {
       py::gil_scoped_release free;
+      apply_threads();
       r = kmeans(emb.view, o);
     }
     py::array_t<float> centroids = to_numpy(std::move(r.centroids));
@@ -335,6 +350,7 @@ PYBIND11_MODULE(_core, m) {
     StreamStats st;
     {
       py::gil_scoped_release free;
+      apply_threads();
       const PoolFiles pool = PoolFiles::open(input);
       std::optional<PoolFiles> emb;
       if (!embeddings.empty()) emb = PoolFiles::open(embeddings);
@@ -355,6 +371,7 @@ PYBIND11_MODULE(_core, m) {
     Array a;
     {
       py::gil_scoped_release free;
+      apply_threads();
       a = read_array(spec);
     }
     return array_to_numpy(std::move(a));

@@ -114,3 +114,35 @@ def test_query_object(rng, pool):
     with pytest.raises(quarry.UsageError, match="unknown acquisition"):
         quarry.Query("entropie")
     assert "margin" in repr(q) and q.get_params()["batch_size"] == 15
+    # set_params checks as the constructor does, and keeps the round.
+    q.set_params(acquisition="kcenter")
+    assert q.diverse and len(q.query(embeddings=e).index) == 15
+    with pytest.raises(quarry.UsageError, match="unknown acquisition"):
+        q.set_params(acquisition="nonsense")
+    with pytest.raises(quarry.UsageError, match="unknown option"):
+        quarry.Query("entropy", 3, candidates=5)
+    with pytest.raises(quarry.UsageError, match="batch_size"):
+        quarry.Query("entropy", 2.7)
+    r = quarry.Query("badge", 5)
+    with pytest.raises(quarry.UsageError):
+        r.query(pool)  # no embeddings: the round does not move on
+    assert r.round == 0
+
+
+def test_committees_of_tensors_and_bad_committees(rng):
+    torch = pytest.importorskip("torch")
+    members = [softmax_rows(rng, 100, 3) for _ in range(3)]
+
+    class T:
+        def __init__(self, p):
+            self.p = torch.from_numpy(p).requires_grad_()
+
+        def predict_proba(self, X):
+            return self.p * 1.0
+
+    idx, _ = modal.vote_entropy_sampling([T(m) for m in members], np.zeros((100, 1)), n_instances=4)
+    assert len(idx) == 4
+    with pytest.raises(quarry.UsageError, match="list of classifiers"):
+        modal.vote_entropy_sampling(Fixed(members[0]), np.zeros((100, 1)))
+    with pytest.raises(quarry.UsageError, match="different shapes"):
+        modal.consensus_entropy([Fixed(members[0]), Fixed(members[1][:, :2])], np.zeros((100, 1)))

@@ -181,7 +181,7 @@ def test_non_contiguous_and_other_dtypes(rng):
     with pytest.raises(quarry.Error, match="expected float32, float16, bfloat16 or float64, got int64"):
         quarry.score(torch.ones(10, 3, dtype=torch.int64), "entropy")
     with pytest.raises(quarry.UsageError, match="scores: expected float32"):
-        quarry.select(np.ones(10), 3)
+        quarry.select(np.ones(10, dtype=np.int32), 3)
     big_endian = p.astype(">f8")
     np.testing.assert_array_equal(quarry.score(big_endian, "entropy"), expected)
     g = torch.from_numpy(p).requires_grad_()
@@ -260,3 +260,28 @@ def test_cuda_tensors_are_scored_in_place(rng):
     np.testing.assert_array_equal(pick.index.cpu().numpy(), ref.index.numpy())
     with pytest.raises(quarry.UsageError, match="CUDA memory"):
         quarry.score(p, "entropy", device="cpu")
+
+
+def test_arguments_are_checked_not_coerced(rng):
+    p = softmax_rows(rng, 50, 4)
+    for bad in (2.9, True, "3", -1):
+        with pytest.raises(quarry.UsageError, match="k must be"):
+            quarry.score_and_select(p, "entropy", bad)
+    assert len(quarry.score_and_select(p, "entropy", np.int64(3)).index) == 3
+    with pytest.raises(quarry.UsageError, match="seed"):
+        quarry.select(quarry.score(p), 3, strategy="power", seed=-1)
+    for bad in (-5.0, float("nan")):
+        with pytest.raises(quarry.UsageError, match="tolerance"):
+            quarry.score(p, "entropy", tolerance=bad)
+    with pytest.raises(quarry.UsageError, match="comma"):
+        quarry.stream_select(["/tmp/a,b.npy"], "entropy", 1)
+
+
+def test_any_layout_and_float_scores_are_accepted(rng):
+    p = softmax_rows(rng, 50, 4)
+    expected = quarry.score(p, "entropy")
+    np.testing.assert_array_equal(quarry.score(p[::-1], "entropy"), expected[::-1])  # negative strides: one copy
+    np.testing.assert_allclose(quarry.score(p[:, ::-1], "entropy"), expected, rtol=1e-6)  # summed in another order
+    s64 = expected.astype(np.float64)
+    np.testing.assert_array_equal(quarry.select(s64, 5).index, quarry.select(expected, 5).index)
+    np.testing.assert_array_equal(quarry.select(torch.from_numpy(s64), 5).index.numpy(), quarry.select(expected, 5).index)

@@ -1,5 +1,6 @@
 """quarry.Project against `quarry project` on the same folder."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -48,4 +49,38 @@ def test_project_errors(tmp_path):
         p.label({3: "zebra"})
     with pytest.raises(quarry.UsageError, match="class id 5"):
         p.label({3: 5})
+    for bad in ({3.7: "x"}, {True: "x"}, 5, None):
+        with pytest.raises(quarry.UsageError):
+            p.label(bad)
+    with pytest.raises(quarry.Error, match="item 0: .*-1"):
+        p.label({-1: "x"})
     assert p.status()["labeled"] == 0  # nothing of a bad import is saved
+    with pytest.raises(quarry.UsageError, match="threads"):
+        quarry.Project.init(tmp_path / "q", "synthetic:100", threads=-3)
+    assert not (tmp_path / "q").exists()
+    with pytest.raises(quarry.UsageError, match="a list of class names"):
+        quarry.Project.init(tmp_path / "q", "synthetic:100", classes="abcd")
+    with pytest.raises(quarry.UsageError, match="k must be"):
+        p.next(k=0)
+
+
+def test_export_never_overwrites_what_the_project_reads(tmp_path):
+    pool = tmp_path / "feat.npy"
+    np.save(pool, np.random.default_rng(0).standard_normal((60, 5)).astype(np.float32))
+    p = quarry.Project.init(tmp_path / "p", f"pool:{pool}", classes=["a", "b"], device="cpu")
+    p.label({0: "a", 1: "b"})
+    with pytest.raises(quarry.UsageError, match="a file the project reads"):
+        p.export(pool)
+    with pytest.raises(quarry.UsageError, match="folder"):
+        p.export(tmp_path)
+    with pytest.raises(quarry.UsageError, match="does not exist"):
+        p.export(tmp_path / "missing" / "x.csv")
+    out = p.export(tmp_path / "labels.csv")
+    assert (os.stat(out).st_mode & 0o777) == 0o666 & ~current_umask()
+    assert p.export(tmp_path / "labels.NPY").endswith(".NPY") and np.load(tmp_path / "labels.NPY").shape == (2, 2)
+
+
+def current_umask():
+    u = os.umask(0)
+    os.umask(u)
+    return u
