@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/resident.hpp"
+#include "core/rows.hpp"
 #include "core/score_call.hpp"
 #include "cpu/cpu_backend.hpp"
 #if QUARRY_BUILD_CUDA
@@ -61,7 +62,7 @@ bool on_cuda(const DeviceSpec& requested, int* index) {
 std::vector<std::int64_t> cpu_power(const float* scores, std::int64_t n, std::int64_t k,
                                     double beta, std::uint64_t seed,
                                     const std::vector<std::uint8_t>& mask) {
-  std::vector<float> keys(static_cast<std::size_t>(n));
+  FloatBuffer keys(static_cast<std::size_t>(n));
   cpu::gumbel_keys(scores, n, static_cast<float>(beta), seed, keys.data());
   return cpu::topk(keys.data(), n, k, mask);
 }
@@ -165,7 +166,7 @@ Selection score_and_select(const ArrayView& input_raw, Acquisition acquisition,
 #endif
   }
   // The CPU: every row is scored (bad rows are errors even for k = 0), then selected.
-  std::vector<float> scores(static_cast<std::size_t>(call.n));
+  FloatBuffer scores(static_cast<std::size_t>(call.n));  // uninitialised, huge pages: few page faults
   call.out = scores.data();
   cpu::score(call);
   if (sel.k == 0) return {};
