@@ -60,6 +60,7 @@ ArrayView host_view(const ArrayView& view, Array* holder, const std::string& nam
   cuda::copy_to_host(holder->mutable_data(), view.data, view.nbytes(), view.location.device);
   return holder->view();
 #else
+  (void)holder;
   QUARRY_FAIL(name, " is in CUDA memory (", location_string(view.location),
               ") but this quarry was built without CUDA: copy it to the host first (tensor.cpu())");
 #endif
