@@ -10,6 +10,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libopenblas-dev
   zlib1g-dev libzip-dev zipcmp zipmerge ziptool
+  libpng-dev libcpp-httplib-dev chromium
   libtorch-dev
   libopenmpi-dev openmpi-bin
   libdlpack-dev pybind11-dev python3-dev

@@ -10,9 +10,11 @@
 // This file: the whole cycle, imports and batches. The journal, killed imports and the
 // writer lock are in test_project_journal.cpp; the shared helpers in project_helpers.hpp.
 #include <gtest/gtest.h>
+#include <png.h>
 
 #include "project_helpers.hpp"
 #include "project/journal.hpp"
+#include "quarry/dataset.hpp"
 
 namespace project_test {
 namespace {
@@ -45,10 +47,14 @@ TEST_F(ProjectTest, FullCycleOnSyntheticImages) {
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto rows = parse_csv(read_file(dir_ + "/batches/0001.csv"));
   ASSERT_EQ(rows.size(), 21u);
-  EXPECT_EQ(rows[0], (std::vector<std::string>{"index", "id", "path_or_url", "score"}));
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"index", "id", "path_or_url", "score", "predicted", "confidence"}));
+  // Every item has the manifest's URL: no image is rendered.
+  EXPECT_FALSE(fs::exists(dir_ + "/batches/0001"));
   std::vector<std::int64_t> b1;
   for (std::size_t k = 1; k < rows.size(); ++k) {
-    ASSERT_EQ(rows[k].size(), 4u) << k;
+    ASSERT_EQ(rows[k].size(), 6u) << k;
+    EXPECT_EQ(rows[k][4], "") << "a cold-start batch has no prediction";
+    EXPECT_EQ(rows[k][5], "");
     const std::int64_t i = std::stoll(rows[k][0]);
     b1.push_back(i);
     EXPECT_GE(i, 0);
@@ -181,6 +187,20 @@ TEST_F(ProjectTest, FullCycleOnSyntheticImages) {
       EXPECT_TRUE(s.model_current);
       EXPECT_EQ(s.model_labels, 20);
       EXPECT_TRUE(s.val_accuracy.has_value());
+      // The model's guess for each item, and the round on the learning curve.
+      ASSERT_EQ(b.predicted.size(), 15u);
+      ASSERT_EQ(b.confidence.size(), 15u);
+      for (std::size_t k = 0; k < 15; ++k) {
+        EXPECT_TRUE(b.predicted[k] >= 0 && b.predicted[k] < 4) << b.predicted[k];
+        EXPECT_TRUE(b.confidence[k] >= 0.25f && b.confidence[k] <= 1.0f) << b.confidence[k];
+      }
+      ASSERT_EQ(s.rounds.size(), 1u);
+      EXPECT_EQ(s.rounds[0].labels, 20);
+      EXPECT_EQ(s.rounds[0].val_balanced_accuracy, s.val_balanced_accuracy);
+      const auto rows2 = parse_csv(read_file(dir_ + "/batches/0002.csv"));
+      EXPECT_EQ(rows2.at(1).at(4), kClasses[static_cast<std::size_t>(b.predicted[0])]);
+    } else {
+      EXPECT_TRUE(b.predicted.empty());
     }
     EXPECT_EQ(s.pending, 15);
     EXPECT_EQ(s.open_batch, std::optional<int>(2));
@@ -236,6 +256,24 @@ TEST_F(ProjectTest, WithoutClassesOrManifestClassesAreNumbersAndIdsAreIndices) {
   const auto tasks = nlohmann::json::parse(read_file(dir_ + "/batches/0001.labelstudio.json"));
   ASSERT_EQ(tasks.size(), 6u);
   EXPECT_EQ(tasks[0].at("data").at("quarry_id"), rows[1][0]);
+  // Without a manifest the pool's images are rendered to PNG: the CSV names them, the Label
+  // Studio tasks carry them inline, and their pixels are the pool's (the project's seed 3).
+  const quarry::Dataset pool = quarry::synthetic_images(100, 3);
+  for (std::size_t k = 1; k < rows.size(); ++k) {
+    const std::int64_t i = std::stoll(rows[k][0]);
+    EXPECT_EQ(rows[k][2], "batches/0001/" + rows[k][0] + ".png");
+    EXPECT_EQ(tasks[k - 1].at("data").at("image").get<std::string>().rfind("data:image/png;base64,", 0), 0u);
+    png_image im{};
+    im.version = PNG_IMAGE_VERSION;
+    ASSERT_TRUE(png_image_begin_read_from_file(&im, (dir_ + "/" + rows[k][2]).c_str())) << im.message;
+    ASSERT_EQ(im.width, 28u);
+    ASSERT_EQ(im.height, 28u);
+    im.format = PNG_FORMAT_GRAY;
+    std::vector<unsigned char> px(28 * 28);
+    ASSERT_TRUE(png_image_finish_read(&im, nullptr, px.data(), 0, nullptr)) << im.message;
+    for (std::size_t p = 0; p < px.size(); ++p)
+      ASSERT_NEAR(px[p], pool.train.x[static_cast<std::size_t>(i) * 784 + p] * 255.0f, 0.51f) << "item " << i << " pixel " << p;
+  }
 
   // Labels are the class names "0".."3"; ids are the indices as text.
   const std::int64_t a = std::stoll(rows[1][0]), b = std::stoll(rows[2][0]);
@@ -477,6 +515,47 @@ TEST_F(ProjectTest, ARelabelNeedsAllowRelabel) {
   EXPECT_EQ(labels(), (Labels{{5, 2}, {6, 1}, {7, 2}, {8, 3}}));
   // The export follows the last label.
   EXPECT_EQ(quarry::Project(dir_).export_csv(), "index,label\n5,bird\n6,dog\n7,bird\n8,fish\n");
+}
+
+TEST_F(ProjectTest, LabelRowsWriteWhatDoesNotConflictAndReportTheRest) {
+  init("synthetic:600", "random", true, true, 600);
+  quarry::Project p(dir_);
+  quarry::ImportSummary s = p.label_rows({{5, 0, false}, {6, 1, false}}, "page (session a)");
+  EXPECT_EQ(s.added, 2);
+  EXPECT_EQ(s.seq, 1);
+  EXPECT_TRUE(s.conflicts.empty());
+  // Another session: 5 conflicts (not written), 6 unchanged, 7 new, 8 relabel-allowed but new.
+  s = p.label_rows({{5, 2, false}, {6, 1, false}, {7, 3, false}, {8, 1, true}}, "page (session b)");
+  EXPECT_EQ(s.added, 2);
+  EXPECT_EQ(s.unchanged, 1);
+  EXPECT_EQ(s.relabeled, 0);
+  ASSERT_EQ(s.conflicts.size(), 1u);
+  EXPECT_EQ(s.conflicts[0].index, 5);
+  EXPECT_EQ(s.conflicts[0].current, 0);
+  EXPECT_EQ(s.conflicts[0].wanted, 2);
+  EXPECT_EQ(labels(), (Labels{{5, 0}, {6, 1}, {7, 3}, {8, 1}}));
+  s = p.label_rows({{5, 2, true}}, "page (session b)");
+  EXPECT_EQ(s.relabeled, 1);
+  EXPECT_EQ(labels(), (Labels{{5, 2}, {6, 1}, {7, 3}, {8, 1}}));
+  // Nothing to change: no record.
+  s = p.label_rows({{5, 2, false}}, "page");
+  EXPECT_EQ(s.seq, 0);
+  const auto lines = lines_of(read_file(journal()));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(nlohmann::json::parse(lines[1].substr(9)).at("source"), "page (session b)");
+  // A bad row (outside the pool, an unknown class id, an item twice) saves nothing and names it.
+  const std::string before = read_file(journal());
+  for (const auto& rows : std::vector<std::vector<quarry::LabelRow>>{
+           {{9, 0, false}, {600, 0, false}}, {{9, 4, false}}, {{9, -1, false}}, {{9, 0, false}, {9, 1, false}}}) {
+    try {
+      (void)p.label_rows(rows, "page");
+      ADD_FAILURE() << "no error";
+    } catch (const quarry::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("nothing saved"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("row "), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(read_file(journal()), before);
 }
 
 // ---------------------------------------------------------------- batches

@@ -7,8 +7,10 @@
 //   DIR/labels.journal        the labels: one checksummed record per import, fsync'd
 //   DIR/state.json            batches (open, closed, dropped) and the current model's summary
 //   DIR/model.pt              the model trained on the labels of state.json's label digest
-//   DIR/batches/NNNN.csv      a batch: index,id,path_or_url,score (NNNN from 0001)
+//   DIR/batches/NNNN.csv      a batch: index,id,path_or_url,score,predicted,confidence (NNNN from 0001)
 //   DIR/batches/NNNN.labelstudio.json   the same batch as Label Studio tasks
+//   DIR/batches/NNNN/INDEX.png          the batch's images, for pools of images held in arrays
+//                                       (path_or_url of the CSV where the manifest gives none)
 //   DIR/labelstudio.xml       a Label Studio labeling config matching the classes
 //   DIR/.lock                 one writer at a time (flock)
 //
@@ -65,6 +67,33 @@ struct BatchInfo {
   std::vector<std::int64_t> index;      // in rank order
   std::vector<float> score;
   std::string strategy;                 // what chose it ("random (cold start)" without a model)
+  /// The model's predicted class of each item and its probability; empty for a batch chosen
+  /// without a model (cold start, random).
+  std::vector<std::int32_t> predicted;
+  std::vector<float> confidence;
+};
+
+/// One model trained by `next`: on how many labels, when, and its validation metrics (where
+/// there was a validation split). The project keeps them all: the learning curve over rounds.
+struct ModelRound {
+  std::int64_t labels = 0;
+  std::string time;  // UTC
+  std::optional<double> val_accuracy, val_balanced_accuracy;
+};
+
+/// One label given in a program (the labeling page, Python): the pool index, the class id, and
+/// whether it may change a different label given earlier.
+struct LabelRow {
+  std::int64_t index = 0;
+  std::int32_t label = 0;
+  bool allow_relabel = false;
+};
+
+/// A label not written because the item already has a different one (and the row did not allow
+/// a relabel).
+struct LabelConflict {
+  std::int64_t index = 0;
+  std::int32_t current = 0, wanted = 0;
 };
 
 struct ImportSummary {
@@ -75,6 +104,7 @@ struct ImportSummary {
   std::int64_t skipped = 0;       // Label Studio tasks without a (non-cancelled) annotation
   std::int64_t seq = 0;           // the journal record written; 0 when nothing changed
   std::string torn;               // a torn journal tail found (cut off when a record was written)
+  std::vector<LabelConflict> conflicts;  // label_rows: rows not written (another label was there)
 };
 
 struct NextOptions {
@@ -108,6 +138,7 @@ struct ProjectStatus {
   std::int64_t model_labels = 0;          // labels the model was trained on
   std::optional<double> val_accuracy, val_balanced_accuracy;  // where the dataset has a labeled validation split
   std::string torn;                       // a torn journal tail, described
+  std::vector<ModelRound> rounds;         // every model trained, oldest first
 };
 
 /// Reports progress lines ("training on 300 labels", ...); may be empty.
@@ -142,6 +173,8 @@ class Project {
   /// The current labels (journal), index -> class id.
   const std::map<std::int64_t, std::int32_t>& labels() const { return labels_; }
   const std::vector<BatchInfo>& batches() const { return batches_; }
+  /// What annotators see of each pool item, by index (empty without a manifest).
+  const std::vector<std::optional<ManifestItem>>& manifest() const { return manifest_; }
   /// Description of a torn journal tail found on open ("" when whole).
   const std::string& torn() const { return torn_; }
 
@@ -150,6 +183,14 @@ class Project {
   /// nothing and the Error lists the bad rows (file, row, reason). Takes the project lock,
   /// waiting up to `lock_wait_seconds` for another writer.
   ImportSummary label(const std::string& file, bool allow_relabel, double lock_wait_seconds = 0);
+
+  /// Labels given in a program (the labeling page, Python), appended as one journal record
+  /// named `source`, fsync'd. Every row must name a pool item and a class, each item at most
+  /// once (an Error listing the bad rows, nothing written). A row that would change a different
+  /// label already given, without allow_relabel, is not written: it is returned in
+  /// `conflicts`, and the other rows are written. Takes the project lock.
+  ImportSummary label_rows(const std::vector<LabelRow>& rows, const std::string& source,
+                           double lock_wait_seconds = 0);
 
   /// Retrains if the labels changed since the last model, infers on the pool, selects the next
   /// batch and writes batches/NNNN.csv and .labelstudio.json.
@@ -172,6 +213,7 @@ class Project {
   void read_config();
   friend struct ProjectFiles;  // reads state.json into a Project; steps of next (src/project/project_internal.hpp)
   void take_labels(const LabelJournal& journal);
+  void save_labels(const std::string& source, const std::map<std::int64_t, std::int32_t>& changes, ImportSummary& sum);
   void write_state() const;
   std::string dir_;
   ProjectConfig config_;
@@ -188,6 +230,7 @@ class Project {
   std::int64_t model_labels_ = 0;
   int models_trained_ = 0;
   std::optional<double> val_accuracy_, val_balanced_accuracy_;
+  std::vector<ModelRound> rounds_;
 };
 
 }  // namespace quarry

@@ -15,7 +15,7 @@ namespace quarry::cli {
 void add_commands(CLI::App& app);
 /// train, infer, simulate, report (src/cli/loop_commands.cpp; in quarry-loop only).
 void add_loop_commands(CLI::App& app);
-/// project init, next, label, status, export, repair (src/cli/project_commands.cpp; quarry-loop).
+/// project init, next, label, status, export, repair, serve (src/cli/project_commands.cpp; quarry-loop).
 void add_project_commands(CLI::App& app);
 
 /// The loop's commands, which `quarry` hands over to `quarry-loop`, with the one-line help both
@@ -31,7 +31,7 @@ inline constexpr LoopCommand kLoopCommands[] = {
                  "efficiency against random sampling"},
     {"report", "Rebuild a simulation's summary.md, summary.json, curves.csv and curves.svg from its "
                "rounds.jsonl (also of an interrupted run: repeats that did not finish are left out)"},
-    {"project", "A labeling project with people in the loop: init, next, label, status, export, repair"},
+    {"project", "A labeling project with people in the loop: init, next, label, status, export, repair, serve"},
 };
 /// The help line of loop command `name` (one of kLoopCommands).
 const char* loop_command_help(const std::string& name);

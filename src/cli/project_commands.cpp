@@ -1,4 +1,5 @@
-// quarry project init | next | label | status | export: the human-in-the-loop labeling project.
+// quarry project init | next | label | status | export | repair | serve: the human-in-the-loop labeling
+// project.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 #include "quarry/project.hpp"
+#include "serve/server.hpp"
 
 namespace quarry::cli {
 namespace {
@@ -139,6 +141,14 @@ void add_status(CLI::App* project) {
       j["val_balanced_accuracy"] =
           s.val_balanced_accuracy ? nlohmann::json(*s.val_balanced_accuracy) : nlohmann::json(nullptr);
       j["torn_journal_tail"] = s.torn;
+      j["rounds"] = nlohmann::json::array();
+      for (const auto& r : s.rounds)
+        j["rounds"].push_back(
+            {{"labels", r.labels},
+             {"time", r.time},
+             {"val_accuracy", r.val_accuracy ? nlohmann::json(*r.val_accuracy) : nlohmann::json(nullptr)},
+             {"val_balanced_accuracy",
+              r.val_balanced_accuracy ? nlohmann::json(*r.val_balanced_accuracy) : nlohmann::json(nullptr)}});
       std::printf("%s\n", j.dump(1).c_str());
       return;
     }
@@ -160,6 +170,11 @@ void add_status(CLI::App* project) {
     if (s.val_accuracy)
       std::printf("validation: accuracy %.1f%%, balanced accuracy %.1f%%\n", 100 * *s.val_accuracy,
                   100 * *s.val_balanced_accuracy);
+    std::string curve;
+    for (const auto& r : s.rounds)
+      if (r.val_balanced_accuracy)
+        curve += fmt::format("{}{}: {:.1f}%", curve.empty() ? "" : ", ", r.labels, 100 * *r.val_balanced_accuracy);
+    if (!curve.empty()) std::printf("balanced accuracy by labels: %s\n", curve.c_str());
   });
 }
 
@@ -208,6 +223,26 @@ void add_repair(CLI::App* project) {
   });
 }
 
+void add_serve(CLI::App* project) {
+  auto* cmd = project->add_subcommand(
+      "serve", "Serve the project's labeling page on this machine: label the open batch in a browser, "
+               "with the keyboard, and start the next round from there");
+  auto o = std::make_shared<serve::ServeOptions>();
+  cmd->add_option("DIR", o->dir, "Project folder")->required();
+  cmd->add_option("--host", o->host,
+                  "Address to listen on (default 127.0.0.1, this machine only; another address lets anyone who "
+                  "reaches it and has the token label, over plain HTTP)");
+  cmd->add_option("--port", o->port, "Port (0: any free one)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--token", o->token, "Access token (default: a random one, printed in the page's address)");
+  cmd->add_option("-k,--k", o->k, "Batch size of \"next batch\" (default: the last batch's, else 100)")->check(positive());
+  cmd->add_option("--wait", o->lock_wait, "Seconds a label waits for another command writing to the project")
+      ->check(non_negative());
+  cmd->callback([o] {
+    const int rc = serve::run(*o);
+    if (rc != 0) throw Error("the labeling server stopped with an error");
+  });
+}
+
 }  // namespace
 
 void add_project_commands(CLI::App& app) {
@@ -219,6 +254,7 @@ void add_project_commands(CLI::App& app) {
   add_status(project);
   add_export(project);
   add_repair(project);
+  add_serve(project);
 }
 
 }  // namespace quarry::cli

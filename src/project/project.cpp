@@ -148,7 +148,7 @@ void fail_listing(std::string msg, const std::vector<std::string>& bad) {
 json state_json(const std::vector<BatchInfo>& batches, const std::string& model_digest, std::int64_t model_labels,
                 const std::optional<double>& val_accuracy, const std::optional<double>& val_balanced_accuracy,
                 int models_trained, const JournalMark& journal, std::int64_t labels,
-                const ProjectConfig& config) {
+                const ProjectConfig& config, const std::vector<ModelRound>& rounds) {
   json state;
   state["format"] = kStateFormat;
   state["version"] = kVersion;
@@ -160,13 +160,22 @@ json state_json(const std::vector<BatchInfo>& batches, const std::string& model_
   jm["labels"] = labels;
   state["journal"] = std::move(jm);
   state["batches"] = json::array();
-  for (const auto& b : batches)
-    state["batches"].push_back({{"number", b.number},
-                                {"created", b.created},
-                                {"state", b.state},
-                                {"strategy", b.strategy},
-                                {"index", b.index},
-                                {"score", b.score}});
+  for (const auto& b : batches) {
+    json jb = {{"number", b.number},   {"created", b.created}, {"state", b.state},
+               {"strategy", b.strategy}, {"index", b.index},     {"score", b.score}};
+    if (!b.predicted.empty()) {
+      jb["predicted"] = b.predicted;
+      jb["confidence"] = b.confidence;
+    }
+    state["batches"].push_back(std::move(jb));
+  }
+  auto optional_number = [](const std::optional<double>& v) { return v ? json(*v) : json(nullptr); };
+  state["rounds"] = json::array();
+  for (const auto& r : rounds)
+    state["rounds"].push_back({{"labels", r.labels},
+                               {"time", r.time},
+                               {"val_accuracy", optional_number(r.val_accuracy)},
+                               {"val_balanced_accuracy", optional_number(r.val_balanced_accuracy)}});
   if (model_digest.empty()) {
     state["model"] = nullptr;
   } else {
@@ -302,7 +311,21 @@ void ProjectFiles::read_state(Project& p, const json& s) {
       info.strategy = b.value("strategy", "");
       info.index = b.at("index").get<std::vector<std::int64_t>>();
       info.score = b.at("score").get<std::vector<float>>();
+      if (b.contains("predicted")) {
+        info.predicted = b.at("predicted").get<std::vector<std::int32_t>>();
+        info.confidence = b.at("confidence").get<std::vector<float>>();
+      }
       p.batches_.push_back(std::move(info));
+    }
+    p.rounds_.clear();
+    auto optional_number = [](const json& v) { return v.is_number() ? std::optional<double>(v.get<double>()) : std::nullopt; };
+    for (const auto& r : s.value("rounds", json::array())) {
+      ModelRound mr;
+      mr.labels = r.at("labels").get<std::int64_t>();
+      mr.time = r.value("time", "");
+      mr.val_accuracy = optional_number(r.value("val_accuracy", json()));
+      mr.val_balanced_accuracy = optional_number(r.value("val_balanced_accuracy", json()));
+      p.rounds_.push_back(std::move(mr));
     }
     p.models_trained_ = s.value("models_trained", 0);
     p.model_digest_.clear();
@@ -324,6 +347,13 @@ void ProjectFiles::read_state(Project& p, const json& s) {
   for (const auto& b : p.batches_) {
     QUARRY_EXPECTS(b.index.size() == b.score.size(), path_in(p.dir_, "state.json"), ": batch ", b.number, " has ",
                    b.index.size(), " items but ", b.score.size(), " scores");
+    QUARRY_EXPECTS(b.predicted.empty() || (b.predicted.size() == b.index.size() && b.confidence.size() == b.index.size()),
+                   path_in(p.dir_, "state.json"), ": batch ", b.number, " has ", b.index.size(), " items but ",
+                   b.predicted.size(), " predictions and ", b.confidence.size(), " confidences");
+    for (const auto c : b.predicted)
+      QUARRY_EXPECTS(c >= 0 && c < static_cast<std::int32_t>(p.config_.classes.size()), path_in(p.dir_, "state.json"),
+                     ": batch ", b.number, " predicts the class ", c, ", not one of the ", p.config_.classes.size(),
+                     " classes");
     for (const auto i : b.index)
       QUARRY_EXPECTS(i >= 0 && i < p.config_.pool_size, path_in(p.dir_, "state.json"), ": batch ", b.number,
                      " lists the index ", i, ", outside the pool of ", p.config_.pool_size);
@@ -409,7 +439,7 @@ void Project::take_labels(const LabelJournal& journal) {
 void Project::write_state() const {
   write_json(path_in(dir_, "state.json"),
              state_json(batches_, model_digest_, model_labels_, val_accuracy_, val_balanced_accuracy_, models_trained_,
-                        journal_mark_, static_cast<std::int64_t>(labels_.size()), config_));
+                        journal_mark_, static_cast<std::int64_t>(labels_.size()), config_, rounds_));
 }
 
 }  // namespace quarry

@@ -34,6 +34,7 @@ ProjectStatus Project::status() const {
   s.val_accuracy = val_accuracy_;
   s.val_balanced_accuracy = val_balanced_accuracy_;
   s.torn = torn_;
+  s.rounds = rounds_;
   return s;
 }
 

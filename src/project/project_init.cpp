@@ -194,7 +194,7 @@ void write_project_files(const std::string& t, const ProjectConfig& config, cons
   if (config.has_manifest) write_file_atomic(path_in(t, "manifest.csv"), {manifest_text});
   const json j = config_json(config, data);
   write_file_atomic(path_in(t, "labelstudio.xml"), {Project::labelstudio_config(config.classes)});
-  write_json(path_in(t, "state.json"), state_json({}, "", 0, std::nullopt, std::nullopt, 0, JournalMark{}, 0, config));
+  write_json(path_in(t, "state.json"), state_json({}, "", 0, std::nullopt, std::nullopt, 0, JournalMark{}, 0, config, {}));
   write_json(path_in(t, "project.json"), j);
 }
 

@@ -76,7 +76,7 @@ std::optional<std::int64_t> parse_int(const std::string& text);
 json state_json(const std::vector<BatchInfo>& batches, const std::string& model_digest, std::int64_t model_labels,
                 const std::optional<double>& val_accuracy, const std::optional<double>& val_balanced_accuracy,
                 int models_trained, const JournalMark& journal, std::int64_t labels,
-                const ProjectConfig& config);
+                const ProjectConfig& config, const std::vector<ModelRound>& rounds);
 /// "N:hash" of the labels: which labels a model was trained on.
 std::string labels_digest(const std::map<std::int64_t, std::int32_t>& labels);
 /// The journal mark state.json was written with, and its label count, or nothing (an older
@@ -96,6 +96,21 @@ json pool_fingerprint(const Dataset& data);
 std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::Row>& rows, const std::string& name,
                                                         std::int64_t pool);
 
+// ------------------------------------------------------------------ images (project_images.cpp)
+
+/// A batch item's image: its PNG bytes and its path relative to the project folder.
+struct BatchImage {
+  std::string relative, png;
+};
+/// Pool item `index` of an image dataset as a PNG (1 channel: gray, 3: RGB; values in [0, 1]
+/// scaled to 0..255, other ranges stretched to the image's own).
+std::string image_png(const Dataset& data, std::int64_t index);
+/// Writes DIR/batches/NNNN/INDEX.png for every item of a batch.
+std::vector<BatchImage> write_batch_images(const std::string& dir, int number, const Dataset& data,
+                                           const std::vector<std::int64_t>& index);
+/// RFC 4648 base64 (for data: URIs).
+std::string base64(const std::string& bytes);
+
 }  // namespace project_detail
 
 /// Steps that read or change a Project's private state (a friend of Project).
@@ -104,9 +119,11 @@ struct ProjectFiles {
   /// Reads state.json's batches and model into `p` (project.cpp).
   static void read_state(Project& p, const json& s);
   /// next: the batch the strategy chooses with the model, trained anew where the labels
-  /// changed, on the pool loaded again (project_next.cpp).
-  static Selection model_selection(Project& p, const loop::Strategy& strategy, const loop::StepOptions& so,
-                                   const NextOptions& o, const ProjectLogFn& log, NextResult& res);
+  /// changed, on the pool `data` (loaded again), with the model's prediction of each item
+  /// (project_next.cpp).
+  static void model_selection(Project& p, Dataset& data, const loop::Strategy& strategy,
+                              const loop::StepOptions& so, const NextOptions& o, const ProjectLogFn& log,
+                              NextResult& res, BatchInfo& batch);
   /// next: the model of the current labels: model.pt where it was trained on them, else a new one.
   static Model current_model(Project& p, const Dataset& data, const std::vector<std::int64_t>& labeled,
                              std::int64_t held_out, const loop::Strategy& strategy, const loop::StepOptions& so,

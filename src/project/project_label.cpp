@@ -461,7 +461,55 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
     fail_listing(fmt::format("{}: {} bad row{}, nothing imported:", file, p.bad.size(), p.bad.size() == 1 ? "" : "s"),
                  p.bad);
   if (changes.empty()) return sum;  // a repeated import: nothing to write
-  const LabelJournal journal = append_labels(dir_, file, changes);
+  save_labels(file, changes, sum);
+  return sum;
+}
+
+ImportSummary Project::label_rows(const std::vector<LabelRow>& rows, const std::string& source,
+                                  double lock_wait_seconds) {
+  Lock lock(dir_, true, lock_wait_seconds);
+  reload();
+  ImportSummary sum;
+  sum.torn = torn_;
+  sum.rows = static_cast<std::int64_t>(rows.size());
+  const auto classes = static_cast<std::int32_t>(config_.classes.size());
+  std::vector<std::string> bad;
+  std::map<std::int64_t, std::size_t> row_of;  // index -> its row
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const LabelRow& row = rows[r];
+    if (row.index < 0 || row.index >= config_.pool_size)
+      bad.push_back(fmt::format("row {}: index {} is outside the pool (0..{})", r + 1, row.index, config_.pool_size - 1));
+    else if (row.label < 0 || row.label >= classes)
+      bad.push_back(fmt::format("row {}: class id {} is not one of the {} classes (0..{})", r + 1, row.label, classes,
+                                classes - 1));
+    else if (const auto [it, fresh] = row_of.emplace(row.index, r); !fresh)
+      bad.push_back(fmt::format("row {}: index {} is labeled again (row {}); give each item once", r + 1, row.index,
+                                it->second + 1));
+  }
+  if (!bad.empty())
+    fail_listing(fmt::format("{}: {} bad row{}, nothing saved:", source, bad.size(), bad.size() == 1 ? "" : "s"), bad);
+  std::map<std::int64_t, std::int32_t> changes;
+  for (const LabelRow& row : rows) {
+    const auto old = labels_.find(row.index);
+    if (old == labels_.end()) {
+      ++sum.added;
+      changes[row.index] = row.label;
+    } else if (old->second == row.label) {
+      ++sum.unchanged;
+    } else if (row.allow_relabel) {
+      ++sum.relabeled;
+      changes[row.index] = row.label;
+    } else {
+      sum.conflicts.push_back({row.index, old->second, row.label});
+    }
+  }
+  if (!changes.empty()) save_labels(source, changes, sum);
+  return sum;
+}
+
+void Project::save_labels(const std::string& source, const std::map<std::int64_t, std::int32_t>& changes,
+                          ImportSummary& sum) {
+  const LabelJournal journal = append_labels(dir_, source, changes);
   sum.seq = journal.records().back().seq;
   torn_.clear();
   labels_ = journal.labels();
@@ -475,7 +523,6 @@ ImportSummary Project::label(const std::string& file, bool allow_relabel, double
     sum.torn += std::string(sum.torn.empty() ? "" : "; ") + "the labels were saved, but state.json was not updated (" +
                 e.what() + "); the next command catches up";
   }
-  return sum;
 }
 
 }  // namespace quarry

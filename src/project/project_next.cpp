@@ -278,25 +278,47 @@ TrainOptions train_options(const ProjectConfig& config, const DeviceSpec& device
 
 // ------------------------------------------------------------------ next: the batch files
 
-// Writes batches/NNNN.csv (index,id,path_or_url,score) and NNNN.labelstudio.json (the same items
-// as Label Studio tasks); their paths go into `res`.
+// Where the manifest gives an item no path or URL, its rendered image (relative to DIR) stands in.
+constexpr std::size_t kMaxDataUri = 64 * 1024;  // larger PNGs go to Label Studio as paths
+
+// Writes batches/NNNN.csv (index,id,path_or_url,score,predicted,confidence) and
+// NNNN.labelstudio.json (the same items as Label Studio tasks, with the model's prediction);
+// their paths go into `res`. `images` (empty, or one per item): the rendered images.
 void write_batch_files(const std::string& dir, const std::vector<std::optional<ManifestItem>>& manifest,
-                       const BatchInfo& batch, NextResult& res) {
+                       const std::vector<std::string>& classes, const BatchInfo& batch,
+                       const std::vector<BatchImage>& images, NextResult& res) {
   const int number = batch.number;
   const std::string name = fmt::format("{:04d}", number);
   res.csv_path = path_in(path_in(dir, "batches"), name + ".csv");
   res.labelstudio_path = path_in(path_in(dir, "batches"), name + ".labelstudio.json");
-  std::string csv_text = "index,id,path_or_url,score\n";
+  std::string csv_text = "index,id,path_or_url,score,predicted,confidence\n";
   json tasks = json::array();
   for (std::size_t r = 0; r < batch.index.size(); ++r) {
     const std::int64_t i = batch.index[r];
     const auto& item = manifest.empty() ? std::optional<ManifestItem>() : manifest[static_cast<std::size_t>(i)];
     const std::string id = item ? item->id : std::to_string(i);
-    const std::string path = item ? item->path_or_url : std::string();
-    csv_text += fmt::format("{},{},{},{}\n", i, csv::field(id), csv::field(path), batch.score[r]);
+    std::string path = item ? item->path_or_url : std::string();
+    // Label Studio shows a small image inline (a data: URI); a larger one by its path.
+    std::string task_image = path;
+    if (path.empty() && !images.empty()) {
+      path = images[r].relative;
+      task_image = images[r].png.size() <= kMaxDataUri ? "data:image/png;base64," + base64(images[r].png) : path;
+    }
+    const bool predicted = !batch.predicted.empty();
+    const std::string predicted_class = predicted ? classes[static_cast<std::size_t>(batch.predicted[r])] : "";
+    csv_text += fmt::format("{},{},{},{},{},{}\n", i, csv::field(id), csv::field(path), batch.score[r],
+                            csv::field(predicted_class), predicted ? fmt::format("{:.4f}", batch.confidence[r]) : "");
     json task;
-    task["data"] = {{"image", path}, {"quarry_index", i}, {"quarry_id", id}};
+    task["data"] = {{"image", task_image}, {"quarry_index", i}, {"quarry_id", id}};
     task["meta"] = {{"quarry_index", i}, {"quarry_batch", number}, {"quarry_score", batch.score[r]}};
+    if (predicted)  // pre-annotations: the annotator sees the model's guess
+      task["predictions"] = json::array(
+          {{{"model_version", batch.strategy},
+            {"score", batch.confidence[r]},
+            {"result", json::array({{{"from_name", "label"},
+                                     {"to_name", "image"},
+                                     {"type", "choices"},
+                                     {"value", {{"choices", json::array({predicted_class})}}}}})}}});
     tasks.push_back(std::move(task));
   }
   std::error_code ec;
@@ -305,12 +327,47 @@ void write_batch_files(const std::string& dir, const std::vector<std::optional<M
   write_file_atomic(res.labelstudio_path, {tasks.dump(1, ' ', false, json::error_handler_t::replace) + "\n"}, true);
 }
 
+// Whether a batch gets images rendered: the manifest gives some item no path or URL, and the
+// pool holds images (from project.json's fingerprint; an older project's pool is loaded to see).
+bool wants_images(const std::vector<std::optional<ManifestItem>>& manifest, const std::vector<std::int64_t>& index,
+                  const std::string& pool_print) {
+  const bool some_without_path =
+      manifest.empty() || std::any_of(index.begin(), index.end(), [&](std::int64_t i) {
+        const auto& item = manifest[static_cast<std::size_t>(i)];
+        return !item || item->path_or_url.empty();
+      });
+  if (!some_without_path) return false;
+  if (pool_print.empty()) return true;
+  return json::parse(pool_print).value("sample_shape", json::array()).size() == 3;
+}
+
+// The model's predicted class of each selected item and its probability.
+void predict_batch(const Model& model, const Dataset& data, int threads, BatchInfo& batch) {
+  const std::int64_t n = static_cast<std::int64_t>(batch.index.size()), numel = data.sample_numel();
+  if (n == 0) return;
+  std::vector<float> x(static_cast<std::size_t>(n * numel));
+  for (std::int64_t r = 0; r < n; ++r)
+    std::copy_n(data.train.x.begin() + batch.index[static_cast<std::size_t>(r)] * numel, numel,
+                x.begin() + r * numel);
+  InferOptions io;
+  io.threads = threads;
+  const Inference inf = model.infer(x.data(), n, io);
+  const auto* p = static_cast<const float*>(inf.probs.data());
+  const std::int64_t c = inf.probs.shape()[1];
+  for (std::int64_t r = 0; r < n; ++r) {
+    const float* row = p + r * c;
+    const auto best = std::max_element(row, row + c) - row;
+    batch.predicted.push_back(static_cast<std::int32_t>(best));
+    batch.confidence.push_back(row[best]);
+  }
+}
+
 }  // namespace
 
-Selection ProjectFiles::model_selection(Project& p, const loop::Strategy& strategy, const loop::StepOptions& so,
-                                        const NextOptions& o, const ProjectLogFn& log, NextResult& res) {
+void ProjectFiles::model_selection(Project& p, Dataset& data, const loop::Strategy& strategy,
+                                   const loop::StepOptions& so, const NextOptions& o, const ProjectLogFn& log,
+                                   NextResult& res, BatchInfo& batch) {
   const ProjectConfig& config = p.config_;
-  Dataset data = load_project_pool(config, log);
   // The pool must be the one the labels and the model were made on.
   const json now = pool_fingerprint(data);
   const bool pool_changed = accept_pool_change(p.pool_print_, now, config, p.dir_, o, log);
@@ -328,7 +385,10 @@ Selection ProjectFiles::model_selection(Project& p, const loop::Strategy& strate
     p.pool_print_ = now.dump();
   }
   say(log, fmt::format("scoring {} pool items with {}", config.pool_size, config.strategy));
-  return loop::select_step(strategy, model, data.train, so);
+  const Selection sel = loop::select_step(strategy, model, data.train, so);
+  batch.index = sel.index;
+  batch.score = sel.score;
+  predict_batch(model, data, config.threads, batch);
 }
 
 Model ProjectFiles::current_model(Project& p, const Dataset& data, const std::vector<std::int64_t>& labeled,
@@ -367,6 +427,9 @@ Model ProjectFiles::train_model(Project& p, const Dataset& data, const std::vect
   ++p.models_trained_;
   p.val_accuracy_.reset();
   p.val_balanced_accuracy_.reset();
+  ModelRound round;
+  round.labels = p.model_labels_;
+  round.time = utc_now();
   if (data.val.size() > 0) {
     const int num_classes = static_cast<int>(p.config_.classes.size());
     const Metrics m = evaluate_predictions(data.val.y, model.predict(data.val, p.config_.threads), num_classes);
@@ -379,6 +442,9 @@ Model ProjectFiles::train_model(Project& p, const Dataset& data, const std::vect
   } else {
     say(log, fmt::format("trained in {:.1f} s ({} epochs; no validation split)", tr.seconds, tr.epochs));
   }
+  round.val_accuracy = p.val_accuracy_;
+  round.val_balanced_accuracy = p.val_balanced_accuracy_;
+  p.rounds_.push_back(std::move(round));
   return model;
 }
 
@@ -398,25 +464,35 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
   const loop::Strategy strategy = loop::parse_strategy(config_.strategy);
   res.cold_start = strategy.kind != loop::Strategy::Kind::random && present.size() < 2;
   const loop::StepOptions so = step_options(config_, o.k, exclude, number);
-  Selection sel;
   BatchInfo batch;
   batch.number = number;
   batch.created = utc_now();
+  std::optional<Dataset> data;
   if (strategy.kind == loop::Strategy::Kind::random || res.cold_start) {
     if (res.cold_start)
       say(log, fmt::format("labels of {} class{} so far: a random batch (cold start) until two classes are labeled",
                            present.size(), present.size() == 1 ? "" : "es"));
     check_pool_files(dir_, config_, pool_print_, o, log);
-    sel = random_selection(taken, o.k, so.seed);
+    const Selection sel = random_selection(taken, o.k, so.seed);
+    batch.index = sel.index;
+    batch.score = sel.score;
     batch.strategy = res.cold_start ? "random (cold start)" : "random";
   } else {
-    sel = ProjectFiles::model_selection(*this, strategy, so, o, log, res);
+    data = load_project_pool(config_, log);
+    ProjectFiles::model_selection(*this, *data, strategy, so, o, log, res, batch);
     batch.strategy = config_.strategy;
   }
-  batch.index = sel.index;
-  batch.score = sel.score;
+  // The images people look at, where the manifest names none.
+  std::vector<BatchImage> images;
+  if (wants_images(manifest_, batch.index, pool_print_)) {
+    if (!data) data = load_project_pool(config_, log);
+    if (data->is_image()) {
+      say(log, fmt::format("rendering {} images", batch.index.size()));
+      images = write_batch_images(dir_, number, *data, batch.index);
+    }
+  }
   // The batch files, then the state that lists the batch.
-  write_batch_files(dir_, manifest_, batch, res);
+  write_batch_files(dir_, manifest_, config_.classes, batch, images, res);
   batches_.push_back(batch);
   try {
     write_state();
@@ -425,6 +501,7 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     std::error_code ignore;
     fs::remove(res.csv_path, ignore);
     fs::remove(res.labelstudio_path, ignore);
+    if (!images.empty()) fs::remove_all(path_in(path_in(dir_, "batches"), fmt::format("{:04d}", number)), ignore);
     throw;
   }
   res.batch = std::move(batch);
