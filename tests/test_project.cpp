@@ -517,6 +517,36 @@ TEST_F(ProjectTest, ARelabelNeedsAllowRelabel) {
   EXPECT_EQ(quarry::Project(dir_).export_csv(), "index,label\n5,bird\n6,dog\n7,bird\n8,fish\n");
 }
 
+TEST_F(ProjectTest, RgbPoolImagesAreRenderedAsTheyAre) {
+  // pool:X.npy of RGB images [N, H, W, 3] uint8, not square: each batch item's PNG has the
+  // pool's pixels, channels interleaved as in the file.
+  const std::int64_t n = 12, h = 5, w = 7;
+  std::vector<std::uint8_t> px(static_cast<std::size_t>(n * h * w * 3));
+  for (std::size_t k = 0; k < px.size(); ++k) px[k] = static_cast<std::uint8_t>((k * 37 + 11) % 256);
+  quarry::write_npy(path("rgb.npy"), quarry::ArrayView(px.data(), quarry::DType::u8, {n, h, w, 3}));
+  Result r = quarry({"project", "init", dir_, "--dataset", "pool:" + path("rgb.npy"), "--classes", "a,b",
+                     "--strategy", "random", "--threads", "2"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = quarry({"project", "next", dir_, "-k", "4"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto rows = parse_csv(read_file(dir_ + "/batches/0001.csv"));
+  ASSERT_EQ(rows.size(), 5u);
+  for (std::size_t k = 1; k < rows.size(); ++k) {
+    const std::int64_t i = std::stoll(rows[k][0]);
+    png_image im{};
+    im.version = PNG_IMAGE_VERSION;
+    ASSERT_TRUE(png_image_begin_read_from_file(&im, (dir_ + "/" + rows[k][2]).c_str())) << im.message;
+    EXPECT_EQ(im.width, static_cast<unsigned>(w));
+    EXPECT_EQ(im.height, static_cast<unsigned>(h));
+    EXPECT_EQ(im.format & PNG_FORMAT_FLAG_COLOR, static_cast<unsigned>(PNG_FORMAT_FLAG_COLOR)) << "an RGB PNG";
+    im.format = PNG_FORMAT_RGB;
+    std::vector<unsigned char> got(static_cast<std::size_t>(h * w * 3));
+    ASSERT_TRUE(png_image_finish_read(&im, nullptr, got.data(), 0, nullptr)) << im.message;
+    const std::vector<unsigned char> want(px.begin() + i * h * w * 3, px.begin() + (i + 1) * h * w * 3);
+    EXPECT_EQ(got, want) << "item " << i;
+  }
+}
+
 TEST_F(ProjectTest, LabelRowsWriteWhatDoesNotConflictAndReportTheRest) {
   init("synthetic:600", "random", true, true, 600);
   quarry::Project p(dir_);
