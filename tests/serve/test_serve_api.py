@@ -76,14 +76,21 @@ class Server:
         return self.request("POST", "/api/labels", {"session": session, "labels": labels})
 
     def stop(self):
-        if self.proc.poll() is None:
+        """SIGTERM: the server stops cleanly, exit 0 (under a sanitizer: no leak, no error)."""
+        stopped = self.proc.poll() is None
+        if stopped:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        err = self.proc.stderr.read()
         self.proc.stdout.close()
         self.proc.stderr.close()
+        if stopped:
+            assert self.proc.returncode == 0, f"the server ended with {self.proc.returncode}:\n{err}"
+            assert "stopping (terminated)" in err, err
 
 
 @pytest.fixture
