@@ -159,7 +159,8 @@ TEST_F(Hostile, AProjectsOwnFilesAreNeverAnOutput) {
   project("proj");
   pool("p.npy");
   const auto before = snapshot(p("proj"));
-  for (const std::string f : {"labels.journal", "state.json", "project.json", "batches/0001.csv"}) {
+  for (const std::string f :
+       {"labels.journal", "state.json", "project.json", "serve.token", "batches/0001.csv", "batches/0001/7.png"}) {
     if (f == "batches/0001.csv") ASSERT_EQ(quarry("project next " + p("proj") + " -k 3").rc, 0);
     const auto now = snapshot(p("proj"));
     CmdResult r = quarry("project export " + p("proj") + " -o " + p("proj/" + f));

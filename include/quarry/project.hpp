@@ -109,6 +109,9 @@ struct ImportSummary {
 
 struct NextOptions {
   std::int64_t k = 100;
+  /// Refuse (an Error) while an open batch has items without a label, checked under the lock
+  /// (the labeling page: "next batch" only once the batch is labeled).
+  bool require_labeled = false;
   bool replace_pending = false;   // drop the open batches: their unlabeled items may be proposed again
   /// Train a new model even when the labels are unchanged, and accept a pool whose content or
   /// sample shape changed since init (same number of items: labels name items by row).
@@ -168,6 +171,10 @@ class Project {
   /// model is forgotten (the next `next` retrains). Takes the project lock.
   static RepairReport repair(const std::string& dir, double lock_wait_seconds = 0);
 
+  /// Reads the project's files again (as the constructor does; an unchanged manifest is not
+  /// parsed again): for a program that keeps a Project open, such as the labeling server.
+  void refresh(double read_lock_wait_seconds = 0);
+
   const ProjectConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
   /// The current labels (journal), index -> class id.
@@ -218,6 +225,7 @@ class Project {
   std::string dir_;
   ProjectConfig config_;
   std::vector<std::optional<ManifestItem>> manifest_;  // [pool] or empty
+  std::string manifest_stamp_;  // manifest.csv's device, inode, size and time when it was read
   std::map<std::string, std::int64_t> id_index_;
   std::map<std::int64_t, std::int32_t> labels_;
   std::vector<std::int64_t> label_order_;  // labeled indices in the order they were first labeled

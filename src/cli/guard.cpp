@@ -73,7 +73,8 @@ bool is_project_folder(const fs::path& dir) {
 }
 
 // The labeling project whose own file `path` is (project.json, state.json, labels.journal,
-// manifest.csv, model.pt, labelstudio.xml, .lock, anything in batches/), links followed; "" if none.
+// manifest.csv, model.pt, labelstudio.xml, serve.token, .lock, anything in batches/ and its
+// folders of images), links followed; "" if none.
 std::string project_owning(const std::string& path) {
   std::error_code ec;
   fs::path p = fs::absolute(fs::path(path), ec);
@@ -83,10 +84,12 @@ std::string project_owning(const std::string& path) {
   const fs::path dir = p.parent_path();
   const std::string name = p.filename().string();
   static const char* const kOwn[] = {"project.json", "state.json", "labels.journal", "manifest.csv",
-                                     "model.pt",     "labelstudio.xml", ".lock"};
+                                     "model.pt",     "labelstudio.xml", "serve.token", ".lock"};
   if (std::find(std::begin(kOwn), std::end(kOwn), name) != std::end(kOwn) && is_project_folder(dir))
     return dir.string();
   if (dir.filename() == "batches" && is_project_folder(dir.parent_path())) return dir.parent_path().string();
+  const fs::path up = dir.parent_path();  // batches/NNNN/INDEX.png
+  if (up.filename() == "batches" && is_project_folder(up.parent_path())) return up.parent_path().string();
   return {};
 }
 

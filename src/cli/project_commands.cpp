@@ -233,7 +233,7 @@ void add_serve(CLI::App* project) {
                   "Address to listen on (default 127.0.0.1, this machine only; another address lets anyone who "
                   "reaches it and has the token label, over plain HTTP)");
   cmd->add_option("--port", o->port, "Port (0: any free one)")->check(CLI::Range(0, 65535));
-  cmd->add_option("--token", o->token, "Access token (default: a random one, printed in the page's address)");
+  cmd->add_option("--token", o->token, "Access token (default: DIR/serve.token, made at random on the first start; printed in the page's address)");
   cmd->add_option("-k,--k", o->k, "Batch size of \"next batch\" (default: the last batch's, else 100)")->check(positive());
   cmd->add_option("--wait", o->lock_wait, "Seconds a label waits for another command writing to the project")
       ->check(non_negative());

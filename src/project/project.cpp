@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <zlib.h>
 #include <unistd.h>
 
@@ -268,6 +269,13 @@ Project::Project(std::string dir, double read_lock_wait_seconds, bool labels_onl
     torn_ += " (read without the project lock: another command may be importing right now)";
 }
 
+void Project::refresh(double read_lock_wait_seconds) {
+  Lock lock(dir_, false, read_lock_wait_seconds, true);
+  reload();
+  if (!torn_.empty() && !lock.held())
+    torn_ += " (read without the project lock: another command may be importing right now)";
+}
+
 void Project::read_config() {
   const json j = read_json(path_in(dir_, "project.json"), kConfigFormat);
   pool_print_ = j.contains("pool") && j["pool"].is_object() ? j["pool"].dump() : std::string();
@@ -289,11 +297,25 @@ void Project::read_config() {
                  ": a project needs a pool and at least 2 classes");
   QUARRY_EXPECTS(config_.threads >= 0 && config_.threads <= 4096, path_in(dir_, "project.json"), ": threads ",
                  config_.threads, " is out of range (0 for all cores, at most 4096)");
-  manifest_.clear();
-  id_index_.clear();
-  if (config_.has_manifest) {
+  if (!config_.has_manifest) {
+    manifest_.clear();
+    id_index_.clear();
+    manifest_stamp_.clear();
+  } else {
+    // manifest.csv is written once, by init: read again only when the file is another.
     const std::string m = path_in(dir_, "manifest.csv");
+    struct stat st{};
+    const std::string stamp = ::stat(m.c_str(), &st) == 0
+                                  ? fmt::format("{}:{}:{}:{}.{}", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                                                st.st_mtim.tv_nsec)
+                                  : std::string();
+    if (!stamp.empty() && stamp == manifest_stamp_ &&
+        manifest_.size() == static_cast<std::size_t>(config_.pool_size))
+      return;
+    manifest_stamp_.clear();
+    id_index_.clear();
     manifest_ = parse_manifest(csv::parse(read_text(m), m), m, config_.pool_size);
+    manifest_stamp_ = stamp;
     for (std::size_t i = 0; i < manifest_.size(); ++i)
       if (manifest_[i]) id_index_.emplace(manifest_[i]->id, static_cast<std::int64_t>(i));
   }

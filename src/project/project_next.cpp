@@ -300,7 +300,7 @@ void write_batch_files(const std::string& dir, const std::vector<std::optional<M
     std::string path = item ? item->path_or_url : std::string();
     // Label Studio shows a small image inline (a data: URI); a larger one by its path.
     std::string task_image = path;
-    if (path.empty() && !images.empty()) {
+    if (path.empty() && !images.empty() && !images[r].relative.empty()) {
       path = images[r].relative;
       task_image = images[r].png.size() <= kMaxDataUri ? "data:image/png;base64," + base64(images[r].png) : path;
     }
@@ -453,6 +453,11 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
   Lock lock(dir_, true, lock_wait_seconds);
   reload();
   NextResult res;
+  if (o.require_labeled && !o.replace_pending) {
+    const ProjectStatus st = status();
+    QUARRY_EXPECTS(st.pending == 0, "batch ", fmt::format("{:04d}", st.open_batch.value_or(0)), " still has ",
+                   st.pending, st.pending == 1 ? " item" : " items", " without a label");
+  }
   if (o.replace_pending) res.dropped = drop_open_batches(batches_, labels_);
   // What may be proposed: neither labeled nor awaiting labels.
   const std::vector<char> taken = taken_items(config_.pool_size, labels_, batches_);
@@ -487,8 +492,17 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
   if (wants_images(manifest_, batch.index, pool_print_)) {
     if (!data) data = load_project_pool(config_, log);
     if (data->is_image()) {
-      say(log, fmt::format("rendering {} images", batch.index.size()));
-      images = write_batch_images(dir_, number, *data, batch.index);
+      // Only the items the manifest names no file or URL for.
+      std::vector<std::int64_t> unnamed;
+      for (const std::int64_t i : batch.index)
+        if (manifest_.empty() || !manifest_[static_cast<std::size_t>(i)] ||
+            manifest_[static_cast<std::size_t>(i)]->path_or_url.empty())
+          unnamed.push_back(i);
+      say(log, fmt::format("rendering {} images", unnamed.size()));
+      const std::vector<BatchImage> made = write_batch_images(dir_, number, *data, unnamed);
+      images.resize(batch.index.size());
+      for (std::size_t r = 0, u = 0; r < batch.index.size() && u < unnamed.size(); ++r)
+        if (batch.index[r] == unnamed[u]) images[r] = made[u++];
     }
   }
   // The batch files, then the state that lists the batch.

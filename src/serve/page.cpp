@@ -98,7 +98,7 @@ let S = null, items = [], pos = 0, undoStack = [];
 const mine = new Map();      // index -> class this tab answered (saved or not)
 const queue = new Map();     // index -> {label, relabel, t}: not yet sent
 let inflight = null;         // Map of the group being sent
-let offline = "", keyTime = null, flushTimer = null, pollTimer = null;
+let offline = "", retrying = false, keyTime = null, flushTimer = null, pollTimer = null;
 const conflicts = new Map(); // index -> {current, wanted}
 const imgCache = new Map();
 // Small images (MNIST-like 28x28) are scaled up with sharp pixels; large ones fit the view.
@@ -124,7 +124,15 @@ async function load() {
   const same = items.length && S.batch && items.batch === S.batch.number;
   items = S.batch ? S.batch.items : [];
   items.batch = S.batch ? S.batch.number : 0;
+  // A saved label of this tab that the server now has otherwise was changed by another session:
+  // the server's wins (a key on it is then a conflict, not a silent relabel).
+  const byIndex = new Map(items.map((it) => [it.index, it]));
+  for (const [idx, c] of [...mine]) {
+    const it = byIndex.get(idx);
+    if (!queue.has(idx) && !(inflight && inflight.has(idx)) && it && it.label !== null && it.label !== c) mine.delete(idx);
+  }
   if (!same) { pos = firstOpen(0); undoStack = []; }
+  else if (pos < items.length && items[pos].label !== null && !mine.has(items[pos].index)) pos = firstOpen(pos);  // labeled elsewhere
   renderAll();
 }
 function firstOpen(from) {
@@ -214,7 +222,7 @@ function renderConflicts() {
 }
 function renderSave() {
   const n = window.quarry.unsaved(), el = $("save");
-  if (offline) { el.className = "bad"; el.textContent = n + " label(s) not saved yet: " + offline + " (retrying)"; }
+  if (offline) { el.className = "bad"; el.textContent = n + " label(s) not saved yet: " + offline + (retrying ? " (retrying)" : " (not retrying: the next key sends them again)"); }
   else if (n) { el.className = "busy"; el.textContent = "saving " + n + "…"; }
   else { el.className = "ok"; el.textContent = "all labels saved"; }
 }
@@ -268,6 +276,7 @@ async function flush() {
   inflight = null;
   if (r.status === 200) {
     offline = "";
+    retrying = false;
     const bad = new Set(r.body.conflicts.map((c) => c.index));
     for (const c of r.body.conflicts) { conflicts.set(c.index, c); const it = items.find((x) => x.index === c.index); if (it) it.label = c.current; mine.delete(c.index); }
     const now = performance.now();
@@ -284,9 +293,11 @@ async function flush() {
     // Not saved: back into the queue (unless answered again since), sent again shortly.
     for (const [index, v] of sent) if (!queue.has(index)) queue.set(index, v);
     offline = r.body.error || ("HTTP " + r.status);
-    if (r.status === 400 || r.status === 401 || r.status === 403) { $("error").textContent = offline; renderSave(); return; }
+    // Sent again by itself only where waiting helps: the server unreachable or busy with a round.
+    retrying = r.status === 0 || r.status === 503 || r.status >= 500;
+    if (!retrying) $("error").textContent = offline;
     renderSave();
-    setTimeout(flush, 1000);
+    if (retrying) setTimeout(flush, 1000);
     return;
   }
   if (queue.size) flush();
@@ -323,6 +334,7 @@ document.addEventListener("keydown", (e) => {
 document.addEventListener("click", (e) => {
   const b = e.target.closest("button");
   if (!b) return;
+  b.blur();  // Enter and Space are the page's keys, not a repeat of this button
   if (b.dataset.k !== undefined) { keyTime = e.timeStamp; answer(Number(b.dataset.k)); keyTime = null; }
   else if (b.dataset.keep !== undefined) {
     const idx = Number(b.dataset.keep), c = conflicts.get(idx);

@@ -11,11 +11,16 @@
 //   GET  /item/INDEX            the image file the manifest names for an item
 #include "serve/server.hpp"
 
-#include <pthread.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -42,6 +47,7 @@ using json = nlohmann::json;
 constexpr std::size_t kMaxBody = 256 * 1024;  // a group of labels is a few KiB
 constexpr std::size_t kMaxLabelsPerRequest = 1000;
 constexpr std::size_t kMaxLogLines = 200;
+constexpr std::size_t kThreads = 32;
 
 std::string random_token() {
   std::random_device rd;
@@ -58,8 +64,11 @@ bool same_secret(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
+// localhost, ::1 or an IPv4 address 127.x.y.z (parsed as an address: "127.0.0.1.evil.example" is not).
 bool is_loopback(const std::string& host) {
-  return host == "127.0.0.1" || host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  if (host == "localhost" || host == "::1") return true;
+  in_addr a{};
+  return inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
 bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::" || host.empty(); }
@@ -166,10 +175,24 @@ class Round {
 
 class LabelServer {
  public:
-  explicit LabelServer(const ServeOptions& o) : o_(o) {}
+  explicit LabelServer(const ServeOptions& o) : o_(o), project_(o.dir, 0) {
+    const fs::path dir = fs::path(o.dir).lexically_normal();
+    name_ = (dir.has_filename() ? dir.filename() : dir.parent_path().filename()).string();
+  }
 
   void routes(httplib::Server& svr) {
     svr.set_payload_max_length(kMaxBody);
+    // Slow or idle connections hold a thread each: more threads, shorter waits.
+    svr.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+    svr.set_read_timeout(3, 0);
+    svr.set_write_timeout(5, 0);
+    svr.set_keep_alive_timeout(2);
+    // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, which lets a second server
+    // listen on a port in use and take half of its requests.
+    svr.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     svr.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                              {"X-Frame-Options", "DENY"},
                              {"Referrer-Policy", "no-referrer"}});
@@ -207,6 +230,8 @@ class LabelServer {
     });
   }
 
+  void set_token(const std::string& token) { o_.token = token; }
+
   void join_round() {
     if (round_.running()) std::fprintf(stderr, "quarry: waiting for the round in progress to finish\n");
     round_.join();
@@ -222,6 +247,12 @@ class LabelServer {
         send_error(res, 403, "unexpected Host header '" + host + "': open the address quarry printed");
         return false;
       }
+    }
+    // A chunked body is not bounded by the size limit (set_payload_max_length counts
+    // Content-Length bodies only); the page never sends one.
+    if (req.has_header("Transfer-Encoding")) {
+      send_error(res, 411, "a body needs a Content-Length (no Transfer-Encoding)");
+      return false;
     }
     const std::string header = req.get_header_value("X-Quarry-Token");
     const bool posting = req.method != "GET" && req.method != "HEAD";
@@ -271,25 +302,28 @@ class LabelServer {
     return b.empty() ? nullptr : &b.back();
   }
 
+  // What the page shows for an item: the manifest's URL or file, else the rendered image.
   std::string image_of(const Project& p, const BatchInfo& b, std::int64_t index) const {
-    std::error_code ec;
-    const std::string rendered = fmt::format("batches/{:04d}/{}.png", b.number, index);
-    if (fs::is_regular_file(fs::path(o_.dir) / rendered, ec)) return "img/" + rendered.substr(8);
     const auto& m = p.manifest();
     if (!m.empty() && m[static_cast<std::size_t>(index)]) {
       const std::string& path = m[static_cast<std::size_t>(index)]->path_or_url;
       if (is_url(path)) return path;
-      if (!path.empty() && !image_type(path).empty()) return fmt::format("item/{}", index);
+      if (!path.empty()) return image_type(path).empty() ? "" : fmt::format("item/{}", index);
     }
+    std::error_code ec;
+    const std::string rendered = fmt::format("batches/{:04d}/{}.png", b.number, index);
+    if (fs::is_regular_file(fs::path(o_.dir) / rendered, ec)) return "img/" + rendered.substr(8);
     return "";
   }
 
   void state(httplib::Response& res) {
-    const Project p(o_.dir, 0);
+    std::lock_guard<std::mutex> g(project_mu_);
+    project_.refresh(0);
+    const Project& p = project_;
     const ProjectStatus s = p.status();
     const auto& classes = p.config().classes;
     json j;
-    j["project"] = fs::path(o_.dir).filename().string();
+    j["project"] = name_;
     j["classes"] = classes;
     j["pool_size"] = s.pool_size;
     j["labeled"] = s.labeled;
@@ -351,10 +385,16 @@ class LabelServer {
                                l.contains("label") && l["label"].is_number_integer() &&
                                (!l.contains("relabel") || l["relabel"].is_boolean()),
                            "label ", r + 1, ": expected {\"index\": integer, \"label\": class id, \"relabel\": bool}");
+      // Values out of range are named as given, not as clamped.
+      QUARRY_EXPECTS(!l["index"].is_number_unsigned() || l["index"].get<std::uint64_t>() <= INT64_MAX, "label ",
+                     r + 1, ": index ", l["index"].dump(), " is outside the pool");
+      QUARRY_EXPECTS(!l["label"].is_number_unsigned() || l["label"].get<std::uint64_t>() <= INT32_MAX, "label ",
+                     r + 1, ": class id ", l["label"].dump(), " is not a class");
+      const auto c = l["label"].get<std::int64_t>();
+      QUARRY_EXPECTS(c >= INT32_MIN && c <= INT32_MAX, "label ", r + 1, ": class id ", c, " is not a class");
       LabelRow row;
       row.index = l["index"].get<std::int64_t>();
-      const auto c = l["label"].get<std::int64_t>();
-      row.label = static_cast<std::int32_t>(std::clamp<std::int64_t>(c, -1, INT32_MAX));
+      row.label = static_cast<std::int32_t>(c);
       row.allow_relabel = l.value("relabel", false);
       rows.push_back(row);
     }
@@ -367,8 +407,8 @@ class LabelServer {
                                  [](unsigned char c) { return !std::isalnum(c) && c != '-' && c != '_'; }),
                   session.end());
     session = session.substr(0, 40);
-    std::lock_guard<std::mutex> g(write_mu_);
-    Project p(o_.dir, 0);
+    std::lock_guard<std::mutex> g(project_mu_);
+    Project& p = project_;
     const ImportSummary s = p.label_rows(rows, "labeling page" + (session.empty() ? "" : " (session " + session + ")"),
                                          o_.lock_wait);
     json conflicts = json::array();
@@ -396,8 +436,11 @@ class LabelServer {
   void next(const httplib::Request& req, httplib::Response& res) {
     const json body = parse_body(req);
     QUARRY_USAGE_EXPECTS(body.is_object(), "expected {\"k\": batch size}");
-    const Project p(o_.dir, 0);
+    std::lock_guard<std::mutex> g(project_mu_);
+    project_.refresh(0);
+    const Project& p = project_;
     NextOptions o;
+    o.require_labeled = true;  // checked again under the project lock: two requests make one batch
     o.k = next_k(p);
     if (body.contains("k")) {
       QUARRY_USAGE_EXPECTS(body["k"].is_number_integer() && body["k"].get<std::int64_t>() >= 1,
@@ -428,7 +471,8 @@ class LabelServer {
         (fs::path(o_.dir) / "batches" / req.matches[1].str() / (req.matches[2].str() + ".png")).string();
     std::string bytes;
     std::error_code ec;
-    if (!fs::is_regular_file(path, ec) || !read_file(path, bytes)) {
+    // A regular file, not a link placed in batches/ that points elsewhere.
+    if (fs::symlink_status(path, ec).type() != fs::file_type::regular || !read_file(path, bytes)) {
       send_error(res, 404, "no such image");
       return;
     }
@@ -437,19 +481,22 @@ class LabelServer {
   }
 
   void manifest_image(const httplib::Request& req, httplib::Response& res) {
-    const Project p(o_.dir, 0);
-    const auto& m = p.manifest();
-    std::int64_t index = -1;
-    try {
-      index = std::stoll(req.matches[1].str());
-    } catch (const std::exception&) {
+    std::string path;
+    {
+      std::lock_guard<std::mutex> g(project_mu_);  // the manifest does not change after init
+      const auto& m = project_.manifest();
+      std::int64_t index = -1;
+      try {
+        index = std::stoll(req.matches[1].str());
+      } catch (const std::exception&) {
+      }
+      if (index < 0 || index >= static_cast<std::int64_t>(m.size()) || !m[static_cast<std::size_t>(index)]) {
+        send_error(res, 404, "no such item in the manifest");
+        return;
+      }
+      path = m[static_cast<std::size_t>(index)]->path_or_url;
     }
     std::string bytes;
-    if (index < 0 || index >= static_cast<std::int64_t>(m.size()) || !m[static_cast<std::size_t>(index)]) {
-      send_error(res, 404, "no such item in the manifest");
-      return;
-    }
-    const std::string path = m[static_cast<std::size_t>(index)]->path_or_url;
     const std::string type = image_type(path);
     std::error_code ec;
     if (type.empty() || is_url(path) || !fs::is_regular_file(path, ec) || !read_file(path, bytes)) {
@@ -461,29 +508,65 @@ class LabelServer {
   }
 
   ServeOptions o_;
-  std::mutex write_mu_;
+  std::mutex project_mu_;  // project_: one request at a time reads or writes it
+  Project project_;
+  std::string name_;
   Round round_;
 };
 
 }  // namespace
 
+namespace {
+
+// SIGINT and SIGTERM write their number to a pipe that one thread reads (a handler, not a
+// blocked mask: threads started before main, such as the BLAS's, would take the signal and die
+// of it). The first stops the server; a second, while a round still runs, ends the process.
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int sig) {
+  const unsigned char b = static_cast<unsigned char>(sig);
+  const int saved = errno;
+  [[maybe_unused]] const auto n = ::write(g_signal_pipe[1], &b, 1);
+  errno = saved;
+}
+
+bool valid_token(const std::string& t) {
+  return t.size() >= 16 && t.size() <= 128 &&
+         std::all_of(t.begin(), t.end(), [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_'; });
+}
+
+// The token of DIR/serve.token (mode 0600), made on the first start: a server started again
+// accepts the pages still open (and their unsaved labels) with the token they have.
+std::string project_token(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "serve.token").string();
+  std::string t;
+  if (read_file(path, t)) {
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
+    QUARRY_EXPECTS(valid_token(t), path, ": not an access token (16 to 128 letters, digits, '-' or '_'); delete it "
+                                         "and a new one is made");
+    return t;
+  }
+  t = random_token();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  QUARRY_EXPECTS(fd >= 0, path, ": cannot write the access token: ", std::strerror(errno));
+  const std::string line = t + "\n";
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  QUARRY_EXPECTS(ok, path, ": cannot write the access token");
+  return t;
+}
+
+}  // namespace
+
 int run(const ServeOptions& options) {
   ServeOptions o = options;
-  { const Project check(o.dir, 0); }  // a clear error for a folder that is not a project
-  if (o.token.empty()) o.token = random_token();
-  QUARRY_USAGE_EXPECTS(o.token.size() >= 16 && std::all_of(o.token.begin(), o.token.end(),
-                                                           [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_'; }),
-                       "--token: at least 16 letters, digits, '-' or '_'");
   QUARRY_USAGE_EXPECTS(o.port >= 0 && o.port <= 65535, "--port ", o.port, ": expected 0..65535");
-  // SIGINT and SIGTERM go to one thread, which stops the server (every other thread blocks them).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  QUARRY_USAGE_EXPECTS(o.token.empty() || valid_token(o.token), "--token: 16 to 128 letters, digits, '-' or '_'");
+  LabelServer server(o);  // a clear error for a folder that is not a project
+  if (o.token.empty()) o.token = project_token(o.dir);
+  server.set_token(o.token);
 
   httplib::Server svr;
-  LabelServer server(o);
   server.routes(svr);
   int port = o.port;
   if (port == 0) {
@@ -505,18 +588,33 @@ int run(const ServeOptions& options) {
               o.dir.c_str());
   std::fflush(stdout);
 
-  std::atomic<bool> done{false};
+  QUARRY_EXPECTS(::pipe2(g_signal_pipe, O_CLOEXEC) == 0, "cannot make a pipe: ", std::strerror(errno));
+  struct sigaction sa{};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   std::thread stopper([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    if (!done) std::fprintf(stderr, "quarry: stopping (%s)\n", sig == SIGINT ? "interrupted" : "terminated");
-    svr.stop();
+    unsigned char sig = 0;
+    int count = 0;
+    while (::read(g_signal_pipe[0], &sig, 1) == 1 && sig != 0) {
+      if (++count == 1) {
+        std::fprintf(stderr, "quarry: stopping (%s)\n", sig == SIGINT ? "interrupted" : "terminated");
+        svr.stop();
+      } else {
+        std::fprintf(stderr, "quarry: stopped without waiting for the round (the labels are saved; `quarry project "
+                             "next` makes the batch)\n");
+        std::_Exit(130);
+      }
+    }
   });
   const bool ok = svr.listen_after_bind();
-  done = true;
-  pthread_kill(stopper.native_handle(), SIGTERM);  // wakes the stopper when the server ended on its own
-  stopper.join();
   server.join_round();
+  const unsigned char end = 0;  // wakes the stopper when the server ended on its own
+  [[maybe_unused]] const auto n = ::write(g_signal_pipe[1], &end, 1);
+  stopper.join();
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   return ok ? 0 : 1;
 }
 

@@ -318,3 +318,112 @@ def test_serve_refuses_what_is_not_a_project(tmp_path):
     proj = make_project(tmp_path / "p2")
     r = run("project", "serve", str(proj), "--token", "short", "--port", "0", check=False)
     assert r.returncode == 2 and "--token" in r.stderr
+
+
+def test_a_port_in_use_is_an_error(server, project):
+    r = run("project", "serve", str(project), "--port", str(server.port), check=False)
+    assert r.returncode == 1 and "in use" in r.stderr, r.stderr
+    assert server.state()["batch"]["number"] == 1  # the first server still answers
+
+
+def test_the_token_is_kept_for_a_restart(project):
+    s = Server(project)
+    token = s.token
+    s.stop()
+    assert (project / "serve.token").read_text().strip() == token
+    assert os.stat(project / "serve.token").st_mode & 0o777 == 0o600
+    s = Server(project)
+    try:
+        assert s.token == token  # pages still open keep working
+    finally:
+        s.stop()
+    s = Server(project, "--token", "another-token-of-this-run")
+    try:
+        assert s.token == "another-token-of-this-run"
+        assert s.request("GET", "/api/state", token=token)[0] == 401
+    finally:
+        s.stop()
+
+
+def test_chunked_bodies_and_lookalike_hosts_are_refused(server):
+    c = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    c.putrequest("POST", "/api/labels")
+    c.putheader("X-Quarry-Token", server.token)
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders()
+    c.send(b"5\r\n{\"a\":\r\n0\r\n\r\n")
+    assert c.getresponse().status == 411
+    c.close()
+    for host in ("127.0.0.1.evil.example", "127.evil.example", "localhost.evil.example"):
+        assert server.request("GET", "/api/state", headers={"Host": host})[0] == 403, host
+
+
+def test_links_in_the_batches_folder_are_not_followed(server, project):
+    (project / "batches" / "0001" / "999.png").symlink_to(project / "project.json")
+    status, body = server.request("GET", "/img/0001/999.png", token="query")
+    assert status == 404 and b"quarry-project" not in json.dumps(body).encode()
+
+
+def test_concurrent_next_requests_make_one_batch(server, project):
+    items = [it["index"] for it in server.state()["batch"]["items"]]
+    server.label([{"index": i, "label": 1} for i in items])
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(server.request("POST", "/api/next", {"k": 3})[0]))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_round(server)
+    time.sleep(0.5)
+    s = wait_round(server)
+    assert answers.count(202) >= 1
+    assert s["batch"]["number"] == 2 and s["batches"] == 2, (answers, s["round"])
+
+
+def test_manifest_files_and_urls_come_first(tmp_path):
+    img = tmp_path / "scan.png"
+    img.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
+    rows = ["index,id,path_or_url"]
+    for i in range(100):
+        path = "https://example.org/%d.png" % i if i % 3 == 0 else str(img) if i % 3 == 1 else ""
+        rows.append(f"{i},case-{i},{path}")
+    (tmp_path / "items.csv").write_text("\n".join(rows) + "\n")
+    project = tmp_path / "m"
+    run("project", "init", str(project), "--dataset", "synthetic:100", "--classes", ",".join(CLASSES), "--strategy",
+        "random", "--seed", "1", "--manifest", str(tmp_path / "items.csv"), "--threads", "2")
+    run("project", "next", str(project), "-k", "30")
+    s = Server(project)
+    try:
+        for it in s.state()["batch"]["items"]:
+            i = it["index"]
+            rendered = project / "batches" / "0001" / f"{i}.png"
+            assert it["id"] == f"case-{i}"
+            if i % 3 == 0:
+                assert it["image"] == f"https://example.org/{i}.png" and not rendered.exists()
+            elif i % 3 == 1:
+                assert it["image"] == f"item/{i}" and not rendered.exists()
+                status, body = s.request("GET", "/item/%d" % i, token="query")
+                assert status == 200 and body == img.read_bytes()
+            else:
+                assert it["image"] == f"img/0001/{i}.png" and rendered.is_file()
+    finally:
+        s.stop()
+
+
+@pytest.mark.skipif(not TORCH, reason="built without LibTorch: no round long enough to interrupt")
+def test_ctrl_c_during_a_round_waits_for_it(tmp_path):
+    project = make_project(tmp_path / "int", strategy="entropy", pool=400, k=20)
+    s = Server(project)
+    items = [it["index"] for it in s.state()["batch"]["items"]]
+    s.label([{"index": i, "label": i % 4} for i in items])
+    assert s.request("POST", "/api/next", {})[0] == 202
+    time.sleep(0.5)
+    s.proc.send_signal(signal.SIGINT)
+    s.proc.wait(timeout=300)
+    err = s.proc.stderr.read()
+    s.stop()
+    assert s.proc.returncode == 0, err
+    assert "stopping (interrupted)" in err and "waiting for the round" in err, err
+    st = json.loads(run("project", "status", str(project), "--format", "json").stdout)
+    assert st["batches"] == 2 and st["pending"] == 20
