@@ -23,11 +23,9 @@
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -35,6 +33,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "io/files.hpp"
 #include "quarry/error.hpp"
 #include "quarry/project.hpp"
 
@@ -108,13 +107,14 @@ std::string image_type(const std::string& path) {
   return "";
 }
 
+// The whole file (the engine's reader, with its size cap), or false where it cannot be read.
 bool read_file(const std::string& path, std::string& out) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return false;
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  out = ss.str();
-  return static_cast<bool>(f) || f.eof();
+  try {
+    out = read_text_file(path);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
 }
 
 // The round in the background: Project::next in a thread, its progress lines kept for the page.
