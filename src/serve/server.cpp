@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
@@ -576,18 +578,8 @@ int run(const ServeOptions& options) {
     QUARRY_EXPECTS(svr.bind_to_port(o.host, port), "cannot listen on ", o.host, ":", port,
                    ": the port is in use, or the address is not one of this machine (--port 0 picks a free port)");
   }
-  if (!is_loopback(o.host))
-    std::fprintf(stderr,
-                 "quarry: warning: serving on %s, not loopback: anyone who can reach this machine and has the token "
-                 "can label, over plain HTTP (no TLS)\n",
-                 o.host.c_str());
-  const std::string shown_host = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
-  std::printf("quarry: labeling page of %s at http://%s:%d/?token=%s\n", o.dir.c_str(), shown_host.c_str(), port,
-              o.token.c_str());
-  std::printf("quarry: Ctrl-C stops it; every label acknowledged on the page is saved in %s/labels.journal\n",
-              o.dir.c_str());
-  std::fflush(stdout);
-
+  // The handlers are in place before the address is printed: whoever reads it may stop us at once.
+  std::atomic<bool> listen_ended{false};
   QUARRY_EXPECTS(::pipe2(g_signal_pipe, O_CLOEXEC) == 0, "cannot make a pipe: ", std::strerror(errno));
   struct sigaction sa{};
   sa.sa_handler = on_stop_signal;
@@ -600,6 +592,9 @@ int run(const ServeOptions& options) {
     while (::read(g_signal_pipe[0], &sig, 1) == 1 && sig != 0) {
       if (++count == 1) {
         std::fprintf(stderr, "quarry: stopping (%s)\n", sig == SIGINT ? "interrupted" : "terminated");
+        // A stop() before listen_after_bind() has marked the server running does nothing (and the
+        // server would then run on): wait for it to run, or to have ended.
+        while (!svr.is_running() && !listen_ended.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         svr.stop();
       } else {
         std::fprintf(stderr, "quarry: stopped without waiting for the round (the labels are saved; `quarry project "
@@ -608,7 +603,20 @@ int run(const ServeOptions& options) {
       }
     }
   });
+  if (!is_loopback(o.host))
+    std::fprintf(stderr,
+                 "quarry: warning: serving on %s, not loopback: anyone who can reach this machine and has the token "
+                 "can label, over plain HTTP (no TLS)\n",
+                 o.host.c_str());
+  const std::string shown_host = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
+  std::printf("quarry: labeling page of %s at http://%s:%d/?token=%s\n", o.dir.c_str(), shown_host.c_str(), port,
+              o.token.c_str());
+  std::printf("quarry: Ctrl-C stops it; every label acknowledged on the page is saved in %s/labels.journal\n",
+              o.dir.c_str());
+  std::fflush(stdout);
+
   const bool ok = svr.listen_after_bind();
+  listen_ended = true;
   server.join_round();
   const unsigned char end = 0;  // wakes the stopper when the server ended on its own
   [[maybe_unused]] const auto n = ::write(g_signal_pipe[1], &end, 1);
