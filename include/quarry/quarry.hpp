@@ -15,6 +15,7 @@
 #include "quarry/pool_files.hpp"   // PoolFiles: a pool in one or many files
 #include "quarry/progress.hpp"     // Progress, ProgressFn: progress of long calls
 #include "quarry/select.hpp"       // select_topk(), select_power(), score_and_select()
+#include "quarry/dense.hpp"        // score_dense(): segmentation maps and volumes, reduced per case or slice
 #include "quarry/stream.hpp"       // stream_*(): pools larger than memory, in chunks
 #include "quarry/synthetic.hpp"    // synthetic pools for tests and demos
 #include "quarry/version.hpp"      // build_info()

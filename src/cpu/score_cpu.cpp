@@ -11,6 +11,7 @@
 
 #include "core/parallel.hpp"
 #include "cpu/cpu_backend.hpp"
+#include "cpu/elem.hpp"
 
 #include "core/rows.hpp"
 #include "quarry/detail/row_math.hpp"
@@ -20,25 +21,6 @@ namespace quarry::cpu {
 namespace {
 
 using detail::RowStats;
-
-// Element loaders: every float dtype is read as float.
-template <DType D> struct Elem;
-template <> struct Elem<DType::f32> {
-  using T = float;
-  static float get(const T* p, std::int64_t i) { return p[i]; }
-};
-template <> struct Elem<DType::f64> {
-  using T = double;
-  static float get(const T* p, std::int64_t i) { return static_cast<float>(p[i]); }
-};
-template <> struct Elem<DType::f16> {
-  using T = std::uint16_t;
-  static float get(const T* p, std::int64_t i) { return detail::half_to_float(p[i]); }
-};
-template <> struct Elem<DType::bf16> {
-  using T = std::uint16_t;
-  static float get(const T* p, std::int64_t i) { return detail::bfloat16_to_float(p[i]); }
-};
 
 template <DType D>
 float row_norm(const void* base, std::int64_t n, std::int64_t d, bool* finite) {

@@ -1,0 +1,103 @@
+// Dense model outputs: segmentation maps and volumes. A case is C class maps over a grid of
+// voxels (pixels for 2D images); every acquisition of the contract that reads one probability
+// row is computed per voxel, and the voxel scores are reduced per case (or per slice) in the
+// same pass. The definitions are docs/dense.md's.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "quarry/acquisition.hpp"
+#include "quarry/array.hpp"
+
+namespace quarry {
+
+/// How the voxel scores of a case (or slice) become one score.
+enum class Reduction : int {
+  mean,             // mean over the voxels counted
+  max,              // largest voxel score
+  sum,              // sum of the voxel scores
+  topq,             // mean of the ceil(q * n) largest voxel scores (exact)
+  foreground_mean,  // mean over the voxels whose predicted class is not the background class
+};
+
+struct ReduceSpec {
+  Reduction how = Reduction::mean;
+  double q = 0.0;  // topq only: in (0, 1]
+};
+
+/// "mean", "max", "sum", "topq:0.01", "foreground-mean"; anything else is a UsageError naming
+/// the text and the valid forms.
+ReduceSpec parse_reduction(std::string_view text);
+std::string reduction_name(const ReduceSpec& r);
+
+struct DenseOptions {
+  ReduceSpec reduce{};
+  /// The input holds logits (softmax per voxel in the same pass).
+  bool logits = false;
+  /// Allowed |sum - 1| of a voxel's probabilities; negative: 1e-3 (1e-2 for float16/bfloat16).
+  double sum_tolerance = -1.0;
+  /// Classes on the last axis ([N, ..., C], as TensorFlow writes them) instead of axis 1
+  /// ([N, C, ...], as PyTorch and MONAI write them).
+  bool channels_last = false;
+  /// The input is a committee [M, N, C, spatial...] (implied by a committee acquisition; with a
+  /// single-model acquisition, that score of the members' mean).
+  bool committee = false;
+  /// A voxel whose predicted class (argmax) is this one is background for foreground-mean.
+  int background = 0;
+  /// Per class: a voxel's score is multiplied by the weight of its predicted class (empty: 1).
+  std::vector<float> class_weights;
+  /// Optional ignore mask over the voxels, [N, spatial...] (any dtype; [N, 1, spatial...] is
+  /// accepted too): voxels where it is nonzero are left out of every reduction.
+  const ArrayView* ignore = nullptr;
+  /// Score per slice along this spatial axis (0 is the first spatial axis) instead of per
+  /// case; -1: per case.
+  int slice_axis = -1;
+  /// Where given: the voxel scores themselves (after class weights; 0 where ignored), as many
+  /// floats as the input has voxels, in the input's voxel order.
+  float* voxel_map = nullptr;
+  std::string input_name = "input";
+  std::string ignore_name = "ignore mask";
+};
+
+/// The geometry of a dense input.
+struct DenseLayout {
+  std::int64_t members = 0;  // committee members M (0: a single model)
+  std::int64_t cases = 0;    // N
+  std::int64_t classes = 0;  // C
+  std::vector<std::int64_t> spatial;  // the voxel grid of one case
+  std::int64_t voxels = 0;   // product of spatial
+  bool channels_last = false;
+  /// Slices per case along `axis` (1 for axis -1).
+  std::int64_t slices(int axis) const;
+};
+
+/// The layout of `input` ([N,C,spatial...] or committee [M,N,C,spatial...], classes last with
+/// `channels_last`); `committee` says which of the two ranks is meant when both could be.
+/// A rank below 3 (or 4 for a committee) is an Error: that is an [N,C] pool, not dense output.
+DenseLayout dense_layout(const ArrayView& input, bool committee, bool channels_last);
+
+/// True for the acquisitions defined per voxel (every one but egl and badge-norm, which need
+/// embeddings of whole samples).
+bool acquisition_is_dense(Acquisition a);
+
+/// Scores every case of `input` (host memory): N floats, or N * S for slices (case-major:
+/// case n's slices are out[n*S .. n*S+S)). A committee acquisition reads the input as
+/// [M,N,C,spatial...]. A bad voxel (NaN, Inf, negative probability, a sum off 1) is an Error
+/// naming the case, the voxel's coordinates and the value.
+std::vector<float> score_dense(const ArrayView& input, Acquisition acquisition, const DenseOptions& options);
+
+/// Selection of (case, slice) pairs: the k highest slice scores with at most `per_case` slices
+/// from one case (0: no limit). Ties go to the lower (case, slice). `slice_scores` is N * S.
+struct SliceSelection {
+  std::vector<std::int64_t> case_index, slice;
+  std::vector<float> score;
+  std::int64_t size() const { return static_cast<std::int64_t>(score.size()); }
+};
+SliceSelection select_slices(const std::vector<float>& slice_scores, std::int64_t slices_per_case,
+                             std::int64_t k, std::int64_t per_case,
+                             const std::vector<std::int64_t>& exclude_cases = {});
+
+}  // namespace quarry

@@ -1,0 +1,68 @@
+// Per-voxel acquisition math for dense outputs, shared by the CPU backend (src/cpu/dense_cpu.cpp)
+// and a CUDA kernel. A voxel's C class values are far apart in memory (channel-first), so its
+// row is read one class at a time: the statistics of row_math.hpp's RowStats are accumulated in
+// a streaming form (one update per class value), and the final score is row_math's
+// single_model_score on them. On the host, the updates run over a block of voxels at once (one
+// class after the other), which vectorises across voxels.
+#pragma once
+
+#include "quarry/detail/row_math.hpp"
+
+namespace quarry::detail {
+
+/// Probabilities: one class value x of class c. s = sum, t = sum x log x, w1 >= w2 the two
+/// largest values (equal values count twice), i1 the lowest class holding w1.
+QUARRY_HD void voxel_prob_add(float x, int c, float& s, float& t, float& w1, float& w2, int& i1,
+                              unsigned& bad) {
+  bad |= out_of_range(x, 0.0f);
+  s += x;
+  t += xlogx(x);
+  const float lo = x < w1 ? x : w1;
+  w2 = lo > w2 ? lo : w2;
+  i1 = x > w1 ? c : i1;
+  w1 = x > w1 ? x : w1;
+}
+
+/// Logits, first pass: the largest logit (and the two largest, and the argmax).
+QUARRY_HD void voxel_logit_max(float z, int c, float& w1, float& w2, int& i1, unsigned& bad) {
+  bad |= out_of_range(z, -kFloatMax);
+  const float lo = z < w1 ? z : w1;
+  w2 = lo > w2 ? lo : w2;
+  i1 = z > w1 ? c : i1;
+  w1 = z > w1 ? z : w1;
+}
+
+/// Logits, second pass: w = exp(z - zmax); s = sum w, t = sum w log w.
+QUARRY_HD void voxel_logit_add(float z, float zmax, float& s, float& t) {
+  const float d = logit_offset(z, zmax);
+  const float w = fast_exp_nonpos(d);
+  s += w;
+  t += w * d;
+}
+
+/// The RowStats of a voxel from its accumulated values (probabilities: w1, w2 as accumulated;
+/// logits: w1, w2 are the two largest logits, turned into weights here).
+QUARRY_HD RowStats voxel_stats(float s, float t, float w1, float w2, int i1, unsigned bad, int C, bool logits) {
+  RowStats st;
+  st.s = s;
+  st.t = t;
+  st.i1 = i1;
+  st.valid = bad == 0;
+  if (logits) {
+    st.zmax = w1;
+    st.w1 = 1.0f;
+    st.w2 = C > 1 ? fast_exp_nonpos(logit_offset(w2, w1)) : 0.0f;
+  } else {
+    st.w1 = w1 < 0.0f ? 0.0f : w1;
+    st.w2 = C > 1 && w2 > 0.0f ? w2 : 0.0f;
+  }
+  return st;
+}
+
+/// A single-model score of a voxel (least-confidence, margin, ratio, entropy).
+QUARRY_HD float voxel_score(Acquisition a, const RowStats& st, int C, bool logits) {
+  auto none = [](int) { return 0.0f; };  // read only by egl, which is not defined per voxel
+  return single_model_score(a, st, none, C, logits, 1.0f);
+}
+
+}  // namespace quarry::detail
