@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -88,6 +89,59 @@ bool acquisition_is_dense(Acquisition a);
 /// [M,N,C,spatial...]. A bad voxel (NaN, Inf, negative probability, a sum off 1) is an Error
 /// naming the case, the voxel's coordinates and the value.
 std::vector<float> score_dense(const ArrayView& input, Acquisition acquisition, const DenseOptions& options);
+
+/// Dense outputs stored in files, read a group of cases at a time:
+///  - one array [N, C, spatial...] (committee [M, N, C, spatial...]) in an .npy file
+///    (memory-mapped; the pages of a scored group leave memory) or FILE.npz:MEMBER;
+///  - one file per case, as a glob (sorted by name) or a comma-separated list: NIfTI .nii or
+///    .nii.gz holding the classes along its 4th dimension (or the 5th where the 4th is 1, as
+///    MONAI writes vector images), read as [C, z, y, x]; or an nnU-Net --save_probabilities
+///    .npz (member `probabilities`, [C, spatial...]). Cases may differ in size.
+/// Ignore masks use the same forms: one array [N, spatial...], or one file per case.
+class DenseFiles {
+ public:
+  DenseFiles() = default;
+  /// `committee`: one array is [M, N, C, ...] (case files hold single models). `masks`: the
+  /// files are ignore masks ([N, spatial...], or per case [spatial...]: a NIfTI of 3 dims).
+  static DenseFiles open(const std::string& spec, bool committee, bool masks = false);
+  std::int64_t cases() const { return cases_; }
+  bool one_array() const { return paths_.empty(); }
+  /// "pool.npy" case 3 is "pool.npy[3]"; a case file is its path.
+  std::string case_name(std::int64_t i) const;
+  /// Bytes of case i's data (an estimate for a compressed case file: its decompressed size is
+  /// known only once read).
+  std::size_t case_bytes(std::int64_t i) const;
+  /// Cases [first, first + count) as one array ([count, C, ...], committees [M, count, C, ...]);
+  /// count is 1 for case files. Valid until the next call.
+  ArrayView read(std::int64_t first, std::int64_t count);
+  /// Lets the pages of cases read so far leave memory (a memory-mapped array).
+  void release(std::int64_t first, std::int64_t count);
+  const std::string& spec() const { return spec_; }
+
+ private:
+  std::string spec_;
+  bool committee_ = false, masks_ = false;
+  Array whole_, current_;
+  bool mapped_ = false;
+  std::vector<std::string> paths_;
+  std::int64_t cases_ = 0;
+};
+
+/// One case's (or slice's) score, with the case it belongs to.
+struct DenseScores {
+  std::vector<float> score;           // per case, or per slice of each case in case order
+  std::vector<std::int64_t> case_of;  // the case of each score
+  std::vector<std::int64_t> slice;    // the slice of each score (0 per case)
+  std::vector<std::int64_t> slices;   // per case: its number of slices (1 without slices)
+};
+
+/// Scores every case of `files` in groups of at most `memory_budget` bytes (at least one case;
+/// <= 0: a quarter of the available memory). `ignore` (optional) holds one mask per case, as
+/// `files` does. `voxel_map` (optional; one-array inputs) receives every voxel's score.
+/// `progress(done, total)` is called after each group.
+DenseScores score_dense_files(DenseFiles& files, Acquisition acquisition, DenseOptions options,
+                              std::int64_t memory_budget = 0, DenseFiles* ignore = nullptr,
+                              const std::function<void(std::int64_t, std::int64_t)>& progress = {});
 
 /// Selection of (case, slice) pairs: the k highest slice scores with at most `per_case` slices
 /// from one case (0: no limit). Ties go to the lower (case, slice). `slice_scores` is N * S.

@@ -45,6 +45,15 @@ Array read_npz_member(const std::string& path, const std::string& member);
 /// The result has the IDX dtype (uint8, int8, int16, int32, float32, float64) and shape.
 Array read_idx(const std::string& path);
 
+/// Reads a NIfTI-1 or NIfTI-2 file (.nii, or .nii.gz), either byte order. The array is in C
+/// order with the NIfTI axes reversed: dims (x, y, z, t, u) become shape [u, t, z, y, x].
+/// Intensity scaling (scl_slope, scl_inter) is applied (float32, or float64 for float64 data);
+/// uint16 and uint32 are widened to int32 and int64. Uncompressed files in this machine's byte
+/// order and without scaling are memory-mapped.
+Array read_nifti(const std::string& path);
+/// True for names ending in .nii or .nii.gz.
+bool is_nifti_path(const std::string& path);
+
 /// Bytes of memory available to this process (MemAvailable), or 0 when unknown.
 std::uint64_t available_memory();
 

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "cli.hpp"
+#include "dense_cli.hpp"
 #include "quarry/acquisition.hpp"
 #include "quarry/detail/hd.hpp"
 #include "quarry/error.hpp"
@@ -106,12 +107,26 @@ void add_score(CLI::App& app) {
   auto threads = std::make_shared<int>(0);
   auto verbose = std::make_shared<bool>(false);
   args->add(cmd, true);
-  cmd->add_option("--output,-o", *output, "Where to write the scores (.npy, float32 [N])")->required();
+  cmd->add_option("--output,-o", *output, "Where to write the scores (.npy, float32 [N]; dense outputs: or .csv)")
+      ->required();
   cmd->add_option("--threads", *threads, "CPU threads (0: all cores)");
   cmd->add_flag("--verbose,-v", *verbose, "Print timings to stderr");
+  auto dense = std::make_shared<DenseArgs>();
+  dense->add(cmd, false);
   cmd->callback([=] {
-    check_outputs({{"--output", *output}}, {{"--input", args->input}, {"--embeddings", args->embeddings}});
+    std::vector<Named> ins = {{"--input", args->input}, {"--embeddings", args->embeddings}};
+    for (const Named& n : dense->inputs()) ins.push_back(n);
+    check_outputs({{"--output", *output}, {"--voxel-map", dense->voxel_map}}, ins);
     set_threads(*threads);
+    if (dense->active()) {
+      QUARRY_USAGE_EXPECTS(args->embeddings.empty(), "--embeddings: dense outputs are scored without embeddings");
+      return dense_score(*dense, args->input, args->acquisition, args->logits, args->tolerance, args->device,
+                         args->budget, *output, *verbose);
+    }
+    QUARRY_USAGE_EXPECTS(dense->ignore.empty() && dense->class_weights.empty() && dense->voxel_map.empty() &&
+                             !dense->channels_last && !dense->committee,
+                         "--ignore-mask, --class-weights, --voxel-map, --channels-last and --committee are options "
+                         "of dense outputs: give --reduce (or --slices)");
     Cluster cluster;
     PoolFiles input, emb;
     Acquisition acq = Acquisition::entropy;
@@ -249,7 +264,26 @@ void add_select(CLI::App& app) {
       ->check(CLI::IsMember({"csv", "json"}));
   cmd->add_option("--threads", a->threads, "CPU threads (0: all cores)");
   cmd->add_flag("--verbose,-v", a->verbose, "Print timings to stderr");
-  cmd->callback([a] {
+  auto dense = std::make_shared<DenseArgs>();
+  dense->add(cmd, true);
+  cmd->callback([a, dense] {
+    if (dense->active()) {
+      QUARRY_USAGE_EXPECTS(!a->score.input.empty(), "dense outputs are selected from --input (with --reduce)");
+      QUARRY_USAGE_EXPECTS(a->strategy == "topk", "--strategy ", a->strategy,
+                           ": dense outputs are selected by topk (per case, or per slice with --slices)");
+      QUARRY_USAGE_EXPECTS(a->score.embeddings.empty(), "--embeddings: dense outputs are selected without embeddings");
+      std::vector<Named> ins = {{"--input", a->score.input}, {"--exclude", a->exclude}};
+      for (const Named& n : dense->inputs()) ins.push_back(n);
+      check_outputs({{"--output", a->output}}, ins);
+      set_threads(a->threads);
+      const std::vector<std::int64_t> excl = a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
+      return dense_select(*dense, a->score.input, a->score.acquisition, a->score.logits, a->score.tolerance,
+                          a->score.device, a->score.budget, a->k, excl, a->output, a->format, a->verbose);
+    }
+    QUARRY_USAGE_EXPECTS(dense->ignore.empty() && dense->class_weights.empty() && !dense->channels_last &&
+                             !dense->committee && dense->per_case == 0,
+                         "--ignore-mask, --class-weights, --channels-last, --committee and --per-case are options "
+                         "of dense outputs: give --reduce (or --slices)");
     const bool diverse = a->strategy != "topk" && a->strategy != "power";
     if (!diverse && a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
       throw CLI::ValidationError("select needs --scores FILE, or --input FILE with --acquisition");

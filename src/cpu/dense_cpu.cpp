@@ -118,11 +118,10 @@ class Kernel {
       member_pass(0, n, v0, B, sc);
       finish_member(0, n, v0, B, sc, &f);
       if (f.code != detail::kRowOk) return f;
-      switch (call_.acquisition) {
-        case Acquisition::least_confidence: single<Acquisition::least_confidence>(B, sc, call_.logits); break;
-        case Acquisition::margin: single<Acquisition::margin>(B, sc, call_.logits); break;
-        case Acquisition::ratio: single<Acquisition::ratio>(B, sc, call_.logits); break;
-        default: single<Acquisition::entropy>(B, sc, call_.logits); break;
+      if (call_.logits) {
+        single<true>(B, sc);
+      } else {
+        single<false>(B, sc);
       }
     } else {
       committee(n, v0, B, sc, &f);
@@ -169,11 +168,18 @@ class Kernel {
 
   // Checks every voxel of the block (first bad one into *f).
   void finish_member(std::int64_t m, std::int64_t n, std::int64_t v0, int B, Scratch& sc, Fault* f) const {
-    unsigned any = 0;  // a vectorised check first; the scan for the voxel only where one is bad
-    QUARRY_SIMD(reduction(| : any))
-    for (int b = 0; b < B; ++b) {
-      const RowStats st = detail::voxel_stats(sc.s[b], sc.t[b], sc.w1[b], sc.w2[b], sc.i1[b], sc.bad[b], C_, call_.logits);
-      any |= static_cast<unsigned>(detail::check_row(st, call_.logits, call_.tol) != detail::kRowOk);
+    // A vectorised check first (check_row's conditions, written without branches); the scan
+    // for the voxel only where one is bad.
+    unsigned any = 0;
+    const float lo = 1.0f - call_.tol, hi = 1.0f + call_.tol;
+    const float* s = sc.s.data();
+    const unsigned* bad = sc.bad.data();
+    if (call_.logits) {
+      QUARRY_SIMD(reduction(| : any))
+      for (int b = 0; b < B; ++b) any |= bad[b];
+    } else {
+      QUARRY_SIMD(reduction(| : any))
+      for (int b = 0; b < B; ++b) any |= bad[b] | static_cast<unsigned>(!(s[b] >= lo)) | static_cast<unsigned>(!(s[b] <= hi));
     }
     if (!any) return;
     for (int b = 0; b < B; ++b) {
@@ -190,13 +196,26 @@ class Kernel {
     }
   }
 
-  template <Acquisition A>
-  void single(int B, Scratch& sc, bool logits) const {
+  template <bool Logits>
+  void single(int B, Scratch& sc) const {
+    switch (call_.acquisition) {
+      case Acquisition::least_confidence: return single<Acquisition::least_confidence, Logits>(B, sc);
+      case Acquisition::margin: return single<Acquisition::margin, Logits>(B, sc);
+      case Acquisition::ratio: return single<Acquisition::ratio, Logits>(B, sc);
+      default: return single<Acquisition::entropy, Logits>(B, sc);
+    }
+  }
+  template <Acquisition A, bool Logits>
+  void single(int B, Scratch& sc) const {
+    const float *s = sc.s.data(), *t = sc.t.data(), *w1 = sc.w1.data(), *w2 = sc.w2.data();
+    const int* i1 = sc.i1.data();
+    float* score = sc.score.data();
+    int* pred = sc.pred.data();
+    const int C = C_;
     QUARRY_SIMD()
     for (int b = 0; b < B; ++b) {
-      const RowStats st = detail::voxel_stats(sc.s[b], sc.t[b], sc.w1[b], sc.w2[b], sc.i1[b], 0u, C_, logits);
-      sc.score[b] = detail::voxel_score(A, st, C_, logits);
-      sc.pred[b] = sc.i1[b];
+      score[b] = detail::voxel_score<A, Logits>(s[b], t[b], w1[b], w2[b], C);
+      pred[b] = i1[b];
     }
   }
 
@@ -410,15 +429,24 @@ class Driver {
         }
         mask_block(call_.ignore, n * V + v0, B, sc.ignored.data());
         float bs = 0.0f, bm = 0.0f;
-        std::int64_t cnt = 0;
+        int cnt = 0;
+        const float* score = sc.score.data();
+        const int* pred = sc.pred.data();
+        const unsigned char* ign = sc.ignored.data();
+        const int bg = fg ? call_.background : -1;  // no class is -1: every voxel is foreground
+        float* kept = keep_scores_ ? buf.data() + v0 : sc.best.data();  // unused scratch without
+        QUARRY_SIMD(reduction(+ : bs, cnt) reduction(max : bm))
         for (int b = 0; b < B; ++b) {
-          const float x = sc.score[b];
-          const bool counted = !sc.ignored[b] && !(fg && sc.pred[b] == call_.background);
+          const float x = score[b];
+          const bool counted = (ign[b] == 0) & (pred[b] != bg);
           bs += counted ? x : 0.0f;
-          cnt += counted;
+          cnt += counted ? 1 : 0;
           bm = counted && x > bm ? x : bm;
-          if (keep_scores_) buf[static_cast<std::size_t>(v0 + b)] = counted ? x : -1.0f;
-          if (call_.voxel_map) call_.voxel_map[n * V + v0 + b] = sc.ignored[b] ? 0.0f : x;
+          kept[b] = counted ? x : -1.0f;
+        }
+        if (call_.voxel_map) {
+          float* map = call_.voxel_map + n * V + v0;
+          for (int b = 0; b < B; ++b) map[b] = ign[b] ? 0.0f : score[b];
         }
         parts[static_cast<std::size_t>(blk)] = Partial{bs, cnt, bm};
       }

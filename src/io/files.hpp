@@ -85,6 +85,13 @@ void expect_regular_file(const std::string& path);
 /// command's last check before it reports success).
 void check_mapped_inputs(bool all = false);
 
+/// The files of a spec: a glob ("case-*.nii.gz", sorted by name; an Error when nothing matches)
+/// or a comma-separated list (in its order).
+std::vector<std::string> expand_spec(const std::string& spec);
+/// madvise over the pages holding [begin, begin + bytes) (a hint; failure changes nothing).
+void advise(const void* begin, std::size_t bytes, int advice);
+std::size_t page_size();
+
 /// The files a dataset spec of the loop reads (idx:DIR: its four IDX files; npz:FILE; npy:X,Y;
 /// pool:X; none for synthetic), those that exist; unknown specs give none.
 std::vector<std::string> dataset_files(const std::string& spec);

@@ -22,8 +22,6 @@
 namespace quarry {
 
 // ------------------------------------------------------------------ PoolFiles
-namespace {
-
 std::vector<std::string> expand_spec(const std::string& spec) {
   QUARRY_EXPECTS(!spec.empty(), "an empty file name was given for a pool");
   if (spec.find_first_of("*?[") != std::string::npos) {
@@ -62,8 +60,6 @@ void advise(const void* begin, std::size_t bytes, int advice) {
   const std::uintptr_t lo = a / ps * ps, hi = (a + bytes + ps - 1) / ps * ps;
   ::madvise(reinterpret_cast<void*>(lo), hi - lo, advice);  // a hint: failure changes nothing
 }
-
-}  // namespace
 
 PoolFiles PoolFiles::open(const std::string& spec) {
   std::vector<Array> parts;

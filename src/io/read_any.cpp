@@ -44,6 +44,7 @@ Array read_array(const std::string& spec) {
     if (archive.size() > 4 && archive.compare(archive.size() - 4, 4, ".npz") == 0 && is_regular_file(archive))
       return read_npz_member(archive, spec.substr(colon + 1));
   }
+  if (is_nifti_path(spec)) return read_nifti(spec);
   const io::MappedFile file = io::map_file(spec);  // mapped once: detected, then parsed
   switch (kind_of(file)) {
     case FileKind::npy: return parse_npy(file.owner, file.data, file.size, spec);
@@ -56,7 +57,7 @@ Array read_array(const std::string& spec) {
   }
   if (file.size == 0) QUARRY_FAIL(spec, ": empty file");
   QUARRY_FAIL(spec,
-              ": unknown file format (supported: .npy, .npz as FILE.npz:MEMBER, IDX raw or gzip-compressed)");
+              ": unknown file format (supported: .npy, .npz as FILE.npz:MEMBER, IDX raw or gzip-compressed, NIfTI .nii/.nii.gz)");
 }
 
 }  // namespace quarry

@@ -54,7 +54,7 @@ QUARRY_HD RowStats voxel_stats(float s, float t, float w1, float w2, int i1, uns
     st.w2 = C > 1 ? fast_exp_nonpos(logit_offset(w2, w1)) : 0.0f;
   } else {
     st.w1 = w1 < 0.0f ? 0.0f : w1;
-    st.w2 = C > 1 && w2 > 0.0f ? w2 : 0.0f;
+    st.w2 = (C > 1) & (w2 > 0.0f) ? w2 : 0.0f;
   }
   return st;
 }
@@ -63,6 +63,36 @@ QUARRY_HD RowStats voxel_stats(float s, float t, float w1, float w2, int i1, uns
 QUARRY_HD float voxel_score(Acquisition a, const RowStats& st, int C, bool logits) {
   auto none = [](int) { return 0.0f; };  // read only by egl, which is not defined per voxel
   return single_model_score(a, st, none, C, logits, 1.0f);
+}
+
+/// The same from the accumulated values, with the acquisition fixed at compile time and no
+/// branch, so that a loop over voxels vectorises (GCC keeps the switch of single_model_score and
+/// the RowStats of voxel_stats as control flow). The formulas are those two functions';
+/// tests/test_dense.cpp holds the results to the double reference.
+template <Acquisition A, bool Logits>
+QUARRY_HD float voxel_score(float s, float t, float w1, float w2, int C) {
+  if constexpr (Logits) {
+    w2 = C > 1 ? fast_exp_nonpos(logit_offset(w2, w1)) : 0.0f;
+    w1 = 1.0f;
+  } else {
+    w1 = w1 < 0.0f ? 0.0f : w1;
+    w2 = w2 > 0.0f ? w2 : 0.0f;  // C = 1 leaves w2 at -kFloatMax
+  }
+  const float rest = s - w1;
+  if constexpr (A == Acquisition::least_confidence) {
+    return rest / s;
+  } else if constexpr (A == Acquisition::margin) {
+    const float m = (rest + w2) / s;
+    return m < 1.0f ? m : 1.0f;
+  } else if constexpr (A == Acquisition::ratio) {
+    const float d = w1 > 0.0f ? w1 : 1.0f;
+    return w1 > 0.0f ? w2 / d : 0.0f;
+  } else {
+    const bool pos = s >= 1.17549435e-38f;
+    const float sp = pos ? s : 1.0f;
+    const float h = fast_log(sp) - t / sp;
+    return pos & (h > 0.0f) ? h : 0.0f;
+  }
 }
 
 }  // namespace quarry::detail
