@@ -350,6 +350,60 @@ double top_mean(std::vector<float>& v, std::int64_t m) {
   return sum / static_cast<double>(m);
 }
 
+// top_mean of a case's voxel scores, with the work spread over threads: a histogram of the
+// scores' top 16 bits (non-negative floats order as their bits) finds the bin holding the m-th
+// largest; the scores above it are summed per block and the bin itself goes to nth_element.
+// Sums are added in block order: the result does not depend on the thread count.
+double top_mean_parallel(const std::vector<float>& v, std::int64_t m) {
+  if (m <= 0) return 0.0;
+  constexpr int kBins = 1 << 16;
+  const auto n = static_cast<std::int64_t>(v.size());
+  constexpr std::int64_t kPart = 1 << 16;
+  const std::int64_t parts = (n + kPart - 1) / kPart;
+  const int threads = max_threads();
+  std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(threads));
+  parallel_chunks(parts, 1, n, [&](std::int64_t b, std::int64_t e, int t) {
+    auto& h = hist[static_cast<std::size_t>(t)];
+    if (h.empty()) h.assign(kBins, 0);
+    for (std::int64_t i = b * kPart; i < std::min(n, e * kPart); ++i) {
+      const float x = v[static_cast<std::size_t>(i)];
+      if (x >= 0.0f) ++h[detail::float_to_bits(x) >> 16];
+    }
+  });
+  std::int64_t above = 0;
+  int bin = kBins - 1;
+  for (; bin >= 0; --bin) {
+    std::int64_t c = 0;
+    for (const auto& h : hist) c += h.empty() ? 0 : h[static_cast<std::size_t>(bin)];
+    if (above + c >= m) break;
+    above += c;
+  }
+  std::vector<double> sums(static_cast<std::size_t>(parts), 0.0);
+  std::vector<std::vector<float>> edge(static_cast<std::size_t>(parts));
+  const auto b16 = static_cast<std::uint32_t>(bin);
+  parallel_chunks(parts, 1, n, [&](std::int64_t b, std::int64_t e, int) {
+    for (std::int64_t part = b; part < e; ++part) {
+      double sum = 0.0;
+      for (std::int64_t i = part * kPart; i < std::min(n, (part + 1) * kPart); ++i) {
+        const float x = v[static_cast<std::size_t>(i)];
+        if (x < 0.0f) continue;
+        const std::uint32_t key = detail::float_to_bits(x) >> 16;
+        if (key > b16) sum += x;
+        else if (key == b16) edge[static_cast<std::size_t>(part)].push_back(x);
+      }
+      sums[static_cast<std::size_t>(part)] = sum;
+    }
+  });
+  double total = 0.0;
+  for (double x : sums) total += x;
+  std::vector<float> rest;
+  for (const auto& e : edge) rest.insert(rest.end(), e.begin(), e.end());
+  const std::int64_t r = m - above;  // 1 <= r <= rest.size()
+  std::nth_element(rest.begin(), rest.begin() + (r - 1), rest.end(), std::greater<float>());
+  for (std::int64_t i = 0; i < r; ++i) total += rest[static_cast<std::size_t>(i)];
+  return total / static_cast<double>(m);
+}
+
 // How many voxels top-q averages: ceil(q n) (at least 1 of a non-empty set, at most n). The
 // 1e-9 keeps q n that is an integer up to rounding (0.01 * 300) from taking one more.
 std::int64_t top_count(double q, std::int64_t n) {
@@ -474,7 +528,8 @@ class Driver {
       mx = std::max(mx, p.max);
     }
     out_[n] = call_.reduce.how == Reduction::topq
-                  ? static_cast<float>(top_mean(buf, top_count(call_.reduce.q, count)))
+                  ? static_cast<float>(parallel ? top_mean_parallel(buf, top_count(call_.reduce.q, count))
+                                                : top_mean(buf, top_count(call_.reduce.q, count)))
                   : reduce_values(call_.reduce, sum, count, mx);
     return first;
   }
