@@ -417,9 +417,9 @@ std::string describe(const Array& a) {
 }
 
 void add_info(CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Shape, dtype and a summary of NPY, NPZ and IDX files");
+  auto* cmd = app.add_subcommand("info", "Shape, dtype and a summary of NPY, NPZ, IDX and NIfTI files (and their layout as dense outputs)");
   auto files = std::make_shared<std::vector<std::string>>();
-  cmd->add_option("files", *files, "Files (.npy, .npz, .npz:member, IDX or IDX.gz)")->required();
+  cmd->add_option("files", *files, "Files (.npy, .npz, .npz:member, IDX or IDX.gz, .nii or .nii.gz)")->required();
   cmd->callback([files] {
     for (const std::string& f : *files) {
       // FILE.npz:member names a member; the kind is that of the archive.
@@ -435,8 +435,30 @@ void add_info(CLI::App& app) {
         continue;
       }
       const Array a = read_array(f);
-      const char* k = kind == FileKind::npy ? "npy" : kind == FileKind::idx ? "idx" : kind == FileKind::idx_gz ? "idx (gzip)" : "npz member";
+      const char* k = is_nifti_path(f)             ? "nifti (axes reversed: dims x, y, z, t become [t, z, y, x])"
+                      : kind == FileKind::npy      ? "npy"
+                      : kind == FileKind::idx      ? "idx"
+                      : kind == FileKind::idx_gz   ? "idx (gzip)"
+                                                   : "npz member";
       std::printf("%s: %s\n%s", f.c_str(), k, describe(a).c_str());
+      if (is_nifti_path(f) && a.rank() >= 4) {
+        // A probability map: the classes along the 4th NIfTI dimension (or the 5th).
+        const auto& sh = a.shape();
+        const bool vector5 = a.rank() == 5 && sh[1] == 1;
+        std::vector<std::int64_t> grid(sh.begin() + (vector5 ? 2 : 1), sh.end());
+        if (a.rank() == 4 || vector5)
+          std::printf("  as a dense case (--reduce): %lld classes over a grid %s (z, y, x)\n",
+                      static_cast<long long>(sh[0]), shape_string(grid).c_str());
+      } else if (!is_nifti_path(f) && a.rank() >= 3) {
+        const auto& sh = a.shape();
+        std::vector<std::int64_t> grid(sh.begin() + 2, sh.end());
+        std::printf("  as dense outputs (--reduce): %lld cases x %lld classes over a grid %s\n",
+                    static_cast<long long>(sh[0]), static_cast<long long>(sh[1]), shape_string(grid).c_str());
+        if (a.rank() >= 4)
+          std::printf("  as a committee (--committee): %lld members x %lld cases x %lld classes over a grid %s\n",
+                      static_cast<long long>(sh[0]), static_cast<long long>(sh[1]), static_cast<long long>(sh[2]),
+                      shape_string(std::vector<std::int64_t>(sh.begin() + 3, sh.end())).c_str());
+      }
     }
   });
 }

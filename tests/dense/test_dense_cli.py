@@ -208,3 +208,12 @@ def test_usage_errors_exit_2(tmp_path, rng):
     # The output may not replace the input.
     run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "-o", tmp_path / "p.npy", code=2)
     assert np.load(tmp_path / "p.npy").shape == (1, 2, 3, 3)
+
+
+def test_info_shows_dense_layouts(tmp_path, rng):
+    write_nifti(tmp_path / "c.nii.gz", rng.random((6, 5, 4, 3)).astype(np.float32))  # x, y, z, classes
+    np.save(tmp_path / "p.npy", np.zeros((2, 3, 4, 5), np.float32))
+    r = run("info", tmp_path / "c.nii.gz", tmp_path / "p.npy")
+    assert "shape [3, 4, 5, 6]" in r.stdout
+    assert "as a dense case (--reduce): 3 classes over a grid [4, 5, 6] (z, y, x)" in r.stdout
+    assert "as dense outputs (--reduce): 2 cases x 3 classes over a grid [4, 5]" in r.stdout
