@@ -383,7 +383,13 @@ TEST_F(Hostile, AMissingJournalIsAnErrorThatNamesTheLabelsItHeld) {
 
 TEST_F(Hostile, ACutOrReplacedJournalIsAnError) {
   project("proj");
-  project("other", 60);
+  // Another project with other labels: made like proj, its journal could equal proj's byte for
+  // byte (the same files imported within the same second).
+  ASSERT_EQ(quarry("project init " + p("other") + " --dataset pool:" + p("pool.npy") + " --classes cat,dog --strategy random").rc, 0);
+  write_file(p("o1.csv"), "index,label\n0,dog\n1,cat\n2,dog\n");
+  write_file(p("o2.csv"), "index,label\n3,cat\n4,cat\n");
+  ASSERT_EQ(quarry("project label " + p("other") + " " + p("o1.csv")).rc, 0);
+  ASSERT_EQ(quarry("project label " + p("other") + " " + p("o2.csv")).rc, 0);
   const std::string journal = read_file(p("proj/labels.journal"));
   // Cut to its first record.
   write_file(p("proj/labels.journal"), journal.substr(0, journal.find('\n') + 1));

@@ -583,13 +583,19 @@ int run(const ServeOptions& options) {
   QUARRY_EXPECTS(::pipe2(g_signal_pipe, O_CLOEXEC) == 0, "cannot make a pipe: ", std::strerror(errno));
   struct sigaction sa{};
   sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::thread stopper([&] {
     unsigned char sig = 0;
     int count = 0;
-    while (::read(g_signal_pipe[0], &sig, 1) == 1 && sig != 0) {
+    for (;;) {
+      // The signal may land on this very thread, interrupting the read (EINTR): read again, or
+      // the byte the handler wrote would never be read and the server would never stop.
+      const ssize_t got = ::read(g_signal_pipe[0], &sig, 1);
+      if (got < 0 && errno == EINTR) continue;
+      if (got != 1 || sig == 0) break;
       if (++count == 1) {
         std::fprintf(stderr, "quarry: stopping (%s)\n", sig == SIGINT ? "interrupted" : "terminated");
         // A stop() before listen_after_bind() has marked the server running does nothing (and the
