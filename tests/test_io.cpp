@@ -441,7 +441,8 @@ TEST(Corrupt, Npy) {
       {"object.npy", npy(dict("|O", "(5,)"), f4x10), "unsupported dtype '|O'"},
       {"object2.npy", npy(dict("O", "(5,)"), f4x10), "unsupported dtype"},
       {"unicode.npy", npy(dict("<U3", "(5,)"), f4x10), "unsupported dtype '<U3'"},
-      {"bool.npy", npy(dict("|b1", "(40,)"), f4x10), "supported: <f2 <f4"},
+      {"bytes.npy", npy(dict("|S4", "(10,)"), f4x10), "supported: <f2 <f4"},
+      {"u8big.npy", npy(dict("<u8", "(5,)"), std::string(39, '\0') + "\x80"), "element 4 is 9223372036854775808"},
       {"pipe_f4.npy", npy(dict("|f4", "(10,)"), f4x10), "unsupported dtype"},
       {"list.npy", npy("[1, 2, 3]", f4x10), "not a dict"},
       {"nokey.npy", npy("{'descr': '<f4', 'shape': (10,)}", f4x10), "fortran_order"},
@@ -464,6 +465,35 @@ TEST(Corrupt, Npy) {
   corpus.erase(corpus.begin(), corpus.begin() + 3);
   check_corpus(corpus, {[](const std::string& p) { quarry::read_array(p); },
                         [](const std::string& p) { quarry::read_index_list(p); }});
+}
+
+// bool is read as uint8 in place; uint16/32/64 widened into int32/int64 (masks, label maps).
+TEST(Npy, BoolAndUnsignedTypes) {
+  const std::string dir = testing::TempDir();
+  const auto write = [&](const std::string& name, const std::string& descr, const std::string& shape,
+                         const std::string& bytes) {
+    const std::string path = dir + "/" + name;
+    write_file(path, npy(dict(descr, shape), bytes));
+    return quarry::read_npy(path);
+  };
+  const quarry::Array b = write("b1.npy", "|b1", "(4,)", std::string("\0\1\1\0", 4));
+  EXPECT_EQ(b.dtype(), DType::u8);
+  EXPECT_EQ(b.as<std::uint8_t>()[1], 1);
+  EXPECT_EQ(b.as<std::uint8_t>()[3], 0);
+  const std::uint16_t u2[3] = {0, 40000, 65535};
+  const quarry::Array a2 = write("u2.npy", "<u2", "(3,)", std::string(reinterpret_cast<const char*>(u2), 6));
+  ASSERT_EQ(a2.dtype(), DType::i32);
+  EXPECT_EQ(a2.as<std::int32_t>()[1], 40000);
+  EXPECT_EQ(a2.as<std::int32_t>()[2], 65535);
+  const std::uint32_t u4[2] = {7, 4000000000u};
+  const quarry::Array a4 = write("u4.npy", "<u4", "(2,)", std::string(reinterpret_cast<const char*>(u4), 8));
+  ASSERT_EQ(a4.dtype(), DType::i64);
+  EXPECT_EQ(a4.as<std::int64_t>()[1], 4000000000LL);
+  const std::uint64_t u8[2] = {3, 9223372036854775807ULL};
+  const quarry::Array a8 = write("u8.npy", "<u8", "(1, 2)", std::string(reinterpret_cast<const char*>(u8), 16));
+  ASSERT_EQ(a8.dtype(), DType::i64);
+  EXPECT_EQ(a8.shape(), (std::vector<std::int64_t>{1, 2}));
+  EXPECT_EQ(a8.as<std::int64_t>()[1], 9223372036854775807LL);
 }
 
 TEST(Corrupt, Npz) {

@@ -88,6 +88,12 @@ void check_mapped_inputs(bool all = false);
 /// The files of a spec: a glob ("case-*.nii.gz", sorted by name; an Error when nothing matches)
 /// or a comma-separated list (in its order).
 std::vector<std::string> expand_spec(const std::string& spec);
+/// A UsageError when two of `paths` are the same file (listed twice, or through a link):
+/// "SPEC: b is the same file as a; each WHAT may be listed once".
+void expect_distinct_files(const std::vector<std::string>& paths, const std::string& spec, const char* what);
+/// Whether `spec` is "ARCHIVE.npz:MEMBER" with ARCHIVE an existing regular file (read_array's
+/// rule: any other ':' is part of a path).
+bool npz_member_spec(const std::string& spec);
 /// madvise over the pages holding [begin, begin + bytes) (a hint; failure changes nothing).
 void advise(const void* begin, std::size_t bytes, int advice);
 std::size_t page_size();

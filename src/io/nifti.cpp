@@ -204,6 +204,7 @@ Array read_nifti(const std::string& path) {
   const std::uint64_t available = io::available_memory();
   QUARRY_EXPECTS(available == 0 || total <= available, path, ": ", claim(h), ", more than the ", available,
                  " bytes of memory available: not inflated");
+  buf->reserve(total);  // one allocation: growing in steps would need up to twice the size at peak
   while (buf->size() < total) {
     const std::size_t before = buf->size();
     const std::size_t want = std::min<std::size_t>(total - before, std::size_t{1} << 30);

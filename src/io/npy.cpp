@@ -22,15 +22,18 @@ namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr std::size_t kMagicSize = 6;
-constexpr const char* kSupported = "<f2 <f4 <f8 |u1 |i1 <i2 <i4 <i8";
+constexpr const char* kSupported = "<f2 <f4 <f8 |b1 |u1 |i1 <i2 <i4 <i8 <u2 <u4 <u8";
 
 struct TypeCode {
   const char* code;  // the descr without its byte-order character
-  DType dtype;
+  DType dtype;       // as stored (unsigned types: the signed type of the same size)
+  bool widen;        // unsigned 16/32/64-bit: read into the next wider signed type (a copy)
 };
+// bool is stored as bytes 0 and 1: read as uint8, in place.
 constexpr TypeCode kTypeCodes[] = {
-    {"f2", DType::f16}, {"f4", DType::f32}, {"f8", DType::f64}, {"u1", DType::u8},
-    {"i1", DType::i8},  {"i2", DType::i16}, {"i4", DType::i32}, {"i8", DType::i64},
+    {"f2", DType::f16, false}, {"f4", DType::f32, false}, {"f8", DType::f64, false}, {"u1", DType::u8, false},
+    {"b1", DType::u8, false},  {"i1", DType::i8, false},  {"i2", DType::i16, false}, {"i4", DType::i32, false},
+    {"i8", DType::i64, false}, {"u2", DType::i16, true},  {"u4", DType::i32, true},  {"u8", DType::i64, true},
 };
 
 // The header dict as written: {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }
@@ -173,12 +176,13 @@ class HeaderParser {
   bool seen_descr_ = false, seen_fortran_ = false, seen_shape_ = false;
 };
 
-DType parse_descr(const std::string& descr, const std::string& name) {
+DType parse_descr(const std::string& descr, const std::string& name, bool* widen = nullptr) {
   const char order = descr.empty() ? '\0' : descr[0];
   const bool has_order = order == '<' || order == '>' || order == '|' || order == '=';
   const std::string code = has_order ? descr.substr(1) : descr;
   for (const TypeCode& t : kTypeCodes) {
     if (code != t.code) continue;
+    if (widen) *widen = t.widen;
     const bool one_byte = dtype_size(t.dtype) == 1;
     if (!has_order || one_byte) return t.dtype;
     if (order == '>')
@@ -229,6 +233,27 @@ const char* write_descr(DType t) {
 
 // Magic, version 1.0, header length, dict, padded with spaces and a newline so that the
 // data starts at a multiple of 64 bytes.
+// uint16 -> int32, uint32 -> int64, uint64 -> int64 (a value above the int64 range is an error).
+Array widen_unsigned(const unsigned char* data, DType stored, const std::vector<std::int64_t>& shape,
+                     const std::string& name) {
+  const DType to = stored == DType::i16 ? DType::i32 : DType::i64;
+  Array out = Array::allocate(to, shape, name);
+  const auto n = static_cast<std::size_t>(out.numel());
+  const std::size_t width = dtype_size(stored);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, data + i * width, width);  // little-endian host, as everywhere in quarry
+    if (to == DType::i32) {
+      static_cast<std::int32_t*>(out.mutable_data())[i] = static_cast<std::int32_t>(v);
+    } else {
+      if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+        QUARRY_FAIL(name, ": element ", i, " is ", v, ", above the int64 range that uint64 data is read into");
+      static_cast<std::int64_t*>(out.mutable_data())[i] = static_cast<std::int64_t>(v);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string npy_header(DType dtype, const std::vector<std::int64_t>& dims, const std::string& path) {
@@ -298,7 +323,8 @@ Array parse_npy(std::shared_ptr<const void> owner, const void* bytes, std::size_
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
     text.remove_suffix(1);  // padding
   const HeaderDict dict = HeaderParser(text, name).parse();
-  const DType dtype = parse_descr(dict.descr, name);
+  bool widen = false;
+  const DType dtype = parse_descr(dict.descr, name, &widen);
   if (dict.fortran_order && dict.shape.size() > 1)
     QUARRY_FAIL(name, ": Fortran order is not supported; save with np.ascontiguousarray");
   const std::size_t nbytes = checked_nbytes(dict.shape, dtype, name);
@@ -311,6 +337,7 @@ Array parse_npy(std::shared_ptr<const void> owner, const void* bytes, std::size_
                 available, " bytes after the header");
 
   const unsigned char* data = p + offset;
+  if (widen) return widen_unsigned(data, dtype, dict.shape, name);
   if (reinterpret_cast<std::uintptr_t>(data) % dtype_size(dtype) != 0) {
     Array copy = Array::allocate(dtype, dict.shape, name);
     std::memcpy(copy.mutable_data(), data, nbytes);

@@ -4,6 +4,7 @@
 
 #include <glob.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,6 +49,26 @@ std::vector<std::string> expand_spec(const std::string& spec) {
   return out;
 }
 
+void expect_distinct_files(const std::vector<std::string>& paths, const std::string& spec, const char* what) {
+  std::vector<std::pair<FileIdentity, std::string>> seen;
+  for (const std::string& path : paths)
+    if (const auto id = file_identity(path)) {
+      for (const auto& [other, name] : seen)
+        QUARRY_USAGE_EXPECTS(!(other == *id), quote_input(spec, 200), ": ", path, " is the same file as ", name,
+                             "; each ", what, " may be listed once");
+      seen.emplace_back(*id, path);
+    }
+}
+
+bool npz_member_spec(const std::string& spec) {
+  const std::size_t colon = spec.rfind(':');
+  if (colon == std::string::npos) return false;
+  const std::string archive = spec.substr(0, colon);
+  struct stat st {};
+  return archive.size() > 4 && archive.compare(archive.size() - 4, 4, ".npz") == 0 &&
+         ::stat(archive.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 std::size_t page_size() {
   static const std::size_t p = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   return p;
@@ -66,14 +87,7 @@ PoolFiles PoolFiles::open(const std::string& spec) {
   std::vector<bool> mapped;
   const std::vector<std::string> paths = expand_spec(spec);
   // A shard named twice (twice in a list, or as a link to another) would count its rows twice.
-  std::vector<std::pair<FileIdentity, std::string>> seen;
-  for (const std::string& path : paths)
-    if (const auto id = file_identity(path)) {
-      for (const auto& [other, name] : seen)
-        QUARRY_USAGE_EXPECTS(!(other == *id), quote_input(spec, 200), ": ", path, " is the same file as ", name,
-                             "; each shard may be listed once");
-      seen.emplace_back(*id, path);
-    }
+  expect_distinct_files(paths, spec, "shard");
   for (const std::string& path : paths) {
     // Pages may be dropped (MADV_DONTNEED) only where the data lies in a file mapping: an NPY whose
     // data parse_npy had to copy (misaligned), an NPZ member or an IDX file is heap memory.

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "files.hpp"
 #include "mmap_file.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
@@ -24,12 +25,6 @@ FileKind kind_of(const io::MappedFile& f) {
   return FileKind::unknown;
 }
 
-bool is_regular_file(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-
 }  // namespace
 
 FileKind detect_file_kind(const std::string& path) {
@@ -38,11 +33,9 @@ FileKind detect_file_kind(const std::string& path) {
 
 Array read_array(const std::string& spec) {
   // "x.npz:member" names a member only when x.npz exists; any other ':' is part of a path.
-  const std::size_t colon = spec.rfind(':');
-  if (colon != std::string::npos) {
-    const std::string archive = spec.substr(0, colon);
-    if (archive.size() > 4 && archive.compare(archive.size() - 4, 4, ".npz") == 0 && is_regular_file(archive))
-      return read_npz_member(archive, spec.substr(colon + 1));
+  if (npz_member_spec(spec)) {
+    const std::size_t colon = spec.rfind(':');
+    return read_npz_member(spec.substr(0, colon), spec.substr(colon + 1));
   }
   if (is_nifti_path(spec)) return read_nifti(spec);
   const io::MappedFile file = io::map_file(spec);  // mapped once: detected, then parsed
