@@ -39,7 +39,9 @@
 
 #include "kernels/context.cuh"
 #include "kernels/device_api.cuh"
+#include "cpu/dense_cpu.hpp"
 #include "quarry/acquisition.hpp"
+#include "quarry/dense.hpp"
 #include "quarry/device.hpp"
 #include "quarry/error.hpp"
 #include "quarry/select.hpp"
@@ -648,6 +650,74 @@ void BM_ScoreTopK(benchmark::State& state, PoolSpec s, std::int64_t k) {
 
 // ------------------------------------------------------------------ registration
 
+// Dense outputs (kernels/dense.cu through dense_on_device): N cases of C = 2 class maps of
+// D x D x D float16 probabilities, p0 = u(n*V + v), p1 = 1 - p0 (in float16: sums within the
+// 1e-2 tolerance), generated on the device. Input bytes: the volumes, read once.
+__global__ void generate_volumes(unsigned short* out, std::int64_t cases, std::int64_t V) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < cases * V;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t n = i / V, v = i % V;
+    const float p0 = unit(static_cast<std::uint64_t>(i));
+    out[(n * 2) * V + v] = __half_as_ushort(__float2half_rn(p0));
+    out[(n * 2 + 1) * V + v] = __half_as_ushort(__float2half_rn(1.0f - p0));
+  }
+}
+
+// args: cases, edge D; the reduction by name.
+void BM_Dense(benchmark::State& state, quarry::ReduceSpec reduce) {
+  if (!have_device(state)) return;
+  const std::int64_t N = state.range(0), D = state.range(1), V = D * D * D;
+  state.SetLabel("dense entropy " + quarry::reduction_name(reduce) + " f16 N=" + std::to_string(N) + " C=2 " +
+                 std::to_string(D) + "^3");
+  try {
+    Context& ctx = quarry::cuda::context(0);
+    drop_pool();
+    trim(ctx);
+    const double in_bytes = 2.0 * N * 2 * V;
+    if (!fits(state, ctx, PoolSpec{}, in_bytes + 4.0 * N * V + (64 << 20))) return;
+    DeviceBuffer<unsigned short> vol(ctx, static_cast<std::size_t>(N * 2 * V), "volumes");
+    generate_volumes<<<grid_for(N * V, 256), 256, 0, ctx.stream()>>>(vol.data(), N, V);
+    QUARRY_CUDA_LAUNCH_CHECK("generate_volumes");
+    DeviceBuffer<float> out(ctx, static_cast<std::size_t>(N), "dense scores");
+    quarry::cpu::DenseCall call;
+    call.data = nullptr;  // no host copy: a bad voxel is reported by its index
+    call.dtype = DType::f16;
+    call.layout.members = 1;
+    call.layout.cases = N;
+    call.layout.classes = 2;
+    call.layout.spatial = {D, D, D};
+    call.layout.voxels = V;
+    call.acquisition = Acquisition::entropy;
+    call.tol = 1e-2f;
+    call.reduce = reduce;
+    call.input_name = "bench volumes";
+    time_iterations(state, ctx, [&] { quarry::cuda::dense_on_device(ctx, call, vol.data(), nullptr, out.data(), nullptr); });
+    // Spot check: case 0 and N-1 against the CPU backend on a host copy of those cases.
+    std::vector<unsigned short> host(static_cast<std::size_t>(2 * V));
+    std::vector<float> gpu(static_cast<std::size_t>(N));
+    quarry::cuda::copy_to_host(ctx, gpu.data(), out.data(), gpu.size() * sizeof(float));
+    double worst = 0.0;
+    for (std::int64_t n : {std::int64_t{0}, N - 1}) {
+      quarry::cuda::copy_to_host(ctx, host.data(), vol.data() + n * 2 * V, host.size() * sizeof(unsigned short));
+      quarry::cpu::DenseCall one = call;
+      one.data = host.data();
+      one.layout.cases = 1;
+      float cpu = 0.0f;
+      quarry::cpu::score_dense(one, &cpu);
+      worst = std::max(worst, std::fabs(static_cast<double>(gpu[static_cast<std::size_t>(n)]) - cpu) /
+                                  (1e-4 * std::fabs(cpu) + 1e-5 * (1.0 + std::log(2.0))));
+    }
+    state.counters["spot_err"] = worst;
+    if (!(worst <= 1.0)) {
+      state.SkipWithError(("dense scores differ from the CPU's (spot_err " + std::to_string(worst) + ")").c_str());
+      return;
+    }
+    report(state, N, in_bytes);
+  } catch (const quarry::Error& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
 std::string score_name(const PoolSpec& s) {
   std::string n = std::string("score/") + quarry::acquisition_name(s.acq) + "/" + quarry::dtype_name(s.dtype);
   if (s.logits) n += "/logits";
@@ -695,6 +765,16 @@ void register_all() {
                                   "/k:1000")
                                      .c_str(),
                                  [bald](benchmark::State& st) { BM_ScoreTopK(st, bald, 1000); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  // Dense: 64 cases of 2 x 128^3 float16 (the goals: mean and max >= 0.8, topq >= 0.6 of copy).
+  for (const char* r : {"mean", "max", "topq:0.01"}) {
+    const quarry::ReduceSpec spec = quarry::parse_reduction(r);
+    benchmark::RegisterBenchmark((std::string("dense/entropy/") + r + "/float16/C:2").c_str(),
+                                 [spec](benchmark::State& st) { BM_Dense(st, spec); })
+        ->ArgNames({"N", "D"})
+        ->Args({64, 128})
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond);
   }

@@ -169,6 +169,21 @@ def main():
              detail, copy_GBps=copy, cases=fused)
     else:
         goal("fused scores >= 80% of copy bandwidth, N=1e7", "not run", "no bench_cuda.json")
+    # Dense outputs (kernels/dense.cu): 64 cases of 2 x 128^3 float16, entropy, against the copy.
+    for red, want in (("mean", 0.8), ("max", 0.8), ("topq:0.01", 0.6)):
+        name = f"dense {red}, 64 x 2 x 128^3 f16 >= {want:.0%} of copy bandwidth"
+        rs = next((v for k, v in br.items() if re.match(r"dense/entropy/" + re.escape(red) + r"/float16/C:2/N:64/D:128", k)), None)
+        if rs is None:
+            goal(name, "not run", "no result in bench_cuda.json")
+            continue
+        r = median_run(rs)
+        if r is None:
+            goal(name, "FAIL", rs[0].get("error_message", "error")[:200])
+            continue
+        f = r.get("of_copy_bw")
+        goal(name, "PASS" if f is not None and f >= want else "MISS",
+             f"{f:.2f} of copy ({r.get('GB/s', 0):.0f} GB/s, {seconds(r) * 1e3:.2f} ms)" if f is not None else "no figure",
+             of_copy_bw=f, GBps=r.get("GB/s"), ms=seconds(r) * 1e3)
     errors = [(n, rs[0].get("error_message", "")) for n, rs in br.items() if median_run(rs) is None]
     if bench is not None:
         goal("bench_cuda: every benchmark verified against the CPU", "FAIL" if errors else "PASS",

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/score_call.hpp"
+#include "cpu/dense_cpu.hpp"
 
 namespace quarry::cuda {
 
@@ -85,6 +86,14 @@ std::vector<std::int64_t> score_select(const ScoreCall& call, std::int64_t k, bo
                                        const std::vector<std::uint8_t>& excluded, int device,
                                        std::vector<float>* selected_scores,
                                        const Residence& where = {});
+
+/// Dense outputs (kernels/dense.cu): scores every case (or slice) of a validated call in host
+/// memory into `out` (N, or N * S floats), as cpu::score_dense does: the group is copied to the
+/// device, scored and reduced there (mean, max, sum, foreground-mean in one pass; top-q by an
+/// exact select), and the scores (and call.voxel_map) copied back. A bad voxel is the CPU
+/// backend's Error, word for word; a group that does not fit in device memory is an Error
+/// naming the sizes.
+void score_dense(const cpu::DenseCall& call, float* out, int device);
 
 /// "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB, driver 13.0)" for --version and benchmarks.
 std::string device_description(int device);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/score_call.hpp"
+#include "cpu/dense_cpu.hpp"
 #include "kernels/context.cuh"
 
 namespace quarry::cuda {
@@ -54,5 +55,13 @@ void launch_gumbel_keys(Context& ctx, const float* d_scores, std::int64_t n, flo
 /// Synchronises.
 void gumbel_keys_checked(Context& ctx, const float* d_scores, std::int64_t n, float beta,
                          std::uint64_t seed, float* d_keys, std::int64_t first_index = 0);
+
+/// Dense scores of a validated call (kernels/dense.cu) whose input (d_input, the layout of
+/// call.layout), ignore mask (d_mask, where call.ignore is set: its dtype) and voxel map (d_map,
+/// where not null) are device memory; writes N (or N * S) scores to d_out. call.data is the host
+/// copy of the input used to word a bad voxel as the CPU does (null: a shorter message).
+/// Synchronises the stream (the fault word is read back).
+void dense_on_device(Context& ctx, const cpu::DenseCall& call, const void* d_input, const void* d_mask,
+                     float* d_out, float* d_map);
 
 }  // namespace quarry::cuda

@@ -16,6 +16,7 @@
 #include "core/rows.hpp"
 #include "kernels/cuda_backend.hpp"
 #include "kernels/device_api.cuh"
+#include "kernels/elem.cuh"
 #include "kernels/lanes.cuh"
 #include "quarry/detail/row_math.hpp"
 
@@ -23,28 +24,6 @@ namespace quarry::cuda {
 namespace {
 
 using detail::RowStats;
-
-// Element loaders: every float dtype is read as float (accumulation in float).
-struct F32 {
-  using T = float;
-  static __device__ __forceinline__ float get(const T* p, std::int64_t i) { return p[i]; }
-};
-struct F64 {
-  using T = double;
-  static __device__ __forceinline__ float get(const T* p, std::int64_t i) { return static_cast<float>(p[i]); }
-};
-struct F16 {
-  using T = unsigned short;
-  static __device__ __forceinline__ float get(const T* p, std::int64_t i) {
-    return __half2float(__ushort_as_half(p[i]));
-  }
-};
-struct BF16 {
-  using T = unsigned short;
-  static __device__ __forceinline__ float get(const T* p, std::int64_t i) {
-    return __uint_as_float(static_cast<unsigned>(p[i]) << 16);
-  }
-};
 
 // Embeddings may have any float dtype, independent of the input's.
 struct EmbArgs {

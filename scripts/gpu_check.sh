@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole GPU check in one call of the `device` tool, within a deadline (default 450 s):
 #   1. the machine: nvidia-smi, driver, toolkit, PyTorch (environment.txt);
-#   2. correctness, in parallel: the CUDA parity tests (test_cuda, test_diversity_cuda,
+#   2. correctness, in parallel: the CUDA parity tests (test_cuda with the dense ones, test_diversity_cuda,
 #      test_stream) and compute-sanitizer (memcheck on test_cuda's quick case list and on the
 #      CUDA streaming tests; racecheck on the top-k / power and the diversity kernels);
 #   3. the benchmarks, one at a time on an idle GPU: bench_cuda (every fused score, top-k, power,
-#      the copy bandwidth), bench_stream_cuda (streaming from pinned memory), bench_diversity_cuda
+#      dense mean / max / topq:0.01 over 64 x 2 x 128^3 float16, the copy bandwidth), bench_stream_cuda (streaming from pinned memory), bench_diversity_cuda
 #      (BADGE and k-center, N = 1e6, D = 512), bench/compare_torch.py (PyTorch eager, same data);
 #   4. the goals table (bench/gpu_goals.py), printed last.
 # It runs the programs that scripts/gpu_prepare.sh built and staged in carry/gpu/ on the
@@ -137,7 +137,10 @@ sanitize() {  # tool name program filter (SANITIZERS: the tool-name pairs to run
 if want sanitizers; then
   say "compute-sanitizer memcheck and racecheck (${corr}s at most each, in parallel)"
   # No --leak-check: the per-device contexts (stream, cuBLAS handle, memory pool) live until exit.
-  sanitize memcheck test_cuda test_cuda "-CudaCommandLine.*:CudaUnavailable.*:CudaPower.*:CudaTopk.EqualsTheCpuExactly" & pids+=($!)
+  sanitize memcheck test_cuda test_cuda "-CudaCommandLine.*:CudaUnavailable.*:CudaPower.*:CudaTopk.EqualsTheCpuExactly:CudaDense*" & pids+=($!)
+  # Dense scores (kernels/dense.cu): its own runs, a few tests each (every launch is slow here).
+  sanitize memcheck dense test_cuda "CudaDense.BadVoxelSameErrorAsCpu:CudaDense.GroupsOfAFileWithinAMemoryBudget:CudaDense.ManyCasesAndOneLargeVolume" & pids+=($!)
+  sanitize racecheck dense test_cuda "CudaDense.GroupsOfAFileWithinAMemoryBudget:CudaDense.BadVoxelSameErrorAsCpu" & pids+=($!)
   sanitize memcheck test_stream test_stream "Stream.EveryAcquisition*:Stream.Sharded*" & pids+=($!)
   sanitize racecheck scores test_cuda "CudaScores.HandWrittenHardRows:CudaScores.PoolSizesNotAMultipleOfTheBlock" & pids+=($!)
   sanitize racecheck topk test_cuda "CudaTopk.*:CudaPower.*" & pids+=($!)

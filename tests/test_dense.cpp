@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "quarry/dense.hpp"
+#include "quarry/detail/voxel_math.hpp"
 #include "quarry/error.hpp"
 #include "scores_reference.hpp"
 
@@ -81,7 +82,10 @@ double reduce_ref(std::vector<double> vals, const ReduceSpec& r) {
     case Reduction::sum: return std::accumulate(vals.begin(), vals.end(), 0.0);
     case Reduction::topq: {
       std::sort(vals.begin(), vals.end(), std::greater<double>());
-      const auto m = std::min(n, std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(r.q * n - 1e-9))));
+      // ceil(q n), where q n within rounding of an integer is that integer (0.01 * 300 = 3).
+      const long double x = static_cast<long double>(r.q) * n, fl = std::floor(x);
+      const auto whole = static_cast<std::int64_t>(x - fl <= 1e-13L * x ? fl : fl + 1);
+      const auto m = std::min(n, std::max<std::int64_t>(1, whole));
       return std::accumulate(vals.begin(), vals.begin() + m, 0.0) / static_cast<double>(m);
     }
     default: return std::accumulate(vals.begin(), vals.end(), 0.0) / static_cast<double>(n);
@@ -91,9 +95,24 @@ double reduce_ref(std::vector<double> vals, const ReduceSpec& r) {
 // The reference of a whole call: per case, or per slice along `axis`.
 std::vector<double> case_reference(const Dense& d, const VoxelRef& vr, const DenseOptions& o,
                                    const std::vector<unsigned char>* ignore) {
-  const std::int64_t S = o.slice_axis >= 0 ? d.spatial[o.slice_axis] : 1;
+  std::int64_t S = o.slice_axis >= 0 ? d.spatial[o.slice_axis] : 1;
   std::int64_t inner = 1;
   for (std::size_t a = o.slice_axis + 1; o.slice_axis >= 0 && a < d.spatial.size(); ++a) inner *= d.spatial[a];
+  // Patches: the patch of a voxel from its coordinates, tiles counted row-major.
+  std::vector<std::int64_t> tiles;
+  for (std::size_t a = 0; a < o.patch.size(); ++a) tiles.push_back((d.spatial[a] + o.patch[a] - 1) / o.patch[a]);
+  if (!o.patch.empty()) S = std::accumulate(tiles.begin(), tiles.end(), std::int64_t{1}, std::multiplies<>());
+  const auto region = [&](std::int64_t v) -> std::int64_t {
+    if (o.patch.empty()) return (v / inner) % S;
+    std::vector<std::int64_t> coord(d.spatial.size());
+    for (std::size_t a = d.spatial.size(); a-- > 0;) {
+      coord[a] = v % d.spatial[a];
+      v /= d.spatial[a];
+    }
+    std::int64_t r = 0;
+    for (std::size_t a = 0; a < coord.size(); ++a) r = r * tiles[a] + coord[a] / o.patch[a];
+    return r;
+  };
   std::vector<double> out;
   for (std::int64_t n = 0; n < d.N; ++n) {
     std::vector<std::vector<double>> per(S);
@@ -102,7 +121,7 @@ std::vector<double> case_reference(const Dense& d, const VoxelRef& vr, const Den
       if (ignore && (*ignore)[i]) continue;
       if (o.reduce.how == Reduction::foreground_mean && vr.pred[i] == o.background) continue;
       const double w = o.class_weights.empty() ? 1.0 : o.class_weights[vr.pred[i]];
-      per[(v / inner) % S].push_back(vr.score[i] * w);
+      per[region(v)].push_back(vr.score[i] * w);
     }
     for (auto& p : per) out.push_back(reduce_ref(p, o.reduce));
   }
@@ -204,6 +223,71 @@ TEST(Dense, CommitteeScoresMatchTheReference) {
   }
 }
 
+// A committee with many classes works in short blocks (its per-class scratch is bounded): the
+// same scores as the reference, over several blocks.
+TEST(Dense, CommitteeWithManyClassesMatchesTheReference) {
+  const scores_test::Variant& v = scores_test::variants().front();
+  const Dense d = make_dense(77, 3, 2, 2000, {300}, v);
+  for (auto a : {quarry::Acquisition::bald, quarry::Acquisition::entropy, quarry::Acquisition::kl_max}) {
+    const VoxelRef vr = voxel_reference(d, a, v.logits);
+    for (const auto& r : {ReduceSpec{Reduction::mean, 0}, ReduceSpec{Reduction::topq, 0.1}}) {
+      DenseOptions o = options(r, v.logits);
+      o.committee = true;
+      expect_matches(quarry::score_dense(d.dense.view(), a, o), case_reference(d, vr, o, nullptr),
+                     std::string(quarry::acquisition_name(a)) + " " + quarry::reduction_name(r), 2e-4);
+    }
+  }
+}
+
+TEST(Dense, PatchesOf2DImagesAndVolumes) {
+  const auto& v = scores_test::variants()[0];
+  for (const auto& [spatial, patch] : std::vector<std::pair<std::vector<std::int64_t>, std::vector<std::int64_t>>>{
+           {{10, 7}, {4, 3}}, {{10, 7}, {10, 7}}, {{10, 7}, {1, 1}}, {{5, 6, 7}, {2, 4, 3}}, {{9}, {4}}}) {
+    const Dense d = make_dense(55, 0, 3, 3, spatial, v);
+    const VoxelRef vr = voxel_reference(d, quarry::Acquisition::margin, false);
+    std::vector<unsigned char> ignore(static_cast<std::size_t>(d.N * d.V), 0);
+    for (std::size_t i = 0; i < ignore.size(); ++i) ignore[i] = (i * 31) % 7 == 0;
+    std::vector<std::int64_t> mshape = {d.N};
+    mshape.insert(mshape.end(), spatial.begin(), spatial.end());
+    const quarry::ArrayView mask(ignore.data(), quarry::DType::u8, mshape);
+    for (const auto& r : reductions()) {
+      DenseOptions o = options(r, false);
+      o.patch = patch;
+      o.ignore = &mask;
+      const std::string what = "grid " + quarry::shape_string(spatial) + " patch " + quarry::shape_string(patch) + " " +
+                               quarry::reduction_name(r);
+      expect_matches(quarry::score_dense(d.dense.view(), quarry::Acquisition::margin, o),
+                     case_reference(d, vr, o, &ignore), what);
+    }
+  }
+  EXPECT_EQ(quarry::patch_origin({10, 7}, {4, 3}, 0), (std::vector<std::int64_t>{0, 0}));
+  EXPECT_EQ(quarry::patch_origin({10, 7}, {4, 3}, 4), (std::vector<std::int64_t>{4, 3}));  // 3 patches per row
+  EXPECT_EQ(quarry::patch_origin({10, 7}, {4, 3}, 8), (std::vector<std::int64_t>{8, 6}));
+  // A patch per axis, not both patches and slices.
+  const Dense d = make_dense(56, 0, 2, 2, {4, 4}, v);
+  DenseOptions o;
+  o.patch = {2, 2, 2};
+  EXPECT_THROW(quarry::score_dense(d.dense.view(), quarry::Acquisition::entropy, o), quarry::UsageError);
+  o.patch = {2, 0};
+  EXPECT_THROW(quarry::score_dense(d.dense.view(), quarry::Acquisition::entropy, o), quarry::UsageError);
+  o.patch = {2, 2};
+  o.slice_axis = 0;
+  EXPECT_THROW(quarry::score_dense(d.dense.view(), quarry::Acquisition::entropy, o), quarry::UsageError);
+}
+
+TEST(Dense, TopCountIsCeilOfQTimesN) {
+  using quarry::detail::top_count;
+  EXPECT_EQ(top_count(0.01, 300), 3);         // 0.01 * 300 is 3.0000000000000004 in double
+  EXPECT_EQ(top_count(0.1, 30), 3);
+  EXPECT_EQ(top_count(0.5000000001, 2), 2);   // just above an integer: one more
+  EXPECT_EQ(top_count(0.3333333333, 3), 1);
+  EXPECT_EQ(top_count(1e-9, 5), 1);           // at least one
+  EXPECT_EQ(top_count(1.0, 7), 7);
+  EXPECT_EQ(top_count(0.25, 0), 0);
+  EXPECT_EQ(quarry::reduction_name(quarry::parse_reduction("topq:1e-9")), "topq:1e-09");
+  EXPECT_EQ(quarry::reduction_name(quarry::parse_reduction("topq:0.01")), "topq:0.01");
+}
+
 TEST(Dense, MaskWeightsBackgroundAndSlices) {
   const auto& v = scores_test::variants()[0];
   const Dense d = make_dense(31, 0, 3, 3, {4, 6, 5}, v);
@@ -260,6 +344,9 @@ TEST(Dense, LargeCasesRunInParallelIndependentlyOfTheThreadCount) {
     omp_set_num_threads(omp_get_num_procs());
     EXPECT_EQ(one, three) << quarry::reduction_name(r);
     expect_matches(one, case_reference(d, vr, o, nullptr), "large " + quarry::reduction_name(r));
+    o.patch = {16, 30, 64};  // patches of the parallel path, edges cut
+    expect_matches(quarry::score_dense(d.dense.view(), quarry::Acquisition::entropy, o),
+                   case_reference(d, vr, o, nullptr), "large, patches " + quarry::reduction_name(r));
   }
 }
 

@@ -12,6 +12,7 @@
 
 #include "quarry/acquisition.hpp"
 #include "quarry/array.hpp"
+#include "quarry/device.hpp"
 
 namespace quarry {
 
@@ -56,11 +57,19 @@ struct DenseOptions {
   /// Score per slice along this spatial axis (0 is the first spatial axis) instead of per
   /// case; -1: per case.
   int slice_axis = -1;
+  /// Score per patch instead of per case: the patch size along each spatial axis (as many sizes
+  /// as spatial axes, or one for every axis), patches tiling the grid from voxel 0 in row-major order (the last axis
+  /// fastest); those at the far edges are cut to the grid. Empty: none. Not with slice_axis.
+  std::vector<std::int64_t> patch;
   /// Where given: the voxel scores themselves (after class weights; 0 where ignored), as many
   /// floats as the input has voxels, in the input's voxel order.
   float* voxel_map = nullptr;
   std::string input_name = "input";
   std::string ignore_name = "ignore mask";
+  /// Where it runs: cpu (the default), cuda[:N] (the group is copied to the device, scored
+  /// there, its scores and voxel map copied back), or auto (CUDA where this build has it and a
+  /// device is visible). The input stays host memory either way.
+  DeviceSpec device{DeviceKind::cpu, 0};
 };
 
 /// The geometry of a dense input.
@@ -73,12 +82,19 @@ struct DenseLayout {
   bool channels_last = false;
   /// Slices per case along `axis` (1 for axis -1).
   std::int64_t slices(int axis) const;
+  /// Patches per case of size `patch` (1 where `patch` is empty).
+  std::int64_t patches(const std::vector<std::int64_t>& patch) const;
+  /// The outputs per case: slices along `axis`, else patches of `patch`, else 1.
+  std::int64_t regions(int axis, const std::vector<std::int64_t>& patch) const {
+    return axis >= 0 ? slices(axis) : patches(patch);
+  }
 };
 
 /// The layout of `input` ([N,C,spatial...] or committee [M,N,C,spatial...], classes last with
 /// `channels_last`); `committee` says which of the two ranks is meant when both could be.
 /// A rank below 3 (or 4 for a committee) is an Error: that is an [N,C] pool, not dense output.
-DenseLayout dense_layout(const ArrayView& input, bool committee, bool channels_last);
+/// `name` (the file) begins the error message.
+DenseLayout dense_layout(const ArrayView& input, bool committee, bool channels_last, const std::string& name = "");
 
 /// True for the acquisitions defined per voxel (every one but egl and badge-norm, which need
 /// embeddings of whole samples).
@@ -89,6 +105,11 @@ bool acquisition_is_dense(Acquisition a);
 /// [M,N,C,spatial...]. A bad voxel (NaN, Inf, negative probability, a sum off 1) is an Error
 /// naming the case, the voxel's coordinates and the value.
 std::vector<float> score_dense(const ArrayView& input, Acquisition acquisition, const DenseOptions& options);
+
+/// The first voxel (its coordinate along each spatial axis) of patch r of a grid `spatial`
+/// tiled by `patch` (DenseOptions::patch).
+std::vector<std::int64_t> patch_origin(const std::vector<std::int64_t>& spatial, const std::vector<std::int64_t>& patch,
+                                       std::int64_t r);
 
 /// Dense outputs stored in files, read a group of cases at a time:
 ///  - one array [N, C, spatial...] (committee [M, N, C, spatial...]) in an .npy file
@@ -132,7 +153,8 @@ struct DenseScores {
   std::vector<float> score;           // per case, or per slice of each case in case order
   std::vector<std::int64_t> case_of;  // the case of each score
   std::vector<std::int64_t> slice;    // the slice of each score (0 per case)
-  std::vector<std::int64_t> slices;   // per case: its number of slices (1 without slices)
+  std::vector<std::int64_t> slices;   // per case: its number of slices or patches (1 without)
+  std::vector<std::vector<std::int64_t>> grids;  // per case: its voxel grid (spatial shape)
 };
 
 /// Scores every case of `files` in groups of at most `memory_budget` bytes (at least one case;

@@ -16,6 +16,7 @@
 #include "quarry/progress.hpp"     // Progress, ProgressFn: progress of long calls
 #include "quarry/select.hpp"       // select_topk(), select_power(), score_and_select()
 #include "quarry/dense.hpp"        // score_dense(): segmentation maps and volumes, reduced per case or slice
+#include "quarry/detections.hpp"   // score_boxes(), score_multilabel(): boxes per image, labels per sample
 #include "quarry/stream.hpp"       // stream_*(): pools larger than memory, in chunks
 #include "quarry/synthetic.hpp"    // synthetic pools for tests and demos
 #include "quarry/version.hpp"      // build_info()

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "quarry/select.hpp"
 
 namespace quarry::cli {
@@ -81,6 +83,12 @@ CLI::Validator positive();
 
 /// The selection as CSV (`rank,index,score`) or JSON.
 std::string selection_csv(const Selection& sel);
+/// A CSV field: as is, or quoted ("a,b" -> "\"a,b\"", quotes doubled) where it holds a comma,
+/// a quote or a line break.
+std::string csv_field(const std::string& s);
+bool ends_with(const std::string& s, const std::string& tail);
+/// JSON text of `j`, indented by 2; bytes that are not UTF-8 (a file name) become U+FFFD.
+std::string json_text(const nlohmann::json& j);
 std::string selection_json(const Selection& sel, const std::string& strategy, const std::string& source);
 
 }  // namespace quarry::cli

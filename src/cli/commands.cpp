@@ -16,6 +16,7 @@
 
 #include "cli.hpp"
 #include "dense_cli.hpp"
+#include "instance_cli.hpp"
 #include "quarry/acquisition.hpp"
 #include "quarry/detail/hd.hpp"
 #include "quarry/error.hpp"
@@ -113,11 +114,21 @@ void add_score(CLI::App& app) {
   cmd->add_flag("--verbose,-v", *verbose, "Print timings to stderr");
   auto dense = std::make_shared<DenseArgs>();
   dense->add(cmd, false);
+  auto inst = std::make_shared<InstanceArgs>();
+  inst->add(cmd);
   cmd->callback([=] {
     std::vector<Named> ins = {{"--input", args->input}, {"--embeddings", args->embeddings}};
     for (const Named& n : dense->inputs()) ins.push_back(n);
     check_outputs({{"--output", *output}, {"--voxel-map", dense->voxel_map}}, ins);
     set_threads(*threads);
+    if (inst->active()) {  // detections, multi-label outputs (instance_commands.cpp)
+      InstanceCall c;
+      c.input = args->input, c.acquisition = args->acquisition, c.device = args->device, c.budget = args->budget;
+      c.embeddings = args->embeddings, c.output = *output, c.logits = args->logits, c.verbose = *verbose;
+      c.tolerance = args->tolerance;
+      return instance_score(*inst, *dense, c);
+    }
+    inst->expect_inactive();
     if (dense->active()) {
       QUARRY_USAGE_EXPECTS(args->embeddings.empty(), "--embeddings: dense outputs are scored without embeddings");
       return dense_score(*dense, args->input, args->acquisition, args->logits, args->tolerance, args->device,
@@ -266,7 +277,20 @@ void add_select(CLI::App& app) {
   cmd->add_flag("--verbose,-v", a->verbose, "Print timings to stderr");
   auto dense = std::make_shared<DenseArgs>();
   dense->add(cmd, true);
-  cmd->callback([a, dense] {
+  auto inst = std::make_shared<InstanceArgs>();
+  inst->add(cmd);
+  cmd->callback([a, dense, inst] {
+    if (inst->active()) {  // detections, multi-label outputs (instance_commands.cpp)
+      check_outputs({{"--output", a->output}}, {{"--input", a->score.input}, {"--exclude", a->exclude}});
+      set_threads(a->threads);
+      InstanceCall c;
+      c.input = a->score.input, c.acquisition = a->score.acquisition, c.device = a->score.device;
+      c.budget = a->score.budget, c.embeddings = a->score.embeddings, c.scores = a->scores, c.strategy = a->strategy;
+      c.exclude = a->exclude, c.output = a->output, c.format = a->format, c.logits = a->score.logits;
+      c.verbose = a->verbose, c.tolerance = a->score.tolerance, c.k = a->k;
+      return instance_select(*inst, *dense, c);
+    }
+    inst->expect_inactive();
     if (dense->active()) {
       QUARRY_USAGE_EXPECTS(!a->score.input.empty(), "dense outputs are selected from --input (with --reduce)");
       QUARRY_USAGE_EXPECTS(a->strategy == "topk", "--strategy ", a->strategy,
@@ -428,10 +452,18 @@ void add_info(CLI::App& app) {
       const FileKind kind = detect_file_kind(member ? f.substr(0, colon + 4) : f);
       if (kind == FileKind::npz && !member) {
         std::printf("%s: npz archive\n", f.c_str());
+        std::vector<std::int64_t> offsets, probs, objectness;  // shapes of detections' members
         for (const std::string& m : npz_members(f)) {
           const Array a = read_npz_member(f, m);
           std::printf("%s\n%s", m.c_str(), describe(a).c_str());
+          if (m == "offsets" && !dtype_is_float(a.dtype())) offsets = a.shape();
+          if (m == "probs") probs = a.shape();
+          if (m == "objectness") objectness = a.shape();
         }
+        if (offsets.size() == 1 && offsets[0] >= 1 && probs.size() == 2)
+          std::printf("as detections (--boxes): %lld images, %lld boxes, %lld classes%s\n",
+                      static_cast<long long>(offsets[0] - 1), static_cast<long long>(probs[0]),
+                      static_cast<long long>(probs[1]), objectness.empty() ? "" : ", with objectness");
         continue;
       }
       const Array a = read_array(f);

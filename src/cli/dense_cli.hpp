@@ -12,15 +12,17 @@
 namespace quarry::cli {
 
 struct DenseArgs {
-  std::string reduce, ignore, class_weights, voxel_map;
+  std::string reduce, ignore, class_weights, voxel_map, patches;
   int slices = -1;
   int background = 0;
   bool channels_last = false, committee = false;
   std::int64_t per_case = 0;
 
   void add(CLI::App* cmd, bool select);
-  /// --reduce or --slices given: the input is dense.
+  /// --reduce, --slices or --patches given: the input is dense.
   bool active() const;
+  /// A score per slice or per patch (not per case).
+  bool regional() const { return slices >= 0 || !patches.empty(); }
   std::vector<Named> inputs() const;
 };
 

@@ -1,5 +1,5 @@
 // `quarry score` and `quarry select` on dense outputs (segmentation maps, volumes): the options
-// --reduce, --slices, --ignore-mask, --class-weights, --background, --channels-last,
+// --reduce, --slices, --patches, --ignore-mask, --class-weights, --background, --channels-last,
 // --committee, --voxel-map and --per-case, and their outputs.
 #include <omp.h>
 
@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,31 +26,53 @@
 namespace quarry::cli {
 namespace {
 
-bool ends_with(const std::string& s, const char* tail) {
-  const std::size_t n = std::char_traits<char>::length(tail);
-  return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
-}
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
-
 struct Scored {
   DenseFiles files;
   DenseScores scores;
   std::vector<std::int64_t> map_shape;  // of --voxel-map: [N, spatial...]
 };
 
+// "64x64", "32x32x16" or "64": the patch size per spatial axis (or one for every axis).
+std::vector<std::int64_t> parse_patches(const std::string& text) {
+  std::vector<std::int64_t> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t x = text.find('x', start);
+    const std::string part = text.substr(start, x == std::string::npos ? std::string::npos : x - start);
+    char* end = nullptr;
+    const long long v = part.empty() ? 0 : std::strtoll(part.c_str(), &end, 10);
+    QUARRY_USAGE_EXPECTS(!part.empty() && end && *end == '\0' && v >= 1, "--patches ", text,
+                         ": expected sizes >= 1 joined by 'x', one per spatial axis (64x64) or one for all (64)");
+    out.push_back(v);
+    if (x == std::string::npos) break;
+    start = x + 1;
+  }
+  return out;
+}
+
+// The columns of a slice or patch: "slice," / "patch,start0,start1,".
+std::string region_header(const DenseArgs& a, std::size_t rank) {
+  if (a.slices >= 0) return "slice,";
+  std::string h = "patch,";
+  for (std::size_t i = 0; i < rank; ++i) h += fmt::format("start{},", i);
+  return h;
+}
+std::string region_fields(const DenseArgs& a, const DenseScores& r, std::int64_t kase, std::int64_t region,
+                          const std::vector<std::int64_t>& patch) {
+  std::string f = fmt::format("{},", region);
+  if (a.slices >= 0) return f;
+  for (std::int64_t x : patch_origin(r.grids[static_cast<std::size_t>(kase)], patch, region)) f += fmt::format("{},", x);
+  return f;
+}
+
 Scored score_all(const DenseArgs& d, const std::string& input, const std::string& acquisition, bool logits,
                  double tolerance, const std::string& device, const std::string& budget, bool verbose,
                  std::vector<float>* voxel_map) {
-  QUARRY_USAGE_EXPECTS(device == "auto" || device == "cpu", "--device ", device,
-                       ": dense outputs (--reduce, --slices) are scored on the CPU in this version");
   const Acquisition acq = parse_acquisition(acquisition);
   DenseOptions o;
+  // cpu, or cuda[:N] where asked for by name; auto stays on the CPU for dense outputs until the
+  // CUDA backend of dense scores has been measured on a GPU (docs/gpu.md).
+  o.device = device == "auto" ? DeviceSpec{DeviceKind::cpu, 0} : parse_device(device);
   o.reduce = parse_reduction(d.reduce);
   o.logits = logits;
   o.sum_tolerance = tolerance;
@@ -57,6 +80,7 @@ Scored score_all(const DenseArgs& d, const std::string& input, const std::string
   o.committee = d.committee;
   o.background = d.background;
   o.slice_axis = d.slices;
+  if (!d.patches.empty()) o.patch = parse_patches(d.patches);
   o.input_name = input;
   for (const std::string& w : split_commas(d.class_weights, true)) {
     char* end = nullptr;
@@ -70,14 +94,14 @@ Scored score_all(const DenseArgs& d, const std::string& input, const std::string
   DenseFiles mask;
   if (!d.ignore.empty()) mask = DenseFiles::open(d.ignore, false, true);
   if (voxel_map) {
-    QUARRY_USAGE_EXPECTS(s.files.one_array(), "--voxel-map: the input must be one array [N, C, spatial...]; ",
-                         "case files are mapped one at a time (give one case file)");
+    QUARRY_USAGE_EXPECTS(s.files.one_array(), "--voxel-map: ", input, " is read as case files; a voxel map is ",
+                         "written for one array [N, C, spatial...] (.npy or FILE.npz:MEMBER) only");
   }
   const auto t0 = std::chrono::steady_clock::now();
   std::int64_t budget_bytes = budget.empty() ? 0 : parse_bytes(budget);
-  if (voxel_map && s.files.cases() > 0) {
-    const ArrayView first = s.files.read(0, 1);
-    const DenseLayout l = dense_layout(first, o.committee || acquisition_needs_committee(acq), o.channels_last);
+  if (voxel_map) {
+    const ArrayView first = s.files.read(0, std::min<std::int64_t>(1, s.files.cases()));
+    const DenseLayout l = dense_layout(first, o.committee || acquisition_needs_committee(acq), o.channels_last, input);
     voxel_map->assign(static_cast<std::size_t>(l.voxels * s.files.cases()), 0.0f);
     s.map_shape = {s.files.cases()};
     s.map_shape.insert(s.map_shape.end(), l.spatial.begin(), l.spatial.end());
@@ -102,7 +126,11 @@ Scored score_all(const DenseArgs& d, const std::string& input, const std::string
 void DenseArgs::add(CLI::App* cmd, bool select) {
   cmd->add_option("--reduce", reduce,
                   "Dense outputs ([N,C,spatial...], NIfTI or nnU-Net case files): score every voxel and reduce "
-                  "per case: mean, max, sum, topq:Q (mean of the top Q fraction) or foreground-mean");
+                  "per case: mean, max, sum, topq:Q (mean of the top Q fraction) or foreground-mean; with --boxes or "
+                  "--multilabel: mean, max or sum per image or sample");
+  cmd->add_option("--patches", patches,
+                  "Dense outputs: a score per patch of this size (64x64; 32x32x32; one size for every axis: 64), "
+                  "patches tiling the grid row-major, cut at its far edges");
   cmd->add_option("--slices", slices,
                   "Dense outputs: a score per slice along this spatial axis (0 = the first after the classes; "
                   "NIfTI files read as [C, z, y, x], so 0 is z)")
@@ -117,7 +145,8 @@ void DenseArgs::add(CLI::App* cmd, bool select) {
   cmd->add_flag("--committee", committee,
                 "The input is a committee [M, N, C, spatial...] (implied by bald and the other committee scores)");
   if (select) {
-    cmd->add_option("--per-case", per_case, "With --slices: at most this many slices of one case (0: no limit)")
+    cmd->add_option("--per-case", per_case,
+                    "With --slices or --patches: at most this many slices (patches) of one case (0: no limit)")
         ->check(non_negative());
   } else {
     cmd->add_option("--voxel-map", voxel_map,
@@ -125,7 +154,7 @@ void DenseArgs::add(CLI::App* cmd, bool select) {
   }
 }
 
-bool DenseArgs::active() const { return !reduce.empty() || slices >= 0; }
+bool DenseArgs::active() const { return !reduce.empty() || regional(); }
 
 std::vector<Named> DenseArgs::inputs() const { return {{"--ignore-mask", ignore}}; }
 
@@ -136,32 +165,47 @@ void dense_score(const DenseArgs& d, const std::string& input, const std::string
   if (a.reduce.empty()) a.reduce = "mean";
   const bool csv = ends_with(output, ".csv");
   QUARRY_USAGE_EXPECTS(csv || ends_with(output, ".npy"), "--output ", output,
-                       ": dense scores are written as .npy (float32 [N], or [N, S] with --slices) or .csv");
+                       ": dense scores are written as .npy (float32 [N], or [N, S] with --slices or --patches) or .csv");
+  QUARRY_USAGE_EXPECTS(a.voxel_map.empty() || ends_with(a.voxel_map, ".npy"), "--voxel-map ", a.voxel_map,
+                       ": the voxel map is written as .npy (float32 [N, spatial...])");
   std::vector<float> map;
   const Scored s = score_all(a, input, acquisition, logits, tolerance, device, budget, verbose,
                              a.voxel_map.empty() ? nullptr : &map);
   const DenseScores& r = s.scores;
   const std::int64_t N = s.files.cases();
+  // The map and the scores are both written before either is published: a failed write leaves
+  // neither (a map that cannot be written does not leave the scores behind).
+  std::optional<AtomicFile> map_out;
+  if (!a.voxel_map.empty()) {
+    map_out.emplace(a.voxel_map);
+    map_out->write(npy_header(DType::f32, s.map_shape, a.voxel_map));
+    map_out->write(std::string_view(reinterpret_cast<const char*>(map.data()), map.size() * sizeof(float)));
+  }
+  AtomicFile out(output);
+  const std::vector<std::int64_t> patch = a.patches.empty() ? std::vector<std::int64_t>{} : parse_patches(a.patches);
+  const std::size_t rank = r.grids.empty() ? patch.size() : r.grids[0].size();
   if (csv) {
-    std::string text = a.slices >= 0 ? "index,case,slice,score\n" : "index,case,score\n";
+    std::string text = "index,case," + (a.regional() ? region_header(a, rank) : std::string()) + "score\n";
     for (std::size_t i = 0; i < r.score.size(); ++i) {
       text += fmt::format("{},{},", r.case_of[i], csv_field(s.files.case_name(r.case_of[i])));
-      if (a.slices >= 0) text += fmt::format("{},", r.slice[i]);
+      if (a.regional()) text += region_fields(a, r, r.case_of[i], r.slice[i], patch);
       text += fmt::format("{:.9g}\n", r.score[i]);
     }
-    write_file_atomic(output, {text});
+    out.write(text);
   } else {
     std::vector<std::int64_t> shape = {N};
-    if (a.slices >= 0) {
+    if (a.regional()) {
       const bool same = std::all_of(r.slices.begin(), r.slices.end(), [&](std::int64_t x) { return x == r.slices[0]; });
-      QUARRY_EXPECTS(same, input, ": the cases have different numbers of slices along axis ", a.slices,
-                     "; write the slice scores as .csv");
+      QUARRY_EXPECTS(same, input, ": the cases have different numbers of ",
+                     a.slices >= 0 ? "slices along axis " + std::to_string(a.slices) : std::string("patches"),
+                     "; write the scores as .csv");
       shape.push_back(N > 0 ? r.slices[0] : 0);
     }
-    write_file_atomic(output, {npy_header(DType::f32, shape, output),
-                               std::string_view(reinterpret_cast<const char*>(r.score.data()), r.score.size() * 4)});
+    out.write(npy_header(DType::f32, shape, output));
+    out.write(std::string_view(reinterpret_cast<const char*>(r.score.data()), r.score.size() * sizeof(float)));
   }
-  if (!a.voxel_map.empty() && !s.map_shape.empty()) write_npy(a.voxel_map, ArrayView(map.data(), DType::f32, s.map_shape));
+  if (map_out) map_out->commit();
+  out.commit();
 }
 
 void dense_select(const DenseArgs& d, const std::string& input, const std::string& acquisition, bool logits,
@@ -170,21 +214,25 @@ void dense_select(const DenseArgs& d, const std::string& input, const std::strin
                   bool verbose) {
   DenseArgs a = d;
   if (a.reduce.empty()) a.reduce = "mean";
-  QUARRY_USAGE_EXPECTS(a.per_case == 0 || a.slices >= 0, "--per-case limits the slices of a case: give --slices AXIS");
+  QUARRY_USAGE_EXPECTS(a.per_case == 0 || a.regional(),
+                       "--per-case limits the slices or patches of a case: give --slices AXIS or --patches SIZE");
   const Scored s = score_all(a, input, acquisition, logits, tolerance, device, budget, verbose, nullptr);
   const DenseScores& r = s.scores;
   const std::int64_t N = s.files.cases();
   for (std::int64_t e : exclude)
     QUARRY_EXPECTS(e >= 0 && e < N, "--exclude: case ", e, " is not in 0..", N - 1);
+  const std::vector<std::int64_t> patch = a.patches.empty() ? std::vector<std::int64_t>{} : parse_patches(a.patches);
+  const std::size_t rank = r.grids.empty() ? patch.size() : r.grids[0].size();
+  const char* unit = a.slices >= 0 ? "slices" : "patches";
   SliceSelection sel;
-  if (a.slices >= 0) {
+  if (a.regional()) {
     // Cases may have different numbers of slices: select over padded rows of the largest count.
     const std::int64_t S = r.slices.empty() ? 1 : *std::max_element(r.slices.begin(), r.slices.end());
     std::vector<float> padded(static_cast<std::size_t>(N * S), -1.0f);
     for (std::size_t i = 0; i < r.score.size(); ++i) padded[static_cast<std::size_t>(r.case_of[i] * S + r.slice[i])] = r.score[i];
     sel = select_slices(padded, S, k, a.per_case, exclude);
     for (float x : sel.score)
-      QUARRY_USAGE_EXPECTS(x >= 0.0f, "-k ", k, ": more slices than the cases have (the cases differ in size)");
+      QUARRY_USAGE_EXPECTS(x >= 0.0f, "-k ", k, ": more ", unit, " than the cases have (the cases differ in size)");
   } else {
     DeviceSpec cpu;
     cpu.kind = DeviceKind::cpu;
@@ -203,16 +251,20 @@ void dense_select(const DenseArgs& d, const std::string& input, const std::strin
     for (std::int64_t i = 0; i < sel.size(); ++i) {
       nlohmann::json row = {{"rank", i + 1}, {"index", sel.case_index[i]}, {"case", s.files.case_name(sel.case_index[i])}};
       if (a.slices >= 0) row["slice"] = sel.slice[i];
+      if (!patch.empty()) {
+        row["patch"] = sel.slice[i];
+        row["start"] = patch_origin(r.grids[static_cast<std::size_t>(sel.case_index[i])], patch, sel.slice[i]);
+      }
       row["score"] = sel.score[i];
       rows.push_back(row);
     }
     j["selected"] = rows;
-    text = j.dump(2) + "\n";
+    text = json_text(j);
   } else {
-    text = a.slices >= 0 ? "rank,index,case,slice,score\n" : "rank,index,case,score\n";
+    text = "rank,index,case," + (a.regional() ? region_header(a, rank) : std::string()) + "score\n";
     for (std::int64_t i = 0; i < sel.size(); ++i) {
       text += fmt::format("{},{},{},", i + 1, sel.case_index[i], csv_field(s.files.case_name(sel.case_index[i])));
-      if (a.slices >= 0) text += fmt::format("{},", sel.slice[i]);
+      if (a.regional()) text += region_fields(a, r, sel.case_index[i], sel.slice[i], patch);
       text += fmt::format("{:.9g}\n", sel.score[i]);
     }
   }

@@ -7,6 +7,21 @@
 
 namespace quarry::cli {
 
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+std::string json_text(const nlohmann::json& j) {
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
 std::string selection_csv(const Selection& sel) {
   std::string out = "rank,index,score\n";
   out.reserve(out.size() + sel.index.size() * 32);
@@ -24,7 +39,7 @@ std::string selection_json(const Selection& sel, const std::string& strategy, co
   for (std::size_t r = 0; r < sel.index.size(); ++r)
     rows.push_back({{"rank", r + 1}, {"index", sel.index[r]}, {"score", sel.score[r]}});
   j["selected"] = std::move(rows);
-  return j.dump(2) + "\n";
+  return json_text(j);
 }
 
 std::vector<std::string> split_commas(const std::string& s, bool keep_empty) {

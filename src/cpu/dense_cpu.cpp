@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 #include <functional>
 #include <limits>
 #include <vector>
@@ -26,6 +28,13 @@ using detail::kFloatMax;
 using detail::RowStats;
 
 constexpr int kBlock = 1024;
+// A committee's block keeps the members' mean and votes per class and voxel: with many classes
+// the block is shorter, so that this scratch stays within kCommitteeScratch bytes per thread.
+constexpr std::int64_t kCommitteeScratch = std::int64_t{2} << 20;
+int block_size(std::int64_t classes, bool committee) {
+  if (!committee) return kBlock;
+  return static_cast<int>(std::clamp<std::int64_t>(kCommitteeScratch / (8 * std::max<std::int64_t>(classes, 1)), 1, kBlock));
+}
 constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::max();
 
 // The first bad voxel of a block, case or call.
@@ -49,7 +58,9 @@ struct Scratch {
   std::vector<int> i1, pred;
   std::vector<unsigned> bad;
   std::vector<unsigned char> ignored;
-  std::vector<float> pbar, votes;  // committee: C * kBlock, class-major
+  std::vector<double> sd, td;       // class sums across blocks of kSumBlock classes
+  std::vector<float> pbar, votes;  // committee: C * stride, class-major
+  int stride = kBlock;              // voxels of a block (block_size)
   // The streaming statistics of the first B voxels back to their start.
   void reset(int B) {
     for (int b = 0; b < B; ++b) {
@@ -60,14 +71,17 @@ struct Scratch {
     }
   }
   void init(std::int64_t C, bool committee) {
+    stride = block_size(C, committee);
     for (auto* v : {&s, &t, &w1, &w2, &scale, &sumh, &score, &best}) v->assign(kBlock, 0.0f);
+    sd.assign(kBlock, 0.0);
+    td.assign(kBlock, 0.0);
     i1.assign(kBlock, 0);
     pred.assign(kBlock, 0);
     bad.assign(kBlock, 0);
     ignored.assign(kBlock, 0);
     if (committee) {
-      pbar.assign(static_cast<std::size_t>(C) * kBlock, 0.0f);
-      votes.assign(static_cast<std::size_t>(C) * kBlock, 0.0f);
+      pbar.assign(static_cast<std::size_t>(C) * stride, 0.0f);
+      votes.assign(static_cast<std::size_t>(C) * stride, 0.0f);
     }
   }
 };
@@ -133,9 +147,46 @@ class Kernel {
     return f;
   }
 
+  // Member m's value of class c at voxel v of case n, as stored (float64 not narrowed).
+  double value(std::int64_t m, std::int64_t n, int c, std::int64_t v) const {
+    const T* p = row_base(m, n) + (Last ? v * C_ + c : c * V_ + v);
+    if constexpr (D == DType::f64) {
+      return *p;
+    } else {
+      return E::get(p, 0);
+    }
+  }
+  int classes() const { return C_; }
+
  private:
   const T* row_base(std::int64_t m, std::int64_t n) const {
     return static_cast<const T*>(call_.data) + ((m * N_ + n) * C_) * V_;
+  }
+
+  // The class sums s and t of the block's voxels, as a row's are summed (row_math.hpp): in
+  // float over blocks of kSumBlock classes, the blocks added in double. add(c0, c1) adds classes
+  // [c0, c1) to sc.s and sc.t.
+  template <class Add>
+  void class_sums(int B, Scratch& sc, Add add) const {
+    if (C_ <= detail::kSumBlock) {
+      add(0, C_);
+      return;
+    }
+    std::fill(sc.sd.begin(), sc.sd.begin() + B, 0.0);
+    std::fill(sc.td.begin(), sc.td.begin() + B, 0.0);
+    for (int c0 = 0; c0 < C_; c0 += detail::kSumBlock) {
+      std::fill(sc.s.begin(), sc.s.begin() + B, 0.0f);
+      std::fill(sc.t.begin(), sc.t.begin() + B, 0.0f);
+      add(c0, std::min(C_, c0 + detail::kSumBlock));
+      for (int b = 0; b < B; ++b) {
+        sc.sd[b] += sc.s[b];
+        sc.td[b] += sc.t[b];
+      }
+    }
+    for (int b = 0; b < B; ++b) {
+      sc.s[b] = static_cast<float>(sc.sd[b]);
+      sc.t[b] = static_cast<float>(sc.td[b]);
+    }
   }
 
   // Streaming statistics of member m's voxels [v0, v0 + B) of case n.
@@ -147,22 +198,26 @@ class Kernel {
     int* i1 = sc.i1.data();
     unsigned* bad = sc.bad.data();
     if (!call_.logits) {
-      for (int c = 0; c < C_; ++c) {
-        const T* p = base + c * cs + v0 * vs;
-        QUARRY_SIMD()
-        for (int b = 0; b < B; ++b) detail::voxel_prob_add(E::get(p, b * vs), c, s[b], t[b], w1[b], w2[b], i1[b], bad[b]);
-      }
+      class_sums(B, sc, [&](int c0, int c1) {
+        for (int c = c0; c < c1; ++c) {
+          const T* p = base + c * cs + v0 * vs;
+          QUARRY_SIMD()
+          for (int b = 0; b < B; ++b) detail::voxel_prob_add(E::get(p, b * vs), c, s[b], t[b], w1[b], w2[b], i1[b], bad[b]);
+        }
+      });
     } else {
       for (int c = 0; c < C_; ++c) {
         const T* p = base + c * cs + v0 * vs;
         QUARRY_SIMD()
         for (int b = 0; b < B; ++b) detail::voxel_logit_max(E::get(p, b * vs), c, w1[b], w2[b], i1[b], bad[b]);
       }
-      for (int c = 0; c < C_; ++c) {
-        const T* p = base + c * cs + v0 * vs;
-        QUARRY_SIMD()
-        for (int b = 0; b < B; ++b) detail::voxel_logit_add(E::get(p, b * vs), w1[b], s[b], t[b]);
-      }
+      class_sums(B, sc, [&](int c0, int c1) {
+        for (int c = c0; c < c1; ++c) {
+          const T* p = base + c * cs + v0 * vs;
+          QUARRY_SIMD()
+          for (int b = 0; b < B; ++b) detail::voxel_logit_add(E::get(p, b * vs), w1[b], s[b], t[b]);
+        }
+      });
     }
   }
 
@@ -227,7 +282,7 @@ class Kernel {
     const float* zmax = sc.w1.data();
     for (int c = 0; c < C_; ++c) {
       const T* p = base + c * cs + v0 * vs;
-      float* pb = sc.pbar.data() + static_cast<std::size_t>(c) * kBlock;
+      float* pb = sc.pbar.data() + static_cast<std::size_t>(c) * sc.stride;
       if (call_.logits) {
         QUARRY_SIMD()
         for (int b = 0; b < B; ++b)
@@ -254,7 +309,7 @@ class Kernel {
       for (int b = 0; b < B; ++b) {
         const RowStats st = detail::voxel_stats(sc.s[b], sc.t[b], sc.w1[b], sc.w2[b], sc.i1[b], 0u, C_, call_.logits);
         sc.sumh[b] += detail::stats_entropy(st);
-        sc.votes[static_cast<std::size_t>(sc.i1[b]) * kBlock + b] += 1.0f;
+        sc.votes[static_cast<std::size_t>(sc.i1[b]) * sc.stride + b] += 1.0f;
         sc.scale[b] = 1.0f / (sc.s[b] * static_cast<float>(M_));
       }
       add_to_mean(m, n, v0, B, sc);
@@ -264,11 +319,13 @@ class Kernel {
     float *s = sc.s.data(), *t = sc.t.data(), *w1 = sc.w1.data(), *w2 = sc.w2.data();
     int* i1 = sc.i1.data();
     unsigned* bad = sc.bad.data();
-    for (int c = 0; c < C_; ++c) {
-      const float* pb = sc.pbar.data() + static_cast<std::size_t>(c) * kBlock;
-      QUARRY_SIMD()
-      for (int b = 0; b < B; ++b) detail::voxel_prob_add(pb[b], c, s[b], t[b], w1[b], w2[b], i1[b], bad[b]);
-    }
+    class_sums(B, sc, [&](int c0, int c1) {
+      for (int c = c0; c < c1; ++c) {
+        const float* pb = sc.pbar.data() + static_cast<std::size_t>(c) * sc.stride;
+        QUARRY_SIMD()
+        for (int b = 0; b < B; ++b) detail::voxel_prob_add(pb[b], c, s[b], t[b], w1[b], w2[b], i1[b], bad[b]);
+      }
+    });
     for (int b = 0; b < B; ++b) sc.pred[b] = i1[b];
     switch (a) {
       case Acquisition::bald:
@@ -284,7 +341,7 @@ class Kernel {
         for (int b = 0; b < B; ++b) {
           float h = 0.0f, most = 0.0f;
           for (int c = 0; c < C_; ++c) {
-            const float v = sc.votes[static_cast<std::size_t>(c) * kBlock + b];
+            const float v = sc.votes[static_cast<std::size_t>(c) * sc.stride + b];
             h -= detail::xlogx(v * inv_m);
             most = v > most ? v : most;
           }
@@ -314,18 +371,29 @@ class Kernel {
       float* cross = sc.scale.data();
       std::fill(cross, cross + B, 0.0f);
       const T* base = row_base(m, n);
-      for (int c = 0; c < C_; ++c) {
-        const T* p = base + c * cs + v0 * vs;
-        const float* lp = sc.pbar.data() + static_cast<std::size_t>(c) * kBlock;
-        if (call_.logits) {
-          QUARRY_SIMD()
-          for (int b = 0; b < B; ++b)
-            cross[b] += detail::fast_exp_nonpos(detail::logit_offset(E::get(p, b * vs), sc.w1[b])) * lp[b];
-        } else {
-          QUARRY_SIMD()
-          for (int b = 0; b < B; ++b) cross[b] += E::get(p, b * vs) * lp[b];
+      // In float over blocks of kSumBlock classes, the blocks added in double (sd is free here).
+      std::fill(sc.sd.begin(), sc.sd.begin() + B, 0.0);
+      for (int c0 = 0; c0 < C_; c0 += detail::kSumBlock) {
+        for (int c = c0; c < std::min(C_, c0 + detail::kSumBlock); ++c) {
+          const T* p = base + c * cs + v0 * vs;
+          const float* lp = sc.pbar.data() + static_cast<std::size_t>(c) * sc.stride;
+          if (call_.logits) {
+            QUARRY_SIMD()
+            for (int b = 0; b < B; ++b)
+              cross[b] += detail::fast_exp_nonpos(detail::logit_offset(E::get(p, b * vs), sc.w1[b])) * lp[b];
+          } else {
+            QUARRY_SIMD()
+            for (int b = 0; b < B; ++b) cross[b] += E::get(p, b * vs) * lp[b];
+          }
+        }
+        if (C_ <= detail::kSumBlock) break;
+        for (int b = 0; b < B; ++b) {
+          sc.sd[b] += cross[b];
+          cross[b] = 0.0f;
         }
       }
+      if (C_ > detail::kSumBlock)
+        for (int b = 0; b < B; ++b) cross[b] = static_cast<float>(sc.sd[b]);
       for (int b = 0; b < B; ++b) {
         const RowStats st = detail::voxel_stats(sc.s[b], sc.t[b], sc.w1[b], sc.w2[b], sc.i1[b], 0u, C_, call_.logits);
         const float kl = -detail::stats_entropy(st) - cross[b] / st.s;
@@ -350,66 +418,82 @@ double top_mean(std::vector<float>& v, std::int64_t m) {
   return sum / static_cast<double>(m);
 }
 
-// top_mean of a case's voxel scores, with the work spread over threads: a histogram of the
-// scores' top 16 bits (non-negative floats order as their bits) finds the bin holding the m-th
-// largest; the scores above it are summed per block and the bin itself goes to nth_element.
-// Sums are added in block order: the result does not depend on the thread count.
-double top_mean_parallel(const std::vector<float>& v, std::int64_t m) {
+// The mean of the m largest of a case's voxel scores (v: the scores of the voxels counted, -1
+// for the others; `count` of them counted), on every thread where `parallel`. A strided sample of the scores
+// gives a threshold a little below the m-th largest; one pass collects the scores at or above
+// it (about 1.2 m of them), and nth_element over those finds the m largest exactly. Should the
+// sample have put the threshold too high (fewer than m collected), the pass is repeated with
+// every counted score. Parts are collected in order: the result does not depend on the thread
+// count.
+double top_mean_sampled(const std::vector<float>& v, std::int64_t m, std::int64_t count, bool parallel) {
   if (m <= 0) return 0.0;
-  constexpr int kBins = 1 << 16;
   const auto n = static_cast<std::int64_t>(v.size());
+  float threshold = 0.0f;  // every counted score (they are >= 0)
+  constexpr std::int64_t kStride = 32;
+  if (m < count / 4 && n >= 64 * kStride) {
+    std::vector<float> sample;
+    sample.reserve(static_cast<std::size_t>(n / kStride + 1));
+    for (std::int64_t i = 0; i < n; i += kStride)
+      if (v[static_cast<std::size_t>(i)] >= 0.0f) sample.push_back(v[static_cast<std::size_t>(i)]);
+    const auto ns = static_cast<std::int64_t>(sample.size());
+    // The rank in the sample of the m-th largest, with a margin of 20% and 3 standard deviations.
+    const double ms = static_cast<double>(m) * static_cast<double>(ns) / static_cast<double>(count);
+    const auto r = static_cast<std::int64_t>(std::ceil(ms * 1.2 + 3.0 * std::sqrt(ms) + 8.0));
+    if (r < ns) {
+      std::nth_element(sample.begin(), sample.begin() + (r - 1), sample.end(), std::greater<float>());
+      threshold = sample[static_cast<std::size_t>(r - 1)];
+    }
+  }
   constexpr std::int64_t kPart = 1 << 16;
   const std::int64_t parts = (n + kPart - 1) / kPart;
-  const int threads = max_threads();
-  std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(threads));
-  parallel_chunks(parts, 1, n, [&](std::int64_t b, std::int64_t e, int t) {
-    auto& h = hist[static_cast<std::size_t>(t)];
-    if (h.empty()) h.assign(kBins, 0);
-    for (std::int64_t i = b * kPart; i < std::min(n, e * kPart); ++i) {
-      const float x = v[static_cast<std::size_t>(i)];
-      if (x >= 0.0f) ++h[detail::float_to_bits(x) >> 16];
-    }
-  });
-  std::int64_t above = 0;
-  int bin = kBins - 1;
-  for (; bin >= 0; --bin) {
-    std::int64_t c = 0;
-    for (const auto& h : hist) c += h.empty() ? 0 : h[static_cast<std::size_t>(bin)];
-    if (above + c >= m) break;
-    above += c;
-  }
-  std::vector<double> sums(static_cast<std::size_t>(parts), 0.0);
-  std::vector<std::vector<float>> edge(static_cast<std::size_t>(parts));
-  const auto b16 = static_cast<std::uint32_t>(bin);
-  parallel_chunks(parts, 1, n, [&](std::int64_t b, std::int64_t e, int) {
-    for (std::int64_t part = b; part < e; ++part) {
-      double sum = 0.0;
-      for (std::int64_t i = part * kPart; i < std::min(n, (part + 1) * kPart); ++i) {
-        const float x = v[static_cast<std::size_t>(i)];
-        if (x < 0.0f) continue;
-        const std::uint32_t key = detail::float_to_bits(x) >> 16;
-        if (key > b16) sum += x;
-        else if (key == b16) edge[static_cast<std::size_t>(part)].push_back(x);
+  std::vector<std::vector<float>> kept(static_cast<std::size_t>(parts));
+  const auto collect = [&](float at_least) {
+    const auto body = [&](std::int64_t b, std::int64_t e, int) {
+      for (std::int64_t part = b; part < e; ++part) {
+        std::vector<float>& out = kept[static_cast<std::size_t>(part)];
+        out.clear();
+        const float* x = v.data() + part * kPart;
+        const std::int64_t len = std::min(n, (part + 1) * kPart) - part * kPart;
+        // 64 scores at a time: a vectorised test says whether any is to be kept.
+        std::int64_t i = 0;
+        for (; i + 64 <= len; i += 64) {
+          int any = 0;
+          QUARRY_SIMD(reduction(| : any))
+          for (int j = 0; j < 64; ++j) any |= x[i + j] >= at_least;
+          if (!any) continue;
+          for (int j = 0; j < 64; ++j)
+            if (x[i + j] >= at_least) out.push_back(x[i + j]);
+        }
+        for (; i < len; ++i)
+          if (x[i] >= at_least) out.push_back(x[i]);
       }
-      sums[static_cast<std::size_t>(part)] = sum;
+    };
+    if (parallel) {
+      parallel_chunks(parts, 1, n, body);
+    } else {
+      body(0, parts, 0);
     }
-  });
-  double total = 0.0;
-  for (double x : sums) total += x;
-  std::vector<float> rest;
-  for (const auto& e : edge) rest.insert(rest.end(), e.begin(), e.end());
-  const std::int64_t r = m - above;  // 1 <= r <= rest.size()
-  std::nth_element(rest.begin(), rest.begin() + (r - 1), rest.end(), std::greater<float>());
-  for (std::int64_t i = 0; i < r; ++i) total += rest[static_cast<std::size_t>(i)];
-  return total / static_cast<double>(m);
+    std::vector<float> all;
+    for (const auto& k : kept) all.insert(all.end(), k.begin(), k.end());
+    return all;
+  };
+  std::vector<float> top = collect(threshold);
+  if (static_cast<std::int64_t>(top.size()) < m) top = collect(0.0f);
+  std::nth_element(top.begin(), top.begin() + (m - 1), top.end(), std::greater<float>());
+  double sum = 0.0;
+  for (std::int64_t i = 0; i < m; ++i) sum += top[static_cast<std::size_t>(i)];
+  return sum / static_cast<double>(m);
 }
 
-// How many voxels top-q averages: ceil(q n) (at least 1 of a non-empty set, at most n). The
-// 1e-9 keeps q n that is an integer up to rounding (0.01 * 300) from taking one more.
-std::int64_t top_count(double q, std::int64_t n) {
-  if (n == 0) return 0;
-  const auto m = static_cast<std::int64_t>(std::ceil(q * static_cast<double>(n) - 1e-9));
-  return std::min(n, std::max<std::int64_t>(1, m));
+std::int64_t top_count(double q, std::int64_t n) { return detail::top_count(q, n); }
+
+// " (class 3 is -inf)", " (class 0 is 1e+300, beyond the float32 range that scores are computed in)".
+std::string fmt_value(int c, double x) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.9g", x);
+  std::string s = std::string(" (class ") + std::to_string(c) + " is " + buf;
+  if (std::isfinite(x) && std::fabs(x) > 3.4028234663852886e38) s += ", beyond the float32 range that scores are computed in";
+  return s + ")";
 }
 
 float reduce_values(const ReduceSpec& r, double sum, std::int64_t count, float max) {
@@ -419,6 +503,8 @@ float reduce_values(const ReduceSpec& r, double sum, std::int64_t count, float m
     default: return count > 0 ? static_cast<float>(sum / static_cast<double>(count)) : 0.0f;
   }
 }
+
+constexpr std::int64_t kCaseBuffers = std::int64_t{256} << 20;
 
 template <DType D, bool Last>
 class Driver {
@@ -430,7 +516,8 @@ class Driver {
       inner_ = 1;
       for (std::size_t a = static_cast<std::size_t>(c.slice_axis) + 1; a < l.spatial.size(); ++a) inner_ *= l.spatial[a];
     }
-    keep_scores_ = c.reduce.how == Reduction::topq || c.slice_axis >= 0;
+    if (!c.patch.empty()) S_ = l.patches(c.patch);
+    keep_scores_ = c.reduce.how == Reduction::topq || c.slice_axis >= 0 || !c.patch.empty();
   }
 
   void run() {
@@ -439,8 +526,14 @@ class Driver {
     std::vector<Scratch> scratch(static_cast<std::size_t>(threads));
     const std::int64_t work_per_case = l.voxels * l.classes * l.members;
     Fault first;
-    if (work_per_case * 4 < kParallelWork) {
-      // Small cases (2D images): one thread per case, each with its own buffers.
+    // Small cases (2D images), or many cases whose score buffers (top-q, slices, patches) fit in
+    // kCaseBuffers for all threads at once: one thread per case, each with its own buffers, so
+    // that the serial steps of a case (top-q's selection) overlap. Otherwise the blocks of one
+    // case at a time run on every thread. The scores are the same either way.
+    const bool by_case = work_per_case * 4 < kParallelWork ||
+                         (l.cases >= 2 * threads &&
+                          (!keep_scores_ || threads * l.voxels * static_cast<std::int64_t>(sizeof(float)) <= kCaseBuffers));
+    if (by_case) {
       std::vector<std::vector<float>> bufs(static_cast<std::size_t>(threads));
       std::vector<Fault> faults(static_cast<std::size_t>(threads));
       parallel_chunks(l.cases, 1, l.cases * work_per_case, [&](std::int64_t b, std::int64_t e, int t) {
@@ -466,7 +559,8 @@ class Driver {
   Fault one_case(std::int64_t n, Scratch* scratch, std::vector<float>& buf, bool parallel) {
     const DenseLayout& l = call_.layout;
     const std::int64_t V = l.voxels;
-    const std::int64_t blocks = (V + kBlock - 1) / kBlock;
+    const int block = block_size(l.classes, call_.committee);
+    const std::int64_t blocks = (V + block - 1) / block;
     std::vector<Partial> parts(static_cast<std::size_t>(blocks));
     std::vector<Fault> faults(static_cast<std::size_t>(blocks));
     if (keep_scores_) buf.resize(static_cast<std::size_t>(V));
@@ -474,8 +568,8 @@ class Driver {
     auto body = [&](std::int64_t bb, std::int64_t be, int t) {
       Scratch& sc = scratch[parallel ? t : 0];
       for (std::int64_t blk = bb; blk < be; ++blk) {
-        const std::int64_t v0 = blk * kBlock;
-        const int B = static_cast<int>(std::min<std::int64_t>(kBlock, V - v0));
+        const std::int64_t v0 = blk * block;
+        const int B = static_cast<int>(std::min<std::int64_t>(block, V - v0));
         const Fault f = kernel_.block(n, v0, B, sc);
         if (f.code != detail::kRowOk) {
           faults[static_cast<std::size_t>(blk)] = f;
@@ -519,6 +613,10 @@ class Driver {
       slices(n, buf, parallel);
       return first;
     }
+    if (!call_.patch.empty()) {
+      patches(n, buf, parallel);
+      return first;
+    }
     double sum = 0.0;
     std::int64_t count = 0;
     float mx = 0.0f;
@@ -528,8 +626,7 @@ class Driver {
       mx = std::max(mx, p.max);
     }
     out_[n] = call_.reduce.how == Reduction::topq
-                  ? static_cast<float>(parallel ? top_mean_parallel(buf, top_count(call_.reduce.q, count))
-                                                : top_mean(buf, top_count(call_.reduce.q, count)))
+                  ? static_cast<float>(top_mean_sampled(buf, top_count(call_.reduce.q, count), count, parallel))
                   : reduce_values(call_.reduce, sum, count, mx);
     return first;
   }
@@ -565,6 +662,53 @@ class Driver {
     }
   }
 
+  // The reductions of case n's patches, from its voxel scores: patch r's voxels in row-major
+  // order, a run along the last axis at a time.
+  void patches(std::int64_t n, const std::vector<float>& buf, bool parallel) {
+    const std::vector<std::int64_t>& dims = call_.layout.spatial;
+    const std::vector<std::int64_t>& size = call_.patch;
+    const std::size_t A = dims.size();
+    auto body = [&](std::int64_t b, std::int64_t e, int) {
+      std::vector<float> vals;
+      std::vector<std::int64_t> lo(A), hi(A), at(A);
+      for (std::int64_t r = b; r < e; ++r) {
+        lo = patch_origin(dims, size, r);
+        for (std::size_t a = 0; a < A; ++a) hi[a] = std::min(dims[a], lo[a] + size[a]);
+        vals.clear();
+        double sum = 0.0;
+        float mx = 0.0f;
+        at = lo;
+        while (true) {
+          std::int64_t v = 0;  // the voxel at `at`
+          for (std::size_t a = 0; a < A; ++a) v = v * dims[a] + at[a];
+          const float* p = buf.data() + v;
+          for (std::int64_t i = 0; i < hi[A - 1] - lo[A - 1]; ++i) {
+            if (p[i] < 0.0f) continue;
+            vals.push_back(p[i]);
+            sum += p[i];
+            mx = std::max(mx, p[i]);
+          }
+          // The next run: advance the axes before the last, odometer-wise.
+          std::size_t a = A - 1;
+          while (a-- > 0) {
+            if (++at[a] < hi[a]) break;
+            at[a] = lo[a];
+          }
+          if (a == static_cast<std::size_t>(-1)) break;
+        }
+        const auto count = static_cast<std::int64_t>(vals.size());
+        out_[n * S_ + r] = call_.reduce.how == Reduction::topq
+                               ? static_cast<float>(top_mean(vals, top_count(call_.reduce.q, count)))
+                               : reduce_values(call_.reduce, sum, count, mx);
+      }
+    };
+    if (parallel) {
+      parallel_chunks(S_, 1, call_.layout.voxels, body);
+    } else {
+      body(0, S_, 0);
+    }
+  }
+
   [[noreturn]] void raise(const Fault& f) const {
     const DenseLayout& l = call_.layout;
     std::string at = "[";
@@ -581,8 +725,18 @@ class Driver {
     if (f.code == detail::kRowBadSum)
       QUARRY_FAIL(where, ": probabilities sum to ", f.sum, ", expected 1 within ", call_.tol,
                   " (pass --logits if the input holds logits)");
-    if (call_.logits) QUARRY_FAIL(where, ": logits contain NaN or Inf");
-    QUARRY_FAIL(where, ": probabilities contain NaN, Inf or a negative value");
+    // The first bad class value, as stored: scores are computed in float32, so a float64 value
+    // beyond its range (3.4e38) is as bad as an Inf.
+    std::string which;
+    for (int c = 0; c < kernel_.classes(); ++c) {
+      const double x = kernel_.value(f.member, f.kase, c, f.voxel);
+      if (std::isnan(x) || std::fabs(x) > 3.4028234663852886e38 || (!call_.logits && x < 0.0)) {
+        which = fmt_value(c, x);
+        break;
+      }
+    }
+    if (call_.logits) QUARRY_FAIL(where, ": logits contain NaN or Inf", which);
+    QUARRY_FAIL(where, ": probabilities contain NaN, Inf or a negative value", which);
   }
 
   const DenseCall& call_;

@@ -22,11 +22,13 @@ struct DenseCall {
   const float* weights = nullptr;  // C, or null
   const ArrayView* ignore = nullptr;  // contiguous host, N * voxels elements
   int slice_axis = -1;
+  std::vector<std::int64_t> patch;  // DenseOptions::patch
   float* voxel_map = nullptr;
   std::string input_name;
 };
 
-/// Scores every case (or slice) into `out` (N, or N * S); an Error names the first bad voxel.
+/// Scores every case (or slice, or patch) into `out` (N, or N * S); an Error names the first bad
+/// voxel.
 void score_dense(const DenseCall& call, float* out);
 
 }  // namespace quarry::cpu

@@ -4,10 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 
 #include "cpu/dense_cpu.hpp"
+#if QUARRY_BUILD_CUDA
+#include "kernels/cuda_backend.hpp"
+#endif
 #include "quarry/error.hpp"
 
 namespace quarry {
@@ -35,23 +40,53 @@ std::string reduction_name(const ReduceSpec& r) {
     case Reduction::max: return "max";
     case Reduction::sum: return "sum";
     case Reduction::topq: {
-      std::string q = std::to_string(r.q);
-      while (q.size() > 1 && q.back() == '0') q.pop_back();
-      if (!q.empty() && q.back() == '.') q.pop_back();
-      return "topq:" + q;
+      // The shortest text that reads back as q: 0.01, 1e-09.
+      char buf[32];
+      for (int digits = 1; digits <= 17; ++digits) {
+        std::snprintf(buf, sizeof buf, "%.*g", digits, r.q);
+        if (std::strtod(buf, nullptr) == r.q) break;
+      }
+      return std::string("topq:") + buf;
     }
     case Reduction::foreground_mean: return "foreground-mean";
   }
   return "mean";
 }
 
+namespace {
+// One size for every axis, or one per axis.
+std::vector<std::int64_t> patch_sizes(const std::vector<std::int64_t>& patch, std::size_t rank) {
+  return patch.size() == 1 ? std::vector<std::int64_t>(rank, patch[0]) : patch;
+}
+}  // namespace
+
+std::int64_t DenseLayout::patches(const std::vector<std::int64_t>& given) const {
+  const std::vector<std::int64_t> patch = patch_sizes(given, spatial.size());
+  if (patch.empty() || patch.size() != spatial.size()) return 1;
+  std::int64_t r = 1;
+  for (std::size_t a = 0; a < patch.size(); ++a) r *= patch[a] > 0 ? (spatial[a] + patch[a] - 1) / patch[a] : 1;
+  return r;
+}
+
+std::vector<std::int64_t> patch_origin(const std::vector<std::int64_t>& spatial, const std::vector<std::int64_t>& given,
+                                       std::int64_t r) {
+  const std::vector<std::int64_t> patch = patch_sizes(given, spatial.size());
+  std::vector<std::int64_t> at(spatial.size(), 0);
+  for (std::size_t a = spatial.size(); a-- > 0 && a < patch.size();) {
+    const std::int64_t g = patch[a] > 0 ? (spatial[a] + patch[a] - 1) / patch[a] : 1;
+    at[a] = (r % g) * patch[a];
+    r /= g;
+  }
+  return at;
+}
+
 std::int64_t DenseLayout::slices(int axis) const {
   return axis >= 0 && static_cast<std::size_t>(axis) < spatial.size() ? spatial[static_cast<std::size_t>(axis)] : 1;
 }
 
-DenseLayout dense_layout(const ArrayView& input, bool committee, bool channels_last) {
+DenseLayout dense_layout(const ArrayView& input, bool committee, bool channels_last, const std::string& name) {
   const int lead = committee ? 2 : 1;  // [M,] N before the classes (or the grid)
-  QUARRY_EXPECTS(input.rank() >= lead + 2, "dense outputs are ", committee ? "[M, N, C, spatial...]" : "[N, C, spatial...]",
+  QUARRY_EXPECTS(input.rank() >= lead + 2, name, name.empty() ? "" : ": ", "dense outputs are ", committee ? "[M, N, C, spatial...]" : "[N, C, spatial...]",
                  channels_last ? " with classes last" : "", " (at least one spatial axis); got shape ",
                  shape_string(input.shape), input.rank() == lead + 1 ? ": that is a pool of rows, scored without --reduce" : "");
   DenseLayout l;
@@ -77,7 +112,7 @@ std::vector<float> score_dense(const ArrayView& input, Acquisition acquisition, 
   QUARRY_EXPECTS(!input.on_cuda(), o.input_name,
                  ": dense outputs are scored on the CPU in this version; pass host memory");
   const bool committee = o.committee || acquisition_needs_committee(acquisition);
-  DenseLayout l = dense_layout(input, committee, o.channels_last);
+  DenseLayout l = dense_layout(input, committee, o.channels_last, o.input_name);
   QUARRY_EXPECTS(l.classes >= 1 && l.classes <= std::numeric_limits<int>::max(), o.input_name,
                  ": the number of classes must be between 1 and 2^31-1, got ", l.classes, " (shape ",
                  shape_string(input.shape), o.channels_last ? ", classes last" : ", classes on axis " + std::to_string(committee ? 2 : 1), ")");
@@ -88,8 +123,13 @@ std::vector<float> score_dense(const ArrayView& input, Acquisition acquisition, 
   QUARRY_USAGE_EXPECTS(o.slice_axis >= -1 && o.slice_axis < static_cast<int>(l.spatial.size()), "slice axis ",
                        o.slice_axis, ": ", o.input_name, " has ", l.spatial.size(), " spatial axes (",
                        shape_string(l.spatial), "), numbered from 0");
+  QUARRY_USAGE_EXPECTS(o.patch.empty() || o.slice_axis < 0, "patches and slices: give one of the two");
+  QUARRY_USAGE_EXPECTS(o.patch.size() <= 1 || o.patch.size() == l.spatial.size(), "patch size ",
+                       shape_string(o.patch), ": ", o.input_name, " has ", l.spatial.size(), " spatial axes (",
+                       shape_string(l.spatial), "), give one size per axis (or one for all)");
+  for (std::int64_t e : o.patch) QUARRY_USAGE_EXPECTS(e >= 1, "patch size ", shape_string(o.patch), ": sizes must be >= 1");
   QUARRY_USAGE_EXPECTS(o.background >= 0 && o.background < l.classes, "background class ", o.background,
-                       ": expected 0..", l.classes - 1);
+                       ": ", o.input_name, " has ", l.classes, " classes, expected 0..", l.classes - 1);
   QUARRY_USAGE_EXPECTS(o.class_weights.empty() || static_cast<std::int64_t>(o.class_weights.size()) == l.classes,
                        "class weights: ", o.class_weights.size(), " given, ", o.input_name, " has ", l.classes, " classes");
   for (std::size_t c = 0; c < o.class_weights.size(); ++c)
@@ -98,7 +138,11 @@ std::vector<float> score_dense(const ArrayView& input, Acquisition acquisition, 
   QUARRY_USAGE_EXPECTS(o.reduce.how != Reduction::topq || (o.reduce.q > 0.0 && o.reduce.q <= 1.0),
                        "topq: the fraction must be in (0, 1], got ", o.reduce.q);
 
-  const std::int64_t out_n = l.cases * l.slices(o.slice_axis);
+  // Where it runs (cuda where this build or machine has none is the Error every score gives).
+  const DeviceSpec device = resolve_device(o.device);
+  QUARRY_USAGE_EXPECTS(o.patch.empty() || device.kind != DeviceKind::cuda,
+                       "patches are scored on the CPU in this version: give --device cpu (slices run on CUDA too)");
+  const std::int64_t out_n = l.cases * l.regions(o.slice_axis, o.patch);
   std::vector<float> out(static_cast<std::size_t>(out_n), 0.0f);
   if (l.cases == 0 || l.voxels == 0) return out;
 
@@ -114,11 +158,18 @@ std::vector<float> score_dense(const ArrayView& input, Acquisition acquisition, 
   if (o.ignore) {
     const ArrayView& m = *o.ignore;
     QUARRY_EXPECTS(!m.on_cuda(), o.ignore_name, ": expected host memory");
-    QUARRY_EXPECTS(m.rank() >= 1 && m.shape[0] == l.cases && m.numel() == l.cases * l.voxels, o.ignore_name,
+    // The mask's grid is the cases' grid, axes of size 1 aside ([N, 1, H, W] for [N, C, H, W]; a
+    // NIfTI mask of a 2D case): a transposed mask of the same size is an error, not a reshape.
+    const auto squeezed = [](std::vector<std::int64_t> d) {
+      d.erase(std::remove(d.begin(), d.end(), std::int64_t{1}), d.end());
+      return d;
+    };
+    const std::vector<std::int64_t> grid(m.shape.begin() + (m.rank() >= 1 ? 1 : 0), m.shape.end());
+    QUARRY_EXPECTS(m.rank() >= 1 && m.shape[0] == l.cases && squeezed(grid) == squeezed(l.spatial), o.ignore_name,
                    ": expected one value per voxel, [", l.cases, ", ", [&] {
                      std::string s = shape_string(l.spatial);
                      return s.substr(1, s.size() - 2);
-                   }(), "], got ", shape_string(m.shape));
+                   }(), "] (the grid of ", o.input_name, "), got ", shape_string(m.shape));
     if (!m.contiguous()) {
       mask_copy = contiguous_copy(m, o.ignore_name);
       mask_view = mask_copy.view();
@@ -140,8 +191,15 @@ std::vector<float> score_dense(const ArrayView& input, Acquisition acquisition, 
   call.weights = o.class_weights.empty() ? nullptr : o.class_weights.data();
   call.ignore = o.ignore ? &mask_view : nullptr;
   call.slice_axis = o.slice_axis;
+  call.patch = patch_sizes(o.patch, l.spatial.size());
   call.voxel_map = o.voxel_map;
   call.input_name = o.input_name;
+  if (device.kind == DeviceKind::cuda) {
+#if QUARRY_BUILD_CUDA
+    cuda::score_dense(call, out.data(), device.index);
+    return out;
+#endif
+  }
   cpu::score_dense(call, out.data());
   return out;
 }
@@ -167,8 +225,8 @@ SliceSelection select_slices(const std::vector<float>& scores, std::int64_t S, s
   const std::int64_t cap = per_case > 0 ? std::min(per_case, S) : S;
   std::int64_t selectable = 0;
   for (std::int64_t n = 0; n < N; ++n) selectable += excluded[static_cast<std::size_t>(n)] ? 0 : cap;
-  QUARRY_USAGE_EXPECTS(k <= selectable, "-k ", k, ": only ", selectable, " slices can be selected (", N,
-                       " cases, at most ", cap, " slices each", exclude_cases.empty() ? "" : ", excluded cases left out", ")");
+  QUARRY_USAGE_EXPECTS(k <= selectable, "-k ", k, ": only ", selectable, " slices or patches can be selected (", N,
+                       " cases, at most ", cap, " each", exclude_cases.empty() ? "" : ", excluded cases left out", ")");
   std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
     return scores[static_cast<std::size_t>(a)] > scores[static_cast<std::size_t>(b)];
   });

@@ -20,10 +20,20 @@ bool ends_with(const std::string& s, const char* tail) {
   return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
 }
 
-bool is_case_file(const std::string& path) { return is_nifti_path(path) || ends_with(path, ".npz"); }
+bool is_case_file(const std::string& path) {
+  return is_nifti_path(path) || ends_with(path, ".npz") || npz_member_spec(path);
+}
 
 // A case file as [1, C, spatial...] (a mask file: [1, spatial...]).
 Array read_case_file(const std::string& path, bool mask) {
+  if (npz_member_spec(path)) {  // ARCHIVE.npz:MEMBER, the member named
+    Array a = read_array(path);
+    std::vector<std::int64_t> shape = a.shape();
+    QUARRY_EXPECTS(shape.size() >= (mask ? 1u : 2u), path, ": expected ",
+                   mask ? "a mask [spatial...]" : "probabilities [C, spatial...]", ", got shape ", shape_string(shape));
+    shape.insert(shape.begin(), 1);
+    return Array(std::make_shared<Array>(a), a.data(), a.dtype(), shape, path);
+  }
   if (ends_with(path, ".npz")) {
     const std::vector<std::string> members = npz_members(path);
     std::string member;
@@ -72,20 +82,44 @@ DenseFiles DenseFiles::open(const std::string& spec, bool committee, bool masks)
   f.masks_ = masks;
   f.committee_ = committee;
   const std::vector<std::string> paths = expand_spec(spec);
-  const bool case_files = std::all_of(paths.begin(), paths.end(), [](const std::string& p) {
-    return is_case_file(p) && p.find(".npz:") == std::string::npos;
+  // One FILE.npz:MEMBER alone is one array of all cases; in a list, each names one case.
+  const bool case_files = std::all_of(paths.begin(), paths.end(), [&](const std::string& p) {
+    return is_case_file(p) && (paths.size() > 1 || !npz_member_spec(p));
   });
   if (case_files && (paths.size() > 1 || is_nifti_path(paths.front()) || ends_with(paths.front(), ".npz"))) {
     QUARRY_USAGE_EXPECTS(!committee, spec, ": case files hold one model's output; a committee is one array [M, N, C, ...]");
-    for (const std::string& p : paths) expect_regular_file(p);
+    // A case scored twice: a file named twice (or through a link), or the same member twice.
+    std::vector<std::string> files;
+    for (const std::string& p : paths) {
+      if (npz_member_spec(p)) {
+        expect_regular_file(p.substr(0, p.rfind(':')));
+        QUARRY_USAGE_EXPECTS(std::count(paths.begin(), paths.end(), p) == 1, spec, ": ", p,
+                             " is named twice; each case may be listed once");
+      } else {
+        expect_regular_file(p);
+        files.push_back(p);
+      }
+    }
+    expect_distinct_files(files, spec, masks ? "mask file" : "case file");
     f.paths_ = paths;
     f.cases_ = static_cast<std::int64_t>(paths.size());
     return f;
   }
   QUARRY_EXPECTS(paths.size() == 1, spec, ": several files are read as one per case, and only NIfTI (.nii, .nii.gz) ",
                  "and nnU-Net .npz files hold one case; concatenate arrays of several cases into one");
-  f.whole_ = read_array(paths.front());
-  f.mapped_ = detect_file_kind(paths.front()) == FileKind::npy;
+  const std::string& path = paths.front();
+  if (!npz_member_spec(path) && !is_nifti_path(path) && detect_file_kind(path) == FileKind::npy) {
+    // Pages may leave memory (release) only where the data lies in the file mapping: an NPY
+    // whose data parse_npy copied (misaligned, widened) is heap memory.
+    io::MappedFile m = io::map_file(path);
+    const unsigned char* base = m.data;
+    const std::size_t size = m.size;
+    f.whole_ = parse_npy(std::move(m.owner), base, size, path);
+    const auto* d = static_cast<const unsigned char*>(f.whole_.data());
+    f.mapped_ = d >= base && d < base + size;
+  } else {
+    f.whole_ = read_array(path);
+  }
   const int lead = committee ? 2 : 1;
   QUARRY_EXPECTS(f.whole_.rank() >= lead + 1, spec, ": expected ",
                  masks ? "[N, spatial...]" : committee ? "[M, N, C, spatial...]" : "[N, C, spatial...]",
@@ -149,7 +183,8 @@ DenseScores score_dense_files(DenseFiles& files, Acquisition acquisition, DenseO
   if (ignore)
     QUARRY_EXPECTS(ignore->cases() == N, ignore->spec(), ": ", ignore->cases(), " masks for the ", N, " cases of ",
                    files.spec());
-  QUARRY_USAGE_EXPECTS(!o.voxel_map || files.one_array(), "a voxel map is written for an input that is one array");
+  QUARRY_USAGE_EXPECTS(!o.voxel_map || files.one_array(), files.spec(),
+                       ": a voxel map is written for an input that is one array, not for case files");
   if (budget <= 0) {
     const std::uint64_t avail = available_memory();
     budget = avail > 0 ? static_cast<std::int64_t>(avail / 4) : (std::int64_t{1} << 30);
@@ -157,10 +192,21 @@ DenseScores score_dense_files(DenseFiles& files, Acquisition acquisition, DenseO
   const std::string input_name = o.input_name;
   float* map = o.voxel_map;
   DenseScores out;
+  if (N == 0 && files.one_array()) {
+    // No case: the layout and the options are still checked, against the array's shape.
+    const ArrayView in = files.read(0, 0);
+    ArrayView mask;
+    if (ignore && ignore->one_array()) {
+      mask = ignore->read(0, 0);
+      o.ignore = &mask;
+      o.ignore_name = ignore->spec();
+    }
+    score_dense(in, acquisition, o);
+  }
   std::int64_t done = 0;
   while (done < N) {
     std::int64_t count = 1;
-    if (files.one_array()) {
+    if (files.one_array() && (!ignore || ignore->one_array())) {  // mask files: one case at a time
       const auto per = static_cast<std::int64_t>(std::max<std::size_t>(files.case_bytes(0), 1));
       count = std::clamp<std::int64_t>(budget / per, 1, N - done);
     }
@@ -172,12 +218,14 @@ DenseScores score_dense_files(DenseFiles& files, Acquisition acquisition, DenseO
       o.ignore_name = ignore->one_array() ? ignore->spec() : ignore->case_name(done);
     }
     o.input_name = files.one_array() ? input_name : files.case_name(done);
-    const DenseLayout l = dense_layout(in, o.committee || acquisition_needs_committee(acquisition), o.channels_last);
+    const DenseLayout l =
+        dense_layout(in, o.committee || acquisition_needs_committee(acquisition), o.channels_last, o.input_name);
     if (map) o.voxel_map = map + done * l.voxels;
     const std::vector<float> s = score_dense(in, acquisition, o);
-    const std::int64_t S = l.slices(o.slice_axis);
+    const std::int64_t S = l.regions(o.slice_axis, o.patch);
     for (std::int64_t c = 0; c < count; ++c) {
       out.slices.push_back(S);
+      out.grids.push_back(l.spatial);
       for (std::int64_t j = 0; j < S; ++j) {
         out.score.push_back(s[static_cast<std::size_t>(c * S + j)]);
         out.case_of.push_back(done + c);

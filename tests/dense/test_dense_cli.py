@@ -200,11 +200,19 @@ def test_usage_errors_exit_2(tmp_path, rng):
     for args in (["--reduce", "median"], ["--reduce", "topq:2"], ["--reduce", "mean", "-a", "egl"],
                  ["--slices", "5"], ["--reduce", "mean", "--class-weights", "1,x"],
                  ["--reduce", "mean", "--background", "7"], ["--class-weights", "1,2"],
-                 ["--reduce", "mean", "--device", "cuda"]):
+                 ["--reduce", "mean", "--patches", "2x2x2"], ["--slices", "0", "--patches", "2"]):
         out = tmp_path / "o.npy"
         r = run("score", "--input", tmp_path / "p.npy", *args, "-o", out, code=2)
         assert "error" in r.stderr, args
         assert not out.exists()
+    # Without a CUDA build, --device cuda fails as it does for a pool of rows.
+    np.save(tmp_path / "rows.npy", p[0, :, 0, :].T.copy().astype(np.float32))
+    rows = subprocess.run([QUARRY, "score", "--input", tmp_path / "rows.npy", "--device", "cuda", "-o", tmp_path / "r.npy"],
+                          capture_output=True, text=True)
+    if rows.returncode != 0:
+        r = run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--device", "cuda", "-o", tmp_path / "o.npy",
+                code=rows.returncode)
+        assert "cuda" in r.stderr and not (tmp_path / "o.npy").exists()
     # The output may not replace the input.
     run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "-o", tmp_path / "p.npy", code=2)
     assert np.load(tmp_path / "p.npy").shape == (1, 2, 3, 3)
@@ -217,3 +225,161 @@ def test_info_shows_dense_layouts(tmp_path, rng):
     assert "shape [3, 4, 5, 6]" in r.stdout
     assert "as a dense case (--reduce): 3 classes over a grid [4, 5, 6] (z, y, x)" in r.stdout
     assert "as dense outputs (--reduce): 2 cases x 3 classes over a grid [4, 5]" in r.stdout
+
+
+def mean_entropy(p):  # p: [N, C, spatial...] -> [N]
+    return np.array([entropy(c.astype(np.float64)).mean() for c in p])
+
+
+def test_npz_members_as_input_and_mask(tmp_path, rng):
+    p = np.stack([softmax_volume(rng, 3, (4, 5)) for _ in range(3)]).astype(np.float32)
+    mask = np.zeros((3, 4, 5), dtype=bool)
+    mask[:, :2] = True
+    np.savez(tmp_path / "a.npz", probs=p, mask=mask, other=np.zeros(2))
+    run("score", "--input", f"{tmp_path}/a.npz:probs", "--reduce", "mean",
+        "--ignore-mask", f"{tmp_path}/a.npz:mask", "-o", tmp_path / "s.npy")
+    want = [entropy(c.astype(np.float64))[2:].mean() for c in p]
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.uint16, np.uint32, np.uint64, np.int64, np.float16])
+def test_masks_of_every_dtype(tmp_path, rng, dtype):
+    p = np.stack([softmax_volume(rng, 2, (6, 7)) for _ in range(2)]).astype(np.float32)
+    mask = np.zeros((2, 6, 7), dtype=dtype)
+    mask[:, 3:] = 1
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "m.npy", mask)
+    run("score", "--input", tmp_path / "p.npy", "--reduce", "max", "--ignore-mask", tmp_path / "m.npy",
+        "-o", tmp_path / "s.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), [entropy(c.astype(np.float64))[:3].max() for c in p],
+                               rtol=1e-5)
+
+
+def test_a_mask_of_another_grid_is_an_error(tmp_path, rng):
+    p = np.stack([softmax_volume(rng, 2, (6, 10)) for _ in range(3)]).astype(np.float32)
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "t.npy", np.zeros((3, 10, 6), np.uint8))  # transposed: same voxel count
+    r = run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--ignore-mask", tmp_path / "t.npy",
+            "-o", tmp_path / "s.npy", code=1)
+    assert "t.npy" in r.stderr and "[3, 6, 10]" in r.stderr and "[3, 10, 6]" in r.stderr
+    assert not (tmp_path / "s.npy").exists()
+    np.save(tmp_path / "c.npy", np.zeros((3, 1, 6, 10), np.uint8))  # [N, 1, H, W] is the same grid
+    run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--ignore-mask", tmp_path / "c.npy",
+        "-o", tmp_path / "s.npy")
+
+
+def test_one_array_with_a_mask_file_per_case(tmp_path, rng):
+    p = np.stack([softmax_volume(rng, 2, (3, 4, 5)) for _ in range(3)]).astype(np.float32)
+    np.save(tmp_path / "p.npy", p)
+    masks = []
+    for n in range(3):
+        m = (rng.random((3, 4, 5)) < 0.5).astype(np.uint8)
+        masks.append(m)
+        write_nifti(tmp_path / f"m{n}.nii", m.transpose(2, 1, 0))  # (x, y, z)
+    run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--ignore-mask", f"{tmp_path}/m*.nii",
+        "-o", tmp_path / "s.npy")
+    want = [entropy(p[n].astype(np.float64))[masks[n] == 0].mean() for n in range(3)]
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, rtol=1e-5)
+
+
+def test_a_case_file_named_twice_is_refused(tmp_path, rng):
+    write_nifti(tmp_path / "a.nii", softmax_volume(rng, 2, (3, 4, 5)).transpose(3, 2, 1, 0).astype(np.float32))
+    os.symlink(tmp_path / "a.nii", tmp_path / "b.nii")
+    for spec in (f"{tmp_path}/a.nii,{tmp_path}/a.nii", f"{tmp_path}/*.nii"):
+        r = run("score", "--input", spec, "--reduce", "mean", "-o", tmp_path / "s.csv", code=2)
+        assert "is the same file as" in r.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_voxel_map_failures_write_nothing(tmp_path, rng):
+    p = np.stack([softmax_volume(rng, 2, (4, 5)) for _ in range(2)]).astype(np.float32)
+    np.save(tmp_path / "p.npy", p)
+    r = run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--voxel-map", tmp_path / "map.csv",
+            "-o", tmp_path / "s.npy", code=2)
+    assert ".npy" in r.stderr
+    run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--voxel-map", tmp_path / "no" / "map.npy",
+        "-o", tmp_path / "s.npy", code=1)
+    assert not (tmp_path / "s.npy").exists() and not (tmp_path / "map.csv").exists()
+    if os.path.exists("/dev/full"):  # a device is written in place: the write fails
+        os.symlink("/dev/full", tmp_path / "full.npy")
+        run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--voxel-map", tmp_path / "full.npy",
+            "-o", tmp_path / "s.npy", code=1)
+        assert not (tmp_path / "s.npy").exists()
+
+
+def test_no_cases(tmp_path):
+    np.save(tmp_path / "p.npy", np.zeros((0, 3, 4, 5), np.float32))
+    run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--voxel-map", tmp_path / "map.npy",
+        "-o", tmp_path / "s.npy")
+    assert np.load(tmp_path / "s.npy").shape == (0,)
+    assert np.load(tmp_path / "map.npy").shape == (0, 4, 5)
+    run("score", "--input", tmp_path / "p.npy", "--reduce", "foreground-mean", "--background", "3",
+        "-o", tmp_path / "t.npy", code=2)
+    run("score", "--input", tmp_path / "p.npy", "--reduce", "mean", "--class-weights", "1,2",
+        "-o", tmp_path / "t.npy", code=2)
+    assert not (tmp_path / "t.npy").exists()
+
+
+def test_case_names_that_are_not_utf8(tmp_path, rng):
+    name = os.fsencode(str(tmp_path)) + b"/case-\xff.nii"
+    with open(name, "wb") as f:
+        f.write(nifti_bytes(softmax_volume(rng, 2, (3, 4, 5)).transpose(3, 2, 1, 0).astype(np.float32)))
+    r = subprocess.run([QUARRY, "select", "--input", name, "--reduce", "mean", "-k", "1", "--format", "json"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    import json
+    j = json.loads(r.stdout.decode("utf-8"))
+    assert j["selected"][0]["index"] == 0 and "\ufffd" in j["selected"][0]["case"]
+
+
+def test_float64_beyond_float32_and_tiny_q_are_named(tmp_path, rng):
+    z = rng.normal(size=(2, 3, 4, 5))
+    z[1, 2, 3, 4] = 1e300
+    np.save(tmp_path / "z.npy", z)
+    r = run("score", "--input", tmp_path / "z.npy", "--logits", "--reduce", "mean", "-o", tmp_path / "s.npy", code=1)
+    assert "case 1, voxel [3, 4]" in r.stderr and "class 2 is 1e+300" in r.stderr and "float32 range" in r.stderr
+    p = np.stack([softmax_volume(rng, 2, (4, 5)) for _ in range(2)]).astype(np.float32)
+    np.save(tmp_path / "p.npy", p)
+    r = run("select", "--input", tmp_path / "p.npy", "--reduce", "topq:1e-9", "-k", "1", "--format", "json")
+    assert "topq:1e-09" in r.stdout
+
+
+def test_patches_of_2d_images(tmp_path, rng):
+    p = np.stack([softmax_volume(rng, 3, (10, 7)) for _ in range(3)]).astype(np.float32)
+    np.save(tmp_path / "p.npy", p)
+    run("score", "--input", tmp_path / "p.npy", "--patches", "4x3", "--reduce", "max", "-o", tmp_path / "s.csv")
+    rows = read_csv_scores(tmp_path / "s.csv")
+    assert list(rows[0]) == ["index", "case", "patch", "start0", "start1", "score"]
+    assert len(rows) == 3 * 9  # ceil(10/4) * ceil(7/3) patches per image
+    for row in rows:
+        n, y, x = int(row["index"]), int(row["start0"]), int(row["start1"])
+        want = entropy(p[n].astype(np.float64))[y:y + 4, x:x + 3].max()
+        assert abs(float(row["score"]) - want) < 1e-5 * max(1, want)
+    r = run("select", "--input", tmp_path / "p.npy", "--patches", "4x3", "--reduce", "max", "-k", "3",
+            "--per-case", "1")
+    sel = [line.split(",") for line in r.stdout.strip().splitlines()[1:]]
+    assert sorted(int(s[1]) for s in sel) == [0, 1, 2]  # one patch of each image
+    for s in sel:  # each the best patch of its image
+        assert float(s[-1]) == max(float(row["score"]) for row in rows if row["index"] == s[1])
+    r = run("select", "--input", tmp_path / "p.npy", "--patches", "4x3", "-k", "4", "--per-case", "1", code=2)
+    assert "only 3 slices or patches" in r.stderr
+
+
+def test_a_list_of_npz_members_one_per_case(tmp_path, rng):
+    p = np.stack([softmax_volume(rng, 2, (4, 5)) for _ in range(3)]).astype(np.float32)
+    np.save(tmp_path / "p.npy", p)
+    masks = [(rng.random((4, 5)) < 0.4).astype(np.uint8) for _ in range(3)]
+    np.savez(tmp_path / "m.npz", **{f"m{n}": masks[n] for n in range(3)})
+    spec = ",".join(f"{tmp_path}/m.npz:m{n}" for n in range(3))
+    run("score", "--input", tmp_path / "p.npy", "--reduce", "sum", "--ignore-mask", spec, "-o", tmp_path / "s.npy")
+    want = [entropy(p[n].astype(np.float64))[masks[n] == 0].sum() for n in range(3)]
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, rtol=1e-5)
+    r = run("score", "--input", tmp_path / "p.npy", "--reduce", "sum", "--ignore-mask",
+            f"{tmp_path}/m.npz:m0,{tmp_path}/m.npz:m0,{tmp_path}/m.npz:m1", "-o", tmp_path / "t.npy", code=2)
+    assert "named twice" in r.stderr
+
+
+def test_many_classes_are_summed_as_rows_are(tmp_path):
+    np.save(tmp_path / "u.npy", np.full((1, 20000, 3), 1 / 20000, np.float32))
+    run("score", "--input", tmp_path / "u.npy", "--reduce", "mean", "-o", tmp_path / "s.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), [np.log(20000)], rtol=2e-6)

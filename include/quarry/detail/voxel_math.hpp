@@ -95,4 +95,16 @@ QUARRY_HD float voxel_score(float s, float t, float w1, float w2, int C) {
   }
 }
 
+// How many voxel scores topq:q averages over n counted voxels: ceil(q n), at least 1 of a
+// non-empty set, at most n. q n is computed in double; a product within 4 units in the last
+// place above an integer is that integer (0.01 * 300 is 3.0000000000000004 in double, and 3
+// voxels are meant), anything further above counts one more.
+QUARRY_HD long long top_count(double q, long long n) {
+  if (n <= 0) return 0;
+  const double x = q * static_cast<double>(n);
+  auto m = static_cast<long long>(x);  // floor: x >= 0
+  if (static_cast<double>(m) < x && x - static_cast<double>(m) > x * 4.0 * 2.220446049250313e-16) ++m;
+  return m < 1 ? 1 : m > n ? n : m;
+}
+
 }  // namespace quarry::detail
