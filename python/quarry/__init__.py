@@ -10,6 +10,7 @@ tensor in, a torch tensor out on the same device. The work runs with the GIL rel
     scores = quarry.score(probs, "entropy")                  # [N] float32
     pick = quarry.score_and_select(logits, "margin", k=100, logits=True)
     pick.index, pick.score                                   # best first
+    case_scores = quarry.score_dense(seg_probs, "entropy", "topq:0.01")  # [N, C, D, H, W] -> [N]
 
 Errors are ``quarry.Error`` (bad data: the message names the array or file, the row and what
 was expected) and ``quarry.UsageError`` (a bad argument; also a ``ValueError``).
@@ -32,6 +33,7 @@ __all__ = [
     "Error", "UsageError", "Selection", "KMeans", "score", "select", "score_and_select",
     "select_diverse", "kmeans", "stream_select", "load", "acquisitions", "diversity_strategies",
     "set_threads", "build_info", "Project", "Query", "modal",
+    "score_dense", "select_slices", "score_dense_files", "patch_origin", "score_boxes", "score_multilabel", "SliceSelection", "DenseScores",
 ]
 
 
@@ -50,6 +52,40 @@ class KMeans(NamedTuple):
     centroids: Any
     iterations: int
     converged: bool
+
+
+class SliceSelection(NamedTuple):
+    """Selected (case, slice) pairs of dense outputs, best first: ``case`` and ``slice`` (int64)
+    and ``score`` (float32, the slice's score)."""
+    case: Any
+    slice: Any
+    score: Any
+
+
+class DenseScores(NamedTuple):
+    """Scores of dense outputs in files (:func:`score_dense_files`), one entry per case (or per
+    slice of each case, in case order):
+
+    ``score`` float32, ``case`` int64 (the case of each score), ``slice`` int64 (its slice; 0
+    without slices); per case: ``names`` (list of str: the case's file, or ``"pool.npy[n]"`` for
+    case n of one array) and ``slices`` int64 (its number of slices, 1 without slices);
+    ``voxel_map``: every voxel's score [N, spatial...] float32 where asked for, else None.
+    """
+    score: Any
+    case: Any
+    slice: Any
+    names: list
+    slices: Any
+    voxel_map: Any = None
+
+    def grid(self):
+        """The scores as [N, S] float32 (S slices per case; [N, 1] without slices). Cases with
+        different numbers of slices have no grid (a UsageError): use ``score``/``case``/``slice``."""
+        n = len(self.names)
+        if n and _np.any(self.slices != self.slices[0]):
+            raise UsageError("the cases have different numbers of slices: there is no [N, S] grid; "
+                             "use .score, .case and .slice (select_slices takes these scores as they are)")
+        return self.score.reshape(n, int(self.slices[0]) if n else 0)
 
 
 # ------------------------------------------------------------------ arrays in and out
@@ -292,6 +328,249 @@ def stream_select(files, acquisition: str = "entropy", k: int = 1, *, embeddings
     if stats is not None:
         stats.update(cut)
     return Selection(index, score_)
+
+
+# ------------------------------------------------------------------ dense outputs
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, _np.bool_)):
+        raise UsageError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _class_weights(weights) -> list:
+    if weights is None:
+        return []
+    torch = _torch_module(weights)
+    if torch is not None:
+        weights = weights.detach().cpu().numpy()
+    try:
+        w = _np.asarray(weights, dtype=_np.float64)
+    except (TypeError, ValueError):
+        raise UsageError(f"class_weights: expected a sequence of numbers (one per class), got {weights!r}") from None
+    if w.ndim != 1:
+        raise UsageError(f"class_weights: expected a flat sequence (one weight per class), got shape {w.shape}")
+    if not _np.all(_np.isfinite(w)) or _np.any(w < 0) or _np.any(w > _np.finfo(_np.float32).max):
+        raise UsageError(f"class_weights: expected finite numbers >= 0, got {w.tolist()}")
+    return w.tolist()
+
+
+def _patches(patches) -> list:
+    if patches is None:
+        return []
+    sizes = [patches] if isinstance(patches, (int, _np.integer)) and not isinstance(patches, bool) else patches
+    try:
+        return [_int(p, "patches", 1, 2**62) for p in sizes]
+    except TypeError:
+        raise UsageError(f"patches: expected a size or one size per spatial axis, got {patches!r}") from None
+
+
+def _dense_options(acquisition, reduce, logits, committee, channels_last, background, class_weights, slices,
+                   voxel_map, tolerance, device) -> tuple:
+    """The checked arguments shared by score_dense and score_dense_files."""
+    if not isinstance(acquisition, str):
+        raise UsageError(f"acquisition must be a name (str), got {acquisition!r}")
+    if not isinstance(reduce, str):
+        raise UsageError(f"reduce must be 'mean', 'max', 'sum', 'topq:Q' or 'foreground-mean', got {reduce!r}")
+    if not isinstance(device, str):
+        raise UsageError(f"device must be 'cpu' (or 'auto', 'cuda', 'cuda:N'), got {device!r}")
+    axis = -1 if slices is None else _int(slices, "slices", 0, 2**31 - 1)
+    return (acquisition, reduce, _flag(logits, "logits"), _flag(committee, "committee"),
+            _flag(channels_last, "channels_last"), _int(background, "background", 0, 2**31 - 1),
+            _class_weights(class_weights), axis, _flag(voxel_map, "voxel_map"), _tolerance(tolerance), device)
+
+
+def score_dense(x, acquisition: str = "entropy", reduce: str = "mean", *, logits: bool = False,
+                committee: bool = False, channels_last: bool = False, background: int = 0, class_weights=None,
+                ignore=None, slices: Optional[int] = None, voxel_map: bool = False,
+                tolerance: Optional[float] = None, device: str = "cpu", patches=None):
+    """Score dense outputs, segmentation maps and volumes (as ``quarry score --reduce``): every
+    voxel gets the acquisition score of its class probabilities, and the voxel scores are reduced
+    to one score per case, or per slice (docs/dense.md).
+
+    x: [N, C, spatial...] (PyTorch, MONAI), [N, spatial..., C] with ``channels_last=True``
+        (TensorFlow), or a committee [M, N, C, spatial...] (ensemble members, MC-dropout
+        samples); spatial is [H, W] or [D, H, W] (any number of axes). Probabilities, or logits
+        with ``logits=True``; float32, float16, bfloat16 or float64; NumPy, torch or anything
+        with __dlpack__ or the buffer protocol, read in place.
+    acquisition: least-confidence, margin, ratio, entropy; committee scores bald,
+        consensus-entropy, vote-entropy, kl-max, variation-ratio (a committee input; the
+        single-model scores of a committee score its mean). egl and badge-norm are not per voxel.
+    reduce: mean, max, sum, topq:Q (the mean of the ceil(Q n) largest voxel scores, exact;
+        0 < Q <= 1) or foreground-mean (the mean over the voxels whose predicted class is not
+        ``background``).
+    committee: x is [M, N, C, spatial...] (implied by a committee acquisition).
+    background: the background class of foreground-mean.
+    class_weights: one weight per class; a voxel's score is multiplied by the weight of its
+        predicted class (the argmax of its probabilities, of the committee mean; ties to the
+        lowest class).
+    ignore: an ignore mask [N, spatial...] (or [N, 1, spatial...]), any dtype: voxels where it is
+        nonzero are left out of every reduction. A case with no voxel counted scores 0.
+    slices: a spatial axis (0 is the first after the classes): one score per slice along it.
+    patches: a patch size per spatial axis ((64, 64); or one int for every axis): one score per
+        patch, the patches tiling the grid row-major (the last axis fastest), cut at its far
+        edges (quarry.patch_origin gives a patch's first voxel). Not with ``slices``.
+    voxel_map: also return every voxel's score (after class weights; 0 where ignored).
+    tolerance: allowed |sum - 1| of a voxel's probabilities (None: 1e-3, 1e-2 for float16 and
+        bfloat16).
+    device: cpu (the default), cuda or cuda:N (the cases are copied to the GPU a group at a time
+        and scored there; the input itself must be host memory: a CUDA tensor is a UsageError,
+        pass x.cpu()), or auto (CUDA where this build has it and a device is visible). Where the
+        engine has no CUDA backend of dense scores, cuda is a UsageError.
+
+    Returns float32 scores [N], or [N, S] with ``slices`` or ``patches``; with ``voxel_map=True`` a tuple
+    (scores, map), map float32 [N, spatial...] in the input's voxel order. NumPy arrays, or
+    torch tensors for a torch input. A bad voxel (NaN, Inf, a negative probability, a sum off 1)
+    is a quarry.Error naming the case and the voxel's coordinates.
+    """
+    opts = _dense_options(acquisition, reduce, logits, committee, channels_last, background, class_weights, slices,
+                          voxel_map, tolerance, device)
+    src, torch, stream = _arg(x, "x")
+    mask, _, _ = _arg(ignore, "ignore")
+    (acq, red, lg, cm, cl, bg, weights, axis, vm, tol, dev) = opts
+    scores, vmap = _core.score_dense(src, acq, red, lg, cm, cl, bg, weights, mask, axis, vm, tol, dev, stream,
+                                     _patches(patches))
+    template = x if torch is not None else None
+    scores = _like(scores, torch, template)
+    if vm:
+        return scores, _like(vmap, torch, template)
+    return scores
+
+
+def score_boxes(offsets, probs, acquisition: str = "entropy", reduce: str = "mean", *, objectness=None,
+                logits: bool = False, empty_score: float = 0.0, tolerance: Optional[float] = None):
+    """Score detections (as ``quarry score --boxes``): every box gets the single-model
+    acquisition score of its class row (least-confidence, margin, ratio or entropy), times its
+    objectness where given, and each image the mean, max or sum of its boxes' scores
+    (docs/detections.md).
+
+    offsets: [N + 1] integers, image i has the boxes offsets[i] .. offsets[i+1] - 1.
+    probs: [B, C] class probabilities of the boxes (logits with ``logits=True``).
+    objectness: optional [B] in [0, 1].
+    empty_score: the score of an image without boxes.
+
+    Returns float32 [N] (a torch tensor for a torch ``probs``). A bad row, offset or objectness
+    is a quarry.Error naming the image and the box.
+    """
+    if not isinstance(reduce, str) or reduce not in ("mean", "max", "sum"):
+        raise UsageError(f"reduce must be 'mean', 'max' or 'sum' for detections, got {reduce!r}")
+    off, _, _ = _arg(offsets, "offsets")
+    src, torch, _ = _arg(probs, "probs")
+    obj, _, _ = _arg(objectness, "objectness")
+    if off is None or src is None:
+        raise UsageError("offsets and probs are required")
+    return _like(_core.score_boxes(off, src, obj, acquisition, reduce, _flag(logits, "logits"),
+                                   _tolerance(tolerance), float(empty_score)), torch, probs)
+
+
+def score_multilabel(probs, acquisition: str = "entropy", reduce: str = "mean", *, logits: bool = False):
+    """Score multi-label outputs (as ``quarry score --multilabel``): [N, L] sigmoid probabilities
+    (logits with ``logits=True``), or a committee [M, N, L]; every label is the binary row
+    (p, 1 - p) scored by the acquisition (binary entropy, margin 1 - |2p - 1|, least-confidence,
+    ratio; bald and the other committee scores for a committee), and each sample gets the mean,
+    max or sum over its labels (docs/detections.md). Returns float32 [N]."""
+    if not isinstance(reduce, str) or reduce not in ("mean", "max", "sum"):
+        raise UsageError(f"reduce must be 'mean', 'max' or 'sum' for multi-label outputs, got {reduce!r}")
+    src, torch, _ = _arg(probs, "probs")
+    if src is None:
+        raise UsageError("probs is required")
+    return _like(_core.score_multilabel(src, acquisition, reduce, _flag(logits, "logits")), torch, probs)
+
+
+def patch_origin(grid, patches, patch: int) -> list:
+    """The first voxel (one coordinate per spatial axis) of patch number ``patch`` of a case whose
+    voxel grid is ``grid`` (its spatial shape), tiled by ``patches`` as in score_dense."""
+    return list(_core.patch_origin([_int(g, "grid") for g in grid], _patches(patches), _int(patch, "patch")))
+
+
+def select_slices(scores, k: int, per_case: int = 0, exclude=None) -> SliceSelection:
+    """Select the k highest-scoring (case, slice) pairs, at most ``per_case`` slices of one case
+    (0: no limit); ties go to the lower case, then the lower slice (as ``quarry select --slices``).
+
+    scores: slice scores [N, S] (``score_dense(..., slices=axis)``), or the DenseScores of
+        :func:`score_dense_files` (whose cases may have different numbers of slices).
+    exclude: cases never selected (e.g. already labeled scans).
+
+    Returns a SliceSelection (case, slice, score), best first. NaN scores, k larger than the
+    number of selectable slices, or an excluded case outside 0..N-1 are errors.
+    """
+    k = _int(k, "k")
+    per_case = _int(per_case, "per_case")
+    exclude = _exclude(exclude)
+
+    def select(grid):
+        try:
+            return _core.select_slices(grid, k, per_case, exclude)
+        except UsageError as e:  # the engine's message names the command line's -k
+            text = str(e)
+            if text.startswith("-k "):
+                raise UsageError("k = " + text[3:]) from None
+            raise
+
+    if isinstance(scores, DenseScores):
+        n = len(scores.names)
+        s_max = int(scores.slices.max()) if n else 1
+        grid = _np.full((n, s_max), -_np.inf, dtype=_np.float32)
+        grid[scores.case, scores.slice] = scores.score
+        case, slice_, score_ = select(grid)
+        if len(score_) and _np.isneginf(score_[-1]):
+            raise UsageError(f"k = {k}: more slices than the cases have (with per_case = {per_case})")
+        return SliceSelection(case, slice_, score_)
+    torch = _torch_module(scores)
+    template = None
+    if torch is not None:
+        template = scores
+        scores = scores.detach().to(torch.float32).cpu().numpy()
+    else:
+        scores = _np.asarray(scores)
+        if scores.dtype.kind not in "fiu":
+            raise UsageError(f"scores: expected an array of numbers [N, S], got dtype {scores.dtype}")
+    if scores.ndim != 2:
+        raise UsageError(f"scores: expected slice scores [N, S] (cases x slices), got shape {tuple(scores.shape)}")
+    case, slice_, score_ = select(_np.ascontiguousarray(scores, dtype=_np.float32))
+    return SliceSelection(_like(case, torch, template), _like(slice_, torch, template), _like(score_, torch, template))
+
+
+def score_dense_files(files, acquisition: str = "entropy", reduce: str = "mean", *, ignore=None,
+                      memory_budget: Optional[int] = None, logits: bool = False, committee: bool = False,
+                      channels_last: bool = False, background: int = 0, class_weights=None,
+                      slices: Optional[int] = None, voxel_map: bool = False, tolerance: Optional[float] = None,
+                      device: str = "cpu", patches=None) -> DenseScores:
+    """Score dense outputs stored in files (as ``quarry score --input FILES --reduce``), a group of
+    cases at a time.
+
+    files: one array [N, C, spatial...] (committee [M, N, C, spatial...]) in an .npy file
+        (memory-mapped; cases are read in groups of at most ``memory_budget`` bytes) or
+        "FILE.npz:MEMBER"; or one file per case, as a glob ("preds/*.nii.gz", sorted by name) or
+        a list: NIfTI .nii/.nii.gz (the classes along the 4th dimension, or the 5th where the 4th
+        is 1; read as [C, z, y, x], so slices=0 is z) or nnU-Net --save_probabilities .npz
+        (member ``probabilities``, [C, spatial...]). Case files may differ in size.
+    ignore: ignore masks in the same forms: one array [N, spatial...] or one file per case.
+    memory_budget: bytes of one group of cases (None: a quarter of the available memory).
+    voxel_map: one-array inputs only.
+    The other arguments are those of :func:`score_dense`.
+
+    Returns a DenseScores (score, case, slice, names, slices, voxel_map) of NumPy arrays. Every
+    error names the file (and, for a bad voxel, the case and the voxel's coordinates).
+    """
+    opts = _dense_options(acquisition, reduce, logits, committee, channels_last, background, class_weights, slices,
+                          voxel_map, tolerance, device)
+    def paths(value, name):
+        try:
+            return _spec(value)
+        except TypeError:
+            raise UsageError(f"{name}: expected a file, a glob or a list of files, got {type(value).__name__} "
+                             "(arrays in memory: quarry.score_dense)") from None
+
+    spec = paths(files, "files")
+    if not spec:
+        raise UsageError("files: expected a file, a glob or a list of files")
+    mask_spec = paths(ignore, "ignore")
+    (acq, red, lg, cm, cl, bg, weights, axis, vm, tol, dev) = opts
+    budget = 0 if memory_budget is None else _int(memory_budget, "memory_budget")
+    score_, case, slice_, per_case, names, vmap = _core.score_dense_files(
+        spec, acq, red, mask_spec, budget, lg, cm, cl, bg, weights, axis, vm, tol, dev, _patches(patches))
+    return DenseScores(score_, case, slice_, names, per_case, vmap)
 
 
 def load(spec) -> _np.ndarray:

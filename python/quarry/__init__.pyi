@@ -1,5 +1,5 @@
 # Type stubs of the quarry package (the implementation is quarry/__init__.py over quarry._core).
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, List, NamedTuple, Optional, Sequence, Union
 import os
 
 import numpy as np
@@ -15,6 +15,20 @@ class UsageError(Error, ValueError): ...
 class Selection(NamedTuple):
     index: Any
     score: Any
+
+class SliceSelection(NamedTuple):
+    case: Any
+    slice: Any
+    score: Any
+
+class DenseScores(NamedTuple):
+    score: np.ndarray
+    case: np.ndarray
+    slice: np.ndarray
+    names: list[str]
+    slices: np.ndarray
+    voxel_map: Optional[np.ndarray] = ...
+    def grid(self) -> np.ndarray: ...
 
 class KMeans(NamedTuple):
     labels: np.ndarray
@@ -41,6 +55,24 @@ def stream_select(files: Union[PathLike, Sequence[PathLike]], acquisition: str =
                   exclude: Optional[ArrayLike] = ..., strategy: str = ..., beta: float = ..., seed: int = ...,
                   memory_budget: Optional[int] = ..., logits: bool = ..., device: str = ...,
                   tolerance: Optional[float] = ..., stats: Optional[dict] = ...) -> Selection: ...
+def score_dense(x: ArrayLike, acquisition: str = ..., reduce: str = ..., *, logits: bool = ..., committee: bool = ...,
+                channels_last: bool = ..., background: int = ..., class_weights: Optional[Sequence[float]] = ...,
+                ignore: Optional[ArrayLike] = ..., slices: Optional[int] = ..., voxel_map: bool = ...,
+                tolerance: Optional[float] = ..., device: str = ...,
+                patches: Optional[Union[int, Sequence[int]]] = ...) -> Any: ...
+def score_boxes(offsets: ArrayLike, probs: ArrayLike, acquisition: str = ..., reduce: str = ..., *,
+                objectness: Optional[ArrayLike] = ..., logits: bool = ..., empty_score: float = ...,
+                tolerance: Optional[float] = ...) -> Any: ...
+def score_multilabel(probs: ArrayLike, acquisition: str = ..., reduce: str = ..., *, logits: bool = ...) -> Any: ...
+def patch_origin(grid: Sequence[int], patches: Union[int, Sequence[int]], patch: int) -> List[int]: ...
+def select_slices(scores: Union[ArrayLike, DenseScores], k: int, per_case: int = ...,
+                  exclude: Optional[ArrayLike] = ...) -> SliceSelection: ...
+def score_dense_files(files: Union[PathLike, Sequence[PathLike]], acquisition: str = ..., reduce: str = ..., *,
+                      ignore: Optional[Union[PathLike, Sequence[PathLike]]] = ..., memory_budget: Optional[int] = ...,
+                      logits: bool = ..., committee: bool = ..., channels_last: bool = ..., background: int = ...,
+                      class_weights: Optional[Sequence[float]] = ..., slices: Optional[int] = ...,
+                      voxel_map: bool = ..., tolerance: Optional[float] = ..., device: str = ...,
+                      patches: Optional[Union[int, Sequence[int]]] = ...) -> DenseScores: ...
 def load(spec: PathLike) -> np.ndarray: ...
 def acquisitions() -> list[str]: ...
 def diversity_strategies() -> list[str]: ...

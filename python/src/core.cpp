@@ -10,9 +10,13 @@
 #include <omp.h>
 
 #include <atomic>
+#include <cmath>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "quarry/dlpack.hpp"
@@ -174,6 +178,69 @@ py::array array_to_numpy(Array a) {
   py::array out(py::dtype(fmt), shape, {}, owned->data(), free_it);
   py::detail::array_proxy(out.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;  // mapped files are read-only
   return out;
+}
+
+
+// ------------------------------------------------------------------ dense outputs
+
+// Whether this engine's DenseOptions says where dense scores run (a `device` field, and a
+// `stream` beside it): where it does, the Python `device` argument is passed through; where it
+// does not, dense scores run on the CPU and a CUDA request is a usage error.
+template <class O, class = void>
+struct has_device_field : std::false_type {};
+template <class O>
+struct has_device_field<O, std::void_t<decltype(std::declval<O&>().device)>> : std::true_type {};
+template <class O, class = void>
+struct has_stream_field : std::false_type {};
+template <class O>
+struct has_stream_field<O, std::void_t<decltype(std::declval<O&>().stream)>> : std::true_type {};
+constexpr bool kDenseDevices = has_device_field<DenseOptions>::value;
+
+template <class O>
+void set_dense_device(O& o, const std::string& text, std::uintptr_t stream) {
+  const DeviceSpec d = parse_device(text);
+  if constexpr (has_device_field<O>::value) {
+    using Field = decltype((o.device));
+    if constexpr (std::is_assignable_v<Field, DeviceSpec>) {
+      o.device = d;
+    } else {
+      o.device = text;
+    }
+    if constexpr (has_stream_field<O>::value) o.stream = reinterpret_cast<void*>(stream);
+  } else {
+    (void)stream;
+    QUARRY_USAGE_EXPECTS(d.kind != DeviceKind::cuda, "device '", quote_input(text),
+                         "': dense outputs are scored on the CPU in this version; use device='cpu' ",
+                         "(a CUDA tensor: pass x.cpu())");
+  }
+}
+
+// The options every dense call shares.
+DenseOptions dense_options(const std::string& reduce, bool logits, bool committee, bool channels_last, int background,
+                           const std::vector<float>& class_weights, int slice_axis, double tolerance,
+                           const std::string& device, std::uintptr_t stream) {
+  DenseOptions o;
+  o.reduce = parse_reduction(reduce);
+  o.logits = logits;
+  o.committee = committee;
+  o.channels_last = channels_last;
+  QUARRY_USAGE_EXPECTS(background >= 0, "background must be a class index >= 0, got ", background);
+  o.background = background;
+  o.class_weights = class_weights;
+  QUARRY_USAGE_EXPECTS(slice_axis >= -1, "slices must be a spatial axis >= 0 (None: one score per case), got ",
+                       slice_axis);
+  o.slice_axis = slice_axis;
+  o.sum_tolerance = tolerance;
+  set_dense_device(o, device, stream);
+  return o;
+}
+
+// A float32 NumPy array of `shape` that owns its (zeroed) memory.
+py::array_t<float> float_array(const std::vector<std::int64_t>& shape) {
+  std::vector<py::ssize_t> s(shape.begin(), shape.end());
+  py::array_t<float> a(s);
+  if (a.size() > 0) std::memset(a.mutable_data(), 0, static_cast<std::size_t>(a.size()) * sizeof(float));
+  return a;
 }
 
 }  // namespace
@@ -365,6 +432,170 @@ PYBIND11_MODULE(_core, m) {
     stats["budget"] = st.budget;
     py::tuple sel_tuple = selection_tuple(std::move(s));
     return py::make_tuple(sel_tuple[0], sel_tuple[1], stats);
+  });
+
+  // Dense outputs (segmentation maps, volumes): quarry/dense.hpp.
+  m.attr("dense_devices") = py::bool_(kDenseDevices);
+
+  m.def("score_dense", [](py::handle x, const std::string& acquisition, const std::string& reduce, bool logits,
+                          bool committee, bool channels_last, int background, const std::vector<float>& class_weights,
+                          py::handle ignore, int slice_axis, bool voxel_map, double tolerance, const std::string& device,
+                          std::uintptr_t stream, const std::vector<std::int64_t>& patch) {
+    const Acquisition acq = parse_acquisition(acquisition);
+    DenseOptions o = dense_options(reduce, logits, committee, channels_last, background, class_weights, slice_axis,
+                                   tolerance, device, stream);
+    o.patch = patch;
+    o.input_name = "x";
+    o.ignore_name = "ignore";
+    Input in = as_input(x, "x");
+    QUARRY_USAGE_EXPECTS(!in.view.on_cuda(), "x is in CUDA memory: dense outputs are read from host memory; pass x.cpu()",
+                         kDenseDevices ? " (device='cuda' scores them on the GPU, a group of cases at a time)" : "");
+    std::optional<Input> mask = as_optional_input(ignore, "ignore");
+    if (mask) o.ignore = &mask->view;
+    const bool comm = committee || acquisition_needs_committee(acq);
+    if (!acquisition_is_dense(acq) || in.view.rank() < (comm ? 4 : 3)) {
+      py::gil_scoped_release free;
+      score_dense(in.view, acq, o);  // raises the engine's error (not per voxel; a rank too low)
+    }
+    const DenseLayout l = dense_layout(in.view, comm, channels_last, "x");
+    py::object map = py::none();
+    if (voxel_map) {
+      std::vector<std::int64_t> shape = {l.cases};
+      shape.insert(shape.end(), l.spatial.begin(), l.spatial.end());
+      py::array_t<float> a = float_array(shape);
+      o.voxel_map = a.mutable_data();
+      map = std::move(a);
+    }
+    std::vector<float> s;
+    {
+      py::gil_scoped_release free;
+      apply_threads();
+      s = score_dense(in.view, acq, o);
+    }
+    py::array scores = to_numpy(std::move(s));
+    if (slice_axis >= 0 || !patch.empty())
+      scores = scores.reshape({static_cast<py::ssize_t>(l.cases), static_cast<py::ssize_t>(l.regions(slice_axis, patch))});
+    return py::make_tuple(scores, map);
+  });
+
+  // Detections and multi-label outputs (docs/detections.md).
+  const auto contiguous = [](Input& in, Array& copy, const std::string& name) -> const ArrayView& {
+    if (in.view.contiguous()) return in.view;
+    copy = contiguous_copy(in.view, name);
+    in.view = copy.view();
+    return in.view;
+  };
+  m.def("score_boxes", [contiguous](py::handle offsets, py::handle probs, py::handle objectness,
+                                    const std::string& acquisition, const std::string& reduce, bool logits,
+                                    double tolerance, double empty_score) {
+    const Acquisition acq = parse_acquisition(acquisition);
+    BoxOptions o;
+    o.reduce = parse_reduction(reduce).how;
+    o.logits = logits;
+    o.sum_tolerance = tolerance;
+    QUARRY_USAGE_EXPECTS(std::isfinite(empty_score), "empty_score must be a finite number, got ", empty_score);
+    o.empty_score = static_cast<float>(empty_score);
+    o.input_name = "detections";
+    Input off = as_input(offsets, "offsets"), pr = as_input(probs, "probs");
+    std::optional<Input> obj = as_optional_input(objectness, "objectness");
+    Array c1, c2, c3;
+    const ArrayView& ov = contiguous(off, c1, "offsets");
+    const ArrayView& pv = contiguous(pr, c2, "probs");
+    const ArrayView* bv = obj ? &contiguous(*obj, c3, "objectness") : nullptr;
+    for (const ArrayView* v : {&ov, &pv, bv})
+      QUARRY_USAGE_EXPECTS(!v || !v->on_cuda(), "detections are read from host memory; pass .cpu() tensors");
+    std::vector<float> s;
+    {
+      py::gil_scoped_release free;
+      apply_threads();
+      s = score_boxes(ov, pv, bv, acq, o);
+    }
+    return to_numpy(std::move(s));
+  });
+  m.def("score_multilabel", [contiguous](py::handle probs, const std::string& acquisition, const std::string& reduce,
+                                         bool logits) {
+    const Acquisition acq = parse_acquisition(acquisition);
+    MultilabelOptions o;
+    o.reduce = parse_reduction(reduce).how;
+    o.logits = logits;
+    o.input_name = "probs";
+    Input pr = as_input(probs, "probs");
+    Array copy;
+    const ArrayView& pv = contiguous(pr, copy, "probs");
+    QUARRY_USAGE_EXPECTS(!pv.on_cuda(), "multi-label outputs are read from host memory; pass probs.cpu()");
+    std::vector<float> s;
+    {
+      py::gil_scoped_release free;
+      apply_threads();
+      s = score_multilabel(pv, acq, o);
+    }
+    return to_numpy(std::move(s));
+  });
+
+  m.def("patch_origin", [](const std::vector<std::int64_t>& grid, const std::vector<std::int64_t>& patch, std::int64_t r) {
+    QUARRY_USAGE_EXPECTS(!patch.empty() && (patch.size() == 1 || patch.size() == grid.size()),
+                         "patch_origin: one patch size, or one per axis of the grid");
+    return patch_origin(grid, patch, r);
+  });
+
+  m.def("select_slices", [](py::array_t<float, py::array::c_style | py::array::forcecast> scores, std::int64_t k,
+                            std::int64_t per_case, py::handle exclude) {
+    QUARRY_USAGE_EXPECTS(scores.ndim() == 2, "scores: expected slice scores [N, S] (cases x slices), got ",
+                         scores.ndim(), " dimensions");
+    const std::int64_t S = scores.shape(1);
+    std::vector<float> v(scores.data(), scores.data() + scores.size());
+    const std::vector<std::int64_t> ex = index_list(exclude, "exclude");
+    SliceSelection sel;
+    {
+      py::gil_scoped_release free;
+      sel = select_slices(v, S, k, per_case, ex);
+    }
+    return py::make_tuple(to_numpy(std::move(sel.case_index)), to_numpy(std::move(sel.slice)),
+                          to_numpy(std::move(sel.score)));
+  });
+
+  m.def("score_dense_files", [](const std::string& spec, const std::string& acquisition, const std::string& reduce,
+                                const std::string& ignore, std::int64_t memory_budget, bool logits, bool committee,
+                                bool channels_last, int background, const std::vector<float>& class_weights,
+                                int slice_axis, bool voxel_map, double tolerance, const std::string& device,
+                                const std::vector<std::int64_t>& patch) {
+    const Acquisition acq = parse_acquisition(acquisition);
+    DenseOptions o = dense_options(reduce, logits, committee, channels_last, background, class_weights, slice_axis,
+                                   tolerance, device, 0);
+    o.patch = patch;
+    o.input_name = spec;
+    QUARRY_USAGE_EXPECTS(memory_budget >= 0, "memory_budget must be >= 0 bytes, got ", memory_budget);
+    const bool comm = committee || acquisition_needs_committee(acq);
+    DenseFiles files, masks;
+    DenseScores r;
+    std::vector<float> map;
+    std::vector<std::int64_t> map_shape;
+    std::vector<std::string> names;
+    {
+      py::gil_scoped_release free;
+      apply_threads();
+      files = DenseFiles::open(spec, comm);
+      if (!ignore.empty()) masks = DenseFiles::open(ignore, false, true);
+      if (voxel_map) {
+        QUARRY_USAGE_EXPECTS(files.one_array(), spec, ": voxel_map needs one array [N, C, spatial...] (.npy or ",
+                             "FILE.npz:MEMBER); score case files one at a time (or with quarry.score_dense) for theirs");
+        const DenseLayout l = dense_layout(files.read(0, 0), comm, channels_last, spec);
+        map_shape = {files.cases()};
+        map_shape.insert(map_shape.end(), l.spatial.begin(), l.spatial.end());
+        map.assign(static_cast<std::size_t>(files.cases() * l.voxels), 0.0f);
+        o.voxel_map = map.data();
+      }
+      r = score_dense_files(files, acq, o, memory_budget, ignore.empty() ? nullptr : &masks);
+      names.reserve(static_cast<std::size_t>(files.cases()));
+      for (std::int64_t i = 0; i < files.cases(); ++i) names.push_back(files.case_name(i));
+    }
+    py::object map_out = py::none();
+    if (voxel_map) {
+      std::vector<py::ssize_t> shape(map_shape.begin(), map_shape.end());
+      map_out = to_numpy(std::move(map)).reshape(shape);
+    }
+    return py::make_tuple(to_numpy(std::move(r.score)), to_numpy(std::move(r.case_of)), to_numpy(std::move(r.slice)),
+                          to_numpy(std::move(r.slices)), names, map_out);
   });
 
   m.def("load", [](const std::string& spec) {
