@@ -162,7 +162,10 @@ def _exclude(exclude):
 def _tolerance(tolerance: Optional[float]) -> float:
     if tolerance is None:
         return -1.0
-    t = float(tolerance)
+    try:
+        t = float(tolerance)
+    except (TypeError, ValueError):
+        raise UsageError(f"tolerance must be a finite number >= 0 (None: the default), got {tolerance!r}") from None
     if not (t >= 0 and t < float("inf")):
         raise UsageError(f"tolerance must be a finite number >= 0 (None: the default), got {tolerance!r}")
     return t
@@ -360,9 +363,11 @@ def _patches(patches) -> list:
         return []
     sizes = [patches] if isinstance(patches, (int, _np.integer)) and not isinstance(patches, bool) else patches
     try:
-        return [_int(p, "patches", 1, 2**62) for p in sizes]
+        if isinstance(sizes, (str, bytes)) or len(sizes) == 0:
+            raise TypeError
+        return [_int(p, "patches", 1, 2**40) for p in sizes]
     except TypeError:
-        raise UsageError(f"patches: expected a size or one size per spatial axis, got {patches!r}") from None
+        raise UsageError(f"patches: expected a size (int) or one size per spatial axis (a tuple), got {patches!r}") from None
 
 
 def _dense_options(acquisition, reduce, logits, committee, channels_last, background, class_weights, slices,
@@ -510,6 +515,18 @@ def select_slices(scores, k: int, per_case: int = 0, exclude=None) -> SliceSelec
     if isinstance(scores, DenseScores):
         n = len(scores.names)
         s_max = int(scores.slices.max()) if n else 1
+        counts = _np.asarray(scores.slices, dtype=_np.int64).copy()
+        try:
+            ex = [int(e) for e in _np.asarray(exclude).ravel() if float(e) == int(e) and 0 <= int(e) < n] \
+                if exclude is not None else []
+        except (TypeError, ValueError):
+            ex = []  # the engine reports a bad exclude list
+        counts[ex] = 0
+        selectable = int(_np.minimum(counts, per_case).sum() if per_case > 0 else counts.sum())
+        if k > selectable:
+            raise UsageError(f"k = {k}: only {selectable} slices or patches can be selected ({n} cases"
+                             + (f", at most {per_case} each" if per_case > 0 else "")
+                             + (", excluded cases left out" if ex else "") + ")")
         grid = _np.full((n, s_max), -_np.inf, dtype=_np.float32)
         grid[scores.case, scores.slice] = scores.score
         case, slice_, score_ = select(grid)

@@ -567,7 +567,7 @@ def test_nnunet_and_nifti_case_files(tmp_path, rng):
     ref = slice_selection_reference(np.array([np.pad(r.score[r.case == i], (0, 8 - n), constant_values=-np.inf)
                                               for i, n in enumerate([6, 3, 8])]), 7, 3)
     assert list(zip(pick.case.tolist(), pick.slice.tolist())) == [(i, j) for i, j, _ in ref]
-    with pytest.raises(quarry.UsageError, match="more slices than the cases have"):
+    with pytest.raises(quarry.UsageError, match=r"k = 16: only 14 slices or patches can be selected"):
         quarry.select_slices(r, 16, per_case=0, exclude=[1, 1])
     # NIfTI: classes along the 4th dimension, read as [C, z, y, x]
     for i, p in enumerate(cases):
@@ -629,3 +629,14 @@ def test_patches_against_numpy(rng):
     assert quarry.score_dense(p, "entropy", "mean", patches=4).shape == (2, 6)
     with pytest.raises(quarry.UsageError):
         quarry.score_dense(p, patches=(4, 3), slices=0)
+
+
+def test_patch_origin_checks_the_patch_number():
+    assert quarry.patch_origin((100, 70), (64, 64), 3) == [64, 64]
+    for args in (((100, 70), (64, 64), 4), ((0, 70), (64, 64), 0), ((10,), (3,), 100), ((10, 7), (4, 3, 2), 0)):
+        with pytest.raises(quarry.UsageError):
+            quarry.patch_origin(*args)
+    x = np.full((1, 2, 4, 4), 0.5, np.float32)
+    for bad in ((), "2x2", [0, 2]):
+        with pytest.raises(quarry.UsageError):
+            quarry.score_dense(x, patches=bad)

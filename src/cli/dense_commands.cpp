@@ -39,10 +39,12 @@ std::vector<std::int64_t> parse_patches(const std::string& text) {
   while (true) {
     const std::size_t x = text.find('x', start);
     const std::string part = text.substr(start, x == std::string::npos ? std::string::npos : x - start);
-    char* end = nullptr;
-    const long long v = part.empty() ? 0 : std::strtoll(part.c_str(), &end, 10);
-    QUARRY_USAGE_EXPECTS(!part.empty() && end && *end == '\0' && v >= 1, "--patches ", text,
-                         ": expected sizes >= 1 joined by 'x', one per spatial axis (64x64) or one for all (64)");
+    const bool digits = !part.empty() && part.size() <= 12 &&
+                        std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const long long v = digits ? std::stoll(part) : 0;
+    QUARRY_USAGE_EXPECTS(digits && v >= 1, "--patches ", text,
+                         ": expected sizes from 1 to 999999999999 joined by 'x', one per spatial axis (64x64) or one "
+                         "for all (64)");
     out.push_back(v);
     if (x == std::string::npos) break;
     start = x + 1;
@@ -228,6 +230,13 @@ void dense_select(const DenseArgs& d, const std::string& input, const std::strin
   if (a.regional()) {
     // Cases may have different numbers of slices: select over padded rows of the largest count.
     const std::int64_t S = r.slices.empty() ? 1 : *std::max_element(r.slices.begin(), r.slices.end());
+    std::int64_t selectable = 0;  // the padding aside
+    for (std::int64_t n = 0; n < N; ++n)
+      if (std::find(exclude.begin(), exclude.end(), n) == exclude.end())
+        selectable += a.per_case > 0 ? std::min(a.per_case, r.slices[static_cast<std::size_t>(n)]) : r.slices[static_cast<std::size_t>(n)];
+    QUARRY_USAGE_EXPECTS(k <= selectable, "-k ", k, ": only ", selectable, " ", unit, " can be selected (", N, " cases",
+                         a.per_case > 0 ? ", at most " + std::to_string(a.per_case) + " each" : std::string(),
+                         exclude.empty() ? "" : ", excluded cases left out", ")");
     std::vector<float> padded(static_cast<std::size_t>(N * S), -1.0f);
     for (std::size_t i = 0; i < r.score.size(); ++i) padded[static_cast<std::size_t>(r.case_of[i] * S + r.slice[i])] = r.score[i];
     sel = select_slices(padded, S, k, a.per_case, exclude);

@@ -54,6 +54,12 @@ std::string reduction_name(const ReduceSpec& r) {
 }
 
 namespace {
+// Patches of size `size` along an axis of `extent` voxels (no overflow for huge sizes).
+std::int64_t tiles(std::int64_t extent, std::int64_t size) {
+  if (size <= 0) return 1;  // not tiled (sizes are checked before use)
+  return extent <= 0 ? 0 : 1 + (extent - 1) / size;
+}
+
 // One size for every axis, or one per axis.
 std::vector<std::int64_t> patch_sizes(const std::vector<std::int64_t>& patch, std::size_t rank) {
   return patch.size() == 1 ? std::vector<std::int64_t>(rank, patch[0]) : patch;
@@ -64,16 +70,25 @@ std::int64_t DenseLayout::patches(const std::vector<std::int64_t>& given) const 
   const std::vector<std::int64_t> patch = patch_sizes(given, spatial.size());
   if (patch.empty() || patch.size() != spatial.size()) return 1;
   std::int64_t r = 1;
-  for (std::size_t a = 0; a < patch.size(); ++a) r *= patch[a] > 0 ? (spatial[a] + patch[a] - 1) / patch[a] : 1;
+  for (std::size_t a = 0; a < patch.size(); ++a) r *= tiles(spatial[a], patch[a]);
   return r;
 }
 
 std::vector<std::int64_t> patch_origin(const std::vector<std::int64_t>& spatial, const std::vector<std::int64_t>& given,
                                        std::int64_t r) {
   const std::vector<std::int64_t> patch = patch_sizes(given, spatial.size());
+  QUARRY_USAGE_EXPECTS(patch.size() == spatial.size(), "patch size ", shape_string(given), ": the grid ",
+                       shape_string(spatial), " has ", spatial.size(), " axes");
+  std::int64_t total = 1;
+  for (std::size_t a = 0; a < patch.size(); ++a) {
+    QUARRY_USAGE_EXPECTS(patch[a] >= 1, "patch size ", shape_string(given), ": sizes must be >= 1");
+    total *= tiles(spatial[a], patch[a]);
+  }
+  QUARRY_USAGE_EXPECTS(r >= 0 && r < total, "patch ", r, ": the grid ", shape_string(spatial), " has ", total,
+                       " patches of ", shape_string(patch), total > 0 ? " (0.." + std::to_string(total - 1) + ")" : "");
   std::vector<std::int64_t> at(spatial.size(), 0);
-  for (std::size_t a = spatial.size(); a-- > 0 && a < patch.size();) {
-    const std::int64_t g = patch[a] > 0 ? (spatial[a] + patch[a] - 1) / patch[a] : 1;
+  for (std::size_t a = spatial.size(); a-- > 0;) {
+    const std::int64_t g = tiles(spatial[a], patch[a]);
     at[a] = (r % g) * patch[a];
     r /= g;
   }

@@ -362,7 +362,7 @@ def test_patches_of_2d_images(tmp_path, rng):
     for s in sel:  # each the best patch of its image
         assert float(s[-1]) == max(float(row["score"]) for row in rows if row["index"] == s[1])
     r = run("select", "--input", tmp_path / "p.npy", "--patches", "4x3", "-k", "4", "--per-case", "1", code=2)
-    assert "only 3 slices or patches" in r.stderr
+    assert "only 3 patches can be selected" in r.stderr
 
 
 def test_a_list_of_npz_members_one_per_case(tmp_path, rng):
@@ -383,3 +383,22 @@ def test_many_classes_are_summed_as_rows_are(tmp_path):
     np.save(tmp_path / "u.npy", np.full((1, 20000, 3), 1 / 20000, np.float32))
     run("score", "--input", tmp_path / "u.npy", "--reduce", "mean", "-o", tmp_path / "s.npy")
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), [np.log(20000)], rtol=2e-6)
+
+
+def test_k_beyond_the_slices_of_uneven_cases_names_the_true_count(tmp_path, rng):
+    for n, z in enumerate((2, 3, 2)):
+        write_nifti(tmp_path / f"c{n}.nii", softmax_volume(rng, 2, (z, 4, 5)).transpose(3, 2, 1, 0).astype(np.float32))
+    r = run("select", "--input", f"{tmp_path}/c*.nii", "--slices", "0", "-k", "8", code=2)
+    assert "only 7 slices can be selected (3 cases)" in r.stderr
+    (tmp_path / "ex.txt").write_text("1\n")
+    r = run("select", "--input", f"{tmp_path}/c*.nii", "--slices", "0", "-k", "5", "--per-case", "2", "--exclude",
+            tmp_path / "ex.txt", code=2)
+    assert "only 4 slices can be selected" in r.stderr
+    run("select", "--input", f"{tmp_path}/c*.nii", "--slices", "0", "-k", "7")
+
+
+def test_patch_sizes_out_of_range_are_usage_errors(tmp_path, rng):
+    np.save(tmp_path / "p.npy", np.stack([softmax_volume(rng, 2, (4, 5))]).astype(np.float32))
+    for size in ("9223372036854775807", "2x 2", "0", "2x", "-3"):
+        run("score", "--input", tmp_path / "p.npy", "--patches", size, "-o", tmp_path / "s.csv", code=2)
+    assert not (tmp_path / "s.csv").exists()
