@@ -460,10 +460,32 @@ void add_info(CLI::App& app) {
           if (m == "probs") probs = a.shape();
           if (m == "objectness") objectness = a.shape();
         }
-        if (offsets.size() == 1 && offsets[0] >= 1 && probs.size() == 2)
-          std::printf("as detections (--boxes): %lld images, %lld boxes, %lld classes%s\n",
-                      static_cast<long long>(offsets[0] - 1), static_cast<long long>(probs[0]),
-                      static_cast<long long>(probs[1]), objectness.empty() ? "" : ", with objectness");
+        if (offsets.size() == 1 && offsets[0] >= 1 && probs.size() == 2) {
+          // The offsets as score --boxes reads them: 0 first, non-decreasing, B last.
+          const Array o = read_npz_member(f, "offsets");
+          std::int64_t prev = -1, bad = -1;
+          for (std::int64_t i = 0; i < o.numel() && bad < 0; ++i) {
+            std::int64_t v = 0;
+            switch (o.dtype()) {
+              case DType::u8: v = o.as<std::uint8_t>()[i]; break;
+              case DType::i8: v = o.as<std::int8_t>()[i]; break;
+              case DType::i16: v = o.as<std::int16_t>()[i]; break;
+              case DType::i32: v = o.as<std::int32_t>()[i]; break;
+              default: v = o.as<std::int64_t>()[i]; break;
+            }
+            const bool ok = i == 0 ? v == 0 : v >= prev && (i + 1 < o.numel() || v == probs[0]);
+            if (!ok) bad = i;
+            prev = v;
+          }
+          if (bad >= 0)
+            std::printf("not valid detections (--boxes): offsets[%lld] = %lld (expected 0 first, non-decreasing, "
+                        "%lld boxes last)\n", static_cast<long long>(bad), static_cast<long long>(prev),
+                        static_cast<long long>(probs[0]));
+          else
+            std::printf("as detections (--boxes): %lld images, %lld boxes, %lld classes%s\n",
+                        static_cast<long long>(offsets[0] - 1), static_cast<long long>(probs[0]),
+                        static_cast<long long>(probs[1]), objectness.empty() ? "" : ", with objectness");
+        }
         continue;
       }
       const Array a = read_array(f);

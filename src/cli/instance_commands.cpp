@@ -2,6 +2,7 @@
 // with offsets, probs and optionally objectness) and multi-label outputs (--multilabel, [N, L]
 // or a committee [M, N, L]). The definitions are docs/detections.md's.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -66,6 +67,8 @@ Scored score_all(const InstanceArgs& a, const DenseArgs& d, const InstanceCall& 
     o.reduce = reduce.how;
     o.logits = c.logits;
     o.sum_tolerance = c.tolerance;
+    QUARRY_USAGE_EXPECTS(std::isfinite(a.empty_score) && std::fabs(a.empty_score) <= 3.4028234663852886e38,
+                         "--empty-score ", a.empty_score, ": expected a finite number within the float32 range");
     o.empty_score = static_cast<float>(a.empty_score);
     o.input_name = c.input;
     // Usage errors (acquisition, reduction) before the file is read.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/detections_cpu.hpp"
+#include "io/files.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
 
@@ -150,6 +151,8 @@ std::vector<float> score_boxes(const ArrayView& offsets_in, const ArrayView& pro
 }
 
 Detections read_detections(const std::string& path) {
+  QUARRY_USAGE_EXPECTS(!npz_member_spec(path), path, ": detections are the whole archive (its members offsets, probs ",
+                       "and objectness): give the .npz without :MEMBER");
   const std::vector<std::string> members = npz_members(path);
   auto has = [&](const char* m) { return std::find(members.begin(), members.end(), m) != members.end(); };
   if (!has("offsets") || !has("probs")) {

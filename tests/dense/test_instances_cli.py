@@ -257,3 +257,16 @@ def test_info_shows_detections(tmp_path, rng):
     np.savez(tmp_path / "d.npz", offsets=off, probs=p, objectness=obj)
     r = run("info", tmp_path / "d.npz")
     assert f"as detections (--boxes): 5 images, {len(p)} boxes, 3 classes, with objectness" in r.stdout
+
+
+def test_info_checks_the_offsets_and_boxes_take_the_whole_archive(tmp_path):
+    p = np.full((5, 2), 0.5, np.float32)
+    np.savez(tmp_path / "bad.npz", offsets=np.array([0, 3, 2, 5]), probs=p)
+    np.savez(tmp_path / "ok.npz", offsets=np.array([0, 3, 3, 5]), probs=p)
+    assert "not valid detections (--boxes): offsets[2] = 2" in run("info", tmp_path / "bad.npz").stdout
+    assert "as detections (--boxes): 3 images, 5 boxes, 2 classes" in run("info", tmp_path / "ok.npz").stdout
+    r = run("score", "--boxes", "--input", f"{tmp_path}/ok.npz:probs", "-o", tmp_path / "s.npy", code=2)
+    assert "without :MEMBER" in r.stderr
+    r = run("score", "--boxes", "--input", tmp_path / "ok.npz", "--empty-score", "1e39", "-o", tmp_path / "s.npy", code=2)
+    assert "float32 range" in r.stderr
+    assert not (tmp_path / "s.npy").exists()
