@@ -7,6 +7,7 @@
 
 #include "quarry/acquisition.hpp"  // score(): every acquisition score of a pool
 #include "quarry/array.hpp"        // ArrayView, Array: typed views of host memory
+#include "quarry/batchbald.hpp"    // select_batchbald(): batches by joint mutual information
 #include "quarry/device.hpp"       // DeviceSpec: cpu, cuda:N or auto
 #include "quarry/dist.hpp"         // Cluster: one pool over MPI ranks
 #include "quarry/diversity.hpp"    // select_diverse(): BADGE, k-center, Cluster-Margin

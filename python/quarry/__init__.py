@@ -33,7 +33,8 @@ __all__ = [
     "Error", "UsageError", "Selection", "KMeans", "score", "select", "score_and_select",
     "select_diverse", "kmeans", "stream_select", "load", "acquisitions", "diversity_strategies",
     "set_threads", "build_info", "Project", "Query", "modal",
-    "score_dense", "select_slices", "score_dense_files", "patch_origin", "score_boxes", "score_multilabel", "SliceSelection", "DenseScores",
+    "score_dense", "select_slices", "score_dense_files", "patch_origin", "score_boxes", "score_multilabel",
+    "select_batchbald", "SliceSelection", "DenseScores",
 ]
 
 
@@ -440,6 +441,17 @@ def score_dense(x, acquisition: str = "entropy", reduce: str = "mean", *, logits
     if vm:
         return scores, _like(vmap, torch, template)
     return scores
+
+
+def select_batchbald(x, k: int, *, exclude=None, samples: int = 512, seed: int = 0, logits: bool = False,
+                     tolerance: Optional[float] = None) -> Selection:
+    """BatchBALD (as ``quarry select --strategy batchbald``): k samples of a committee's outputs
+    x [M, N, C] chosen greedily by the gain of the batch's mutual information with the model
+    (docs/acquisition.md). Returns a Selection (index, score = each pick's gain), in pick order."""
+    src, torch, _ = _arg(x, "x")
+    result = _core.select_batchbald(src, _int(k, "k"), _exclude(exclude), _int(samples, "samples", 1, 2**24),
+                                    _int(seed, "seed", 0, 2**64 - 1), _flag(logits, "logits"), _tolerance(tolerance))
+    return _selection(result, torch, x)
 
 
 def score_boxes(offsets, probs, acquisition: str = "entropy", reduce: str = "mean", *, objectness=None,

@@ -532,6 +532,24 @@ PYBIND11_MODULE(_core, m) {
     return to_numpy(std::move(s));
   });
 
+  m.def("select_batchbald", [contiguous](py::handle x, std::int64_t k, py::handle exclude, std::int64_t samples,
+                                         std::uint64_t seed, bool logits, double tolerance) {
+    Input in = as_input(x, "x");
+    Array copy;
+    const ArrayView& v = contiguous(in, copy, "x");
+    QUARRY_USAGE_EXPECTS(!v.on_cuda(), "batchbald reads host memory; pass x.cpu()");
+    const std::vector<std::int64_t> ex = index_list(exclude, "exclude");
+    BatchBaldOptions o;
+    o.samples = samples, o.seed = seed, o.logits = logits, o.sum_tolerance = tolerance;
+    Selection sel;
+    {
+      py::gil_scoped_release free;
+      apply_threads();
+      sel = select_batchbald(v, k, ex, o);
+    }
+    return py::make_tuple(to_numpy(std::move(sel.index)), to_numpy(std::move(sel.score)));
+  });
+
   m.def("patch_origin", [](const std::vector<std::int64_t>& grid, const std::vector<std::int64_t>& patch, std::int64_t r) {
     QUARRY_USAGE_EXPECTS(!patch.empty() && (patch.size() == 1 || patch.size() == grid.size()),
                          "patch_origin: one patch size, or one per axis of the grid");

@@ -64,3 +64,18 @@ def test_torch_in_torch_out(rng):
     p = torch.rand(3, 4)
     out = quarry.score_multilabel(p, "entropy")
     assert isinstance(out, torch.Tensor) and out.shape == (3,)
+
+
+def test_batchbald_first_pick_is_bald_and_the_batch_is_not_balds_top_k(rng):
+    z = rng.normal(size=(1, 200, 5)) * 2 + rng.normal(size=(8, 200, 5))
+    p = np.exp(z - z.max(2, keepdims=True))
+    p = (p / p.sum(2, keepdims=True)).astype(np.float32)
+    bald = quarry.score(p, "bald")
+    sel = quarry.select_batchbald(p, 5, seed=1)
+    assert sel.index[0] == int(np.argmax(bald))
+    assert len(set(sel.index.tolist())) == 5
+    again = quarry.select_batchbald(p, 5, seed=1)
+    assert again.index.tolist() == sel.index.tolist()
+    assert 0 not in quarry.select_batchbald(p, 5, exclude=[0]).index.tolist()
+    with pytest.raises(quarry.UsageError):
+        quarry.select_batchbald(p, 500)

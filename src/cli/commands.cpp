@@ -18,6 +18,7 @@
 #include "dense_cli.hpp"
 #include "instance_cli.hpp"
 #include "quarry/acquisition.hpp"
+#include "quarry/batchbald.hpp"
 #include "quarry/detail/hd.hpp"
 #include "quarry/error.hpp"
 #include "quarry/io.hpp"
@@ -204,7 +205,7 @@ ProgressFn progress_printer(const std::string& strategy) {
 struct SelectArgs {
   ScoreArgs score;
   std::string scores, exclude, strategy = "topk", output, format;
-  std::int64_t k = -1, candidates = 0, clusters = 0;
+  std::int64_t k = -1, candidates = 0, clusters = 0, samples = 512;
   double beta = 1.0;
   std::uint64_t seed = 0;
   int threads = 0;
@@ -262,8 +263,12 @@ void add_select(CLI::App& app) {
                   "Already labeled indices, never selected: integer .npy, or text/CSV with one index per line");
   cmd->add_option("--strategy", a->strategy,
                   "topk (the k highest scores), power (sample k with P ~ score^beta), or a diversity "
-                  "strategy over --embeddings: badge, kcenter, cluster-margin, uncertain-kcenter")
-      ->check(CLI::IsMember({"topk", "power", "badge", "kcenter", "cluster-margin", "uncertain-kcenter"}));
+                  "strategy over --embeddings: badge, kcenter, cluster-margin, uncertain-kcenter; or batchbald "
+                  "over a committee --input [M, N, C]")
+      ->check(CLI::IsMember({"topk", "power", "badge", "kcenter", "cluster-margin", "uncertain-kcenter", "batchbald"}));
+  cmd->add_option("--samples", a->samples,
+                  "batchbald: label configurations of the batch kept (exact up to this many, sampled beyond)")
+      ->check(positive());
   cmd->add_option("--beta", a->beta, "Exponent of power sampling");
   cmd->add_option("--seed", a->seed, "Seed of power sampling, badge and cluster-margin (same seed, same selection)");
   cmd->add_option("--candidates", a->candidates,
@@ -308,6 +313,27 @@ void add_select(CLI::App& app) {
                              !dense->committee && dense->per_case == 0,
                          "--ignore-mask, --class-weights, --channels-last, --committee and --per-case are options "
                          "of dense outputs: give --reduce (or --slices)");
+    if (a->strategy == "batchbald") {
+      QUARRY_USAGE_EXPECTS(!a->score.input.empty() && a->scores.empty() && a->score.embeddings.empty(),
+                           "--strategy batchbald selects from a committee's outputs: --input P.npy [M, N, C] ",
+                           "(not --scores or --embeddings)");
+      check_outputs({{"--output", a->output}}, {{"--input", a->score.input}, {"--exclude", a->exclude}});
+      set_threads(a->threads);
+      const auto t0 = Clock::now();
+      const Array in = read_array(a->score.input);
+      const std::vector<std::int64_t> excl = a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
+      BatchBaldOptions o;
+      o.samples = a->samples;
+      o.seed = a->seed;
+      o.logits = a->score.logits;
+      o.sum_tolerance = a->score.tolerance;
+      const Selection sel = select_batchbald(in.view(), a->k, excl, o);
+      check_mapped_inputs();
+      if (a->verbose)
+        std::fprintf(stderr, "quarry: batchbald: %lld of %lld in %.3f s\n", static_cast<long long>(sel.size()),
+                     static_cast<long long>(in.rank() == 3 ? in.shape()[1] : 0), seconds_since(t0));
+      return write_selection(sel, "batchbald", a->score.input, a->output, a->format);
+    }
     const bool diverse = a->strategy != "topk" && a->strategy != "power";
     if (!diverse && a->scores.empty() && a->score.input.empty())  // a usage error: exit 2
       throw CLI::ValidationError("select needs --scores FILE, or --input FILE with --acquisition");

@@ -270,3 +270,19 @@ def test_info_checks_the_offsets_and_boxes_take_the_whole_archive(tmp_path):
     r = run("score", "--boxes", "--input", tmp_path / "ok.npz", "--empty-score", "1e39", "-o", tmp_path / "s.npy", code=2)
     assert "float32 range" in r.stderr
     assert not (tmp_path / "s.npy").exists()
+
+
+def test_select_batchbald_from_a_committee(tmp_path, rng):
+    # (select --strategy batchbald reads a committee [M, N, C] as --input; its engine is tested
+    # against a brute-force reference in tests/test_batchbald.cpp)
+    z = rng.normal(size=(1, 50, 4)) * 2 + rng.normal(size=(6, 50, 4))
+    p = np.exp(z - z.max(2, keepdims=True))
+    np.save(tmp_path / "c.npy", (p / p.sum(2, keepdims=True)).astype(np.float32))
+    r = run("select", "--input", tmp_path / "c.npy", "--strategy", "batchbald", "-k", "4", "--format", "json")
+    j = json.loads(r.stdout)
+    assert j["strategy"] == "batchbald" and len({s["index"] for s in j["selected"]}) == 4
+    bald = run("select", "--input", tmp_path / "c.npy", "-a", "bald", "-k", "1").stdout.splitlines()[1].split(",")[1]
+    assert j["selected"][0]["index"] == int(bald)
+    run("select", "--input", tmp_path / "c.npy", "--strategy", "batchbald", "-k", "51", code=2)
+    np.save(tmp_path / "flat.npy", np.full((5, 2), 0.5, np.float32))
+    run("select", "--input", tmp_path / "flat.npy", "--strategy", "batchbald", "-k", "1", code=1)

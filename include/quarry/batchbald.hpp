@@ -1,0 +1,35 @@
+// BatchBALD (Kirsch, van Amersfoort and Gal, 2019): a batch chosen greedily by the mutual
+// information between the labels of the whole batch and the model, so that the batch does not
+// hold samples that are informative for the same reason (as BALD's top-k does). The definitions
+// are docs/acquisition.md's ("batchbald").
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "quarry/array.hpp"
+#include "quarry/select.hpp"
+
+namespace quarry {
+
+struct BatchBaldOptions {
+  /// Label configurations of the batch kept to estimate its joint entropy: exact while the
+  /// batch's configurations number at most this many, sampled (this many) beyond.
+  std::int64_t samples = 512;
+  std::uint64_t seed = 0;
+  /// The input holds logits (a softmax per row).
+  bool logits = false;
+  /// Allowed |sum - 1| of a row's probabilities; negative: 1e-3 (1e-2 for float16/bfloat16).
+  double sum_tolerance = -1.0;
+};
+
+/// Chooses k samples of a committee's outputs `committee` [M, N, C] (ensemble members or
+/// MC-dropout samples; host memory, any float dtype) greedily: each pick maximises the gain of
+/// the batch's mutual information, H(y_n | labels of the batch so far) - mean over members of
+/// H(p_m,n). The first pick is BALD's best. `exclude` (indices) are never chosen. Returns the
+/// picks in order with their gains as scores. A bad row (NaN, negative, a sum off 1) is an
+/// Error naming the member and the row. The same seed gives the same batch.
+Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std::vector<std::int64_t>& exclude,
+                           const BatchBaldOptions& options = {});
+
+}  // namespace quarry

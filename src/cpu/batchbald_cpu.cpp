@@ -1,0 +1,218 @@
+// quarry::select_batchbald on the CPU. The committee's rows are read once into float32
+// probabilities laid out [N][C][M] (a candidate's values together, the members fastest). The
+// batch's label configurations are kept as a weight a_s each and the members' posterior weights
+// w_s,m (normalised per configuration): exactly, every configuration of the batch's labels with
+// its probability, while they number at most `samples`; beyond, `samples` configurations drawn
+// from the committee's joint distribution of the batch's labels (ancestral sampling, each new
+// label drawn given the configuration's labels so far), each weighing 1 / samples.
+//
+// The gain of a candidate n: sum_s a_s H(q_s), q_s(c) = sum_m w_s,m p_m,n,c (the distribution
+// of y_n given configuration s), minus the members' mean entropy of n. Candidates are scored
+// independently (in parallel); the draws are sequential: the batch does not depend on the
+// thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/parallel.hpp"
+#include "cpu/elem.hpp"
+#include "quarry/detail/row_math.hpp"
+#include "quarry/batchbald.hpp"
+#include "quarry/error.hpp"
+
+namespace quarry {
+namespace {
+
+double xlogx(double x) { return x > 0.0 ? x * std::log(x) : 0.0; }
+
+template <DType D>
+void load_rows(const ArrayView& v, std::vector<float>& out) {
+  using E = cpu::Elem<D>;
+  const auto* p = static_cast<const typename E::T*>(v.data);
+  const std::int64_t n = v.numel();
+  for (std::int64_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = E::get(p, i);
+}
+
+// [M, N, C] in any float dtype -> probabilities [N][C][M], every row checked (softmax of logits).
+std::vector<float> probabilities(const ArrayView& in_view, const BatchBaldOptions& o) {
+  Array copy;
+  ArrayView in = in_view;
+  if (!in.contiguous()) {
+    copy = contiguous_copy(in_view, "committee");
+    in = copy.view();
+  }
+  const std::int64_t M = in.shape[0], N = in.shape[1], C = in.shape[2];
+  std::vector<float> raw(static_cast<std::size_t>(in.numel()));
+  switch (in.dtype) {
+    case DType::f32: load_rows<DType::f32>(in, raw); break;
+    case DType::f64: load_rows<DType::f64>(in, raw); break;
+    case DType::f16: load_rows<DType::f16>(in, raw); break;
+    case DType::bf16: load_rows<DType::bf16>(in, raw); break;
+    default: QUARRY_FAIL("batchbald: expected float32, float16, bfloat16 or float64 outputs, got ", dtype_name(in.dtype));
+  }
+  const bool half = in.dtype == DType::f16 || in.dtype == DType::bf16;
+  const double tol = o.sum_tolerance >= 0 ? o.sum_tolerance : half ? 1e-2 : 1e-3;
+  std::vector<float> p(raw.size());
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const float* r = raw.data() + (m * N + n) * C;
+      double zmax = -std::numeric_limits<double>::infinity(), sum = 0.0;
+      for (std::int64_t c = 0; c < C; ++c) {
+        QUARRY_EXPECTS(std::isfinite(r[c]) && (o.logits || r[c] >= 0.0f), "batchbald: committee member ", m, ", row ",
+                       n, ", class ", c, ": ", r[c], o.logits ? " is not a finite logit" : " is not a probability");
+        zmax = std::max(zmax, static_cast<double>(r[c]));
+      }
+      for (std::int64_t c = 0; c < C; ++c) sum += o.logits ? std::exp(r[c] - zmax) : r[c];
+      QUARRY_EXPECTS(o.logits || std::fabs(sum - 1.0) <= tol, "batchbald: committee member ", m, ", row ", n,
+                     ": probabilities sum to ", sum, ", expected 1 within ", tol, " (pass --logits for logits)");
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double v = o.logits ? std::exp(r[c] - zmax) / sum : r[c] / sum;
+        p[static_cast<std::size_t>((n * C + c) * M + m)] = static_cast<float>(v);
+      }
+    }
+  return p;
+}
+
+}  // namespace
+
+Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std::vector<std::int64_t>& exclude,
+                           const BatchBaldOptions& o) {
+  QUARRY_EXPECTS(!committee.on_cuda(), "batchbald: the committee's outputs are read from host memory");
+  QUARRY_EXPECTS(committee.rank() == 3, "batchbald: expected a committee [M, N, C] (members, samples, classes), got shape ",
+                 shape_string(committee.shape));
+  const std::int64_t M = committee.shape[0], N = committee.shape[1], C = committee.shape[2];
+  QUARRY_EXPECTS(M >= 1 && C >= 1, "batchbald: a committee needs members and classes, got shape ",
+                 shape_string(committee.shape));
+  QUARRY_USAGE_EXPECTS(o.samples >= 1 && o.samples <= (std::int64_t{1} << 24), "batchbald: samples must be in 1..",
+                       std::int64_t{1} << 24, ", got ", o.samples);
+  std::vector<unsigned char> taken(static_cast<std::size_t>(N), 0);
+  for (std::int64_t e : exclude) {
+    QUARRY_EXPECTS(e >= 0 && e < N, "batchbald: excluded index ", e, " is not in 0..", N - 1);
+    taken[static_cast<std::size_t>(e)] = 1;
+  }
+  const auto selectable = static_cast<std::int64_t>(std::count(taken.begin(), taken.end(), 0));
+  QUARRY_USAGE_EXPECTS(k >= 0 && k <= selectable, "-k ", k, ": only ", selectable, " samples can be selected (", N,
+                       " in the pool", exclude.empty() ? "" : ", excluded ones left out", ")");
+  const std::vector<float> p = probabilities(committee, o);
+  const auto at = [&](std::int64_t n, std::int64_t c) { return p.data() + (n * C + c) * M; };
+
+  // The members' mean entropy of each sample.
+  std::vector<double> member_entropy(static_cast<std::size_t>(N), 0.0);
+  for (std::int64_t n = 0; n < N; ++n) {
+    double h = 0.0;
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t m = 0; m < M; ++m) h -= xlogx(at(n, c)[m]);
+    member_entropy[static_cast<std::size_t>(n)] = h / static_cast<double>(M);
+  }
+
+  // Configurations: a[s], and w[s * M + m].
+  std::vector<double> a = {1.0};
+  std::vector<float> w(static_cast<std::size_t>(M), 1.0f / static_cast<float>(M));
+  bool sampled = false;
+  std::mt19937_64 rng(o.seed ^ 0x62617463686261ULL);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+
+  Selection sel;
+  std::vector<double> gain(static_cast<std::size_t>(N), 0.0);
+  for (std::int64_t step = 0; step < k; ++step) {
+    const auto S = static_cast<std::int64_t>(a.size());
+    // The members' weights member-major (wt[m * S + s]): q_s below is summed across s in lanes.
+    std::vector<float> wt(static_cast<std::size_t>(M * S));
+    for (std::int64_t s2 = 0; s2 < S; ++s2)
+      for (std::int64_t m = 0; m < M; ++m) wt[static_cast<std::size_t>(m * S + s2)] = w[static_cast<std::size_t>(s2 * M + m)];
+    std::vector<float> af(a.begin(), a.end());
+    parallel_chunks(N, 16, N * S * M * C, [&](std::int64_t b, std::int64_t e, int) {
+      std::vector<float> q(static_cast<std::size_t>(S)), hs(static_cast<std::size_t>(S));
+      for (std::int64_t n = b; n < e; ++n) {
+        if (taken[static_cast<std::size_t>(n)]) continue;
+        std::fill(hs.begin(), hs.end(), 0.0f);
+        for (std::int64_t c = 0; c < C; ++c) {
+          const float* pc = at(n, c);
+          float* qv = q.data();
+          std::fill(q.begin(), q.end(), 0.0f);
+          for (std::int64_t m = 0; m < M; ++m) {  // q_s(c) = sum_m w_s,m p_m,n,c
+            const float pm = pc[m];
+            const float* wm = wt.data() + m * S;
+            QUARRY_SIMD()
+            for (std::int64_t s2 = 0; s2 < S; ++s2) qv[s2] += pm * wm[s2];
+          }
+          float* hv = hs.data();
+          QUARRY_SIMD()
+          for (std::int64_t s2 = 0; s2 < S; ++s2) hv[s2] -= detail::xlogx(qv[s2]);
+        }
+        double h = 0.0;
+        for (std::int64_t s2 = 0; s2 < S; ++s2) h += static_cast<double>(af[static_cast<std::size_t>(s2)]) * hs[static_cast<std::size_t>(s2)];
+        gain[static_cast<std::size_t>(n)] = h - member_entropy[static_cast<std::size_t>(n)];
+      }
+    });
+    std::int64_t best = -1;
+    for (std::int64_t n = 0; n < N; ++n)
+      if (!taken[static_cast<std::size_t>(n)] && (best < 0 || gain[static_cast<std::size_t>(n)] > gain[static_cast<std::size_t>(best)]))
+        best = n;
+    taken[static_cast<std::size_t>(best)] = 1;
+    sel.index.push_back(best);
+    sel.score.push_back(static_cast<float>(gain[static_cast<std::size_t>(best)]));
+    if (step + 1 == k) break;
+
+    // Condition the configurations on the new sample's label.
+    const auto child = [&](std::int64_t s, std::int64_t c, float* out) {  // w' of (s, c); returns q_s(c)
+      const float* ws = w.data() + s * M;
+      const float* pc = at(best, c);
+      double sum = 0.0;
+      for (std::int64_t m = 0; m < M; ++m) sum += static_cast<double>(ws[m]) * pc[m];
+      if (out && sum > 0.0)
+        for (std::int64_t m = 0; m < M; ++m) out[m] = static_cast<float>(ws[m] * pc[m] / sum);
+      return sum;
+    };
+    std::vector<double> a2;
+    std::vector<float> w2;
+    if (!sampled && S * C <= o.samples) {  // exact: every (configuration, label) with probability > 0
+      for (std::int64_t s = 0; s < S; ++s)
+        for (std::int64_t c = 0; c < C; ++c) {
+          const double qc = child(s, c, nullptr);
+          if (!(qc > 0.0)) continue;
+          a2.push_back(a[static_cast<std::size_t>(s)] * qc);
+          w2.resize(w2.size() + static_cast<std::size_t>(M));
+          child(s, c, w2.data() + w2.size() - static_cast<std::size_t>(M));
+        }
+    } else {  // sampled: `samples` draws, each a configuration (by its weight) and a label given it
+      std::vector<double> cum(static_cast<std::size_t>(S));
+      double total = 0.0;
+      for (std::int64_t s = 0; s < S; ++s) cum[static_cast<std::size_t>(s)] = total += a[static_cast<std::size_t>(s)];
+      const std::int64_t draws = o.samples;
+      a2.assign(static_cast<std::size_t>(draws), 1.0 / static_cast<double>(draws));
+      w2.resize(static_cast<std::size_t>(draws * M));
+      for (std::int64_t d = 0; d < draws; ++d) {
+        std::int64_t s = d;  // sampled already: each configuration extends itself
+        if (!sampled) {
+          const double u = unit(rng) * total;
+          s = std::min<std::int64_t>(S - 1, std::upper_bound(cum.begin(), cum.end(), u) - cum.begin());
+        }
+        // The label, drawn by q_s (a label of probability 0 is never drawn).
+        std::vector<double> qs(static_cast<std::size_t>(C));
+        double qsum = 0.0;
+        for (std::int64_t j = 0; j < C; ++j) qsum += qs[static_cast<std::size_t>(j)] = child(s, j, nullptr);
+        const double u = unit(rng) * qsum;
+        double acc = 0.0;
+        std::int64_t c = -1;
+        for (std::int64_t j = 0; j < C; ++j) {
+          if (!(qs[static_cast<std::size_t>(j)] > 0.0)) continue;
+          c = j;
+          acc += qs[static_cast<std::size_t>(j)];
+          if (u < acc) break;
+        }
+        QUARRY_EXPECTS(c >= 0, "batchbald: a configuration of probability 0 (sample ", best, ")");
+        child(s, c, w2.data() + d * M);
+      }
+      sampled = true;
+    }
+    a.swap(a2);
+    w.swap(w2);
+  }
+  return sel;
+}
+
+}  // namespace quarry
