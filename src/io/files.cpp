@@ -284,4 +284,24 @@ void check_mapped_inputs(bool all) {
               "what was read is incomplete, so nothing was written");
 }
 
+void expect_distinct_files(const std::vector<std::string>& paths, const std::string& spec, const char* what) {
+  std::vector<std::pair<FileIdentity, std::string>> seen;
+  for (const std::string& path : paths)
+    if (const auto id = file_identity(path)) {
+      for (const auto& [other, name] : seen)
+        QUARRY_USAGE_EXPECTS(!(other == *id), quote_input(spec, 200), ": ", path, " is the same file as ", name,
+                             "; each ", what, " may be listed once");
+      seen.emplace_back(*id, path);
+    }
+}
+
+bool npz_member_spec(const std::string& spec) {
+  const std::size_t colon = spec.rfind(':');
+  if (colon == std::string::npos) return false;
+  const std::string archive = spec.substr(0, colon);
+  struct stat st {};
+  return archive.size() > 4 && archive.compare(archive.size() - 4, 4, ".npz") == 0 &&
+         ::stat(archive.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 }  // namespace quarry
