@@ -511,13 +511,15 @@ class Driver {
  public:
   Driver(const DenseCall& c, float* out) : call_(c), kernel_(c), out_(out) {
     const DenseLayout& l = c.layout;
-    S_ = l.slices(c.slice_axis);
+    // Slices are regions too: the whole grid but one voxel along the slice axis.
     if (c.slice_axis >= 0) {
-      inner_ = 1;
-      for (std::size_t a = static_cast<std::size_t>(c.slice_axis) + 1; a < l.spatial.size(); ++a) inner_ *= l.spatial[a];
+      tile_ = l.spatial;
+      tile_[static_cast<std::size_t>(c.slice_axis)] = 1;
+    } else {
+      tile_ = c.patch;
     }
-    if (!c.patch.empty()) S_ = l.patches(c.patch);
-    keep_scores_ = c.reduce.how == Reduction::topq || c.slice_axis >= 0 || !c.patch.empty();
+    S_ = l.patches(tile_);
+    keep_scores_ = c.reduce.how == Reduction::topq || !tile_.empty();
   }
 
   void run() {
@@ -609,12 +611,8 @@ class Driver {
       if (f.before(first)) first = f;
     if (first.kase != kNone) return first;
 
-    if (call_.slice_axis >= 0) {
-      slices(n, buf, parallel);
-      return first;
-    }
-    if (!call_.patch.empty()) {
-      patches(n, buf, parallel);
+    if (!tile_.empty()) {
+      regions(n, buf, parallel);
       return first;
     }
     double sum = 0.0;
@@ -631,42 +629,11 @@ class Driver {
     return first;
   }
 
-  // The reductions of case n's slices along the slice axis, from its voxel scores.
-  void slices(std::int64_t n, const std::vector<float>& buf, bool parallel) {
-    const std::int64_t S = S_, inner = inner_, outer = call_.layout.voxels / (S * inner);
-    auto body = [&](std::int64_t b, std::int64_t e, int) {
-      std::vector<float> vals;
-      for (std::int64_t s = b; s < e; ++s) {
-        vals.clear();
-        double sum = 0.0;
-        float mx = 0.0f;
-        for (std::int64_t o = 0; o < outer; ++o) {
-          const float* p = buf.data() + (o * S + s) * inner;
-          for (std::int64_t i = 0; i < inner; ++i) {
-            if (p[i] < 0.0f) continue;
-            vals.push_back(p[i]);
-            sum += p[i];
-            mx = std::max(mx, p[i]);
-          }
-        }
-        const auto count = static_cast<std::int64_t>(vals.size());
-        out_[n * S + s] = call_.reduce.how == Reduction::topq
-                              ? static_cast<float>(top_mean(vals, top_count(call_.reduce.q, count)))
-                              : reduce_values(call_.reduce, sum, count, mx);
-      }
-    };
-    if (parallel) {
-      parallel_chunks(S, 1, call_.layout.voxels, body);
-    } else {
-      body(0, S, 0);
-    }
-  }
-
-  // The reductions of case n's patches, from its voxel scores: patch r's voxels in row-major
-  // order, a run along the last axis at a time.
-  void patches(std::int64_t n, const std::vector<float>& buf, bool parallel) {
+  // The reductions of case n's regions (tile_: slices or patches), from its voxel scores:
+  // region r's voxels in row-major order, a run along the last axis at a time.
+  void regions(std::int64_t n, const std::vector<float>& buf, bool parallel) {
     const std::vector<std::int64_t>& dims = call_.layout.spatial;
-    const std::vector<std::int64_t>& size = call_.patch;
+    const std::vector<std::int64_t>& size = tile_;
     const std::size_t A = dims.size();
     auto body = [&](std::int64_t b, std::int64_t e, int) {
       std::vector<float> vals;
@@ -742,7 +709,8 @@ class Driver {
   const DenseCall& call_;
   Kernel<D, Last> kernel_;
   float* out_;
-  std::int64_t S_ = 1, inner_ = 1;
+  std::vector<std::int64_t> tile_;  // the region size per spatial axis (empty: per case)
+  std::int64_t S_ = 1;               // regions per case
   bool keep_scores_ = false;
 };
 
