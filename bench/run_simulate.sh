@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Label-efficiency benchmarks of the LibTorch loop on the real data sets in ../shared/data:
 # `quarry simulate` with the protocol of the issue (200 initial labels, 10 rounds of 100,
-# 3 repeats) on PneumoniaMNIST and on a 20k subset of MNIST. Each run's report (summary.md,
+# 5 repeats) on PneumoniaMNIST and on a 20k subset of MNIST. Each run's report (summary.md,
 # curves.svg, summary.json, curves.csv, rounds.jsonl) goes to
 # bench/results/simulate-<dataset>-<UTC time>-<commit>/.
 # Usage: bench/run_simulate.sh [pneumoniamnist] [mnist] [-- extra simulate flags]
 #   BUILD=build-train bench/run_simulate.sh pneumoniamnist      (the build folder, default build)
-#   STRATEGIES=random,entropy,margin,bald,badge  REPEATS=3  THREADS=0
+#   STRATEGIES=random,entropy,margin,bald,badge  REPEATS=5  THREADS=0
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="$root/${BUILD:-build}"
 data="$(cd "$root/.." && pwd)/shared/data"
 strategies="${STRATEGIES:-random,entropy,margin,bald,badge}"
-repeats="${REPEATS:-3}"
+repeats="${REPEATS:-5}"
 threads="${THREADS:-0}"
 sets=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do sets+=("$1"); shift; done

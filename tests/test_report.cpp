@@ -2,6 +2,7 @@
 // (rounds.jsonl lines, curves.csv, summary.json, summary.md, curves.svg) on hand-made records.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <string>
@@ -14,6 +15,8 @@
 
 namespace {
 
+using quarry::Aulc;
+using quarry::Efficiency;
 using quarry::Error;
 using quarry::Metrics;
 using quarry::RoundRecord;
@@ -234,11 +237,14 @@ TEST(Summarize, EfficiencyInterpolation) {
   EXPECT_NEAR(*entropy.balanced_accuracy_efficiency.saving_percent,
               100.0 * (1 - (20.0 + 10.0 * (0.1 / 0.15)) / 30.0), 1e-9);
 
-  // The baseline reaches its own final mean at its final round.
+  // The baseline gets no saving of its own.
   const StrategySummary& random = get(s, "random");
-  ASSERT_TRUE(random.accuracy_efficiency.labels);
-  EXPECT_NEAR(*random.accuracy_efficiency.labels, 30.0, 1e-9);
-  EXPECT_NEAR(*random.accuracy_efficiency.saving_percent, 0.0, 1e-9);
+  EXPECT_TRUE(random.accuracy_efficiency.baseline);
+  EXPECT_FALSE(random.accuracy_efficiency.labels);
+  EXPECT_FALSE(random.accuracy_efficiency.saving_percent);
+  EXPECT_FALSE(random.accuracy_efficiency.saving_ci95.defined());
+  EXPECT_TRUE(random.accuracy_efficiency.repeat_labels.empty());
+  EXPECT_NEAR(random.accuracy_efficiency.target, 0.8, kEps);
 }
 
 TEST(Summarize, NeverReachedAndReachedAtRoundZero) {
@@ -324,17 +330,12 @@ TEST(Summarize, PerRepeatEfficiency) {
   ASSERT_TRUE(eb.stays_labels);
   EXPECT_NEAR(*eb.stays_labels, 300.0, 1e-9);
 
-  // The baseline against its own final mean: repeats reach it at 400, 250 (interpolated from
-  // 0.625 to 0.875) and 400: savings 0, 37.5, 0.
+  // The baseline: no saving, no per-repeat reading (it used to be credited with 12.5 %).
   const auto& r = get(s, "random").accuracy_efficiency;
-  ASSERT_EQ(r.repeat_labels.size(), 3u);
-  EXPECT_NEAR(r.repeat_labels[0].value_or(-1), 400.0, 1e-9);
-  EXPECT_NEAR(r.repeat_labels[1].value_or(-1), 250.0, 1e-9);
-  EXPECT_NEAR(r.repeat_labels[2].value_or(-1), 400.0, 1e-9);
-  EXPECT_EQ(r.repeats_reached, 3);
-  EXPECT_NEAR(r.repeat_saving.mean, 12.5, 1e-9);
-  EXPECT_NEAR(r.repeat_saving.std, sample_std({0.0, 37.5, 0.0}), 1e-9);
-  EXPECT_NEAR(r.stays_labels.value_or(-1), 400.0, 1e-9);
+  EXPECT_TRUE(r.baseline);
+  EXPECT_TRUE(r.repeat_labels.empty());
+  EXPECT_EQ(r.repeats_reached, 0);
+  EXPECT_FALSE(r.stays_labels);
 }
 
 TEST(Summarize, StaysAboveAfterADip) {
@@ -425,6 +426,90 @@ TEST(Summarize, BaselineMissing) {
   EXPECT_EQ(quarry::curves_svg(s).rfind("<svg", 0), 0u);
 }
 
+// The target is the isotonic fit of the baseline's mean curve at its end: a dip at the last
+// round is pooled with the rounds before it, so it neither lowers the target nor credits every
+// strategy with a saving.
+TEST(Summarize, TargetIsTheBaselinesIsotonicEnd) {
+  std::vector<RoundRecord> records;
+  const double random_acc[] = {0.5, 0.8, 0.86, 0.84};  // the last round dips
+  const double x_acc[] = {0.5, 0.7, 0.845, 0.845};     // above the dip, below the plateau
+  for (int rep = 0; rep < 2; ++rep)
+    for (int k = 0; k < 4; ++k) {
+      records.push_back(rec("random", rep, k, 100 * (k + 1), random_acc[k], random_acc[k]));
+      records.push_back(rec("x", rep, k, 100 * (k + 1), x_acc[k], x_acc[k]));
+    }
+  const SimulationSummary s = quarry::summarize(records, {});
+  const Efficiency& e = get(s, "x").accuracy_efficiency;
+  EXPECT_NEAR(e.target, 0.85, 1e-12);  // (0.86 + 0.84) / 2
+  EXPECT_NEAR(e.baseline_final, 0.84, 1e-12);
+  EXPECT_FALSE(e.labels);  // against the raw final mean it would have "saved" 30 %
+  EXPECT_NEAR(get(s, "random").accuracy_efficiency.target, 0.85, 1e-12);
+}
+
+// Two repeats: a resample is {0, 0}, {0, 1} or {1, 1}, so the 95% interval runs from the
+// smallest to the largest of the three savings (each resample pairs a strategy's repeat with the
+// baseline's repeat of the same number and refits the target). Labels 100, 200, 300.
+//   random: r0 (.5 .6 .7), r1 (.5 .8 .9)       targets: {0,0} .7, {0,1} .8, {1,1} .9
+//   x:      r0 (.5 .9 .9), r1 (.5 .7 1.0)
+//   {0,0}: x (.5 .9 .9) reaches .7 at 150: 50 %; {0,1}: (.5 .8 .95) reaches .8 at 200: 33.3 %;
+//   {1,1}: (.5 .7 1) reaches .9 at 266.7: 11.1 %.
+// AULC (mean height): x 0.8 and 0.725, random 0.6 and 0.75: differences +0.2 and -0.025.
+TEST(Summarize, PairedBootstrapIntervals) {
+  std::vector<RoundRecord> records;
+  const double random_acc[2][3] = {{0.5, 0.6, 0.7}, {0.5, 0.8, 0.9}};
+  const double x_acc[2][3] = {{0.5, 0.9, 0.9}, {0.5, 0.7, 1.0}};
+  for (int rep = 0; rep < 2; ++rep)
+    for (int k = 0; k < 3; ++k) {
+      records.push_back(rec("random", rep, k, 100 * (k + 1), random_acc[rep][k], random_acc[rep][k]));
+      records.push_back(rec("x", rep, k, 100 * (k + 1), x_acc[rep][k], x_acc[rep][k]));
+    }
+  const SimulationSummary s = quarry::summarize(records, {});
+  const Efficiency& e = get(s, "x").accuracy_efficiency;
+  ASSERT_TRUE(e.saving_percent);
+  EXPECT_NEAR(*e.saving_percent, 100.0 / 3, 1e-9);
+  ASSERT_TRUE(e.saving_ci95.defined());
+  EXPECT_NEAR(e.saving_ci95.low, 100.0 * (1 - (200 + 100 * (0.2 / 0.3)) / 300), 1e-9);
+  EXPECT_NEAR(e.saving_ci95.high, 50.0, 1e-9);
+  EXPECT_FALSE(e.saving_ci95.covers(0.0));
+
+  const Aulc& a = get(s, "x").accuracy_aulc;
+  EXPECT_NEAR(a.mean, 0.7625, 1e-12);
+  EXPECT_NEAR(a.ci95.low, 0.725, 1e-12);
+  EXPECT_NEAR(a.ci95.high, 0.8, 1e-12);
+  EXPECT_NEAR(a.difference, 0.0875, 1e-12);
+  EXPECT_NEAR(a.difference_ci95.low, -0.025, 1e-12);
+  EXPECT_NEAR(a.difference_ci95.high, 0.2, 1e-12);
+  EXPECT_TRUE(a.difference_ci95.covers(0.0));  // "not different from random"
+  const Aulc& base = get(s, "random").accuracy_aulc;
+  EXPECT_NEAR(base.mean, 0.675, 1e-12);
+  EXPECT_TRUE(std::isnan(base.difference));  // none against itself
+
+  // Written out: summary.json's ci95 and verdicts, and the markdown says it plainly.
+  const nlohmann::json j = nlohmann::json::parse(quarry::summary_json(s));
+  const nlohmann::json& x = j["strategies"][1];
+  EXPECT_NEAR(x["efficiency"]["accuracy"]["ci95"][1].get<double>(), 50.0, 1e-9);
+  EXPECT_EQ(x["efficiency"]["accuracy"]["different_from_baseline"], true);
+  EXPECT_EQ(x["aulc"]["accuracy"]["different_from_baseline"], false);
+  EXPECT_NEAR(x["curve"][1]["accuracy"]["ci95"][0].get<double>(), 0.7, 1e-12);
+  EXPECT_EQ(j["strategies"][0]["efficiency"]["accuracy"]["baseline"], true);
+  EXPECT_FALSE(j["strategies"][0]["efficiency"]["accuracy"].contains("saving_percent"));
+  const std::string m = quarry::summary_markdown(s);
+  EXPECT_NE(m.find("| 200 | **33.3 %** (best) [11.1, 50.0] |"), std::string::npos) << m;
+  EXPECT_NE(m.find("| x | 0.7625 [0.7250, 0.8000] | +0.0875 [-0.0250, +0.2000]: not different "
+                   "from random |"),
+            std::string::npos)
+      << m;
+
+  // One repeat: no interval anywhere.
+  records.erase(std::remove_if(records.begin(), records.end(),
+                               [](const RoundRecord& r) { return r.repeat == 1; }),
+                records.end());
+  const SimulationSummary one = quarry::summarize(records, {});
+  EXPECT_FALSE(get(one, "x").accuracy_efficiency.saving_ci95.defined());
+  EXPECT_FALSE(get(one, "x").accuracy_aulc.difference_ci95.defined());
+  EXPECT_TRUE(std::isnan(get(one, "x").accuracy[1].ci_low));
+}
+
 TEST(Summarize, OtherBaselineName) {
   SimulationSummary h;
   h.baseline = "margin";
@@ -482,7 +567,7 @@ TEST(Summarize, BinarySensitivitySpecificity) {
   const std::string csv = quarry::curves_csv(s);
   EXPECT_NE(csv.find(",sensitivity_0_mean,sensitivity_0_std,sensitivity_1_mean,"
                      "sensitivity_1_std,specificity_0_mean,specificity_0_std,"
-                     "specificity_1_mean,specificity_1_std\n"),
+                     "specificity_1_mean,specificity_1_std,accuracy_ci95_low,"),
             std::string::npos)
       << csv;
   EXPECT_NE(quarry::summary_markdown(s).find("Sensitivity, class 1"), std::string::npos);
@@ -565,12 +650,19 @@ TEST(CurvesCsv, RowsAndValues) {
   const SimulationSummary s = sample_summary();
   const std::string csv = quarry::curves_csv(s);
   EXPECT_EQ(csv.rfind("strategy,round,labels,repeats,accuracy_mean,accuracy_std,"
-                      "balanced_accuracy_mean,balanced_accuracy_std,macro_f1_mean,macro_f1_std\n",
+                      "balanced_accuracy_mean,balanced_accuracy_std,macro_f1_mean,macro_f1_std,"
+                      "accuracy_ci95_low,accuracy_ci95_high,balanced_accuracy_ci95_low,"
+                      "balanced_accuracy_ci95_high\n",
                       0),
             0u);
   EXPECT_EQ(count(csv, "\n"), 1u + 4 * 3);
-  EXPECT_NE(csv.find("\nentropy,1,20,2,0.85,0.0707107,0.6,0,0.5,0\n"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("\nrandom,2,30,2,0.8,0.141421,0.7,0.141421,0.5,0\n"), std::string::npos)
+  // Two repeats: every bootstrap mean is one of the two values or their mean; the 95% interval
+  // spans the two values.
+  EXPECT_NE(csv.find("\nentropy,1,20,2,0.85,0.0707107,0.6,0,0.5,0,0.8,0.9,0.6,0.6\n"),
+            std::string::npos)
+      << csv;
+  EXPECT_NE(csv.find("\nrandom,2,30,2,0.8,0.141421,0.7,0.141421,0.5,0,0.7,0.9,0.6,0.8\n"),
+            std::string::npos)
       << csv;
 }
 
@@ -608,7 +700,9 @@ TEST(SummaryMarkdown, StrategiesAndSavings) {
   for (const char* name : {"entropy", "random", "margin", "kcenter"})
     EXPECT_NE(m.find(std::string("| ") + name + " |"), std::string::npos) << name;
   EXPECT_NE(m.find("toy: 3 classes"), std::string::npos);
-  EXPECT_NE(m.find("| 18 | 40.0 % |"), std::string::npos) << m;
+  EXPECT_NE(m.find("| 18 | 40.0 % ["), std::string::npos) << m;
+  EXPECT_NE(m.find("| random | 30 | "), std::string::npos) << m;
+  EXPECT_NE(m.find("| (baseline) | – | – |"), std::string::npos) << m;  // no saving of its own
   EXPECT_NE(m.find("not reached (> 30 labels)"), std::string::npos) << m;
   EXPECT_NE(m.find("**66.7 %** (best)"), std::string::npos) << m;  // kcenter, accuracy
   EXPECT_EQ(count(m, "(best)"), 2u);  // once per metric
@@ -644,15 +738,25 @@ TEST(SummaryJson, PerRepeatFields) {
 
 TEST(SummaryMarkdown, PerRepeatSavingAndStays) {
   const std::string m = quarry::summary_markdown(repeat_summary());
-  EXPECT_EQ(count(m, "| Saving | Saving per repeat |"), 2u) << m;
+  EXPECT_EQ(count(m, "| Saving [95% CI] | Saving per repeat |"), 2u) << m;
   // entropy, accuracy: 300 labels, 25.0 %, per repeat 50 ± 12 % with 2 of 3 repeats.
   EXPECT_NE(m.find("| entropy | 400 | "), std::string::npos) << m;
-  EXPECT_NE(m.find("| 300 | 25.0 % | 50 ± 12 % (2/3) |"), std::string::npos) << m;
-  // blip, balanced accuracy: reached by none.
-  EXPECT_NE(m.find("| not reached (> 400 labels) | – | – (0/3) |"), std::string::npos) << m;
+  EXPECT_NE(m.find("| 300 | 25.0 % ["), std::string::npos) << m;
+  // Its interval covers 0: said plainly.
+  EXPECT_NE(m.find("| 300 | 25.0 % [< 0, 58.3]: not different from random | 50 ± 12 % (2/3) |"),
+            std::string::npos)
+      << m;
+  // blip's accuracy interval excludes 0: no verdict appended.
+  EXPECT_NE(m.find("| 200 | **50.0 %** (best) [6.2, 62.5] | 40 ± 28 % (3/3) |"), std::string::npos)
+      << m;
+  // blip, balanced accuracy: reached by none, in no resample either.
+  EXPECT_NE(m.find("| not reached (> 400 labels) | not reached [< 0, < 0]: worse than random | "
+                   "– (0/3) |"),
+            std::string::npos)
+      << m;
   // The "stays above from" table.
   EXPECT_NE(m.find("## Stays above from: labels after which the mean curve stays at or above "
-                   "random's final mean"),
+                   "the target"),
             std::string::npos)
       << m;
   EXPECT_NE(m.find("| entropy | 300 | 300 |"), std::string::npos) << m;

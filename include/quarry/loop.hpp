@@ -5,8 +5,10 @@
 // curves.svg.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,18 +57,39 @@ struct RoundRecord {
 
 // ------------------------------------------------------------------ summary
 
-/// Mean and sample standard deviation (n - 1; 0 for one repeat) over repeats.
+/// Mean and sample standard deviation (n - 1; 0 for one repeat) over repeats; for a learning
+/// curve's point also the 95% interval of the mean (percentile bootstrap over repeats; NaN with
+/// fewer than two repeats, and for times).
 struct MeanStd {
   double mean = 0, std = 0;
+  double ci_low = std::numeric_limits<double>::quiet_NaN();
+  double ci_high = std::numeric_limits<double>::quiet_NaN();
 };
 
-/// How many labels a strategy needed to reach a target (random sampling's final mean), read
-/// off its mean curve with linear interpolation between rounds: the first crossing. And the
-/// same read off each repeat's own curve (against the same target), to show the spread.
+/// A 95% interval (percentile bootstrap). `low` may be -infinity for a saving: more than 2.5%
+/// of the resamples never reached the target within the run (a saving below 0). NaN: none.
+struct Interval {
+  double low = std::numeric_limits<double>::quiet_NaN();
+  double high = std::numeric_limits<double>::quiet_NaN();
+  bool defined() const { return !std::isnan(low) && !std::isnan(high); }
+  bool covers(double v) const { return defined() && low <= v && v <= high; }
+};
+
+/// How many labels a strategy needed to reach a target, read off its mean curve with linear
+/// interpolation between rounds: the first crossing. The target is the baseline's (random's)
+/// mean curve made monotone by an isotonic (least-squares non-decreasing) fit, taken at the
+/// baseline's last round: a dip of the baseline's last round does not lower it, and one lucky
+/// round does not raise it as its running best would. The baseline has no saving of its own.
 struct Efficiency {
-  double target = 0;                   // the baseline's final mean
-  std::optional<double> labels;        // none: the target was never reached
+  double target = 0;             // the isotonic fit of the baseline's mean curve at its end
+  double baseline_final = 0;     // the baseline's raw final mean (for comparison)
+  bool baseline = false;         // this is the baseline: no saving
+  std::optional<double> labels;  // none: the target was never reached
   std::optional<double> saving_percent;  // 100 * (1 - labels / baseline's final labels)
+  /// Paired bootstrap 95% interval of saving_percent: repeats resampled with replacement, the
+  /// strategy's and the baseline's curves of a repeat together (they share the initial set),
+  /// the target refitted on each resample. Undefined with fewer than two paired repeats.
+  Interval saving_ci95;
   /// Per repeat, in repeat order: the labels at which that repeat's curve first reaches the
   /// target (same interpolation rule); none: that repeat never reached it.
   std::vector<std::optional<double>> repeat_labels;
@@ -80,6 +103,17 @@ struct Efficiency {
   std::optional<double> stays_labels;
 };
 
+/// The area under a learning curve: the trapezoid rule over labels, divided by the label range
+/// (so it is the curve's mean height, in the metric's units), per repeat; its mean over repeats
+/// with a bootstrap 95% interval, and the paired difference from the baseline's (mean of the
+/// per-repeat differences, paired bootstrap 95% interval; undefined for the baseline itself).
+struct Aulc {
+  double mean = 0;
+  Interval ci95;
+  double difference = std::numeric_limits<double>::quiet_NaN();
+  Interval difference_ci95;
+};
+
 struct StrategySummary {
   std::string strategy;
   int repeats = 0;
@@ -88,9 +122,13 @@ struct StrategySummary {
   /// For two classes: per round, per class (index [round][class]).
   std::vector<std::vector<MeanStd>> sensitivity, specificity;
   Efficiency accuracy_efficiency, balanced_accuracy_efficiency;
+  Aulc accuracy_aulc, balanced_accuracy_aulc;
   MeanStd round_seconds;  // mean time of a round (all rounds of all repeats)
   MeanStd train_seconds, infer_seconds, score_seconds, select_seconds;
 };
+
+/// Resamples of the bootstrap intervals (fixed seed: the same report for the same records).
+inline constexpr int kBootstrapResamples = 2000;
 
 struct SimulationSummary {
   std::string dataset;      // Dataset::describe() and spec

@@ -376,6 +376,7 @@ void add_simulate(CLI::App& app) {
     std::printf("  %-18s %16s %16s %22s %22s\n", "strategy", "final accuracy", "final balanced",
                 "labels to random acc", "labels to random bal");
     auto eff = [](const Efficiency& e) {
+      if (e.baseline) return std::string("(baseline)");
       if (!e.labels) return std::string("not reached");
       // Fewer labels than random print as a negative change; rounded first, so never "-0%".
       const double change = e.saving_percent ? std::round(-*e.saving_percent) + 0.0 : 0.0;

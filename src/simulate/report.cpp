@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -118,31 +119,181 @@ double saving(double labels, double baseline_final_labels) {
   return 100.0 * (1.0 - labels / baseline_final_labels);
 }
 
-// Label efficiency against `target` (the baseline's final mean): on the mean curve, and on
-// each repeat's curve (`per_repeat[repeat][round]`, in repeat order).
+// The last value of the isotonic (least-squares non-decreasing) fit of `ys`, by pooling
+// adjacent violators: the mean of the last pooled block. NaN values are left out; NaN if all are.
+double isotonic_end(const std::vector<double>& ys) {
+  std::vector<double> sum;
+  std::vector<double> count;
+  for (double y : ys) {
+    if (std::isnan(y)) continue;
+    sum.push_back(y);
+    count.push_back(1);
+    while (sum.size() > 1 && sum[sum.size() - 2] / count[count.size() - 2] > sum.back() / count.back()) {
+      sum[sum.size() - 2] += sum.back();
+      count[count.size() - 2] += count.back();
+      sum.pop_back();
+      count.pop_back();
+    }
+  }
+  return sum.empty() ? kNaN : sum.back() / count.back();
+}
+
+// The q-quantile of sorted values (linear between order statistics, as NumPy's default); a
+// -infinity neighbour gives -infinity.
+double quantile_sorted(const std::vector<double>& v, double q) {
+  const double h = q * static_cast<double>(v.size() - 1);
+  const std::size_t lo = static_cast<std::size_t>(std::floor(h));
+  const std::size_t hi = std::min(lo + 1, v.size() - 1);
+  if (std::isinf(v[lo]) || std::isinf(v[hi])) return h - static_cast<double>(lo) > 0 ? std::min(v[lo], v[hi]) : v[lo];
+  return v[lo] + (h - static_cast<double>(lo)) * (v[hi] - v[lo]);
+}
+
+// The 95% percentile interval of bootstrap values (NaN ones left out; undefined if none).
+Interval percentile_interval(std::vector<double> values) {
+  values.erase(std::remove_if(values.begin(), values.end(), [](double v) { return std::isnan(v); }),
+               values.end());
+  if (values.empty()) return {};
+  std::sort(values.begin(), values.end());
+  return {quantile_sorted(values, 0.025), quantile_sorted(values, 0.975)};
+}
+
+// The curves of a strategy per repeat: repeat -> one value per round.
+using RepeatCurves = std::map<int, std::vector<double>>;
+
+// The bootstrap's resamples of n repeats: kBootstrapResamples draws of n positions with
+// replacement, from a fixed seed (the same for every strategy and metric: the report is a
+// function of the records).
+std::vector<std::vector<std::size_t>> resamples(std::size_t n) {
+  std::mt19937_64 rng(0x9e3779b97f4a7c15ull);
+  std::vector<std::vector<std::size_t>> out(kBootstrapResamples, std::vector<std::size_t>(n));
+  for (auto& draw : out)
+    for (auto& i : draw) i = static_cast<std::size_t>(rng() % n);
+  return out;
+}
+
+// The mean curve over the repeats `curves[draw[i]]`.
+std::vector<double> mean_curve(const std::vector<const std::vector<double>*>& curves,
+                               const std::vector<std::size_t>& draw) {
+  std::vector<double> m(curves.front()->size(), 0.0);
+  for (std::size_t i : draw)
+    for (std::size_t k = 0; k < m.size(); ++k) m[k] += (*curves[i])[k];
+  for (double& v : m) v /= static_cast<double>(draw.size());
+  return m;
+}
+
+// A curve's area per unit of labels: the trapezoid rule over labels divided by the label range
+// (its mean height); the only value for one round.
+double aulc(const std::vector<std::int64_t>& labels, const std::vector<double>& ys) {
+  if (ys.size() == 1) return ys[0];
+  double area = 0;
+  for (std::size_t k = 1; k < ys.size(); ++k)
+    area += 0.5 * (ys[k] + ys[k - 1]) * static_cast<double>(labels[k] - labels[k - 1]);
+  return area / static_cast<double>(labels.back() - labels.front());
+}
+
+// The repeats the strategy and the baseline both ran, in repeat order: the pairs of the paired
+// bootstrap (a repeat's initial set and seed are the same for every strategy).
+std::vector<int> paired_repeats(const RepeatCurves& a, const RepeatCurves& b) {
+  std::vector<int> out;
+  for (const auto& [rep, curve] : a)
+    if (b.count(rep)) out.push_back(rep);
+  return out;
+}
+
+// Label efficiency against the isotonic end of the baseline's mean curve: on the mean curve,
+// on each repeat's curve, and the paired bootstrap interval of the saving. `base_curves`: the
+// baseline's per-repeat curves (null without a baseline in the records).
 Efficiency efficiency(const std::vector<std::int64_t>& labels, const std::vector<MeanStd>& curve,
-                      const std::vector<std::vector<double>>& per_repeat, double target,
-                      double baseline_final_labels) {
+                      const RepeatCurves& per_repeat, const std::vector<MeanStd>& base_curve,
+                      const RepeatCurves& base_repeats, double baseline_final_labels, bool is_baseline) {
   Efficiency e;
-  e.target = target;
+  std::vector<double> base_means;
+  for (const MeanStd& m : base_curve) base_means.push_back(m.mean);
+  e.target = isotonic_end(base_means);
+  e.baseline_final = base_means.back();
+  e.baseline = is_baseline;
+  if (is_baseline) return e;  // no saving of its own
   std::vector<double> means;
   for (const MeanStd& m : curve) means.push_back(m.mean);
-  e.labels = first_crossing(labels, means, target);
-  if (e.labels && baseline_final_labels > 0)
-    e.saving_percent = saving(*e.labels, baseline_final_labels);
-  e.stays_labels = stays_from(labels, means, target);
+  e.labels = first_crossing(labels, means, e.target);
+  if (e.labels && baseline_final_labels > 0) e.saving_percent = saving(*e.labels, baseline_final_labels);
+  e.stays_labels = stays_from(labels, means, e.target);
 
   std::vector<double> savings;
-  for (const std::vector<double>& ys : per_repeat) {
-    e.repeat_labels.push_back(first_crossing(labels, ys, target));
+  for (const auto& [rep, ys] : per_repeat) {
+    e.repeat_labels.push_back(first_crossing(labels, ys, e.target));
     if (!e.repeat_labels.back()) continue;
     ++e.repeats_reached;
-    savings.push_back(baseline_final_labels > 0
-                          ? saving(*e.repeat_labels.back(), baseline_final_labels)
-                          : kNaN);
+    savings.push_back(baseline_final_labels > 0 ? saving(*e.repeat_labels.back(), baseline_final_labels)
+                                                : kNaN);
   }
   if (!savings.empty()) e.repeat_saving = mean_std(savings);  // NaN: no baseline labels
+
+  // The paired bootstrap: resample repeats, both curves of a repeat together; refit the target.
+  const std::vector<int> pairs = paired_repeats(per_repeat, base_repeats);
+  if (pairs.size() < 2 || !(baseline_final_labels > 0) || base_curve.size() != curve.size()) return e;
+  std::vector<const std::vector<double>*> mine, theirs;
+  for (int rep : pairs) mine.push_back(&per_repeat.at(rep)), theirs.push_back(&base_repeats.at(rep));
+  std::vector<double> boot;
+  for (const auto& draw : resamples(pairs.size())) {
+    const double target = isotonic_end(mean_curve(theirs, draw));
+    const std::optional<double> at = first_crossing(labels, mean_curve(mine, draw), target);
+    boot.push_back(at ? saving(*at, baseline_final_labels) : -INFINITY);  // beyond the run: < 0
+  }
+  e.saving_ci95 = percentile_interval(std::move(boot));
   return e;
+}
+
+// The bootstrap 95% interval of the mean of per-repeat values (undefined for fewer than two).
+Interval mean_interval(const std::vector<double>& values) {
+  if (values.size() < 2) return {};
+  std::vector<double> boot;
+  for (const auto& draw : resamples(values.size())) {
+    double m = 0;
+    for (std::size_t i : draw) m += values[i];
+    boot.push_back(m / static_cast<double>(draw.size()));
+  }
+  return percentile_interval(std::move(boot));
+}
+
+// The AULC of a strategy over its repeats, with its interval, and the paired difference from
+// the baseline's (left undefined for the baseline itself or without one).
+Aulc aulc_summary(const std::vector<std::int64_t>& labels, const RepeatCurves& per_repeat,
+                  const RepeatCurves* base_repeats, bool is_baseline) {
+  Aulc a;
+  std::vector<double> own;
+  for (const auto& [rep, ys] : per_repeat) own.push_back(aulc(labels, ys));
+  a.mean = mean_std(own).mean;
+  a.ci95 = mean_interval(own);
+  if (is_baseline || !base_repeats) return a;
+  std::vector<double> diff;
+  for (int rep : paired_repeats(per_repeat, *base_repeats)) {
+    const std::vector<double>& theirs = base_repeats->at(rep);
+    if (theirs.size() != labels.size()) return a;  // another protocol: no pairing
+    diff.push_back(aulc(labels, per_repeat.at(rep)) - aulc(labels, theirs));
+  }
+  if (diff.empty()) return a;
+  a.difference = mean_std(diff).mean;
+  a.difference_ci95 = mean_interval(diff);
+  return a;
+}
+
+// The 95% interval of each round's mean over repeats (the curves' bands), from the same
+// resamples for every round.
+void set_curve_intervals(std::vector<MeanStd>& curve, const RepeatCurves& per_repeat) {
+  if (per_repeat.size() < 2) return;
+  std::vector<const std::vector<double>*> curves;
+  for (const auto& [rep, ys] : per_repeat) curves.push_back(&ys);
+  std::vector<std::vector<double>> boot(curve.size());
+  for (const auto& draw : resamples(curves.size())) {
+    const std::vector<double> m = mean_curve(curves, draw);
+    for (std::size_t k = 0; k < curve.size(); ++k) boot[k].push_back(m[k]);
+  }
+  for (std::size_t k = 0; k < curve.size(); ++k) {
+    const Interval ci = percentile_interval(std::move(boot[k]));
+    curve[k].ci_low = ci.low;
+    curve[k].ci_high = ci.high;
+  }
 }
 
 // ---------------------------------------------------------------- summary (its steps)
@@ -249,39 +400,43 @@ StrategySummary summarize_strategy(const std::string& name, const ByRepeat& repe
   return st;
 }
 
-// A metric per repeat (in repeat order), per round: the curves of the per-repeat label
-// efficiency.
-std::vector<std::vector<double>> repeat_curves(const ByRepeat& repeats, int rounds,
-                                               double Metrics::*metric) {
-  std::vector<std::vector<double>> curves;
+// A metric per repeat, per round: the curves of the per-repeat label efficiency, the bootstrap
+// and the AULC.
+RepeatCurves repeat_curves(const ByRepeat& repeats, int rounds, double Metrics::*metric) {
+  RepeatCurves curves;
   for (const auto& [rep, by_round] : repeats) {
     std::vector<double> ys;
     for (int k = 0; k < rounds; ++k) ys.push_back(by_round.at(k)->test.*metric);
-    curves.push_back(std::move(ys));
+    curves.emplace(rep, std::move(ys));
   }
   return curves;
 }
 
-// Label efficiency against the baseline's final mean (left empty without a baseline).
+// Label efficiency and AULC against the baseline (efficiency left empty without a baseline).
 // repeat_acc[i], repeat_bal[i]: the per-repeat curves of s.strategies[i].
-void set_efficiency(SimulationSummary& s,
-                    const std::vector<std::vector<std::vector<double>>>& repeat_acc,
-                    const std::vector<std::vector<std::vector<double>>>& repeat_bal) {
+void set_efficiency(SimulationSummary& s, const std::vector<RepeatCurves>& repeat_acc,
+                    const std::vector<RepeatCurves>& repeat_bal) {
   const StrategySummary* base = find_strategy(s, s.baseline);
+  const std::size_t b = base ? static_cast<std::size_t>(base - s.strategies.data()) : 0;
   for (std::size_t i = 0; i < s.strategies.size(); ++i) {
     StrategySummary& st = s.strategies[i];
+    const bool is_base = base && i == b;
+    st.accuracy_aulc = aulc_summary(st.labels, repeat_acc[i], base ? &repeat_acc[b] : nullptr, is_base);
+    st.balanced_accuracy_aulc =
+        aulc_summary(st.labels, repeat_bal[i], base ? &repeat_bal[b] : nullptr, is_base);
     if (!base) {
       st.accuracy_efficiency = Efficiency{};
       st.accuracy_efficiency.target = kNaN;
+      st.accuracy_efficiency.baseline_final = kNaN;
       st.balanced_accuracy_efficiency = st.accuracy_efficiency;
       continue;
     }
     const double final_labels = static_cast<double>(base->labels.back());
-    st.accuracy_efficiency = efficiency(st.labels, st.accuracy, repeat_acc[i],
-                                        base->accuracy.back().mean, final_labels);
+    st.accuracy_efficiency = efficiency(st.labels, st.accuracy, repeat_acc[i], base->accuracy,
+                                        repeat_acc[b], final_labels, is_base);
     st.balanced_accuracy_efficiency =
-        efficiency(st.labels, st.balanced_accuracy, repeat_bal[i],
-                   base->balanced_accuracy.back().mean, final_labels);
+        efficiency(st.labels, st.balanced_accuracy, repeat_bal[i], base->balanced_accuracy,
+                   repeat_bal[b], final_labels, is_base);
   }
 }
 
@@ -317,13 +472,15 @@ SimulationSummary summarize(const std::vector<RoundRecord>& records, SimulationS
 
   // Per strategy (in the order of s.strategies), per repeat (in repeat order), per round: the
   // accuracy and balanced accuracy of each repeat (the per-repeat label efficiency).
-  std::vector<std::vector<std::vector<double>>> repeat_acc, repeat_bal;
+  std::vector<RepeatCurves> repeat_acc, repeat_bal;
   for (const std::string& name : grouped.order) {
     const ByRepeat& repeats = grouped.strategies.at(name);
     const int rounds = checked_rounds(name, repeats);
     s.strategies.push_back(summarize_strategy(name, repeats, rounds, binary));
     repeat_acc.push_back(repeat_curves(repeats, rounds, &Metrics::accuracy));
     repeat_bal.push_back(repeat_curves(repeats, rounds, &Metrics::balanced_accuracy));
+    set_curve_intervals(s.strategies.back().accuracy, repeat_acc.back());
+    set_curve_intervals(s.strategies.back().balanced_accuracy, repeat_bal.back());
   }
   set_efficiency(s, repeat_acc, repeat_bal);
   fill_protocol(s);

@@ -66,14 +66,33 @@ std::string seconds_pm(const MeanStd& m) {
 }
 
 ojson mean_std_json(const MeanStd& m) {
-  return {{"mean", number_or_null(m.mean)}, {"std", number_or_null(m.std)}};
+  ojson j = {{"mean", number_or_null(m.mean)}, {"std", number_or_null(m.std)}};
+  if (!std::isnan(m.ci_low)) j["ci95"] = {number_or_null(m.ci_low), number_or_null(m.ci_high)};
+  return j;
 }
+
+// [low, high]; a bound that is not a number (an unbounded low end of a saving) is null.
+ojson interval_json(const Interval& i) {
+  if (!i.defined()) return nullptr;
+  return {number_or_null(i.low), number_or_null(i.high)};
+}
+
+// Whether the interval excludes 0 (null: no interval).
+ojson differs_json(const Interval& i) { return i.defined() ? ojson(!i.covers(0.0)) : ojson(nullptr); }
 
 ojson efficiency_json(const Efficiency& e) {
   ojson j;
   j["target"] = number_or_null(e.target);
+  j["target_rule"] = "isotonic fit of the baseline's mean curve at its last round";
+  j["baseline_final_mean"] = number_or_null(e.baseline_final);
+  if (e.baseline) {
+    j["baseline"] = true;  // no saving of its own
+    return j;
+  }
   j["labels"] = e.labels ? number_or_null(*e.labels) : ojson(nullptr);
   j["saving_percent"] = e.saving_percent ? number_or_null(*e.saving_percent) : ojson(nullptr);
+  j["ci95"] = interval_json(e.saving_ci95);
+  j["different_from_baseline"] = differs_json(e.saving_ci95);
   j["reached"] = e.labels.has_value();
   ojson per_repeat = ojson::array();
   for (const std::optional<double>& x : e.repeat_labels)
@@ -82,6 +101,16 @@ ojson efficiency_json(const Efficiency& e) {
   j["repeats_reached"] = e.repeats_reached;
   j["repeat_saving"] = mean_std_json(e.repeat_saving);
   j["stays_labels"] = e.stays_labels ? number_or_null(*e.stays_labels) : ojson(nullptr);
+  return j;
+}
+
+ojson aulc_json(const Aulc& a) {
+  ojson j = {{"mean", number_or_null(a.mean)}, {"ci95", interval_json(a.ci95)}};
+  if (!std::isnan(a.difference)) {
+    j["difference"] = number_or_null(a.difference);
+    j["difference_ci95"] = interval_json(a.difference_ci95);
+    j["different_from_baseline"] = differs_json(a.difference_ci95);
+  }
   return j;
 }
 
@@ -98,7 +127,7 @@ std::string curves_csv(const SimulationSummary& s) {
     for (const char* what : {"sensitivity", "specificity"})
       for (int c = 0; c < 2; ++c) out += strf(",%s_%d_mean,%s_%d_std", what, c, what, c);
   }
-  out += '\n';
+  out += ",accuracy_ci95_low,accuracy_ci95_high,balanced_accuracy_ci95_low,balanced_accuracy_ci95_high\n";
   for (const StrategySummary& st : s.strategies) {
     for (std::size_t k = 0; k < st.labels.size(); ++k) {
       out += csv_field(st.strategy) + strf(",%zu,%lld,%d", k, static_cast<long long>(st.labels[k]),
@@ -109,6 +138,8 @@ std::string curves_csv(const SimulationSummary& s) {
         for (const auto* per_class : {&st.sensitivity[k], &st.specificity[k]})
           for (const MeanStd& m : *per_class) out += "," + g6(m.mean) + "," + g6(m.std);
       }
+      for (const MeanStd* m : {&st.accuracy[k], &st.balanced_accuracy[k]})
+        out += "," + g6(m->ci_low) + "," + g6(m->ci_high);
       out += '\n';
     }
   }
@@ -127,6 +158,7 @@ std::string summary_json(const SimulationSummary& s) {
   j["rounds"] = s.rounds;
   j["repeats"] = s.repeats;
   j["num_classes"] = s.num_classes;
+  j["bootstrap_resamples"] = kBootstrapResamples;
   if (!s.config_json.empty()) {
     try {
       j["config"] = ojson::parse(s.config_json);
@@ -158,6 +190,8 @@ std::string summary_json(const SimulationSummary& s) {
     e["curve"] = std::move(curve);
     e["efficiency"] = {{"accuracy", efficiency_json(st.accuracy_efficiency)},
                        {"balanced_accuracy", efficiency_json(st.balanced_accuracy_efficiency)}};
+    e["aulc"] = {{"accuracy", aulc_json(st.accuracy_aulc)},
+                 {"balanced_accuracy", aulc_json(st.balanced_accuracy_aulc)}};
     e["seconds"] = {{"round", mean_std_json(st.round_seconds)},
                     {"train", mean_std_json(st.train_seconds)},
                     {"infer", mean_std_json(st.infer_seconds)},
@@ -179,32 +213,62 @@ const StrategySummary* best_saving(const SimulationSummary& s,
   const StrategySummary* best = nullptr;
   for (const StrategySummary& st : s.strategies) {
     const Efficiency& e = st.*which;
-    if (st.strategy == s.baseline || !e.saving_percent || !(*e.saving_percent > 0)) continue;
+    if (e.baseline || st.strategy == s.baseline || !e.saving_percent || !(*e.saving_percent > 0)) continue;
     if (!best || *e.saving_percent > *((*best).*which).saving_percent) best = &st;
   }
   return best;
 }
 
 std::string labels_cell(const StrategySummary& st, const Efficiency& e) {
+  if (e.baseline) return "(baseline)";
   if (e.labels) return strf("%.0f", *e.labels);
   return strf("not reached (> %lld labels)", static_cast<long long>(st.labels.back()));
 }
 
-std::string saving_cell(const Efficiency& e, bool best) {
-  if (!e.saving_percent) return "–";
-  const std::string v = strf("%.1f %%", *e.saving_percent);
-  return best ? "**" + v + "** (best)" : v;
+// A bound of a saving's interval: "< 0" for an unbounded low end.
+std::string bound(double v) { return std::isinf(v) && v < 0 ? std::string("< 0") : strf("%.1f", v); }
+
+// "59.2 % [41.0, 66.3]"; with "(best)" in bold; ": not different from random" where the
+// interval covers 0.
+std::string saving_cell(const Efficiency& e, bool best, const std::string& baseline) {
+  if (e.baseline) return "–";
+  if (!e.saving_percent && !e.saving_ci95.defined()) return "–";
+  std::string v = e.saving_percent ? strf("%.1f %%", *e.saving_percent) : std::string("not reached");
+  if (best) v = "**" + v + "** (best)";
+  if (e.saving_ci95.defined()) {
+    v += " [" + bound(e.saving_ci95.low) + ", " + bound(e.saving_ci95.high) + "]";
+    if (e.saving_ci95.covers(0.0)) v += ": not different from " + md(baseline);
+    if (e.saving_ci95.high < 0) v += ": worse than " + md(baseline);
+  }
+  return v;
 }
 
 // The per-repeat saving: mean ± std over the repeats that reached the target, and how many of
 // how many did ("41 ± 6 % (3/3)"; "– (0/3)" when none).
 std::string repeat_saving_cell(const StrategySummary& st, const Efficiency& e) {
+  if (e.baseline) return "–";
   const std::string reached = strf("(%d/%d)", e.repeats_reached, st.repeats);
   if (e.repeats_reached == 0 || std::isnan(e.repeat_saving.mean)) return "– " + reached;
   return strf("%.0f ± %.0f %% ", e.repeat_saving.mean, e.repeat_saving.std) + reached;
 }
 
+// "0.9412 [0.9380, 0.9440]"
+std::string value_ci(double v, const Interval& ci, const char* sign = "") {
+  if (std::isnan(v)) return "n/a";
+  std::string out = strf(std::string("%").append(sign).append(".4f").c_str(), v);
+  if (ci.defined()) out += strf(std::string(" [%").append(sign).append(".4f, %").append(sign).append(".4f]").c_str(), ci.low, ci.high);
+  return out;
+}
+
+std::string aulc_difference_cell(const Aulc& a, const std::string& baseline) {
+  if (std::isnan(a.difference)) return "–";
+  std::string out = value_ci(a.difference, a.difference_ci95, "+");
+  if (a.difference_ci95.covers(0.0)) out += ": not different from " + md(baseline);
+  return out;
+}
+
 std::string stays_cell(const Efficiency& e) {
+  if (e.baseline) return "(baseline)";
   if (e.stays_labels) return strf("%.0f", *e.stays_labels);
   return "below at the last round";
 }
@@ -268,10 +332,10 @@ std::string summary_markdown(const SimulationSummary& s) {
   out += "| Strategy | Labels | Accuracy | Balanced accuracy | Macro-F1 |";
   std::string rule = "| --- | --: | --: | --: | --: |";
   if (base) {
-    out += strf(" Labels to reach %s's accuracy (%.4f) | Saving | Saving per repeat |",
-                md(s.baseline).c_str(), base->accuracy.back().mean);
-    out += strf(" Labels to reach %s's balanced accuracy (%.4f) | Saving | Saving per repeat |",
-                md(s.baseline).c_str(), base->balanced_accuracy.back().mean);
+    out += strf(" Labels to reach %s's accuracy (%.4f) | Saving [95%% CI] | Saving per repeat |",
+                md(s.baseline).c_str(), base->accuracy_efficiency.target);
+    out += strf(" Labels to reach %s's balanced accuracy (%.4f) | Saving [95%% CI] | Saving per repeat |",
+                md(s.baseline).c_str(), base->balanced_accuracy_efficiency.target);
     rule += " --: | --: | --: | --: | --: | --: |";
   }
   out += " Round time (s) |\n" + rule + " --: |\n";
@@ -281,24 +345,34 @@ std::string summary_markdown(const SimulationSummary& s) {
            pm(st.macro_f1.back()) + " |";
     if (base) {
       out += " " + labels_cell(st, st.accuracy_efficiency) + " | " +
-             saving_cell(st.accuracy_efficiency, &st == best_acc) + " | " +
+             saving_cell(st.accuracy_efficiency, &st == best_acc, s.baseline) + " | " +
              repeat_saving_cell(st, st.accuracy_efficiency) + " |";
       out += " " + labels_cell(st, st.balanced_accuracy_efficiency) + " | " +
-             saving_cell(st.balanced_accuracy_efficiency, &st == best_bal) + " | " +
+             saving_cell(st.balanced_accuracy_efficiency, &st == best_bal, s.baseline) + " | " +
              repeat_saving_cell(st, st.balanced_accuracy_efficiency) + " |";
     }
     out += " " + seconds_pm(st.round_seconds) + " |\n";
   }
 
   if (base) {
-    out += "\n## Stays above from: labels after which the mean curve stays at or above " +
-           md(s.baseline) + "'s final mean\n\n";
+    out += "\n## Stays above from: labels after which the mean curve stays at or above the "
+           "target\n\n";
     out += strf("| Strategy | Accuracy (%.4f) | Balanced accuracy (%.4f) |\n| --- | --: | --: |\n",
-                base->accuracy.back().mean, base->balanced_accuracy.back().mean);
+                base->accuracy_efficiency.target, base->balanced_accuracy_efficiency.target);
     for (const StrategySummary& st : s.strategies)
       out += "| " + md(st.strategy) + " | " + stays_cell(st.accuracy_efficiency) + " | " +
              stays_cell(st.balanced_accuracy_efficiency) + " |\n";
   }
+
+  out += "\n## Area under the learning curve (mean height, 95% CI over repeats)\n\n";
+  out += "| Strategy | Accuracy | Difference from " + md(s.baseline) + " [95% CI, paired] | "
+         "Balanced accuracy | Difference from " + md(s.baseline) + " [95% CI, paired] |\n"
+         "| --- | --: | --: | --: | --: |\n";
+  for (const StrategySummary& st : s.strategies)
+    out += "| " + md(st.strategy) + " | " + value_ci(st.accuracy_aulc.mean, st.accuracy_aulc.ci95) +
+           " | " + aulc_difference_cell(st.accuracy_aulc, s.baseline) + " | " +
+           value_ci(st.balanced_accuracy_aulc.mean, st.balanced_accuracy_aulc.ci95) + " | " +
+           aulc_difference_cell(st.balanced_accuracy_aulc, s.baseline) + " |\n";
 
   out += "\n## Accuracy per round\n\n" + per_round_table(s, &StrategySummary::accuracy);
   out += "\n## Balanced accuracy per round\n\n" +
@@ -331,23 +405,42 @@ std::string summary_markdown(const SimulationSummary& s) {
          "on the test split. Values are the mean ± sample standard deviation over repeats. "
          "Balanced accuracy is the mean recall over the classes in the test set; macro-F1 the "
          "mean F1 over the classes in the test set or the predictions.\n\n";
+  out += "**Target:** " + md(s.baseline) + "'s mean curve made monotone by an isotonic "
+         "(least-squares non-decreasing) fit, read at its last round. A dip of the baseline's "
+         "last round does not lower it (which would credit every strategy with a saving), and "
+         "one lucky round does not raise it as a running best would. The raw final mean is in "
+         "summary.json (`baseline_final_mean`).\n\n";
   out += "**Label efficiency:** the number of labels a strategy needs for its mean learning "
-         "curve to first reach " + md(s.baseline) + "'s mean at its last round (interpolated "
-         "linearly between rounds), and the **saving**: 100 × (1 − those labels / the "
-         "baseline's final labels). A saving of 40 % means the strategy matched the baseline's "
-         "final quality with 40 % fewer labels; \"not reached\" means it never did within the "
-         "run. The best saving is in bold.\n\n";
+         "curve to first reach the target (interpolated linearly between rounds), and the "
+         "**saving**: 100 × (1 − those labels / the baseline's final labels). A saving of 40 % "
+         "means the strategy matched the baseline's final quality with 40 % fewer labels; \"not "
+         "reached\" means it never did within the run. The baseline itself has no saving. The "
+         "best saving is in bold.\n\n";
+  out += strf("**95%% CI:** a paired bootstrap over repeats (%d resamples, fixed seed): repeats "
+              "are drawn with replacement, a strategy's repeat together with the baseline's "
+              "repeat of the same number (they share the initial labeled set and the seed), the "
+              "target is refitted on each resample and the saving read again; the interval holds "
+              "the middle 95 %% of those savings. \"< 0\": more than 2.5 %% of the resamples never "
+              "reached the target within the run. Where the interval covers 0 the strategy is "
+              "**not different from ",
+              kBootstrapResamples) +
+         md(s.baseline) + "** at this number of repeats. With few repeats the interval is "
+         "itself rough: 5 repeats have only 126 distinct resamples.\n\n";
   out += "**Saving per repeat:** the same reading on each repeat's own learning curve, against "
-         "the same target (" + md(s.baseline) + "'s final mean): the mean ± sample standard "
-         "deviation of the saving over the repeats whose curve reached the target, and how many "
-         "of the repeats did (\"41 ± 6 % (3/3)\"; \"– (0/3)\": none did). The mean curve can "
-         "cross the target on one repeat's upward blip; a wide spread or few repeats reaching it "
-         "means the saving above is fragile.\n\n";
-  out += "**Stays above from:** the labels after which the mean curve stays at or above " +
-         md(s.baseline) + "'s final mean up to the last round (interpolated into the round "
-         "where it last crosses the target from below); \"below at the last round\" means it "
-         "ends under the target. Where it is larger than the first crossing, the curve dipped "
-         "back below the target after first reaching it.\n";
+         "the same target: the mean ± sample standard deviation of the saving over the repeats "
+         "whose curve reached the target, and how many of the repeats did (\"41 ± 6 % (3/3)\"; "
+         "\"– (0/3)\": none did).\n\n";
+  out += "**Stays above from:** the labels after which the mean curve stays at or above the "
+         "target up to the last round (interpolated into the round where it last crosses the "
+         "target from below); \"below at the last round\" means it ends under the target. Where "
+         "it is larger than the first crossing, the curve dipped back below the target after "
+         "first reaching it.\n\n";
+  out += "**Area under the learning curve (AULC):** the trapezoid area of a repeat's curve over "
+         "labels divided by the label range, so it reads as the curve's mean height; the mean "
+         "over repeats with a bootstrap 95 % interval, and the difference from " +
+         md(s.baseline) + "'s AULC: the mean of the per-repeat differences with a paired "
+         "bootstrap interval. Unlike the saving it credits a strategy for the whole curve, not "
+         "one crossing.\n";
   return out;
 }
 

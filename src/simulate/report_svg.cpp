@@ -1,9 +1,11 @@
 // What a simulation reports, part 4: curves.svg, the learning curves (accuracy and balanced
-// accuracy against labels, mean with a +-1 std band per strategy, the baseline's final mean
-// as a dotted line), a self-contained SVG drawn by hand.
+// accuracy against labels, the mean per strategy with its 95% bootstrap interval as a band (+-1
+// std with fewer than two repeats: none), the target (the baseline's isotonic end) as a dotted
+// line), a self-contained SVG drawn by hand.
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "quarry/loop.hpp"
@@ -105,8 +107,15 @@ std::vector<Style> styles(const SimulationSummary& s) {
   return out;
 }
 
-// The plot area of a panel at `left` and its axes: ranges over the means +- std (and the
-// target line); a metric in [0, 1] stays there.
+// The band of a point: its 95% interval where there is one, else mean +- std.
+std::pair<double, double> band(const MeanStd& m) {
+  if (!std::isnan(m.ci_low) && !std::isnan(m.ci_high)) return {m.ci_low, m.ci_high};
+  const double sd = std::isfinite(m.std) ? m.std : 0;
+  return {m.mean - sd, m.mean + sd};
+}
+
+// The plot area of a panel at `left` and its axes: ranges over the bands (and the target
+// line); a metric in [0, 1] stays there.
 Panel panel_layout(const SimulationSummary& s, std::vector<MeanStd> StrategySummary::*curve,
                    double target, double left) {
   double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
@@ -114,11 +123,11 @@ Panel panel_layout(const SimulationSummary& s, std::vector<MeanStd> StrategySumm
     for (std::size_t k = 0; k < st.labels.size(); ++k) {
       const MeanStd& m = (st.*curve)[k];
       if (!std::isfinite(m.mean)) continue;
-      const double sd = std::isfinite(m.std) ? m.std : 0;
+      const auto [low, high] = band(m);
       xmin = std::min(xmin, static_cast<double>(st.labels[k]));
       xmax = std::max(xmax, static_cast<double>(st.labels[k]));
-      ymin = std::min(ymin, m.mean - sd);
-      ymax = std::max(ymax, m.mean + sd);
+      ymin = std::min(ymin, low);
+      ymax = std::max(ymax, high);
     }
   if (std::isfinite(target)) ymin = std::min(ymin, target), ymax = std::max(ymax, target);
   if (ymin >= 0 && ymin <= 1) ymax = std::min(ymax, 1.0);
@@ -168,7 +177,7 @@ std::string panel_axes(const Panel& p, const std::string& title, const std::stri
   return out;
 }
 
-// The +-1 std bands of the strategies, clipped to the plot area (mean + std may pass 1).
+// The bands of the strategies, clipped to the plot area (mean + std may pass 1).
 std::string panel_bands(const SimulationSummary& s, const std::vector<Style>& style,
                         std::vector<MeanStd> StrategySummary::*curve, const Panel& p, int id) {
   std::string out = strf("<g clip-path=\"url(#clip%d)\">\n", id);
@@ -179,11 +188,11 @@ std::string panel_bands(const SimulationSummary& s, const std::vector<Style>& st
     for (std::size_t k = 0; k < st.labels.size(); ++k) {
       const MeanStd& m = (st.*curve)[k];
       if (!std::isfinite(m.mean)) continue;
-      const double sd = std::isfinite(m.std) ? m.std : 0;
-      any_spread = any_spread || sd > 0;
+      const auto [low, high] = band(m);
+      any_spread = any_spread || high > low;
       const double x = p.px(static_cast<double>(st.labels[k]));
-      upper += strf("%.1f,%.1f ", x, p.py(m.mean + sd));
-      lower = strf("%.1f,%.1f ", x, p.py(m.mean - sd)) + lower;
+      upper += strf("%.1f,%.1f ", x, p.py(high));
+      lower = strf("%.1f,%.1f ", x, p.py(low)) + lower;
     }
     if (any_spread)
       out += strf("<polygon points=\"%s%s\" fill=\"%s\" fill-opacity=\"0.15\" stroke=\"none\"/>\n",
@@ -220,10 +229,11 @@ std::string panel_lines(const SimulationSummary& s, const std::vector<Style>& st
 }
 
 std::string draw_panel(const SimulationSummary& s, const std::vector<Style>& style,
-                       std::vector<MeanStd> StrategySummary::*curve, const std::string& title,
+                       std::vector<MeanStd> StrategySummary::*curve,
+                       Efficiency StrategySummary::*efficiency, const std::string& title,
                        const std::string& y_title, double left, int id) {
   const StrategySummary* base = find_strategy(s, s.baseline);
-  const double target = base ? (base->*curve).back().mean : kNaN;
+  const double target = base ? (base->*efficiency).target : kNaN;
   const Panel p = panel_layout(s, curve, target, left);
 
   std::string out = strf("<g id=\"panel%d\">\n", id);
@@ -244,7 +254,7 @@ std::string draw_panel(const SimulationSummary& s, const std::vector<Style>& sty
   if (std::isfinite(target))
     // At the left end, where learning curves are still low; below the line near the top.
     out += strf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"#222\" "
-                "stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">%s final mean "
+                "stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">target (%s, isotonic) "
                 "%s</text>\n",
                 p.x0 + 6, p.py(target) + (p.py(target) - p.y0 < 16 ? 13 : -5),
                 xml(s.baseline).c_str(), tick_label(target, 0.0001).c_str());
@@ -284,10 +294,11 @@ std::string curves_svg(const SimulationSummary& s) {
            "plot</text>\n</svg>\n";
     return out;
   }
-  out += draw_panel(s, style, &StrategySummary::accuracy, "Accuracy vs labels", "test accuracy",
-                    0, 0);
+  out += draw_panel(s, style, &StrategySummary::accuracy, &StrategySummary::accuracy_efficiency,
+                    "Accuracy vs labels", "test accuracy", 0, 0);
   out += draw_panel(s, style, &StrategySummary::balanced_accuracy,
-                    "Balanced accuracy vs labels", "test balanced accuracy", 480, 1);
+                    &StrategySummary::balanced_accuracy_efficiency, "Balanced accuracy vs labels",
+                    "test balanced accuracy", 480, 1);
 
   out += "<g id=\"legend\" font-size=\"12\">\n";
   for (std::size_t i = 0; i < s.strategies.size(); ++i) {
@@ -303,9 +314,9 @@ std::string curves_svg(const SimulationSummary& s) {
   const StrategySummary* base = find_strategy(s, s.baseline);
   out += "</g>\n";
   const std::string note =
-      (s.repeats > 1 ? strf("mean ± 1 std over %d repeats", s.repeats)
+      (s.repeats > 1 ? strf("mean, band: 95%% CI over %d repeats (bootstrap)", s.repeats)
                      : std::string("one repeat")) +
-      (base ? "; dotted: " + xml(s.baseline) + "'s final mean" : std::string());
+      (base ? "; dotted: target (" + xml(s.baseline) + ", isotonic end)" : std::string());
   out += strf("<text x=\"940\" y=\"%.1f\" text-anchor=\"end\" font-size=\"10\" fill=\"#555\">"
               "%s</text>\n",
               legend_top + 1, note.c_str());
