@@ -590,6 +590,69 @@ TEST_F(ProjectTest, LabelRowsWriteWhatDoesNotConflictAndReportTheRest) {
 
 // ---------------------------------------------------------------- batches
 
+// ---------------------------------------------------------------- the stopping rule
+
+TEST(ProjectStop, StopSetAndRule) {
+  const std::vector<std::int64_t> a = quarry::project_stop_set(5000, 7);
+  ASSERT_EQ(a.size(), 1000u);
+  EXPECT_TRUE(std::is_sorted(a.begin(), a.end()));
+  EXPECT_EQ(std::set<std::int64_t>(a.begin(), a.end()).size(), 1000u);
+  EXPECT_GE(a.front(), 0);
+  EXPECT_LT(a.back(), 5000);
+  EXPECT_EQ(quarry::project_stop_set(5000, 7), a);  // the project's seed fixes it
+  EXPECT_NE(quarry::project_stop_set(5000, 8), a);
+  const std::vector<std::int64_t> small = quarry::project_stop_set(300, 7);  // all of a small pool
+  ASSERT_EQ(small.size(), 300u);
+  for (std::int64_t i = 0; i < 300; ++i) EXPECT_EQ(small[static_cast<std::size_t>(i)], i);
+
+  std::vector<quarry::ModelRound> rounds(5);
+  const double kappa[] = {0, 0.9, 0.995, 0.99, 0.999};
+  for (std::size_t i = 1; i < 5; ++i) rounds[i].stop_kappa = kappa[i];  // the first model has none
+  const quarry::StopRule rule = quarry::parse_stop_rule("kappa:0.99:2");
+  EXPECT_EQ(quarry::project_stop_round(rounds, rule), std::optional<std::size_t>(3));  // (0.995 + 0.99) / 2
+  EXPECT_EQ(quarry::project_stop_round(rounds, quarry::parse_stop_rule("kappa:0.999:1")),
+            std::optional<std::size_t>(4));
+  EXPECT_FALSE(quarry::project_stop_round(rounds, quarry::parse_stop_rule("kappa:1:1")));
+  EXPECT_FALSE(quarry::project_stop_round({}, rule));
+}
+
+TEST_F(ProjectTest, StatusSaysWhenLabelsHaveStoppedPaying) {
+  if (!quarry::have_torch()) GTEST_SKIP() << "needs LibTorch to train models";
+  init("synthetic:300", "entropy", false);
+  Result r = quarry({"project", "next", dir_, "-k", "20"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  Labels l;
+  const auto b1 = batch_indices(1);
+  for (std::size_t t = 0; t < b1.size(); ++t) l[b1[t]] = static_cast<std::int32_t>(t % 4);
+  ASSERT_EQ(label("l.csv", label_csv(l)).rc, 0);
+  ASSERT_EQ(quarry({"project", "next", dir_, "-k", "10"}).rc, 0);               // model 1: no kappa yet
+  ASSERT_EQ(quarry({"project", "next", dir_, "-k", "10", "--retrain"}).rc, 0);  // model 2 against model 1
+  const auto state = nlohmann::json::parse(read_file(dir_ + "/state.json"));
+  EXPECT_EQ(state.at("stop_predictions").size(), 300u);  // the whole (small) pool is the stop set
+
+  r = quarry({"project", "status", dir_, "--format", "json"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.at("rounds").size(), 2u);
+  EXPECT_TRUE(j["rounds"][0]["stop_kappa"].is_null());
+  ASSERT_TRUE(j["rounds"][1]["stop_kappa"].is_number()) << r.out;
+  const double kappa = j["rounds"][1]["stop_kappa"].get<double>();
+  EXPECT_TRUE(kappa >= -1 && kappa <= 1) << kappa;
+  EXPECT_EQ(j["stop"]["rule"], "kappa:0.99:3");
+  EXPECT_EQ(j["stop"]["fired"], false);  // one kappa: a window of 3 cannot fire
+
+  r = quarry({"project", "status", dir_, "--stop", "kappa:-0.99:1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("labels have stopped paying since model 2 (20 labels)"), std::string::npos) << r.out;
+  r = quarry({"project", "status", dir_, "--stop", "kappa:-0.99:1", "--format", "json"});
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["stop"]["model"], 2);
+  EXPECT_EQ(j["stop"]["labels"], 20);
+  r = quarry({"project", "status", dir_, "--stop", "kappa:0.99"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("kappa:THRESHOLD:WINDOW"), std::string::npos) << r.err;
+}
+
 TEST_F(ProjectTest, LabeledAndPendingItemsAreNeverProposedAgain) {
   // A pool of 100 and the random strategy (no LibTorch needed): the batches must cover it.
   init("synthetic:100", "random", false);

@@ -575,6 +575,95 @@ TEST(Summarize, BinarySensitivitySpecificity) {
 
 // ---------------------------------------------------------------- rounds.jsonl
 
+TEST(StopRule, KappaByHand) {
+  // a = 0 0 1 1, b = 0 1 1 1: p_o = 3/4, p_e = 1/2 * 1/4 + 1/2 * 3/4 = 1/2, kappa = 1/2.
+  EXPECT_NEAR(quarry::cohen_kappa({0, 0, 1, 1}, {0, 1, 1, 1}, 2), 0.5, 1e-12);
+  EXPECT_NEAR(quarry::cohen_kappa({0, 1, 2}, {0, 1, 2}, 3), 1.0, 1e-12);
+  // Complete disagreement between two balanced labelings: p_o = 0, p_e = 1/2.
+  EXPECT_NEAR(quarry::cohen_kappa({0, 1}, {1, 0}, 2), -1.0, 1e-12);
+  // Both the same constant: chance agreement is 1; identical, so 1.
+  EXPECT_EQ(quarry::cohen_kappa({1, 1, 1}, {1, 1, 1}, 3), 1.0);
+  EXPECT_THROW(quarry::cohen_kappa({0, 1}, {0}, 2), Error);
+  EXPECT_THROW(quarry::cohen_kappa({0, 2}, {0, 1}, 2), Error);
+}
+
+TEST(StopRule, ParseAndFire) {
+  const quarry::StopRule r = quarry::parse_stop_rule("kappa:0.99:3");
+  EXPECT_EQ(r.threshold, 0.99);
+  EXPECT_EQ(r.window, 3);
+  EXPECT_EQ(r.describe(), "kappa:0.99:3");
+  for (const char* bad : {"", "kappa", "kappa:0.99", "kappa:x:3", "kappa:1.5:3", "kappa:0.9:0",
+                          "kappa:0.9:2.5", "agreement:0.9:3", "kappa:-1:3", "kappa:nan:3"}) {
+    try {
+      quarry::parse_stop_rule(bad);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const quarry::UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("kappa:THRESHOLD:WINDOW"), std::string::npos) << e.what();
+    }
+  }
+  // The mean of the last WINDOW kappas against the threshold.
+  EXPECT_FALSE(quarry::stop_rule_fires(r, {0.995, 0.995}));         // too few
+  EXPECT_TRUE(quarry::stop_rule_fires(r, {0.5, 0.99, 0.995, 1.0}));   // mean 0.995
+  EXPECT_FALSE(quarry::stop_rule_fires(r, {0.99, 0.99, 0.98, 0.995}));  // mean 0.98833
+}
+
+// Records with the rule's fields: where it fired, what stopping there cost, and --stop-early
+// repeats that end where it fired.
+TEST(StopRule, Summary) {
+  std::vector<RoundRecord> records;
+  const double acc[2][4] = {{0.5, 0.7, 0.8, 0.82}, {0.5, 0.6, 0.75, 0.85}};
+  const double kappa[2][4] = {{0, 0.8, 0.95, 0.99}, {0, 0.7, 0.8, 0.9}};
+  for (int rep = 0; rep < 2; ++rep)
+    for (int k = 0; k < 4; ++k) {
+      RoundRecord r = rec("random", rep, k, 100 * (k + 1), acc[rep][k], acc[rep][k]);
+      if (k > 0) r.stop_kappa = kappa[rep][k];
+      r.stop_fired = rep == 0 && k == 2;  // kappa:0.9:1 fires at round 2 in repeat 0 only
+      records.push_back(r);
+    }
+  SimulationSummary s = quarry::summarize(records, {});
+  const StrategySummary& st = get(s, "random");
+  ASSERT_TRUE(st.stop);
+  EXPECT_FALSE(st.stopped_early);
+  EXPECT_EQ(st.stop->repeats_fired, 1);
+  ASSERT_EQ(st.stop->fired_round.size(), 2u);
+  EXPECT_EQ(st.stop->fired_round[0], 2);
+  EXPECT_FALSE(st.stop->fired_round[1]);
+  EXPECT_NEAR(st.stop->labels.mean, 300, 1e-12);
+  EXPECT_NEAR(st.stop->labels_saved.mean, 100, 1e-12);
+  EXPECT_NEAR(st.stop->accuracy.mean, 0.8, 1e-12);
+  EXPECT_NEAR(st.stop->accuracy_cost.mean, 0.02, 1e-12);
+  ASSERT_EQ(st.stop->mean_kappa.size(), 4u);
+  EXPECT_TRUE(std::isnan(st.stop->mean_kappa[0]));
+  EXPECT_NEAR(st.stop->mean_kappa[3], 0.945, 1e-12);
+  const std::string m = quarry::summary_markdown(s);
+  EXPECT_NE(m.find("| random | 1/2 | 300 ± 0 | 100 ± 0 | 0.8000 ± 0.0000 | 0.0200 ± 0.0000 |"),
+            std::string::npos)
+      << m;
+  const nlohmann::json j = nlohmann::json::parse(quarry::summary_json(s));
+  EXPECT_EQ(j["strategies"][0]["stop"]["fired_round"], nlohmann::json::parse("[2, null]"));
+  // rounds.jsonl keeps the fields.
+  const RoundRecord back = quarry::parse_round_json(quarry::round_json(records[2]));
+  EXPECT_TRUE(back.stop_fired);
+  EXPECT_NEAR(back.stop_kappa, 0.95, 1e-12);
+  EXPECT_TRUE(std::isnan(quarry::parse_round_json(quarry::round_json(records[0])).stop_kappa));
+
+  // --stop-early: repeat 0 ends at round 2; the curves end there too (a mean over both repeats
+  // at every point), and the cost is unknown for the stopped repeat.
+  records.erase(records.begin() + 3);  // repeat 0, round 3
+  s = quarry::summarize(records, {});
+  const StrategySummary& early = get(s, "random");
+  EXPECT_TRUE(early.stopped_early);
+  EXPECT_EQ(early.labels.size(), 3u);
+  EXPECT_NEAR(early.accuracy[2].mean, 0.775, 1e-12);
+  EXPECT_TRUE(std::isnan(early.stop->accuracy_cost.mean));
+  EXPECT_NE(quarry::summary_markdown(s).find("With `--stop-early`"), std::string::npos);
+  // A repeat with a round missing before its end is still an error.
+  records.erase(std::remove_if(records.begin(), records.end(),
+                               [](const RoundRecord& r) { return r.repeat == 1 && r.round == 1; }),
+                records.end());
+  EXPECT_THROW(quarry::summarize(records, {}), Error);
+}
+
 TEST(RoundJson, RoundTrip) {
   RoundRecord r;
   r.strategy = "entropy \"quoted\"";

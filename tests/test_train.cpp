@@ -5,6 +5,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -526,6 +527,28 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   rep = quarry_cli("report " + dir + "/cut", dir);
   EXPECT_EQ(rep.rc, 1);
   EXPECT_NE(rep.err.find("rounds.jsonl: line 11"), std::string::npos) << rep.err;
+
+  // The stopping rule: reported every round, and with --stop-early the repeat ends where it
+  // fires (a threshold of -0.9 fires at the first kappa).
+  r = quarry_cli("simulate --dataset synthetic:400 --strategies random --seed-size 40 --batch 30 --rounds 3 "
+                 "--repeats 1 --epochs 3 --min-steps 20 --threads 2 --stop kappa:-0.9:1 --stop-set 100 --stop-early "
+                 "--out " + dir + "/stop", dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("(stopping rule fired: labels have stopped paying)"), std::string::npos) << r.err;
+  const std::string stop_rounds = slurp(dir + "/stop/rounds.jsonl");
+  EXPECT_EQ(std::count(stop_rounds.begin(), stop_rounds.end(), '\n'), 2) << stop_rounds;
+  EXPECT_NE(slurp(dir + "/stop/summary.md").find("## Stopping rule"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir + "/stop/summary.json"))["config"]["stop"], "kappa:-0.9:1");
+  rep = quarry_cli("report " + dir + "/stop", dir);  // the stopped repeat is kept, not "left out"
+  ASSERT_EQ(rep.rc, 0) << rep.err;
+  EXPECT_EQ(rep.err.find("left out"), std::string::npos) << rep.err;
+  r = quarry_cli("simulate --dataset synthetic:400 --stop-early --out " + dir + "/x", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("--stop-early needs a rule"), std::string::npos) << r.err;
+  r = quarry_cli("simulate --dataset synthetic:400 --stop kappa:2:3 --out " + dir + "/x", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("THRESHOLD is not a number in (-1, 1]"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/x"));
 
   const auto j = nlohmann::json::parse(slurp(dir + "/sim/summary.json"));
   std::map<std::string, std::vector<double>> final_acc;

@@ -57,6 +57,10 @@ struct Dataset {
   std::vector<std::int64_t> class_counts(const Split& split) const;
 };
 
+/// The samples `rows` of `s` (each of `numel` values), in that order; `rows` of the result name
+/// the source rows.
+Split take_rows(const Split& s, std::int64_t numel, const std::vector<std::int64_t>& rows);
+
 struct DatasetOptions {
   /// Seed of every random choice the loader makes (held-out splits, pool subsets, the
   /// synthetic pool's content).

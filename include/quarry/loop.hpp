@@ -39,6 +39,34 @@ struct Metrics {
 Metrics evaluate_predictions(const std::vector<std::int32_t>& truth,
                              const std::vector<std::int32_t>& predicted, int num_classes);
 
+/// Cohen's kappa of two label vectors (same length, classes in [0, num_classes)): (p_o - p_e) /
+/// (1 - p_e), p_o the share of agreements and p_e the agreement expected by chance from the two
+/// vectors' class frequencies; 1 where both are one and the same constant (p_e = 1).
+double cohen_kappa(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b,
+                   int num_classes);
+
+// ------------------------------------------------------------------ the stopping rule
+
+/// "kappa:THRESHOLD:WINDOW": stabilising predictions (Bloodgood and Vijay-Shanker, 2009). Each
+/// new model predicts a fixed stop set of unlabeled samples; its agreement with the previous
+/// model's predictions is Cohen's kappa; the rule fires at the first round where the mean of
+/// the last WINDOW kappas is at least THRESHOLD: more labels have stopped changing the model.
+struct StopRule {
+  double threshold = 0.99;
+  int window = 3;
+  std::int64_t set_size = 1000;  // samples in the stop set (fewer where the pool is smaller)
+  /// "kappa:0.99:3"
+  std::string describe() const;
+};
+
+/// Parses "kappa:THRESHOLD:WINDOW" (THRESHOLD in (-1, 1], WINDOW >= 1); anything else is a
+/// UsageError naming the expected form.
+StopRule parse_stop_rule(const std::string& spec);
+
+/// Whether the rule fires on these kappas (oldest first): at least `window` of them and the mean
+/// of the last `window` at least the threshold.
+bool stop_rule_fires(const StopRule& rule, const std::vector<double>& kappas);
+
 // ------------------------------------------------------------------ one round's record
 
 struct RoundRecord {
@@ -53,6 +81,11 @@ struct RoundRecord {
          select_seconds = 0, round_seconds = 0;
   /// The batch selected after this round's model (empty after the last round).
   std::vector<std::int64_t> selected;
+  /// With a stopping rule: Cohen's kappa of this round's model's predictions on the stop set
+  /// against the previous round's (NaN at round 0 and without a rule), and whether the rule
+  /// fired at this round (the first round it does; false before and after).
+  double stop_kappa = std::numeric_limits<double>::quiet_NaN();
+  bool stop_fired = false;
 };
 
 // ------------------------------------------------------------------ summary
@@ -114,9 +147,28 @@ struct Aulc {
   Interval difference_ci95;
 };
 
+/// The stopping rule over a strategy's repeats: where it fired and what stopping there would
+/// have cost, against the same repeat's last round.
+struct StopSummary {
+  /// Per repeat, in repeat order: the round at which the rule fired; none: it did not.
+  std::vector<std::optional<int>> fired_round;
+  int repeats_fired = 0;
+  /// Over the repeats where it fired: labels at the firing round, labels saved (the run's last
+  /// round's labels minus those), accuracy and balanced accuracy at the firing round, and what
+  /// they lost against the repeat's last round (last minus firing; negative: stopping was
+  /// better).
+  MeanStd labels, labels_saved, accuracy, accuracy_cost, balanced_accuracy, balanced_accuracy_cost;
+  /// Every round's kappa averaged over repeats (NaN at round 0).
+  std::vector<double> mean_kappa;
+};
+
 struct StrategySummary {
   std::string strategy;
   int repeats = 0;
+  /// Some repeats were stopped by the rule (--stop-early): the curves end at the round where
+  /// the first of them stopped, so that every point is a mean over all repeats.
+  bool stopped_early = false;
+  std::optional<StopSummary> stop;  // with a stopping rule
   std::vector<std::int64_t> labels;  // per round (the same in every repeat)
   std::vector<MeanStd> accuracy, balanced_accuracy, macro_f1;  // per round
   /// For two classes: per round, per class (index [round][class]).
@@ -174,6 +226,10 @@ struct SimulateOptions {
   CommitteeSpec committee{CommitteeSpec::Kind::mc, 10};
   /// Where scoring and selection run (quarry's engine).
   DeviceSpec device{};
+  /// The stopping rule, evaluated every round (none: not evaluated).
+  std::optional<StopRule> stop;
+  /// End a strategy's repeat at the round where the rule fires (no more training or labels).
+  bool stop_early = false;
   /// Called after every round (progress lines, rounds.jsonl).
   std::function<void(const RoundRecord&)> on_round;
 };

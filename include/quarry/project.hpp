@@ -26,6 +26,8 @@
 #include <string>
 #include <vector>
 
+#include "quarry/loop.hpp"
+
 namespace quarry {
 
 // ------------------------------------------------------------------ the label journal
@@ -79,7 +81,21 @@ struct ModelRound {
   std::int64_t labels = 0;
   std::string time;  // UTC
   std::optional<double> val_accuracy, val_balanced_accuracy;
+  /// Cohen's kappa of this model's predictions on the project's stop set against the previous
+  /// model's (the stopping rule; none for the first model, and in older projects).
+  std::optional<double> stop_kappa;
 };
+
+/// Items of the pool in a project's stop set: kProjectStopSet of them (all of a smaller pool),
+/// chosen from the project's seed, ascending. Every model predicts them; the stopping rule
+/// reads the agreement of consecutive models there.
+inline constexpr std::int64_t kProjectStopSet = 1000;
+std::vector<std::int64_t> project_stop_set(std::int64_t pool_size, std::uint64_t seed);
+
+/// The first model (an index into `rounds`) at which the stopping rule fires on the models'
+/// kappas, in order; none: it has not. Rounds without a kappa (the first model, a project older
+/// than the rule) are skipped.
+std::optional<std::size_t> project_stop_round(const std::vector<ModelRound>& rounds, const StopRule& rule);
 
 /// One label given in a program (the labeling page, Python): the pool index, the class id, and
 /// whether it may change a different label given earlier.
@@ -239,6 +255,7 @@ class Project {
   int models_trained_ = 0;
   std::optional<double> val_accuracy_, val_balanced_accuracy_;
   std::vector<ModelRound> rounds_;
+  std::vector<std::int32_t> stop_predictions_;  // the last model's predictions on the stop set
 };
 
 }  // namespace quarry

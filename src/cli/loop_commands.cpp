@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -280,6 +281,9 @@ void add_simulate(CLI::App& app) {
     std::int64_t seed_size = 200, batch = 100;
     int rounds = 10, repeats = 3;
     std::uint64_t seed = 0;
+    std::string stop;
+    std::int64_t stop_set = 1000;
+    bool stop_early = false;
   };
   auto a = std::make_shared<Args>();
   a->data.add(cmd, false);
@@ -295,8 +299,21 @@ void add_simulate(CLI::App& app) {
   cmd->add_option("--repeats", a->repeats, "Repeats (each with its own initial set and training seed)")
       ->check(positive());
   cmd->add_option("--score-device", a->score_device, "Where scoring and selection run: auto, cpu, cuda[:N]");
+  cmd->add_option("--stop", a->stop,
+                  "Stopping rule, reported every round: kappa:THRESHOLD:WINDOW fires when the mean Cohen's kappa "
+                  "of the last WINDOW consecutive models' predictions on a fixed stop set reaches THRESHOLD "
+                  "(e.g. kappa:0.99:3)");
+  cmd->add_option("--stop-set", a->stop_set, "Samples of the pool in the stop set (outside the initial set)")
+      ->check(positive());
+  cmd->add_flag("--stop-early", a->stop_early, "End a strategy's repeat where the stopping rule fires");
   cmd->add_option("--out", a->out, "Folder for rounds.jsonl, curves.csv, summary.json, summary.md, curves.svg");
   cmd->callback([a] {
+    QUARRY_USAGE_EXPECTS(!a->stop_early || !a->stop.empty(), "--stop-early needs a rule: --stop kappa:THRESHOLD:WINDOW");
+    std::optional<StopRule> stop;
+    if (!a->stop.empty()) {
+      stop = parse_stop_rule(a->stop);
+      stop->set_size = a->stop_set;
+    }
     const auto t0 = Clock::now();
     expect_folder_arg("--out", a->out);
     {
@@ -317,6 +334,8 @@ void add_simulate(CLI::App& app) {
     o.train = a->train.options(data);
     o.committee = parse_committee(a->committee);
     o.device = parse_device(a->score_device);
+    o.stop = stop;
+    o.stop_early = a->stop_early;
     QUARRY_EXPECTS(have_torch(), "this build of quarry has no LibTorch: simulate needs it (Debian: libtorch-dev)");
     check_simulate_options(data, o);  // impossible sizes fail here, before the folder is made
 
@@ -334,6 +353,11 @@ void add_simulate(CLI::App& app) {
         {"class_weights", o.train.class_weights}, {"train_device", device_string(o.train.device)},
         {"score_device", device_string(o.device)}, {"threads", o.train.threads},
         {"quarry", build_info().version},  {"libtorch", build_info().torch_version}};
+    if (o.stop) {
+      config["stop"] = o.stop->describe();
+      config["stop_set"] = o.stop->set_size;
+      config["stop_early"] = o.stop_early;
+    }
 
     const MadeFolder folder("--out", a->out);
     const std::string rounds_path = (std::filesystem::path(a->out) / "rounds.jsonl").string();
@@ -349,12 +373,16 @@ void add_simulate(CLI::App& app) {
       *lines += round_json(r) + "\n";
       write_file_atomic(rounds_path, {*lines});
       ++*done;
+      const std::string stop_text =
+          std::isnan(r.stop_kappa) ? std::string()
+                                   : fmt::format(", kappa {:.3f}{}", r.stop_kappa,
+                                                 r.stop_fired ? " (stopping rule fired: labels have stopped paying)" : "");
       std::fprintf(stderr,
                    "quarry: [%zu/%zu] %-18s repeat %d/%d round %2d/%d: %5lld labels, accuracy %5.1f%%, "
-                   "balanced %5.1f%% (%.1f s)\n",
+                   "balanced %5.1f%% (%.1f s)%s\n",
                    *done, total_rounds, r.strategy.c_str(), r.repeat + 1, o.repeats, r.round, o.rounds,
                    static_cast<long long>(r.labels), 100 * r.test.accuracy, 100 * r.test.balanced_accuracy,
-                   r.round_seconds);
+                   r.round_seconds, stop_text.c_str());
     };
     const std::vector<RoundRecord> records = simulate(data, o);
 
@@ -429,16 +457,25 @@ void add_report(CLI::App& app) {
       }
     }
     QUARRY_EXPECTS(!all.empty(), rounds_path, ": no rounds");
-    // Keep the (strategy, repeat) runs that reached the last round of the run.
+    // Keep the (strategy, repeat) runs that reached the last round of the run, or that the
+    // stopping rule ended (--stop-early).
     int last = 0;
     for (const auto& r : all) last = std::max(last, r.round);
     std::map<std::pair<std::string, int>, int> reached;
-    for (const auto& r : all) reached[{r.strategy, r.repeat}] = std::max(reached[{r.strategy, r.repeat}], r.round);
+    std::map<std::pair<std::string, int>, bool> ended_by_rule;
+    for (const auto& r : all) {
+      int& at = reached[{r.strategy, r.repeat}];
+      if (r.round >= at) ended_by_rule[{r.strategy, r.repeat}] = r.stop_fired;
+      at = std::max(at, r.round);
+    }
+    const auto complete = [&](const std::pair<std::string, int>& key) {
+      return reached[key] == last || ended_by_rule[key];
+    };
     std::vector<RoundRecord> records;
     for (auto& r : all)
-      if (reached[{r.strategy, r.repeat}] == last) records.push_back(std::move(r));
+      if (complete({r.strategy, r.repeat})) records.push_back(std::move(r));
     for (const auto& [key, round] : reached)
-      if (round < last)
+      if (!complete(key))
         std::fprintf(stderr, "quarry: report: %s repeat %d stopped at round %d of %d: left out\n", key.first.c_str(),
                      key.second + 1, round, last);
     SimulationSummary header;

@@ -117,12 +117,19 @@ void add_status(CLI::App* project) {
   auto* cmd = project->add_subcommand("status", "Labels, class balance, batches and the model's validation metrics");
   auto dir = std::make_shared<std::string>();
   auto format = std::make_shared<std::string>("text");
+  auto stop_spec = std::make_shared<std::string>("kappa:0.99:3");
   cmd->add_option("DIR", *dir, "Project folder")->required();
   cmd->add_option("--format", *format, "text or json")->check(CLI::IsMember({"text", "json"}));
-  cmd->callback([dir, format] {
+  cmd->add_option("--stop", *stop_spec,
+                  "Stopping rule: kappa:THRESHOLD:WINDOW, the mean Cohen's kappa of the last WINDOW consecutive "
+                  "models' predictions on the project's stop set reaching THRESHOLD")
+      ->capture_default_str();
+  cmd->callback([dir, format, stop_spec] {
+    const StopRule rule = parse_stop_rule(*stop_spec);
     const Project p(*dir);
     warn_torn(p);
     const ProjectStatus s = p.status();
+    const std::optional<std::size_t> stopped = project_stop_round(s.rounds, rule);
     const auto& classes = p.config().classes;
     if (*format == "json") {
       nlohmann::json j;
@@ -148,7 +155,12 @@ void add_status(CLI::App* project) {
              {"time", r.time},
              {"val_accuracy", r.val_accuracy ? nlohmann::json(*r.val_accuracy) : nlohmann::json(nullptr)},
              {"val_balanced_accuracy",
-              r.val_balanced_accuracy ? nlohmann::json(*r.val_balanced_accuracy) : nlohmann::json(nullptr)}});
+              r.val_balanced_accuracy ? nlohmann::json(*r.val_balanced_accuracy) : nlohmann::json(nullptr)},
+             {"stop_kappa", r.stop_kappa ? nlohmann::json(*r.stop_kappa) : nlohmann::json(nullptr)}});
+      j["stop"] = {{"rule", rule.describe()},
+                   {"fired", stopped.has_value()},
+                   {"model", stopped ? nlohmann::json(*stopped + 1) : nlohmann::json(nullptr)},
+                   {"labels", stopped ? nlohmann::json(s.rounds[*stopped].labels) : nlohmann::json(nullptr)}};
       std::printf("%s\n", j.dump(1).c_str());
       return;
     }
@@ -175,6 +187,17 @@ void add_status(CLI::App* project) {
       if (r.val_balanced_accuracy)
         curve += fmt::format("{}{}: {:.1f}%", curve.empty() ? "" : ", ", r.labels, 100 * *r.val_balanced_accuracy);
     if (!curve.empty()) std::printf("balanced accuracy by labels: %s\n", curve.c_str());
+    std::string kappas;
+    for (const auto& r : s.rounds)
+      if (r.stop_kappa) kappas += fmt::format("{}{}: {:.3f}", kappas.empty() ? "" : ", ", r.labels, *r.stop_kappa);
+    if (stopped)
+      std::printf("stopping rule %s: labels have stopped paying since model %zu (%lld labels): consecutive models "
+                  "agree on the stop set (kappa by labels: %s)\n",
+                  rule.describe().c_str(), *stopped + 1, static_cast<long long>(s.rounds[*stopped].labels),
+                  kappas.c_str());
+    else if (!kappas.empty())
+      std::printf("stopping rule %s: not fired; labels still change the model (kappa by labels: %s)\n",
+                  rule.describe().c_str(), kappas.c_str());
   });
 }
 

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -27,6 +28,7 @@
 #include "quarry/io.hpp"
 #include "io/files.hpp"
 #include "project/journal.hpp"
+#include "simulate/strategy.hpp"
 
 namespace quarry {
 namespace project_detail {
@@ -172,11 +174,14 @@ json state_json(const std::vector<BatchInfo>& batches, const std::string& model_
   }
   auto optional_number = [](const std::optional<double>& v) { return v ? json(*v) : json(nullptr); };
   state["rounds"] = json::array();
-  for (const auto& r : rounds)
-    state["rounds"].push_back({{"labels", r.labels},
-                               {"time", r.time},
-                               {"val_accuracy", optional_number(r.val_accuracy)},
-                               {"val_balanced_accuracy", optional_number(r.val_balanced_accuracy)}});
+  for (const auto& r : rounds) {
+    json jr = {{"labels", r.labels},
+               {"time", r.time},
+               {"val_accuracy", optional_number(r.val_accuracy)},
+               {"val_balanced_accuracy", optional_number(r.val_balanced_accuracy)}};
+    if (r.stop_kappa) jr["stop_kappa"] = *r.stop_kappa;
+    state["rounds"].push_back(std::move(jr));
+  }
   if (model_digest.empty()) {
     state["model"] = nullptr;
   } else {
@@ -347,8 +352,10 @@ void ProjectFiles::read_state(Project& p, const json& s) {
       mr.time = r.value("time", "");
       mr.val_accuracy = optional_number(r.value("val_accuracy", json()));
       mr.val_balanced_accuracy = optional_number(r.value("val_balanced_accuracy", json()));
+      mr.stop_kappa = optional_number(r.value("stop_kappa", json()));
       p.rounds_.push_back(std::move(mr));
     }
+    p.stop_predictions_ = s.value("stop_predictions", std::vector<std::int32_t>{});
     p.models_trained_ = s.value("models_trained", 0);
     p.model_digest_.clear();
     p.model_labels_ = 0;
@@ -459,9 +466,33 @@ void Project::take_labels(const LabelJournal& journal) {
 }
 
 void Project::write_state() const {
-  write_json(path_in(dir_, "state.json"),
-             state_json(batches_, model_digest_, model_labels_, val_accuracy_, val_balanced_accuracy_, models_trained_,
-                        journal_mark_, static_cast<std::int64_t>(labels_.size()), config_, rounds_));
+  json state = state_json(batches_, model_digest_, model_labels_, val_accuracy_, val_balanced_accuracy_,
+                          models_trained_, journal_mark_, static_cast<std::int64_t>(labels_.size()), config_, rounds_);
+  // The last model's predictions on the stop set: the next model's kappa is read against them.
+  if (!stop_predictions_.empty()) state["stop_predictions"] = stop_predictions_;
+  write_json(path_in(dir_, "state.json"), state);
+}
+
+std::vector<std::int64_t> project_stop_set(std::int64_t pool_size, std::uint64_t seed) {
+  // Floyd's sampling: k draws whatever the pool's size (no pool-sized array).
+  const std::int64_t k = std::min(kProjectStopSet, pool_size);
+  std::mt19937_64 rng(loop::mix(seed, 0x570950ull));
+  std::set<std::int64_t> chosen;
+  for (std::int64_t j = pool_size - k; j < pool_size; ++j) {
+    const auto t = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(j + 1));
+    if (!chosen.insert(t).second) chosen.insert(j);
+  }
+  return {chosen.begin(), chosen.end()};
+}
+
+std::optional<std::size_t> project_stop_round(const std::vector<ModelRound>& rounds, const StopRule& rule) {
+  std::vector<double> kappas;
+  for (std::size_t i = 0; i < rounds.size(); ++i) {
+    if (!rounds[i].stop_kappa) continue;
+    kappas.push_back(*rounds[i].stop_kappa);
+    if (stop_rule_fires(rule, kappas)) return i;
+  }
+  return std::nullopt;
 }
 
 }  // namespace quarry

@@ -444,6 +444,13 @@ Model ProjectFiles::train_model(Project& p, const Dataset& data, const std::vect
   }
   round.val_accuracy = p.val_accuracy_;
   round.val_balanced_accuracy = p.val_balanced_accuracy_;
+  // The stopping rule: this model's agreement with the last one on the fixed stop set.
+  std::vector<std::int32_t> stop_predictions = model.predict(
+      take_rows(data.train, data.sample_numel(), project_stop_set(p.config_.pool_size, p.config_.seed)),
+      p.config_.threads);
+  if (p.stop_predictions_.size() == stop_predictions.size())
+    round.stop_kappa = cohen_kappa(p.stop_predictions_, stop_predictions, static_cast<int>(p.config_.classes.size()));
+  p.stop_predictions_ = std::move(stop_predictions);
   p.rounds_.push_back(std::move(round));
   return model;
 }

@@ -1,8 +1,12 @@
 // quarry::evaluate_predictions: the confusion matrix and the metrics read off it (accuracy,
-// balanced accuracy, macro-F1, per-class sensitivity and specificity).
+// balanced accuracy, macro-F1, per-class sensitivity and specificity); Cohen's kappa between two
+// models' predictions and the stopping rule built on it.
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "quarry/error.hpp"
@@ -68,6 +72,70 @@ Metrics evaluate_predictions(const std::vector<std::int32_t>& truth,
   m.balanced_accuracy = present > 0 ? recall_sum / present : nan;
   m.macro_f1 = f1_classes > 0 ? f1_sum / f1_classes : nan;
   return m;
+}
+
+}  // namespace quarry
+
+namespace quarry {
+
+double cohen_kappa(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b,
+                   int num_classes) {
+  QUARRY_EXPECTS(a.size() == b.size() && !a.empty(), "kappa: ", a.size(), " and ", b.size(),
+                 " predictions (expected the same, non-zero number)");
+  const std::size_t C = static_cast<std::size_t>(num_classes);
+  std::vector<double> ca(C, 0.0), cb(C, 0.0);
+  double agree = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    QUARRY_EXPECTS(a[i] >= 0 && b[i] >= 0 && static_cast<std::size_t>(a[i]) < C &&
+                       static_cast<std::size_t>(b[i]) < C,
+                   "kappa: a class outside [0, ", num_classes, ") at position ", i);
+    ca[static_cast<std::size_t>(a[i])] += 1;
+    cb[static_cast<std::size_t>(b[i])] += 1;
+    agree += a[i] == b[i];
+  }
+  const double n = static_cast<double>(a.size());
+  double chance = 0;
+  for (std::size_t c = 0; c < C; ++c) chance += (ca[c] / n) * (cb[c] / n);
+  const double observed = agree / n;
+  if (chance >= 1.0) return observed >= 1.0 ? 1.0 : 0.0;  // both one constant class
+  return (observed - chance) / (1.0 - chance);
+}
+
+std::string StopRule::describe() const {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "kappa:%g:%d", threshold, window);
+  return buf;
+}
+
+StopRule parse_stop_rule(const std::string& spec) {
+  const auto bad = [&](const char* why) {
+    QUARRY_USAGE_FAIL("--stop '", quote_input(spec), "': ", why,
+                      "; expected kappa:THRESHOLD:WINDOW, e.g. kappa:0.99:3 (THRESHOLD in (-1, 1], "
+                      "WINDOW a whole number >= 1)");
+  };
+  if (spec.rfind("kappa:", 0) != 0) bad("unknown rule");
+  const std::string rest = spec.substr(6);
+  const std::size_t colon = rest.find(':');
+  if (colon == std::string::npos) bad("missing WINDOW");
+  StopRule rule;
+  const std::string t = rest.substr(0, colon), w = rest.substr(colon + 1);
+  char* end = nullptr;
+  rule.threshold = std::strtod(t.c_str(), &end);
+  if (t.empty() || *end != '\0' || !std::isfinite(rule.threshold) || rule.threshold <= -1 ||
+      rule.threshold > 1)
+    bad("THRESHOLD is not a number in (-1, 1]");
+  const long window = std::strtol(w.c_str(), &end, 10);
+  if (w.empty() || *end != '\0' || window < 1 || window > 1000) bad("WINDOW is not a whole number in [1, 1000]");
+  rule.window = static_cast<int>(window);
+  return rule;
+}
+
+bool stop_rule_fires(const StopRule& rule, const std::vector<double>& kappas) {
+  const std::size_t w = static_cast<std::size_t>(rule.window);
+  if (kappas.size() < w) return false;
+  double sum = 0;
+  for (std::size_t i = kappas.size() - w; i < kappas.size(); ++i) sum += kappas[i];
+  return sum / static_cast<double>(w) >= rule.threshold;
 }
 
 }  // namespace quarry

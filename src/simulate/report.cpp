@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <optional>
 #include <random>
@@ -328,25 +329,82 @@ Grouped group_records(const std::vector<RoundRecord>& records) {
   return g;
 }
 
-// The number of rounds of a strategy, after checking that every repeat has rounds 0..R-1 with
-// the label counts of the first repeat.
-int checked_rounds(const std::string& name, const ByRepeat& repeats) {
-  int rounds = 0;
-  for (const auto& [rep, by_round] : repeats)
-    rounds = std::max(rounds, by_round.rbegin()->first + 1);
-  const auto& [first_repeat, first_rounds] = *repeats.begin();
+// Whether a repeat ended where the stopping rule fired (simulate --stop-early).
+bool stopped_by_rule(const ByRound& by_round) { return by_round.rbegin()->second->stop_fired; }
+
+// The number of rounds of a strategy's summary, after checking that every repeat has rounds
+// 0..R-1 (a repeat the stopping rule ended: up to the round where it fired) with the label
+// counts of the longest repeat. Where the rule ended a repeat early, the summary's curves end
+// at the shortest such repeat (`stopped_early`), so every point is a mean over every repeat.
+int checked_rounds(const std::string& name, const ByRepeat& repeats, bool* stopped_early) {
+  int longest = 0, full = 0, shortest_stopped = std::numeric_limits<int>::max();
+  const ByRound* reference = nullptr;
   for (const auto& [rep, by_round] : repeats) {
-    for (int k = 0; k < rounds; ++k) {
-      const auto found = by_round.find(k);
-      QUARRY_EXPECTS(found != by_round.end(), "strategy '", name, "' repeat ", rep,
-                     " has no round ", k, " (every repeat needs rounds 0 to ", rounds - 1, ")");
-      const std::int64_t labels = first_rounds.at(k)->labels;  // checked first: map order
-      QUARRY_EXPECTS(found->second->labels == labels, "strategy '", name, "': repeat ", rep,
-                     " has ", found->second->labels, " labels at round ", k, " but repeat ",
-                     first_repeat, " has ", labels);
-    }
+    const int length = by_round.rbegin()->first + 1;
+    if (length > longest) longest = length, reference = &by_round;
+    if (stopped_by_rule(by_round))
+      shortest_stopped = std::min(shortest_stopped, length);
+    else
+      full = std::max(full, length);
   }
+  const int reference_repeat = reference->begin()->second->repeat;
+  for (const auto& [rep, by_round] : repeats) {
+    const int needed = stopped_by_rule(by_round) ? by_round.rbegin()->first + 1 : full;
+    for (int k = 0; k < needed; ++k)
+      QUARRY_EXPECTS(by_round.count(k), "strategy '", name, "' repeat ", rep, " has no round ", k,
+                     " (every repeat needs rounds 0 to ", needed - 1, ")");
+  }
+  for (const auto& [rep, by_round] : repeats)  // every round present: compare the labels
+    for (const auto& [k, r] : by_round) {
+      const std::int64_t labels = reference->at(k)->labels;
+      QUARRY_EXPECTS(r->labels == labels, "strategy '", name, "': repeat ", rep, " has ", r->labels,
+                     " labels at round ", k, " but repeat ", reference_repeat, " has ", labels);
+    }
+  const int rounds = full > 0 ? std::min(full, shortest_stopped) : shortest_stopped;
+  *stopped_early = rounds < longest;
   return rounds;
+}
+
+// The stopping rule over a strategy's repeats (none where no record has its fields).
+std::optional<StopSummary> summarize_stop(const ByRepeat& repeats) {
+  bool any = false;
+  std::size_t longest = 0;
+  for (const auto& [rep, by_round] : repeats) {
+    longest = std::max(longest, by_round.size());
+    for (const auto& [k, r] : by_round) any = any || !std::isnan(r->stop_kappa) || r->stop_fired;
+  }
+  if (!any) return std::nullopt;
+  StopSummary st;
+  std::vector<double> labels, saved, acc, acc_cost, bal, bal_cost;
+  std::vector<std::vector<double>> kappa(longest);
+  for (const auto& [rep, by_round] : repeats) {
+    std::optional<int> fired;
+    for (const auto& [k, r] : by_round) {
+      if (!std::isnan(r->stop_kappa)) kappa[static_cast<std::size_t>(k)].push_back(r->stop_kappa);
+      if (r->stop_fired && !fired) fired = k;
+    }
+    st.fired_round.push_back(fired);
+    if (!fired) continue;
+    ++st.repeats_fired;
+    const RoundRecord& at = *by_round.at(*fired);
+    labels.push_back(static_cast<double>(at.labels));
+    acc.push_back(at.test.accuracy);
+    bal.push_back(at.test.balanced_accuracy);
+    const RoundRecord& last = *by_round.rbegin()->second;
+    if (last.round == at.round) continue;  // ended there (--stop-early): nothing to compare
+    saved.push_back(static_cast<double>(last.labels - at.labels));
+    acc_cost.push_back(last.test.accuracy - at.test.accuracy);
+    bal_cost.push_back(last.test.balanced_accuracy - at.test.balanced_accuracy);
+  }
+  const auto summary = [](const std::vector<double>& v) { return v.empty() ? MeanStd{kNaN, kNaN} : mean_std(v); };
+  st.labels = summary(labels);
+  st.labels_saved = summary(saved);
+  st.accuracy = summary(acc);
+  st.accuracy_cost = summary(acc_cost);
+  st.balanced_accuracy = summary(bal);
+  st.balanced_accuracy_cost = summary(bal_cost);
+  for (const std::vector<double>& k : kappa) st.mean_kappa.push_back(k.empty() ? kNaN : mean_std(k).mean);
+  return st;
 }
 
 // The learning curves and times of a strategy over its repeats (label efficiency left for
@@ -475,8 +533,11 @@ SimulationSummary summarize(const std::vector<RoundRecord>& records, SimulationS
   std::vector<RepeatCurves> repeat_acc, repeat_bal;
   for (const std::string& name : grouped.order) {
     const ByRepeat& repeats = grouped.strategies.at(name);
-    const int rounds = checked_rounds(name, repeats);
+    bool stopped_early = false;
+    const int rounds = checked_rounds(name, repeats, &stopped_early);
     s.strategies.push_back(summarize_strategy(name, repeats, rounds, binary));
+    s.strategies.back().stopped_early = stopped_early;
+    s.strategies.back().stop = summarize_stop(repeats);
     repeat_acc.push_back(repeat_curves(repeats, rounds, &Metrics::accuracy));
     repeat_bal.push_back(repeat_curves(repeats, rounds, &Metrics::balanced_accuracy));
     set_curve_intervals(s.strategies.back().accuracy, repeat_acc.back());

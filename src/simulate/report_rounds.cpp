@@ -111,6 +111,12 @@ RoundRecord parse_record(const json& j) {
   r.select_seconds = as_double(field(seconds, "select"), "seconds.select");
   r.round_seconds = as_double(field(seconds, "round"), "seconds.round");
   r.selected = ints(field(j, "selected"), "selected");
+  // The stopping rule's fields (absent in runs without one, and in older files).
+  if (j.contains("stop_kappa")) r.stop_kappa = as_double(j["stop_kappa"], "stop_kappa");
+  if (j.contains("stop_fired")) {
+    QUARRY_EXPECTS(j["stop_fired"].is_boolean(), "field \"stop_fired\" must be true or false");
+    r.stop_fired = j["stop_fired"].get<bool>();
+  }
   return r;
 }
 
@@ -151,6 +157,10 @@ std::string round_json(const RoundRecord& r) {
                   {"select", number_or_null(r.select_seconds)},
                   {"round", number_or_null(r.round_seconds)}};
   j["selected"] = r.selected;
+  if (!std::isnan(r.stop_kappa) || r.stop_fired) {
+    j["stop_kappa"] = number_or_null(r.stop_kappa);
+    j["stop_fired"] = r.stop_fired;
+  }
   return j.dump();
 }
 

@@ -17,6 +17,7 @@
 namespace quarry {
 
 using report_detail::find_strategy;
+using report_detail::kNaN;
 using report_detail::number_or_null;
 using report_detail::strf;
 
@@ -101,6 +102,24 @@ ojson efficiency_json(const Efficiency& e) {
   j["repeats_reached"] = e.repeats_reached;
   j["repeat_saving"] = mean_std_json(e.repeat_saving);
   j["stays_labels"] = e.stays_labels ? number_or_null(*e.stays_labels) : ojson(nullptr);
+  return j;
+}
+
+ojson stop_json(const StopSummary& st) {
+  ojson fired = ojson::array();
+  for (const std::optional<int>& r : st.fired_round) fired.push_back(r ? ojson(*r) : ojson(nullptr));
+  ojson j;
+  j["fired_round"] = std::move(fired);
+  j["repeats_fired"] = st.repeats_fired;
+  j["labels"] = mean_std_json(st.labels);
+  j["labels_saved"] = mean_std_json(st.labels_saved);
+  j["accuracy"] = mean_std_json(st.accuracy);
+  j["accuracy_cost"] = mean_std_json(st.accuracy_cost);
+  j["balanced_accuracy"] = mean_std_json(st.balanced_accuracy);
+  j["balanced_accuracy_cost"] = mean_std_json(st.balanced_accuracy_cost);
+  ojson kappa = ojson::array();
+  for (double k : st.mean_kappa) kappa.push_back(number_or_null(k));
+  j["mean_kappa"] = std::move(kappa);
   return j;
 }
 
@@ -192,6 +211,8 @@ std::string summary_json(const SimulationSummary& s) {
                        {"balanced_accuracy", efficiency_json(st.balanced_accuracy_efficiency)}};
     e["aulc"] = {{"accuracy", aulc_json(st.accuracy_aulc)},
                  {"balanced_accuracy", aulc_json(st.balanced_accuracy_aulc)}};
+    if (st.stopped_early) e["stopped_early"] = true;
+    if (st.stop) e["stop"] = stop_json(*st.stop);
     e["seconds"] = {{"round", mean_std_json(st.round_seconds)},
                     {"train", mean_std_json(st.train_seconds)},
                     {"infer", mean_std_json(st.infer_seconds)},
@@ -309,6 +330,59 @@ std::string per_round_table(const SimulationSummary& s,
   return out;
 }
 
+// "0.9612 ± 0.0040"; "–" where undefined.
+std::string pm_or_dash(const MeanStd& m, const char* format = "%.4f ± %.4f") {
+  return std::isnan(m.mean) ? std::string("–") : strf(format, m.mean, m.std);
+}
+
+// The stopping rule: where it fired and what stopping there cost, and the agreement per round.
+std::string stop_section(const SimulationSummary& s) {
+  bool any = false;
+  std::size_t rounds = 0;
+  for (const StrategySummary& st : s.strategies)
+    if (st.stop) any = true, rounds = std::max(rounds, st.stop->mean_kappa.size());
+  if (!any) return "";
+  std::string out =
+      "\n## Stopping rule: stabilising predictions\n\n"
+      "| Strategy | Fired | Labels at firing | Labels saved | Accuracy at firing | Accuracy lost by "
+      "stopping | Balanced accuracy at firing | Balanced accuracy lost by stopping |\n"
+      "| --- | --: | --: | --: | --: | --: | --: | --: |\n";
+  for (const StrategySummary& st : s.strategies) {
+    if (!st.stop) continue;
+    const StopSummary& p = *st.stop;
+    out += "| " + md(st.strategy) + strf(" | %d/%zu | ", p.repeats_fired, p.fired_round.size()) +
+           pm_or_dash(p.labels, "%.0f ± %.0f") + " | " + pm_or_dash(p.labels_saved, "%.0f ± %.0f") +
+           " | " + pm_or_dash(p.accuracy) + " | " + pm_or_dash(p.accuracy_cost) + " | " +
+           pm_or_dash(p.balanced_accuracy) + " | " + pm_or_dash(p.balanced_accuracy_cost) + " |\n";
+  }
+  out += "\nCohen's kappa between consecutive models' predictions on the stop set (mean over "
+         "repeats):\n\n| Strategy |";
+  std::string rule = "| --- |";
+  for (std::size_t k = 1; k < rounds; ++k) out += strf(" %zu |", k), rule += " --: |";
+  out += "\n" + rule + "\n";
+  for (const StrategySummary& st : s.strategies) {
+    if (!st.stop) continue;
+    out += "| " + md(st.strategy) + " |";
+    for (std::size_t k = 1; k < rounds; ++k) {
+      const double v = k < st.stop->mean_kappa.size() ? st.stop->mean_kappa[k] : kNaN;
+      out += std::isnan(v) ? std::string(" – |") : strf(" %.3f |", v);
+    }
+    out += "\n";
+  }
+  out += "\nThe rule fires at the first round where the mean kappa of the last WINDOW rounds "
+         "reaches THRESHOLD (`--stop kappa:THRESHOLD:WINDOW`). *Labels saved*: the run's last "
+         "round's labels minus those at firing; *lost by stopping*: the metric at the last round "
+         "minus at firing (negative: stopping lost nothing), over the repeats where it fired and "
+         "the run went on.\n";
+  bool early = false;
+  for (const StrategySummary& st : s.strategies) early = early || st.stopped_early;
+  if (early)
+    out += "\nWith `--stop-early` a repeat ends where the rule fires; a strategy's curves above "
+           "end at the round where its first repeat stopped, so every point is a mean over all "
+           "of its repeats.\n";
+  return out;
+}
+
 }  // namespace
 
 std::string summary_markdown(const SimulationSummary& s) {
@@ -374,6 +448,7 @@ std::string summary_markdown(const SimulationSummary& s) {
            value_ci(st.balanced_accuracy_aulc.mean, st.balanced_accuracy_aulc.ci95) + " | " +
            aulc_difference_cell(st.balanced_accuracy_aulc, s.baseline) + " |\n";
 
+  out += stop_section(s);
   out += "\n## Accuracy per round\n\n" + per_round_table(s, &StrategySummary::accuracy);
   out += "\n## Balanced accuracy per round\n\n" +
          per_round_table(s, &StrategySummary::balanced_accuracy);

@@ -66,6 +66,19 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
   for (int repeat = 0; repeat < o.repeats; ++repeat) {
     const std::uint64_t repeat_seed = o.seed + static_cast<std::uint64_t>(repeat);
     const std::vector<std::int64_t> initial = sample_without_replacement(all, o.seed_size, mix(repeat_seed, 1));
+    // The stopping rule's stop set: samples outside the initial set, the same for every
+    // strategy of the repeat (some get labeled later; agreement on them still counts).
+    Split stop_set;
+    if (o.stop) {
+      std::vector<char> initial_mask(static_cast<std::size_t>(pool), 0);
+      for (auto i : initial) initial_mask[static_cast<std::size_t>(i)] = 1;
+      std::vector<std::int64_t> rest;
+      for (auto i : all)
+        if (!initial_mask[static_cast<std::size_t>(i)]) rest.push_back(i);
+      std::vector<std::int64_t> chosen = sample_without_replacement(rest, o.stop->set_size, mix(repeat_seed, 3));
+      std::sort(chosen.begin(), chosen.end());
+      stop_set = take_rows(data.train, data.sample_numel(), chosen);
+    }
     Model round0_single, round0_ensemble;
     double round0_single_seconds = 0, round0_ensemble_seconds = 0;
     int round0_single_epochs = 0, round0_ensemble_epochs = 0;
@@ -73,6 +86,9 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
       std::vector<std::int64_t> labeled = initial;
       std::vector<char> is_labeled(static_cast<std::size_t>(pool), 0);
       for (auto i : labeled) is_labeled[static_cast<std::size_t>(i)] = 1;
+      std::vector<std::int32_t> previous;  // the last model's predictions on the stop set
+      std::vector<double> kappas;
+      bool fired = false;
       for (int round = 0; round <= o.rounds; ++round) {
         const auto round_start = Clock::now();
         RoundRecord r;
@@ -115,9 +131,20 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
 
         t = Clock::now();
         r.test = evaluate_predictions(data.test.y, model.predict(data.test, to.threads), data.num_classes);
+        if (o.stop && stop_set.size() > 0) {
+          std::vector<std::int32_t> predicted = model.predict(stop_set, to.threads);
+          if (!previous.empty()) {
+            r.stop_kappa = cohen_kappa(previous, predicted, data.num_classes);
+            kappas.push_back(r.stop_kappa);
+            r.stop_fired = !fired && stop_rule_fires(*o.stop, kappas);
+            fired = fired || r.stop_fired;
+          }
+          previous = std::move(predicted);
+        }
         r.eval_seconds = since(t);
+        const bool stop_here = r.stop_fired && o.stop_early;
 
-        if (round < o.rounds) {
+        if (round < o.rounds && !stop_here) {
           const std::uint64_t round_seed = mix(mix(repeat_seed, 2 + static_cast<std::uint64_t>(round)),
                                                name_hash(strategy.name));
           loop::StepOptions so;
@@ -144,6 +171,7 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
         r.round_seconds = since(round_start) + (shared ? r.train_seconds : 0.0);
         if (o.on_round) o.on_round(r);
         records.push_back(std::move(r));
+        if (stop_here) break;
       }
     }
   }

@@ -70,7 +70,8 @@ std::vector<std::int64_t> choose(std::int64_t n, std::int64_t k, std::uint64_t s
   return idx;
 }
 
-// The rows `rows` (ascending) of `s`, each of `numel` values.
+}  // namespace
+
 Split take_rows(const Split& s, std::int64_t numel, const std::vector<std::int64_t>& rows) {
   Split out;
   out.x.resize(rows.size() * static_cast<std::size_t>(numel));
@@ -83,6 +84,8 @@ Split take_rows(const Split& s, std::int64_t numel, const std::vector<std::int64
   }
   return out;
 }
+
+namespace {
 
 // Moves a random `fraction` of `from` into the returned split: round(fraction * n) samples,
 // at least one when fraction > 0 and never all of them (the rest must stay a training split).
