@@ -374,7 +374,8 @@ TEST_F(ProjectTest, BalancedBatchBaldBatches) {
   };
   Result r = with(path("bad1"), "balanced:", "");
   EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.err.find("balanced:NAME needs a strategy NAME"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--strategy: strategy 'balanced:': balanced:NAME needs a strategy NAME"), std::string::npos)
+      << r.err;
   EXPECT_EQ(with(path("bad2"), "balanced:balanced:entropy", "").rc, 2);
   r = with(path("bad3"), "entropy", "1,1,1,1");
   EXPECT_EQ(r.rc, 2);

@@ -63,6 +63,12 @@ TEST(LoopStrategy, NamesBatchBaldAndBalanced) {
   EXPECT_NE(typo.find("unknown strategy 'typo' in 'balanced:typo'"), std::string::npos) << typo;
   EXPECT_NE(typo.find("batchbald"), std::string::npos) << typo;
   EXPECT_NE(usage_error("typo").find("unknown strategy 'typo': expected one of random"), std::string::npos);
+  try {
+    parse_strategy("balanced:", "--strategies");
+    ADD_FAILURE();
+  } catch (const quarry::UsageError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("--strategies: strategy 'balanced:'", 0), 0u) << e.what();
+  }
 }
 
 TEST(LoopStrategy, BalanceTargets) {

@@ -504,7 +504,7 @@ TEST(Cli, SimulateStrategyUsageErrorsExitTwo) {
   const std::string base = "simulate --dataset synthetic:400 --seed-size 40 --batch 30 --rounds 1 --repeats 1 --out " +
                            dir + "/sim ";
   const std::vector<std::pair<std::string, std::string>> cases{
-      {"--strategies balanced:", "balanced:NAME needs a strategy NAME"},
+      {"--strategies balanced:", "--strategies: strategy 'balanced:': balanced:NAME needs a strategy NAME"},
       {"--strategies balanced:balanced:entropy", "does not nest"},
       {"--strategies balanced:typo", "unknown strategy 'typo' in 'balanced:typo'"},
       {"--strategies batchbald --committee none", "needs a committee"},

@@ -147,7 +147,7 @@ void complete_classes(ProjectConfig& config, const Dataset& data) {
 // Checks the options and fills in what the dataset tells (pool size, classes) and absolute
 // paths; returns the dataset, loaded once.
 Dataset complete_config(ProjectConfig& config) {
-  loop::parse_strategy(config.strategy);
+  loop::parse_strategy(config.strategy, "--strategy");
   parse_committee(config.committee);
   if (!config.model.empty()) parse_model_spec(config.model);
   parse_device(config.device);

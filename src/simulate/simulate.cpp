@@ -33,7 +33,7 @@ void check_simulate_options(const Dataset& data, const SimulateOptions& o) {
   QUARRY_USAGE_EXPECTS(!o.strategies.empty(), "simulate: no strategies given");
   std::vector<Strategy> strategies;
   for (const auto& name : o.strategies) {
-    strategies.push_back(loop::parse_strategy(name));
+    strategies.push_back(loop::parse_strategy(name, "--strategies"));
     for (std::size_t i = 0; i + 1 < strategies.size(); ++i)
       QUARRY_USAGE_EXPECTS(strategies[i].name != name, "simulate: strategy '", name, "' is listed twice");
   }

@@ -84,7 +84,14 @@ std::vector<std::int64_t> apportion(std::int64_t total, const std::vector<double
 
 std::string strategy_names() { return base_names() + ", or balanced:NAME with NAME one of those"; }
 
-Strategy parse_strategy(const std::string& name) {
+Strategy parse_strategy(const std::string& name, const std::string& option) {
+  if (!option.empty()) {
+    try {
+      return parse_strategy(name);
+    } catch (const UsageError& e) {
+      QUARRY_USAGE_FAIL(option, ": ", e.what());
+    }
+  }
   const std::string prefix = "balanced:";
   if (name.rfind(prefix, 0) != 0) {
     QUARRY_USAGE_EXPECTS(name != "balanced", "strategy 'balanced' needs the strategy it balances: balanced:NAME ",

@@ -36,8 +36,9 @@ struct Strategy {
 /// "random, entropy, ..., badge, kcenter, ..., batchbald, balanced:NAME (...)": every valid name.
 std::string strategy_names();
 /// A strategy by name; an unknown name (or inner name of balanced:NAME), balanced: without a
-/// name and a nested balanced:balanced:NAME are UsageErrors listing the valid ones.
-Strategy parse_strategy(const std::string& name);
+/// name and a nested balanced:balanced:NAME are UsageErrors listing the valid ones, prefixed
+/// "OPTION: " where `option` names where the name came from ("--strategies").
+Strategy parse_strategy(const std::string& name, const std::string& option = "");
 
 /// "0.5,0.3,0.2" -> the target class distribution of balanced:NAME; `option` names it in
 /// errors. Non-negative finite weights with a positive sum (normalised by it), one per class:
