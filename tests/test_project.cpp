@@ -361,6 +361,71 @@ TEST_F(ProjectTest, UsageErrorsExitTwo) {
   EXPECT_EQ(quarry({"project", "status", path("nowhere")}).rc, 1);        // not a project
 }
 
+// balanced:NAME and batchbald as project strategies: balanced:batchbald's batch is k distinct
+// unlabeled items, class by class of the model's prediction, the same for a copy of the
+// project; the target is kept in project.json. Bad names and targets are usage errors.
+TEST_F(ProjectTest, BalancedBatchBaldBatches) {
+  const auto with = [&](const std::string& dir, const std::string& strategy, const std::string& target) {
+    std::vector<std::string> a{"project", "init", dir, "--dataset", "synthetic:100", "--model", "mlp",
+                               "--strategy", strategy, "--committee", "mc:3", "--seed", "3",
+                               "--threads", "2", "--classes", kClassList};
+    if (!target.empty()) a.insert(a.end(), {"--balance-target", target});
+    return quarry(a);
+  };
+  Result r = with(path("bad1"), "balanced:", "");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("--strategy: strategy 'balanced:': balanced:NAME needs a strategy NAME"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(with(path("bad2"), "balanced:balanced:entropy", "").rc, 2);
+  r = with(path("bad3"), "entropy", "1,1,1,1");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("--balance-target is for a balanced:NAME strategy"), std::string::npos) << r.err;
+  r = with(path("bad4"), "balanced:batchbald", "1,1");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("4 classes"), std::string::npos) << r.err;
+  if (!quarry::have_torch()) GTEST_SKIP() << "training needs LibTorch";
+
+  // The library (no process per step; one training, the one that takes the time).
+  quarry::ProjectConfig c;
+  c.dataset = "synthetic:100";
+  c.model = "mlp";
+  c.strategy = "balanced:batchbald";
+  c.committee = "mc:3";
+  c.balance_target = "1,1,1,1";
+  c.classes = kClasses;
+  c.seed = 3;
+  c.threads = 2;
+  quarry::Project::init(dir_, c);
+  quarry::Project p(dir_);
+  EXPECT_EQ(p.config().balance_target, "1,1,1,1");
+  quarry::NextOptions o;
+  o.k = 20;
+  const quarry::BatchInfo b1 = p.next(o).batch;  // the cold start: random
+  Labels l;
+  std::vector<quarry::LabelRow> rows;
+  for (std::size_t t = 0; t < b1.index.size(); ++t) {
+    l[b1.index[t]] = static_cast<std::int32_t>(t % 4);
+    rows.push_back({b1.index[t], static_cast<std::int32_t>(t % 4), false});
+  }
+  p.label_rows(rows, "test");
+  o.k = 12;
+  const quarry::BatchInfo b2 = p.next(o).batch;
+  EXPECT_EQ(b2.strategy, "balanced:batchbald");
+  ASSERT_EQ(b2.index.size(), 12u);
+  EXPECT_EQ(std::set<std::int64_t>(b2.index.begin(), b2.index.end()).size(), 12u);
+  for (std::int64_t i : b2.index) EXPECT_EQ(l.count(i), 0u) << "labeled item " << i << " proposed again";
+  ASSERT_EQ(b2.predicted.size(), 12u);
+  EXPECT_TRUE(std::is_sorted(b2.predicted.begin(), b2.predicted.end())) << "not class by class";
+  // The same project copied: its next batch (the same model, batch number and seed) is the same.
+  fs::copy(dir_, path("again"), fs::copy_options::recursive);
+  o.replace_pending = true;
+  const quarry::BatchInfo here = p.next(o).batch;
+  const quarry::BatchInfo there = quarry::Project(path("again")).next(o).batch;
+  EXPECT_EQ(here.number, 3);
+  EXPECT_EQ(here.index, there.index);
+  EXPECT_EQ(here.score, there.score);
+}
+
 // ---------------------------------------------------------------- imports
 
 TEST_F(ProjectTest, EveryKindOfBadImportIsRejectedWithNothingImported) {

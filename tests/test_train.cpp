@@ -20,6 +20,7 @@
 #include "quarry/io.hpp"
 #include "quarry/loop.hpp"
 #include "quarry/train.hpp"
+#include "simulate/strategy.hpp"
 
 namespace {
 
@@ -450,6 +451,72 @@ TEST(Simulate, BadConfigurationsAreClearErrors) {
   o = small_simulation();
   o.committee = quarry::CommitteeSpec{};
   EXPECT_THROW(quarry::simulate(d, o), quarry::Error);  // bald without a committee
+}
+
+// batchbald and balanced:NAME as loop strategies: k distinct unlabeled picks, the same for the
+// same seed (a small pool and short training: a few seconds).
+TEST(Simulate, BatchBaldAndBalancedStrategies) {
+  static const quarry::Dataset d = quarry::synthetic_images(200, 7);
+  auto o = small_simulation();
+  o.strategies = {"batchbald", "balanced:entropy", "balanced:batchbald"};
+  o.seed_size = 30;
+  o.batch = 12;
+  o.rounds = 1;
+  o.repeats = 1;
+  o.train.max_epochs = 1;
+  o.train.min_steps = 5;
+  const auto a = quarry::simulate(d, o);
+  const auto b = quarry::simulate(d, o);
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  std::map<std::string, std::vector<std::int64_t>> picked;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].selected, b[i].selected) << a[i].strategy << ": not deterministic";
+    if (a[i].round != 0) continue;
+    const auto& sel = a[i].selected;
+    ASSERT_EQ(sel.size(), 12u) << a[i].strategy;
+    EXPECT_EQ(std::set<std::int64_t>(sel.begin(), sel.end()).size(), 12u) << a[i].strategy;
+    EXPECT_GT(a[i].infer_seconds, 0.0) << a[i].strategy;
+    picked[a[i].strategy] = sel;
+  }
+  // The initial set (round 0's labels, the same for every strategy): none picks from it.
+  const auto initial = quarry::loop::sample_without_replacement(first(d.train.size()), o.seed_size,
+                                                                quarry::loop::mix(o.seed, 1));
+  for (const auto& [name, sel] : picked)
+    for (auto i : sel) EXPECT_EQ(std::count(initial.begin(), initial.end(), i), 0) << name << " picked " << i;
+  EXPECT_NE(picked["batchbald"], picked["balanced:batchbald"]);
+
+  // Usage errors: batchbald without a committee, a target without a balanced strategy, a
+  // target of the wrong size.
+  o.committee = quarry::CommitteeSpec{};
+  EXPECT_THROW(quarry::check_simulate_options(d, o), quarry::UsageError);
+  o = small_simulation();
+  o.balance_target.assign(static_cast<std::size_t>(d.num_classes), 1.0 / d.num_classes);
+  EXPECT_THROW(quarry::check_simulate_options(d, o), quarry::UsageError);
+  o.strategies = {"balanced:random"};
+  EXPECT_NO_THROW(quarry::check_simulate_options(d, o));
+  o.balance_target.push_back(0.0);
+  EXPECT_THROW(quarry::check_simulate_options(d, o), quarry::UsageError);
+}
+
+TEST(Cli, SimulateStrategyUsageErrorsExitTwo) {
+  const std::string dir = tmp_dir("cli-strategies");
+  const std::string base = "simulate --dataset synthetic:400 --seed-size 40 --batch 30 --rounds 1 --repeats 1 --out " +
+                           dir + "/sim ";
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"--strategies balanced:", "--strategies: strategy 'balanced:': balanced:NAME needs a strategy NAME"},
+      {"--strategies balanced:balanced:entropy", "does not nest"},
+      {"--strategies balanced:typo", "unknown strategy 'typo' in 'balanced:typo'"},
+      {"--strategies batchbald --committee none", "needs a committee"},
+      {"--strategies entropy --balance-target 1,1,1,1", "--balance-target is for balanced:NAME"},
+      {"--strategies balanced:entropy --balance-target 1,1", "--balance-target '1,1': 2 weights"},
+      {"--strategies balanced:entropy --balance-target 1,x,1,1", "'x' is not a weight"}};
+  for (const auto& [args, message] : cases) {
+    const Result r = quarry_cli(base + args, dir);
+    EXPECT_EQ(r.rc, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << args << ": " << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir + "/sim"));
 }
 
 TEST(Cli, TrainInferAndSimulateEndToEnd) {

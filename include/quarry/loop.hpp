@@ -213,7 +213,8 @@ std::string curves_svg(const SimulationSummary& s);
 struct SimulateOptions {
   /// "random", an acquisition name (entropy, margin, least-confidence, ratio, bald,
   /// vote-entropy, kl-max, variation-ratio, consensus-entropy, egl, badge-norm: exact top-k),
-  /// or a diversity strategy (badge, kcenter, cluster-margin, uncertain-kcenter).
+  /// a diversity strategy (badge, kcenter, cluster-margin, uncertain-kcenter), batchbald, or
+  /// balanced:NAME (NAME per predicted class toward a target class distribution).
   std::vector<std::string> strategies{"random", "entropy", "margin", "bald", "badge"};
   std::int64_t seed_size = 200;
   std::int64_t batch = 100;
@@ -224,6 +225,9 @@ struct SimulateOptions {
   TrainOptions train;
   /// Committee of the committee strategies (bald, ...): MC-dropout unless told otherwise.
   CommitteeSpec committee{CommitteeSpec::Kind::mc, 10};
+  /// The balanced:NAME strategies' target class distribution (one weight per class, summing
+  /// to 1); empty: uniform.
+  std::vector<double> balance_target;
   /// Where scoring and selection run (quarry's engine).
   DeviceSpec device{};
   /// The stopping rule, evaluated every round (none: not evaluated).

@@ -48,8 +48,9 @@ class LabelJournal;  // src/project/journal.hpp (internal)
 struct ProjectConfig {
   std::string dataset;                 // dataset spec (see dataset.hpp); its labels are never read as labels
   std::string model;                   // "" = the dataset's default (cnn for images, mlp for features)
-  std::string strategy = "entropy";    // random, an acquisition or a diversity strategy
-  std::string committee = "mc:10";     // for committee acquisitions (bald, ...)
+  std::string strategy = "entropy";    // random, an acquisition, a diversity strategy, batchbald or balanced:NAME
+  std::string committee = "mc:10";     // for committee strategies (bald, batchbald, ...)
+  std::string balance_target;          // balanced:NAME: one weight per class, "0.5,0.5"; "" = uniform
   std::vector<std::string> classes;    // class names; class id = position
   std::uint64_t seed = 0;
   std::string device = "auto";         // where training and the engine run

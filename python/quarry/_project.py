@@ -18,6 +18,16 @@ def _loop():
     return loop
 
 
+def _weights(target) -> str:
+    """balance_target as the text project.json keeps: "" (uniform), "0.5,0.5"."""
+    if target is None or isinstance(target, str):
+        return target or ""
+    try:
+        return ",".join(repr(float(w)) for w in target)
+    except (TypeError, ValueError):
+        raise _q.UsageError(f"balance_target: {target!r}: one number per class, e.g. [0.5, 0.5]") from None
+
+
 class Project:
     """A labeling project: labels in an append-only, checksummed journal (fsync'd before a call
     returns), batches for annotators, and the model trained on the labels. The same folder the
@@ -37,22 +47,26 @@ class Project:
     @classmethod
     def init(cls, path, dataset: str, *, classes: Optional[Sequence[str]] = None, strategy: str = "entropy",
              model: str = "", committee: str = "mc:10", manifest: Optional[str] = None, seed: int = 0,
-             device: str = "auto", threads: int = 0) -> "Project":
+             device: str = "auto", threads: int = 0,
+             balance_target: Union[str, Sequence[float], None] = None) -> "Project":
         """Create a project in a new or empty folder (as ``quarry project init``).
 
         dataset: the pool: pool:X.npy, idx:DIR, npz:FILE, npy:X.npy,y.npy, synthetic[:N] (its labels
             are never used as labels; a validation split, where it has one, measures the model).
         classes: class names (default: the dataset's class ids).  strategy: random, an acquisition
-            (entropy, margin, bald, ...) or a diversity strategy (badge, kcenter, ...).
+            (entropy, margin, bald, ...), a diversity strategy (badge, kcenter, ...), batchbald, or
+            balanced:NAME (NAME per predicted class, toward balance_target).
         model: cnn, mlp or torchscript:FILE (default: cnn for images, mlp for features).
-        committee: committee of committee acquisitions: mc:M or ensemble:M.
+        committee: committee of committee strategies: mc:M or ensemble:M.
+        balance_target: balanced:NAME's target class distribution, one weight per class
+            ("0.5,0.5" or [0.5, 0.5]; default uniform).
         manifest: CSV index,id,path_or_url: what annotators see for each item.
         """
         if isinstance(classes, str):
             raise _q.UsageError("classes: a list of class names, not one string (did you mean classes.split(',')?)")
         _loop().init(os.fspath(path), dataset, list(classes or []), strategy, model, committee,
                      os.fspath(manifest) if manifest else "", _q._int(seed, "seed", 0, 2**63),
-                     device, _q._int(threads, "threads", 0, 4096))
+                     device, _q._int(threads, "threads", 0, 4096), _weights(balance_target))
         return cls(path)
 
     @property

@@ -44,13 +44,15 @@ PYBIND11_MODULE(_loop, m) {
 
   m.def("init", [](const std::string& dir, const std::string& dataset, const std::vector<std::string>& classes,
                    const std::string& strategy, const std::string& model, const std::string& committee,
-                   const std::string& manifest, std::uint64_t seed, const std::string& device, int threads) {
+                   const std::string& manifest, std::uint64_t seed, const std::string& device, int threads,
+                   const std::string& balance_target) {
     ProjectConfig c;
     c.dataset = dataset;
     c.classes = classes;
     c.strategy = strategy;
     c.model = model;
     c.committee = committee;
+    c.balance_target = balance_target;
     c.seed = seed;
     c.device = device;
     c.threads = threads;
@@ -66,6 +68,7 @@ PYBIND11_MODULE(_loop, m) {
     d["model"] = c.model;
     d["strategy"] = c.strategy;
     d["committee"] = c.committee;
+    d["balance_target"] = c.balance_target;
     d["classes"] = c.classes;
     d["seed"] = c.seed;
     d["device"] = c.device;

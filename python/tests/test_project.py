@@ -84,3 +84,17 @@ def current_umask():
     u = os.umask(0)
     os.umask(u)
     return u
+
+
+def test_balanced_strategy_and_target(tmp_path):
+    p = quarry.Project.init(tmp_path / "p", "synthetic:100", classes=["a", "b", "c", "d"],
+                            strategy="balanced:batchbald", balance_target=[1, 1, 2, 0], device="cpu")
+    assert p.config["strategy"] == "balanced:batchbald"
+    assert p.config["balance_target"] == "1.0,1.0,2.0,0.0"
+    assert quarry.Project.init(tmp_path / "q", "synthetic:100", strategy="batchbald").config["balance_target"] == ""
+    with pytest.raises(quarry.UsageError, match="4 classes"):
+        quarry.Project.init(tmp_path / "r", "synthetic:100", strategy="balanced:entropy", balance_target="1,1")
+    with pytest.raises(quarry.UsageError, match="is for a balanced:NAME strategy"):
+        quarry.Project.init(tmp_path / "s", "synthetic:100", strategy="entropy", balance_target="1,1,1,1")
+    with pytest.raises(quarry.UsageError, match="does not nest"):
+        quarry.Project.init(tmp_path / "t", "synthetic:100", strategy="balanced:balanced:entropy")

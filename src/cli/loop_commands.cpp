@@ -24,6 +24,7 @@
 #include "quarry/train.hpp"
 #include "quarry/version.hpp"
 #include "io/files.hpp"
+#include "simulate/strategy.hpp"
 
 namespace quarry::cli {
 namespace {
@@ -277,7 +278,7 @@ void add_simulate(CLI::App& app) {
     DataArgs data;
     TrainArgs train;
     std::string strategies = "random,entropy,margin,bald,badge", committee = "mc:10", out = "quarry-simulate",
-                score_device = "auto";
+                score_device = "auto", balance_target;
     std::int64_t seed_size = 200, batch = 100;
     int rounds = 10, repeats = 3;
     std::uint64_t seed = 0;
@@ -291,7 +292,11 @@ void add_simulate(CLI::App& app) {
   cmd->add_option("--strategies", a->strategies,
                   "Comma-separated: random, any acquisition (entropy, margin, least-confidence, ratio, bald, "
                   "vote-entropy, kl-max, variation-ratio, consensus-entropy, egl, badge-norm) or diversity "
-                  "strategy (badge, kcenter, cluster-margin, uncertain-kcenter)");
+                  "strategy (badge, kcenter, cluster-margin, uncertain-kcenter), batchbald (needs the committee), "
+                  "or balanced:NAME (NAME per predicted class, toward --balance-target)");
+  cmd->add_option("--balance-target", a->balance_target,
+                  "The balanced:NAME strategies' target class distribution: one weight per class, e.g. 0.5,0.5 "
+                  "(normalised; default uniform)");
   cmd->add_option("--committee", a->committee, "Committee of the committee strategies: mc:M or ensemble:M");
   cmd->add_option("--seed-size", a->seed_size, "Initial random labeled set")->check(positive());
   cmd->add_option("--batch", a->batch, "Labels bought per round")->check(positive());
@@ -336,13 +341,15 @@ void add_simulate(CLI::App& app) {
     o.device = parse_device(a->score_device);
     o.stop = stop;
     o.stop_early = a->stop_early;
+    if (!a->balance_target.empty())
+      o.balance_target = loop::parse_balance_target(a->balance_target, data.num_classes, "--balance-target");
     QUARRY_EXPECTS(have_torch(), "this build of quarry has no LibTorch: simulate needs it (Debian: libtorch-dev)");
     check_simulate_options(data, o);  // impossible sizes fail here, before the folder is made
 
     nlohmann::json config = {
         {"dataset", data.spec},           {"dataset_description", data.describe()},
         {"model", model_spec_string(o.train.model)},
-        {"committee", committee_string(o.committee)},
+        {"committee", committee_string(o.committee)}, {"balance_target", o.balance_target},
         {"strategies", o.strategies},     {"seed_size", o.seed_size},
         {"batch", o.batch},               {"rounds", o.rounds},
         {"repeats", o.repeats},           {"seed", o.seed},

@@ -34,8 +34,11 @@ void add_init(CLI::App* project) {
       ->required();
   cmd->add_option("--model", a->config.model, "cnn, mlp or torchscript:FILE (default: cnn for images, mlp for features)");
   cmd->add_option("--strategy", a->config.strategy,
-                  "random, an acquisition (entropy, margin, bald, ...) or a diversity strategy (badge, kcenter, ...)");
-  cmd->add_option("--committee", a->config.committee, "Committee of committee acquisitions: mc:M or ensemble:M");
+                  "random, an acquisition (entropy, margin, bald, ...), a diversity strategy (badge, kcenter, ...), "
+                  "batchbald, or balanced:NAME (NAME per predicted class, toward --balance-target)");
+  cmd->add_option("--balance-target", a->config.balance_target,
+                  "balanced:NAME: the target class distribution, one weight per class, e.g. 0.5,0.5 (default uniform)");
+  cmd->add_option("--committee", a->config.committee, "Committee of committee strategies: mc:M or ensemble:M");
   cmd->add_option("--classes", a->classes, "Class names, comma separated (default: the dataset's class ids 0..C-1)");
   cmd->add_option("--manifest", a->manifest,
                   "CSV index,id,path_or_url: what annotators see for each pool item (default: the index)");

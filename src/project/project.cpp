@@ -289,6 +289,7 @@ void Project::read_config() {
     config_.model = j.at("model").get<std::string>();
     config_.strategy = j.at("strategy").get<std::string>();
     config_.committee = j.at("committee").get<std::string>();
+    config_.balance_target = j.value("balance_target", std::string());
     config_.classes = j.at("classes").get<std::vector<std::string>>();
     config_.seed = j.at("seed").get<std::uint64_t>();
     config_.device = j.at("device").get<std::string>();

@@ -147,7 +147,7 @@ void complete_classes(ProjectConfig& config, const Dataset& data) {
 // Checks the options and fills in what the dataset tells (pool size, classes) and absolute
 // paths; returns the dataset, loaded once.
 Dataset complete_config(ProjectConfig& config) {
-  loop::parse_strategy(config.strategy);
+  loop::parse_strategy(config.strategy, "--strategy");
   parse_committee(config.committee);
   if (!config.model.empty()) parse_model_spec(config.model);
   parse_device(config.device);
@@ -158,6 +158,11 @@ Dataset complete_config(ProjectConfig& config) {
   config.pool_size = data.train.size();
   QUARRY_EXPECTS(config.pool_size > 0, config.dataset, ": the pool is empty");
   complete_classes(config, data);
+  if (!config.balance_target.empty()) {
+    QUARRY_USAGE_EXPECTS(loop::parse_strategy(config.strategy).balanced, "--balance-target is for a balanced:NAME ",
+                         "strategy, not ", config.strategy);
+    loop::parse_balance_target(config.balance_target, static_cast<int>(config.classes.size()), "--balance-target");
+  }
   // A TorchScript model is found from any working folder, as the dataset is.
   if (config.model.rfind("torchscript:", 0) == 0) {
     const std::string path = config.model.substr(12);
@@ -179,6 +184,7 @@ json config_json(const ProjectConfig& config, const Dataset& data) {
   j["model"] = config.model.empty() ? model_spec_string(default_model(data)) : config.model;
   j["strategy"] = config.strategy;
   j["committee"] = config.committee;
+  if (!config.balance_target.empty()) j["balance_target"] = config.balance_target;
   j["classes"] = config.classes;
   j["seed"] = config.seed;
   j["device"] = config.device;

@@ -33,7 +33,7 @@ void check_simulate_options(const Dataset& data, const SimulateOptions& o) {
   QUARRY_USAGE_EXPECTS(!o.strategies.empty(), "simulate: no strategies given");
   std::vector<Strategy> strategies;
   for (const auto& name : o.strategies) {
-    strategies.push_back(loop::parse_strategy(name));
+    strategies.push_back(loop::parse_strategy(name, "--strategies"));
     for (std::size_t i = 0; i + 1 < strategies.size(); ++i)
       QUARRY_USAGE_EXPECTS(strategies[i].name != name, "simulate: strategy '", name, "' is listed twice");
   }
@@ -51,6 +51,12 @@ void check_simulate_options(const Dataset& data, const SimulateOptions& o) {
       std::any_of(strategies.begin(), strategies.end(), [](const Strategy& s) { return s.committee(); });
   QUARRY_USAGE_EXPECTS(!committee_needed || o.committee.kind != CommitteeSpec::Kind::none,
                        "simulate: a committee strategy needs a committee (--committee mc:M or ensemble:M)");
+  if (!o.balance_target.empty()) {
+    QUARRY_USAGE_EXPECTS(std::any_of(strategies.begin(), strategies.end(), [](const Strategy& s) { return s.balanced; }),
+                         "simulate: --balance-target is for balanced:NAME strategies, and none is listed");
+    QUARRY_USAGE_EXPECTS(static_cast<int>(o.balance_target.size()) == data.num_classes, "simulate: --balance-target has ",
+                         o.balance_target.size(), " weights, but ", data.spec, " has ", data.num_classes, " classes");
+  }
 }
 
 std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o) {
@@ -154,6 +160,7 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
           so.seed = round_seed;
           so.device = o.device;
           so.threads = to.threads;
+          so.balance_target = o.balance_target;
           loop::StepTimes times;
           const Selection sel = loop::select_step(strategy, model, data.train, so, &times);
           r.infer_seconds = times.infer;
