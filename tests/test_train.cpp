@@ -382,6 +382,36 @@ TEST(Simulate, RunsEveryStrategyAndRepeatFromTheSameInitialSet) {
   EXPECT_NE((labeled[{"entropy", 0}]), (labeled[{"random", 0}]));
 }
 
+TEST(Simulate, TheColdStartChoosesTheInitialSetFromTheEmbeddings) {
+  const auto& d = pool();
+  auto o = small_simulation();
+  o.strategies = {"random"};
+  o.rounds = 0;
+  o.repeats = 1;
+  o.seed_size = 12;
+  const std::int64_t n = d.train.size(), numel = d.sample_numel();
+  for (const char* strategy : {"typiclust", "probcover"}) {
+    o.seed_strategy = strategy;
+    const auto records = quarry::simulate(d, o);
+    ASSERT_EQ(records.size(), 1u);
+    // The same picks as the engine's, over the pool's pixels, seeded as the repeat.
+    quarry::DiversityOptions opt;
+    opt.k = 12;
+    opt.seed = quarry::loop::mix(o.seed, 1);
+    const quarry::Selection want = quarry::select_diverse(
+        quarry::parse_diversity_strategy(strategy), quarry::ArrayView(d.train.x.data(), quarry::DType::f32, {n, numel}),
+        nullptr, opt);
+    std::vector<std::int64_t> per_class(static_cast<std::size_t>(d.num_classes), 0);
+    for (auto i : want.index) ++per_class[static_cast<std::size_t>(d.train.y[static_cast<std::size_t>(i)])];
+    EXPECT_EQ(records[0].labeled_per_class, per_class) << strategy;
+  }
+  o.seed_strategy = "kcenter";
+  EXPECT_THROW(quarry::simulate(d, o), quarry::UsageError);
+  o.seed_strategy = "random";
+  o.seed_embeddings = "e.npy";
+  EXPECT_THROW(quarry::simulate(d, o), quarry::UsageError);
+}
+
 TEST(Simulate, TheSameSeedGivesTheSameRunAndTheReportAgreesWithItsRounds) {
   const auto& d = pool();
   auto o = small_simulation();

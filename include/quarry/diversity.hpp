@@ -41,6 +41,26 @@
 //   uncertain-kcenter   The top `candidates` samples by `acquisition` (quarry::score, then
 //       quarry::select_topk, exclusions skipped), then kcenter among them, with the excluded
 //       samples as initial centres. score: as kcenter.
+//
+//   typiclust (Hacohen et al. 2022, for the cold start)   k-means into |excluded| + k clusters
+//       (at most N; `clusters` overrides), then k times: the cluster with the fewest picked or
+//       excluded members (ties: the larger cluster, then the lower id) gives its most typical
+//       selectable member, typicality being 1 / the mean Euclidean distance to its `neighbours`
+//       nearest fellow members (measured against at most 1000 members, a seeded sample of a
+//       larger cluster). Reads no model outputs. score: the pick's typicality.
+//
+//   probcover (Yehuda et al. 2022, for the cold start)   Balls of radius `radius` around every
+//       sample; greedily the selectable sample whose ball holds the most samples not yet
+//       covered (ties to the lower index), the excluded samples' balls covered from the start.
+//       Once everything is covered, the rest are drawn at random (seeded). With radius 0 it is
+//       chosen as the largest radius at which at least `purity` of the balls hold a single
+//       k-means cluster (`clusters` clusters, 0: 10): the 1 - purity quantile of each sample's
+//       distance to the nearest sample of another cluster. The ball graph is found with BLAS
+//       GEMM blocks, exactly; time is O(N² D) and memory the number of pairs within the radius,
+//       so it is meant for pools up to about 1e5. score: the uncovered samples the pick
+//       covered.
+//
+// typiclust and probcover run on the CPU whatever `device` says.
 #pragma once
 
 #include <cstdint>
@@ -57,14 +77,15 @@
 
 namespace quarry {
 
-enum class DiversityStrategy : int { badge, kcenter, cluster_margin, uncertain_kcenter };
+enum class DiversityStrategy : int { badge, kcenter, cluster_margin, uncertain_kcenter, typiclust, probcover };
 
-/// "badge", "kcenter", "cluster-margin", "uncertain-kcenter"; anything else is an Error that
-/// lists the valid names.
+/// "badge", "kcenter", "cluster-margin", "uncertain-kcenter", "typiclust", "probcover"; anything
+/// else is an Error that lists the valid names.
 DiversityStrategy parse_diversity_strategy(std::string_view name);
 const char* diversity_strategy_name(DiversityStrategy s);
 const std::vector<DiversityStrategy>& all_diversity_strategies();
-/// True for the strategies that read model outputs [N, C] (all but kcenter).
+/// True for the strategies that read model outputs [N, C] (all but kcenter, typiclust and
+/// probcover).
 bool diversity_needs_outputs(DiversityStrategy s);
 
 struct DiversityOptions {
@@ -92,6 +113,12 @@ struct DiversityOptions {
   /// changes cluster). Each is a GEMM of the pool against the centroids (N x clusters x D);
   /// the round-robin needs coarse clusters, not a converged objective.
   int kmeans_iterations = 10;
+  /// typiclust: neighbours of the typicality (fewer in a smaller cluster).
+  int neighbours = 20;
+  /// probcover: the balls' radius (Euclidean); 0: chosen from `purity`.
+  double radius = 0;
+  /// probcover: the share of pure balls the chosen radius keeps.
+  double purity = 0.95;
   /// cluster-margin: cluster ids [N] from an earlier kmeans() (cluster once, select every
   /// round); empty: cluster now.
   std::vector<std::int32_t> cluster_labels;

@@ -228,6 +228,12 @@ struct SimulateOptions {
   /// The balanced:NAME strategies' target class distribution (one weight per class, summing
   /// to 1); empty: uniform.
   std::vector<double> balance_target;
+  /// How each repeat's initial labeled set is chosen: "random", or a cold-start strategy,
+  /// "typiclust" or "probcover", over `seed_embeddings` (seeded by the repeat).
+  std::string seed_strategy = "random";
+  /// The pool's embeddings [pool, D] for the cold start (e.g. `quarry pretrain`'s, or a
+  /// foundation model's); empty: the pool's inputs themselves, flattened (pixels, features).
+  std::string seed_embeddings;
   /// Where scoring and selection run (quarry's engine).
   DeviceSpec device{};
   /// The stopping rule, evaluated every round (none: not evaluated).

@@ -172,6 +172,19 @@ def _tolerance(tolerance: Optional[float]) -> float:
     return t
 
 
+def _float(value, name: str) -> float:
+    """A finite real argument (the engine checks its range and names the option)."""
+    if isinstance(value, bool):
+        raise UsageError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a number, got {value!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise UsageError(f"{name} must be a finite number, got {value!r}")
+    return v
+
+
 def _int(value, name: str, lo: int = 0, hi: int = 2**62) -> int:
     """An integer argument: ints and NumPy integers only (no silent truncation of 2.9 or True)."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
@@ -260,7 +273,8 @@ def score_and_select(x, acquisition: str = "entropy", k: int = 1, *, logits: boo
 def select_diverse(embeddings, probs=None, strategy: str = "badge", k: int = 1, *, exclude=None,
                    candidates: int = 0, acquisition: str = "margin", seed: int = 0,
                    logits: bool = False, clusters: int = 0, kmeans_iterations: int = 10,
-                   device: str = "auto", tolerance: Optional[float] = None) -> Selection:
+                   device: str = "auto", tolerance: Optional[float] = None, neighbours: int = 20,
+                   radius: float = 0.0, purity: float = 0.95) -> Selection:
     """Select a diverse batch (as ``quarry select --strategy badge|kcenter|...``).
 
     embeddings: [N, D] penultimate-layer embeddings.
@@ -269,9 +283,14 @@ def select_diverse(embeddings, probs=None, strategy: str = "badge", k: int = 1, 
     strategy: badge (k-means++ over gradient embeddings, Ash et al. 2020), kcenter (core-set
         greedy, Sener and Savarese 2018; the excluded samples are the initial centres),
         cluster-margin (Citovsky et al. 2021), uncertain-kcenter (kcenter among the most
-        uncertain ``candidates`` by ``acquisition``).
+        uncertain ``candidates`` by ``acquisition``); for the cold start, without ``probs``:
+        typiclust (the most typical sample of the least covered k-means cluster, Hacohen et al.
+        2022) and probcover (greedy coverage by balls of ``radius``, Yehuda et al. 2022).
     candidates: cluster-margin, uncertain-kcenter: choose among this many most uncertain
-        samples (0: 10 k).  clusters: cluster-margin's k-means clusters (0: k).
+        samples (0: 10 k).  clusters: k-means clusters of cluster-margin (0: k), typiclust
+        (0: excluded + k) and of probcover's radius (0: 10).
+    neighbours: typiclust's typicality neighbours.  radius: probcover's balls (0: the largest
+        radius at which ``purity`` of the balls hold one k-means cluster).
     seed: badge's D^2 draws and cluster-margin's k-means (same seed, same selection).
 
     Arrays in CUDA memory are copied to the host once and the strategy runs on their GPU.
@@ -282,7 +301,8 @@ def select_diverse(embeddings, probs=None, strategy: str = "badge", k: int = 1, 
     result = _core.select_diverse(emb, out, strategy, _int(k, "k"), _exclude(exclude), _int(candidates, "candidates"),
                                   acquisition, _int(seed, "seed", 0, 2**64 - 1), logits, _int(clusters, "clusters"),
                                   _int(kmeans_iterations, "kmeans_iterations", 1, 1 << 20), device,
-                                  _tolerance(tolerance))
+                                  _tolerance(tolerance), _int(neighbours, "neighbours", 1, 1 << 20),
+                                  _float(radius, "radius"), _float(purity, "purity"))
     return _selection(result, torch, embeddings if torch is not None else None)
 
 

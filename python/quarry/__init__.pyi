@@ -47,7 +47,8 @@ def score_and_select(x: ArrayLike, acquisition: str = ..., k: int = ..., *, logi
 def select_diverse(embeddings: ArrayLike, probs: Optional[ArrayLike] = ..., strategy: str = ..., k: int = ..., *,
                    exclude: Optional[ArrayLike] = ..., candidates: int = ..., acquisition: str = ...,
                    seed: int = ..., logits: bool = ..., clusters: int = ..., kmeans_iterations: int = ...,
-                   device: str = ..., tolerance: Optional[float] = ...) -> Selection: ...
+                   device: str = ..., tolerance: Optional[float] = ..., neighbours: int = ...,
+                   radius: float = ..., purity: float = ...) -> Selection: ...
 def kmeans(embeddings: ArrayLike, clusters: int, *, iterations: int = ..., seed: int = ...,
            device: str = ...) -> KMeans: ...
 def stream_select(files: Union[PathLike, Sequence[PathLike]], acquisition: str = ..., k: int = ..., *,

@@ -359,7 +359,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("select_diverse", [](py::handle embeddings, py::handle probs, const std::string& strategy, std::int64_t k,
                              py::handle exclude, std::int64_t candidates, const std::string& acquisition,
                              std::uint64_t seed, bool logits, std::int64_t clusters, int kmeans_iterations,
-                             const std::string& device, double tolerance) {
+                             const std::string& device, double tolerance, int neighbours, double radius,
+                             double purity) {
     const DiversityStrategy st = parse_diversity_strategy(strategy);
     Input emb = as_input(embeddings, "embeddings");
     std::optional<Input> out = as_optional_input(probs, "probs");
@@ -372,6 +373,9 @@ PYBIND11_MODULE(_core, m) {
     o.logits = logits;
     o.clusters = clusters;
     o.kmeans_iterations = kmeans_iterations;
+    o.neighbours = neighbours;
+    o.radius = radius;
+    o.purity = purity;
     o.device = parse_device(device);
     o.sum_tolerance = tolerance;
     o.input_name = "probs";

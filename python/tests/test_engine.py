@@ -90,6 +90,23 @@ def test_select_diverse_matches_cli(tmp_path, cli, rng, strategy):
     np.testing.assert_allclose(pick.score, sc, rtol=1e-5)
 
 
+@pytest.mark.parametrize("strategy,extra", [("typiclust", ["--neighbours", 10]), ("probcover", ["--purity", 0.9])])
+def test_cold_start_strategies_match_cli(tmp_path, cli, rng, strategy, extra):
+    # Three blobs far apart: one pick from each, the same from Python and the command line.
+    e = np.concatenate([rng.standard_normal((200, 3)) + 20 * np.eye(3)[i] for i in range(3)]).astype(np.float32)
+    np.save(tmp_path / "e.npy", e)
+    r = cli("select", "--embeddings", tmp_path / "e.npy", "-k", 3, "--strategy", strategy, "--clusters", 3,
+            "--format", "csv", *extra)
+    idx, sc = cli_selection(r.stdout)
+    options = dict(neighbours=10) if strategy == "typiclust" else dict(purity=0.9)
+    pick = quarry.select_diverse(e, None, strategy, 3, clusters=3, **options)
+    np.testing.assert_array_equal(pick.index, idx)
+    np.testing.assert_allclose(pick.score, sc, rtol=1e-5)
+    assert sorted(i // 200 for i in idx) == [0, 1, 2]
+    with pytest.raises(quarry.UsageError, match="radius"):
+        quarry.select_diverse(e, None, "probcover", 3, radius=float("nan"))
+
+
 def test_kmeans_is_deterministic(rng):
     e = np.concatenate([rng.standard_normal((200, 3)) + 10 * i for i in range(3)]).astype(np.float32)
     a = quarry.kmeans(e, 3, seed=1)

@@ -206,7 +206,8 @@ struct SelectArgs {
   ScoreArgs score;
   std::string scores, exclude, strategy = "topk", output, format;
   std::int64_t k = -1, candidates = 0, clusters = 0, samples = 512;
-  double beta = 1.0;
+  int neighbours = 20;
+  double beta = 1.0, radius = 0, purity = 0.95;
   std::uint64_t seed = 0;
   int threads = 0;
   bool verbose = false;
@@ -232,6 +233,9 @@ Selection select_diverse_cli(Cluster& cluster, const SelectArgs& a, const std::v
     o.exclude = exclude;
     o.candidates = a.candidates;
     o.clusters = a.clusters;
+    o.neighbours = a.neighbours;
+    o.radius = a.radius;
+    o.purity = a.purity;
     o.acquisition = parse_acquisition(a.score.acquisition);
     o.seed = a.seed;
     o.logits = a.score.logits;
@@ -263,9 +267,10 @@ void add_select(CLI::App& app) {
                   "Already labeled indices, never selected: integer .npy, or text/CSV with one index per line");
   cmd->add_option("--strategy", a->strategy,
                   "topk (the k highest scores), power (sample k with P ~ score^beta), or a diversity "
-                  "strategy over --embeddings: badge, kcenter, cluster-margin, uncertain-kcenter; or batchbald "
-                  "over a committee --input [M, N, C]")
-      ->check(CLI::IsMember({"topk", "power", "badge", "kcenter", "cluster-margin", "uncertain-kcenter", "batchbald"}));
+                  "strategy over --embeddings: badge, kcenter, cluster-margin, uncertain-kcenter, typiclust, "
+                  "probcover; or batchbald over a committee --input [M, N, C]")
+      ->check(CLI::IsMember({"topk", "power", "badge", "kcenter", "cluster-margin", "uncertain-kcenter", "typiclust",
+                             "probcover", "batchbald"}));
   cmd->add_option("--samples", a->samples,
                   "batchbald: label configurations of the batch kept (exact up to this many, sampled beyond)")
       ->check(positive());
@@ -274,7 +279,14 @@ void add_select(CLI::App& app) {
   cmd->add_option("--candidates", a->candidates,
                   "cluster-margin, uncertain-kcenter: choose among this many most uncertain samples (0: 10 k)")
       ->check(non_negative());
-  cmd->add_option("--clusters", a->clusters, "cluster-margin: k-means clusters (0: k)")->check(non_negative());
+  cmd->add_option("--clusters", a->clusters,
+                  "k-means clusters: cluster-margin (0: k), typiclust (0: excluded + k), probcover's radius (0: 10)")
+      ->check(non_negative());
+  cmd->add_option("--neighbours", a->neighbours, "typiclust: nearest neighbours of the typicality")->check(positive());
+  cmd->add_option("--radius", a->radius, "probcover: the balls' radius (0: chosen from --purity)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--purity", a->purity, "probcover: share of single-cluster balls the chosen radius keeps")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--output,-o", a->output, "Where to write the selection (standard output if absent)");
   cmd->add_option("--format", a->format, "csv (rank,index,score) or json; default: from the output's extension")
       ->check(CLI::IsMember({"csv", "json"}));

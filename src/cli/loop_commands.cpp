@@ -282,7 +282,7 @@ void add_simulate(CLI::App& app) {
     std::int64_t seed_size = 200, batch = 100;
     int rounds = 10, repeats = 3;
     std::uint64_t seed = 0;
-    std::string stop;
+    std::string stop, seed_strategy = "random", seed_embeddings;
     std::int64_t stop_set = 1000;
     bool stop_early = false;
   };
@@ -298,7 +298,13 @@ void add_simulate(CLI::App& app) {
                   "The balanced:NAME strategies' target class distribution: one weight per class, e.g. 0.5,0.5 "
                   "(normalised; default uniform)");
   cmd->add_option("--committee", a->committee, "Committee of the committee strategies: mc:M or ensemble:M");
-  cmd->add_option("--seed-size", a->seed_size, "Initial random labeled set")->check(positive());
+  cmd->add_option("--seed-size", a->seed_size, "Initial labeled set")->check(positive());
+  cmd->add_option("--seed-strategy", a->seed_strategy,
+                  "How the initial set is chosen: random, or typiclust / probcover over --seed-embeddings (the cold "
+                  "start)")
+      ->check(CLI::IsMember({"random", "typiclust", "probcover"}));
+  cmd->add_option("--seed-embeddings", a->seed_embeddings,
+                  "Embeddings [pool, D] (.npy) for --seed-strategy; default: the pool's inputs, flattened");
   cmd->add_option("--batch", a->batch, "Labels bought per round")->check(positive());
   cmd->add_option("--rounds", a->rounds, "Selection rounds")->check(non_negative());
   cmd->add_option("--repeats", a->repeats, "Repeats (each with its own initial set and training seed)")
@@ -326,7 +332,7 @@ void add_simulate(CLI::App& app) {
       std::vector<Named> outs;
       for (const char* f : {"rounds.jsonl", "curves.csv", "summary.json", "summary.md", "curves.svg"})
         outs.push_back({"--out", (d / f).string()});
-      check_outputs(outs, {{"--dataset", a->data.dataset}, {"--model", model_file(a->train.model)}});
+      check_outputs(outs, {{"--dataset", a->data.dataset}, {"--model", model_file(a->train.model)}, {"--seed-embeddings", a->seed_embeddings}});
     }
     const Dataset data = a->data.load();
     SimulateOptions o;
@@ -341,6 +347,8 @@ void add_simulate(CLI::App& app) {
     o.device = parse_device(a->score_device);
     o.stop = stop;
     o.stop_early = a->stop_early;
+    o.seed_strategy = a->seed_strategy;
+    o.seed_embeddings = a->seed_embeddings;
     if (!a->balance_target.empty())
       o.balance_target = loop::parse_balance_target(a->balance_target, data.num_classes, "--balance-target");
     QUARRY_EXPECTS(have_torch(), "this build of quarry has no LibTorch: simulate needs it (Debian: libtorch-dev)");
@@ -360,6 +368,8 @@ void add_simulate(CLI::App& app) {
         {"class_weights", o.train.class_weights}, {"train_device", device_string(o.train.device)},
         {"score_device", device_string(o.device)}, {"threads", o.train.threads},
         {"quarry", build_info().version},  {"libtorch", build_info().torch_version}};
+    config["seed_strategy"] = o.seed_strategy;
+    if (!o.seed_embeddings.empty()) config["seed_embeddings"] = o.seed_embeddings;
     if (o.stop) {
       config["stop"] = o.stop->describe();
       config["stop_set"] = o.stop->set_size;

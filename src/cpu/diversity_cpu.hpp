@@ -40,6 +40,29 @@ Selection badge(const std::vector<double>& a, std::int64_t c, const FloatRows& h
 KMeansOut kmeans(const FloatRows& x, std::int64_t clusters, int iterations, std::uint64_t seed,
                  const ProgressFn& progress, const GreedyOptions& opt = {});
 
+/// TypiClust's picks (quarry/diversity.hpp): `cluster` [n] in [0, clusters) from kmeans;
+/// excluded[i] != 0: never picked, but counts as its cluster's member. 0 < k <= selectable.
+Selection typiclust(const FloatRows& x, const std::vector<std::int32_t>& cluster, std::int64_t clusters,
+                    const std::vector<std::uint8_t>& excluded, std::int64_t k, int neighbours,
+                    std::uint64_t seed, const ProgressFn& progress);
+
+/// ProbCover's radius: the largest at which at least `purity` of the balls hold one cluster of
+/// `cluster` (the 1 - purity quantile of the distances to the nearest sample of another
+/// cluster); a tiny positive radius where that quantile is 0; +inf for one cluster.
+double probcover_radius(const FloatRows& x, const std::vector<std::int32_t>& cluster, std::int64_t clusters,
+                        double purity, const ProgressFn& progress);
+
+/// ProbCover's greedy max coverage with balls of `radius` (quarry/diversity.hpp).
+Selection probcover(const FloatRows& x, const std::vector<std::uint8_t>& excluded, std::int64_t k, double radius,
+                    std::uint64_t seed, const ProgressFn& progress);
+
+/// For every row i of x, the rows j of y at canonical squared distance <= r2 (ascending j):
+/// BLAS GEMM blocks screen with a proven error bound and every pair the bound cannot decide is
+/// computed exactly. Throws an Error beyond `max_pairs` pairs in all.
+std::vector<std::vector<std::int32_t>> rows_within(const FloatRows& x, const FloatRows& y, double r2,
+                                                   std::int64_t max_pairs, const ProgressFn& progress,
+                                                   const char* phase);
+
 /// For every row i of x (skip[i] == 0, or `skip` empty), the row j of y at the smallest
 /// canonical distance (ties to the lower j) and that squared distance: BLAS GEMM blocks give
 /// approximations with a proven error bound, and every j that the bound cannot rule out is

@@ -6,6 +6,7 @@
 #include "quarry/diversity.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <map>
 #include <string>
@@ -32,6 +33,8 @@ constexpr Named kNames[] = {
     {DiversityStrategy::kcenter, "kcenter"},
     {DiversityStrategy::cluster_margin, "cluster-margin"},
     {DiversityStrategy::uncertain_kcenter, "uncertain-kcenter"},
+    {DiversityStrategy::typiclust, "typiclust"},
+    {DiversityStrategy::probcover, "probcover"},
 };
 
 bool is_float(DType t) { return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16; }
@@ -213,7 +216,9 @@ const std::vector<DiversityStrategy>& all_diversity_strategies() {
   return all;
 }
 
-bool diversity_needs_outputs(DiversityStrategy s) { return s != DiversityStrategy::kcenter; }
+bool diversity_needs_outputs(DiversityStrategy s) {
+  return s != DiversityStrategy::kcenter && s != DiversityStrategy::typiclust && s != DiversityStrategy::probcover;
+}
 
 namespace {
 Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, const ArrayView* outputs,
@@ -257,6 +262,14 @@ Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, c
                    " (0: min(k, N)), got ", o.clusters);
     QUARRY_EXPECTS(o.kmeans_iterations >= 1, "k-means needs at least one iteration, got ", o.kmeans_iterations);
   }
+  if (strategy == DiversityStrategy::typiclust || strategy == DiversityStrategy::probcover) {
+    QUARRY_USAGE_EXPECTS(o.clusters >= 0 && o.clusters <= n, "clusters must be between 1 and the pool size ", n,
+                         " (0: the default), got ", o.clusters);
+    QUARRY_USAGE_EXPECTS(o.neighbours >= 1, "typiclust: neighbours must be >= 1, got ", o.neighbours);
+    QUARRY_USAGE_EXPECTS(std::isfinite(o.radius) && o.radius >= 0, "probcover: the radius must be >= 0 (0: chosen "
+                         "from the purity), got ", o.radius);
+    QUARRY_USAGE_EXPECTS(o.purity > 0 && o.purity <= 1, "probcover: the purity must be in (0, 1], got ", o.purity);
+  }
   if (o.k == 0) return {};
 
   switch (strategy) {
@@ -278,6 +291,23 @@ Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, c
     }
     case DiversityStrategy::uncertain_kcenter: return uncertain_kcenter(emb, *outputs, o, candidates);
     case DiversityStrategy::cluster_margin: return cluster_margin(emb, *outputs, o, candidates);
+    case DiversityStrategy::typiclust: {
+      const FloatRows rows = float_rows(emb, o.embeddings_name);
+      const std::int64_t clusters =
+          o.clusters > 0 ? o.clusters : std::min<std::int64_t>(n, excluded + o.k);
+      const KMeansOut km = cpu::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress);
+      return cpu::typiclust(rows, km.labels, clusters, mask, o.k, o.neighbours, o.seed, o.progress);
+    }
+    case DiversityStrategy::probcover: {
+      const FloatRows rows = float_rows(emb, o.embeddings_name);
+      double radius = o.radius;
+      if (radius == 0) {
+        const std::int64_t clusters = o.clusters > 0 ? o.clusters : std::min<std::int64_t>(n, 10);
+        const KMeansOut km = cpu::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress);
+        radius = cpu::probcover_radius(rows, km.labels, clusters, o.purity, o.progress);
+      }
+      return cpu::probcover(rows, mask, o.k, radius, o.seed, o.progress);
+    }
   }
   QUARRY_FAIL("unknown diversity strategy");
 }

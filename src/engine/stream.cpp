@@ -500,6 +500,10 @@ void validate_diverse(DiversityStrategy strategy, const PoolFiles& emb, const Po
 std::vector<std::int64_t> diverse_candidates(DiversityStrategy strategy, const PoolFiles& emb, const PoolFiles* outputs,
                                              const DiversityOptions& o, const StreamOptions& s, StreamStats* stats) {
   validate_diverse(strategy, emb, outputs);
+  // Their picks depend on the whole pool (its clusters, its balls): no two-stage version.
+  QUARRY_USAGE_EXPECTS(strategy != DiversityStrategy::typiclust && strategy != DiversityStrategy::probcover,
+                       diversity_strategy_name(strategy), " needs the whole pool at once: one process, one "
+                       "embeddings file, within --memory-budget");
   const std::vector<std::int64_t> excluded = checked_exclusions(emb.n(), 0, o.exclude);
   const Range range = checked_range(emb.n(), s);
   StreamStats st;

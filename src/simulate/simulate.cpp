@@ -57,7 +57,27 @@ void check_simulate_options(const Dataset& data, const SimulateOptions& o) {
     QUARRY_USAGE_EXPECTS(static_cast<int>(o.balance_target.size()) == data.num_classes, "simulate: --balance-target has ",
                          o.balance_target.size(), " weights, but ", data.spec, " has ", data.num_classes, " classes");
   }
+  QUARRY_USAGE_EXPECTS(o.seed_strategy == "random" || o.seed_strategy == "typiclust" || o.seed_strategy == "probcover",
+                       "simulate: --seed-strategy '", quote_input(o.seed_strategy),
+                       "': expected random, typiclust or probcover");
+  QUARRY_USAGE_EXPECTS(o.seed_embeddings.empty() || o.seed_strategy != "random",
+                       "simulate: --seed-embeddings is for --seed-strategy typiclust or probcover");
 }
+
+namespace {
+
+// The initial labeled set of a repeat: random, or a cold-start strategy over the embeddings.
+std::vector<std::int64_t> initial_set(const Dataset& data, const SimulateOptions& o, const ArrayView& embeddings,
+                                      const std::vector<std::int64_t>& all, std::uint64_t seed) {
+  if (o.seed_strategy == "random") return sample_without_replacement(all, o.seed_size, seed);
+  DiversityOptions d;
+  d.k = o.seed_size;
+  d.seed = seed;
+  d.embeddings_name = o.seed_embeddings.empty() ? data.spec + " (its inputs)" : o.seed_embeddings;
+  return select_diverse(parse_diversity_strategy(o.seed_strategy), embeddings, nullptr, d).index;
+}
+
+}  // namespace
 
 std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o) {
   check_simulate_options(data, o);
@@ -68,10 +88,23 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
   std::vector<std::int64_t> all(static_cast<std::size_t>(pool));
   for (std::int64_t i = 0; i < pool; ++i) all[i] = i;
   std::vector<RoundRecord> records;
+  // The cold start's embeddings: a file, or the pool's inputs as [pool, numel] float32.
+  Array seed_file;
+  ArrayView seed_view;
+  if (o.seed_strategy != "random") {
+    if (!o.seed_embeddings.empty()) {
+      seed_file = read_npy(o.seed_embeddings);
+      seed_view = seed_file.view();
+      QUARRY_EXPECTS(seed_view.rank() == 2 && seed_view.shape[0] == pool, o.seed_embeddings,
+                     ": expected embeddings [", pool, ", D] of the pool, got shape ", shape_string(seed_view.shape));
+    } else {
+      seed_view = ArrayView(data.train.x.data(), DType::f32, {pool, data.sample_numel()});
+    }
+  }
 
   for (int repeat = 0; repeat < o.repeats; ++repeat) {
     const std::uint64_t repeat_seed = o.seed + static_cast<std::uint64_t>(repeat);
-    const std::vector<std::int64_t> initial = sample_without_replacement(all, o.seed_size, mix(repeat_seed, 1));
+    const std::vector<std::int64_t> initial = initial_set(data, o, seed_view, all, mix(repeat_seed, 1));
     // The stopping rule's stop set: samples outside the initial set, the same for every
     // strategy of the repeat (some get labeled later; agreement on them still counts).
     Split stop_set;
