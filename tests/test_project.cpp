@@ -679,6 +679,15 @@ TEST(ProjectStop, StopSetAndRule) {
             std::optional<std::size_t>(4));
   EXPECT_FALSE(quarry::project_stop_round(rounds, quarry::parse_stop_rule("kappa:1:1")));
   EXPECT_FALSE(quarry::project_stop_round({}, rule));
+  // The models move again: the rule no longer holds at the last one, so nothing is reported.
+  rounds.push_back({});
+  rounds.back().stop_kappa = 0.2;
+  EXPECT_FALSE(quarry::project_stop_round(rounds, rule));
+  rounds.push_back({});
+  rounds.back().stop_kappa = 1.0;
+  rounds.push_back({});
+  rounds.back().stop_kappa = 1.0;
+  EXPECT_EQ(quarry::project_stop_round(rounds, rule), std::optional<std::size_t>(7));
 }
 
 TEST_F(ProjectTest, StatusSaysWhenLabelsHaveStoppedPaying) {
@@ -690,16 +699,21 @@ TEST_F(ProjectTest, StatusSaysWhenLabelsHaveStoppedPaying) {
   const auto b1 = batch_indices(1);
   for (std::size_t t = 0; t < b1.size(); ++t) l[b1[t]] = static_cast<std::int32_t>(t % 4);
   ASSERT_EQ(label("l.csv", label_csv(l)).rc, 0);
-  ASSERT_EQ(quarry({"project", "next", dir_, "-k", "10"}).rc, 0);               // model 1: no kappa yet
-  ASSERT_EQ(quarry({"project", "next", dir_, "-k", "10", "--retrain"}).rc, 0);  // model 2 against model 1
+  ASSERT_EQ(quarry({"project", "next", dir_, "-k", "10"}).rc, 0);  // model 1: no kappa yet
+  const auto b2 = batch_indices(2);
+  for (std::size_t t = 0; t < b2.size(); ++t) l[b2[t]] = static_cast<std::int32_t>(t % 4);
+  ASSERT_EQ(label("l2.csv", label_csv(l)).rc, 0);
+  ASSERT_EQ(quarry({"project", "next", dir_, "-k", "10"}).rc, 0);               // model 2 against model 1
+  ASSERT_EQ(quarry({"project", "next", dir_, "-k", "10", "--retrain"}).rc, 0);  // model 3: the same labels
   const auto state = nlohmann::json::parse(read_file(dir_ + "/state.json"));
   EXPECT_EQ(state.at("stop_predictions").size(), 300u);  // the whole (small) pool is the stop set
 
   r = quarry({"project", "status", dir_, "--format", "json"});
   ASSERT_EQ(r.rc, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
-  ASSERT_EQ(j.at("rounds").size(), 2u);
+  ASSERT_EQ(j.at("rounds").size(), 3u);
   EXPECT_TRUE(j["rounds"][0]["stop_kappa"].is_null());
+  EXPECT_TRUE(j["rounds"][2]["stop_kappa"].is_null());  // no new labels: agreeing with itself says nothing
   ASSERT_TRUE(j["rounds"][1]["stop_kappa"].is_number()) << r.out;
   const double kappa = j["rounds"][1]["stop_kappa"].get<double>();
   EXPECT_TRUE(kappa >= -1 && kappa <= 1) << kappa;
@@ -708,14 +722,33 @@ TEST_F(ProjectTest, StatusSaysWhenLabelsHaveStoppedPaying) {
 
   r = quarry({"project", "status", dir_, "--stop", "kappa:-0.99:1"});
   ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_NE(r.out.find("labels have stopped paying since model 2 (20 labels)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("labels have stopped paying since model 2 (30 labels)"), std::string::npos) << r.out;
   r = quarry({"project", "status", dir_, "--stop", "kappa:-0.99:1", "--format", "json"});
   j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["stop"]["model"], 2);
-  EXPECT_EQ(j["stop"]["labels"], 20);
+  EXPECT_EQ(j["stop"]["labels"], 30);
   r = quarry({"project", "status", dir_, "--stop", "kappa:0.99"});
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("kappa:THRESHOLD:WINDOW"), std::string::npos) << r.err;
+}
+
+TEST_F(ProjectTest, TheColdStartBatchCanBeTypical) {
+  Result r = quarry({"project", "init", dir_, "--dataset", "synthetic:300", "--strategy", "entropy", "--seed", "3",
+                     "--seed-strategy", "typiclust"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(quarry::Project(dir_).config().seed_strategy, "typiclust");
+  r = quarry({"project", "next", dir_, "-k", "6"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const quarry::Project p(dir_);
+  ASSERT_EQ(p.batches().size(), 1u);
+  EXPECT_EQ(p.batches()[0].strategy, "typiclust (cold start)");
+  // Six distinct items of the pool, each scored with its typicality.
+  std::set<std::int64_t> got(p.batches()[0].index.begin(), p.batches()[0].index.end());
+  EXPECT_EQ(got.size(), 6u);
+  for (std::int64_t i : p.batches()[0].index) EXPECT_TRUE(i >= 0 && i < 300);
+  EXPECT_GT(p.batches()[0].score[0], 0.0f);  // a typicality, not a random draw's 0
+  r = quarry({"project", "init", path("other"), "--dataset", "synthetic:300", "--seed-strategy", "kcenter"});
+  EXPECT_EQ(r.rc, 2);
 }
 
 TEST_F(ProjectTest, LabeledAndPendingItemsAreNeverProposedAgain) {

@@ -250,3 +250,22 @@ TEST(LoopStrategy, BalancedRunsAnyStrategyPerClass) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(LoopStrategy, AutoChoosesByTheBudget) {
+  const Strategy a = parse_strategy("auto");
+  EXPECT_EQ(a.kind, Strategy::Kind::automatic);
+  EXPECT_TRUE(a.needs_model());
+  EXPECT_FALSE(a.committee());
+  EXPECT_NE(usage_error("balanced:auto").find("cannot be balanced"), std::string::npos) << usage_error("balanced:auto");
+  EXPECT_NE(quarry::loop::strategy_names().find("auto"), std::string::npos);
+  // Fewer than 10 labels per class: typicality; from there on, BADGE.
+  EXPECT_EQ(quarry::loop::auto_strategy(0, 10).diversity, quarry::DiversityStrategy::typiclust);
+  EXPECT_EQ(quarry::loop::auto_strategy(99, 10).diversity, quarry::DiversityStrategy::typiclust);
+  EXPECT_EQ(quarry::loop::auto_strategy(100, 10).diversity, quarry::DiversityStrategy::badge);
+  EXPECT_EQ(quarry::loop::auto_strategy(20, 2).diversity, quarry::DiversityStrategy::badge);
+  EXPECT_EQ(quarry::loop::auto_strategy(100, 10).kind, Strategy::Kind::diversity);
+}
+
+}  // namespace

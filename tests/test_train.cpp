@@ -485,6 +485,28 @@ TEST(Simulate, BadConfigurationsAreClearErrors) {
 
 // batchbald and balanced:NAME as loop strategies: k distinct unlabeled picks, the same for the
 // same seed (a small pool and short training: a few seconds).
+TEST(Simulate, AutoStartsTypicalThenTurnsToBadge) {
+  static const quarry::Dataset d = quarry::synthetic_images(200, 7);
+  auto o = small_simulation();
+  o.strategies = {"auto"};
+  o.seed_size = 10 * d.num_classes - 12;  // below 10 per class at round 0, above at round 1
+  o.batch = 12;
+  o.rounds = 2;
+  o.repeats = 1;
+  o.train.max_epochs = 1;
+  o.train.min_steps = 5;
+  const auto r = quarry::simulate(d, o);
+  ASSERT_EQ(r.size(), 3u);
+  // Round 0: typicality over the pool's inputs, the model not asked; round 1: BADGE on the model.
+  EXPECT_EQ(r[0].infer_seconds, 0.0);
+  EXPECT_GT(r[1].infer_seconds, 0.0);
+  for (int k = 0; k < 2; ++k) {
+    const auto& sel = r[static_cast<std::size_t>(k)].selected;
+    ASSERT_EQ(sel.size(), 12u);
+    EXPECT_EQ(std::set<std::int64_t>(sel.begin(), sel.end()).size(), 12u);
+  }
+}
+
 TEST(Simulate, BatchBaldAndBalancedStrategies) {
   static const quarry::Dataset d = quarry::synthetic_images(200, 7);
   auto o = small_simulation();
@@ -620,6 +642,20 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   ASSERT_EQ(rep.rc, 0) << rep.err;
   EXPECT_NE(rep.err.find("entropy repeat 2 stopped at round 0 of 2: left out"), std::string::npos) << rep.err;
   EXPECT_TRUE(fs::exists(dir + "/cut/curves.svg"));
+  // With the run's summary.json, its configured rounds decide what finished: a run cut before
+  // any repeat's last round is not passed off as a shorter complete one.
+  fs::create_directories(dir + "/short");
+  fs::copy_file(dir + "/sim/summary.json", dir + "/short/summary.json");
+  {
+    std::ifstream in(dir + "/sim/rounds.jsonl");
+    std::ofstream out(dir + "/short/rounds.jsonl");
+    std::string line;
+    for (int i = 0; i < 2 && std::getline(in, line); ++i) out << line << "\n";  // rounds 0 and 1 of 2
+  }
+  rep = quarry_cli("report " + dir + "/short", dir);
+  EXPECT_EQ(rep.rc, 1);
+  EXPECT_NE(rep.err.find("random repeat 1 stopped at round 1 of 2: left out"), std::string::npos) << rep.err;
+  EXPECT_NE(rep.err.find("no repeat reached the run's last round (2)"), std::string::npos) << rep.err;
   { std::ofstream(dir + "/cut/rounds.jsonl", std::ios::app) << "{not json\n"; }
   rep = quarry_cli("report " + dir + "/cut", dir);
   EXPECT_EQ(rep.rc, 1);

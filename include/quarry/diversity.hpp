@@ -56,8 +56,9 @@
 //       chosen as the largest radius at which at least `purity` of the balls hold a single
 //       k-means cluster (`clusters` clusters, 0: 10): the 1 - purity quantile of each sample's
 //       distance to the nearest sample of another cluster. The ball graph is found with BLAS
-//       GEMM blocks, exactly; time is O(N² D) and memory the number of pairs within the radius,
-//       so it is meant for pools up to about 1e5. score: the uncovered samples the pick
+//       GEMM blocks, exactly; time is O(N² D) and memory the number of pairs within the radius
+//       (at most 2^26: a larger graph is an Error asking for a smaller radius), so it is meant
+//       for pools up to about 1e5. score: the uncovered samples the pick
 //       covered.
 //
 // typiclust and probcover run on the CPU whatever `device` says.

@@ -108,23 +108,28 @@ struct Interval {
   bool covers(double v) const { return defined() && low <= v && v <= high; }
 };
 
-/// How many labels a strategy needed to reach a target, read off its mean curve with linear
-/// interpolation between rounds: the first crossing. The target is the baseline's (random's)
+/// How many labels a strategy needed to reach a target. The target is the baseline's (random's)
 /// mean curve made monotone by an isotonic (least-squares non-decreasing) fit, taken at the
 /// baseline's last round: a dip of the baseline's last round does not lower it, and one lucky
-/// round does not raise it as its running best would. The baseline has no saving of its own.
+/// round does not raise it as its running best would. Every curve is read the same way: the
+/// labels where its own isotonic fit first reaches the target (linear between rounds), so a
+/// curve identical to the baseline's saves exactly 0 and one lucky round is not a crossing. The
+/// saving is 100 * (1 - labels / the baseline's labels). The baseline has no saving of its own.
 struct Efficiency {
   double target = 0;             // the isotonic fit of the baseline's mean curve at its end
   double baseline_final = 0;     // the baseline's raw final mean (for comparison)
+  /// Where the isotonic fit of the baseline's mean curve first reaches the target (its final
+  /// labels, or fewer where its curve plateaued): the labels a saving is counted against.
+  std::optional<double> baseline_labels;
   bool baseline = false;         // this is the baseline: no saving
   std::optional<double> labels;  // none: the target was never reached
-  std::optional<double> saving_percent;  // 100 * (1 - labels / baseline's final labels)
+  std::optional<double> saving_percent;  // 100 * (1 - labels / baseline_labels)
   /// Paired bootstrap 95% interval of saving_percent: repeats resampled with replacement, the
   /// strategy's and the baseline's curves of a repeat together (they share the initial set),
   /// the target refitted on each resample. Undefined with fewer than two paired repeats.
   Interval saving_ci95;
-  /// Per repeat, in repeat order: the labels at which that repeat's curve first reaches the
-  /// target (same interpolation rule); none: that repeat never reached it.
+  /// Per repeat, in repeat order: the labels at which the isotonic fit of that repeat's curve
+  /// first reaches the target (same rule); none: that repeat never reached it.
   std::vector<std::optional<double>> repeat_labels;
   int repeats_reached = 0;  // how many of repeat_labels are set
   /// Mean and sample std of the per-repeat saving % over the repeats that reached the target

@@ -51,6 +51,7 @@ struct ProjectConfig {
   std::string strategy = "entropy";    // random, an acquisition, a diversity strategy, batchbald or balanced:NAME
   std::string committee = "mc:10";     // for committee strategies (bald, batchbald, ...)
   std::string balance_target;          // balanced:NAME: one weight per class, "0.5,0.5"; "" = uniform
+  std::string seed_strategy = "random";  // the batches before a model: random, typiclust or probcover
   std::vector<std::string> classes;    // class names; class id = position
   std::uint64_t seed = 0;
   std::string device = "auto";         // where training and the engine run
@@ -83,7 +84,8 @@ struct ModelRound {
   std::string time;  // UTC
   std::optional<double> val_accuracy, val_balanced_accuracy;
   /// Cohen's kappa of this model's predictions on the project's stop set against the previous
-  /// model's (the stopping rule; none for the first model, and in older projects).
+  /// model's (the stopping rule; none for the first model, for a model retrained on the labels
+  /// of the previous one, and in older projects).
   std::optional<double> stop_kappa;
 };
 
@@ -93,9 +95,10 @@ struct ModelRound {
 inline constexpr std::int64_t kProjectStopSet = 1000;
 std::vector<std::int64_t> project_stop_set(std::int64_t pool_size, std::uint64_t seed);
 
-/// The first model (an index into `rounds`) at which the stopping rule fires on the models'
-/// kappas, in order; none: it has not. Rounds without a kappa (the first model, a project older
-/// than the rule) are skipped.
+/// The model (an index into `rounds`) since which the stopping rule has fired at every model up
+/// to the last one, on the models' kappas in order; none: it does not fire at the last one.
+/// Rounds without a kappa (the first model, a model retrained on unchanged labels, a project
+/// older than the rule) are skipped.
 std::optional<std::size_t> project_stop_round(const std::vector<ModelRound>& rounds, const StopRule& rule);
 
 /// One label given in a program (the labeling page, Python): the pool index, the class id, and
@@ -257,6 +260,7 @@ class Project {
   std::optional<double> val_accuracy_, val_balanced_accuracy_;
   std::vector<ModelRound> rounds_;
   std::vector<std::int32_t> stop_predictions_;  // the last model's predictions on the stop set
+  std::string stop_digest_;                     // the labels (digest) that model was trained on
 };
 
 }  // namespace quarry

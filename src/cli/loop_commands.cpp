@@ -474,15 +474,39 @@ void add_report(CLI::App& app) {
       }
     }
     QUARRY_EXPECTS(!all.empty(), rounds_path, ": no rounds");
-    // Keep the (strategy, repeat) runs that reached the last round of the run, or that the
-    // stopping rule ended (--stop-early).
+    // The run's description and configuration, from the summary.json of the run where there is
+    // one: its rounds (the last round a finished repeat has) and whether --stop-early ended
+    // repeats where the rule fired.
+    SimulationSummary header;
     int last = 0;
     for (const auto& r : all) last = std::max(last, r.round);
+    bool stop_early = false;
+    std::error_code ec;
+    if (std::filesystem::exists(d / "summary.json", ec)) {
+      const std::string text = read_text_file((d / "summary.json").string());
+      const auto j = nlohmann::json::parse(text, nullptr, false);
+      const auto text_of = [&](const char* key) {
+        return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+      };
+      if (j.is_object()) {
+        header.dataset = text_of("dataset");
+        header.model = text_of("model");
+        if (j.contains("config") && j["config"].is_object()) {
+          const auto& c = j["config"];
+          header.config_json = c.dump();
+          if (c.contains("rounds") && c["rounds"].is_number_integer())
+            last = std::max(last, c["rounds"].get<int>());
+          stop_early = c.contains("stop_early") && c["stop_early"].is_boolean() && c["stop_early"].get<bool>();
+        }
+      }
+    }
+    // Keep the (strategy, repeat) runs that reached the last round of the run, or that the
+    // stopping rule ended (--stop-early).
     std::map<std::pair<std::string, int>, int> reached;
     std::map<std::pair<std::string, int>, bool> ended_by_rule;
     for (const auto& r : all) {
       int& at = reached[{r.strategy, r.repeat}];
-      if (r.round >= at) ended_by_rule[{r.strategy, r.repeat}] = r.stop_fired;
+      if (r.round >= at) ended_by_rule[{r.strategy, r.repeat}] = stop_early && r.stop_fired;
       at = std::max(at, r.round);
     }
     const auto complete = [&](const std::pair<std::string, int>& key) {
@@ -495,19 +519,9 @@ void add_report(CLI::App& app) {
       if (!complete(key))
         std::fprintf(stderr, "quarry: report: %s repeat %d stopped at round %d of %d: left out\n", key.first.c_str(),
                      key.second + 1, round, last);
-    SimulationSummary header;
+    QUARRY_EXPECTS(!records.empty(), rounds_path, ": no repeat reached the run's last round (", last,
+                   "): nothing to summarise");
     header.rounds = last;
-    // The run's description, from the summary.json of the run where there is one.
-    std::error_code ec;
-    if (std::filesystem::exists(d / "summary.json", ec)) {
-      const std::string text = read_text_file((d / "summary.json").string());
-      const auto j = nlohmann::json::parse(text, nullptr, false);
-      if (j.is_object()) {
-        header.dataset = j.value("dataset", "");
-        header.model = j.value("model", "");
-        if (j.contains("config") && j["config"].is_object()) header.config_json = j["config"].dump();
-      }
-    }
     const SimulationSummary summary = summarize(records, header);
     // The report's own files, rebuilt (summary.json was read above for the run's description).
     write_file_atomic((d / "curves.csv").string(), {curves_csv(summary)});

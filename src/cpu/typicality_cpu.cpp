@@ -22,8 +22,8 @@ namespace {
 
 // A cluster's typicality is measured against at most this many of its members.
 constexpr std::int64_t kTypicalityReference = 1000;
-// The ball graph of ProbCover may hold at most this many pairs (4 bytes each).
-constexpr std::int64_t kMaxBallPairs = std::int64_t{1} << 28;
+// The ball graph of ProbCover may hold at most this many pairs (4 bytes each, 256 MiB).
+constexpr std::int64_t kMaxBallPairs = std::int64_t{1} << 26;
 
 // Typicality of every member of one cluster: 1 / the mean distance to its `neighbours` nearest
 // other members of the reference set (`reference`: the members, or a seeded sample of them).

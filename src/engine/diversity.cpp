@@ -305,6 +305,10 @@ Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, c
         const std::int64_t clusters = o.clusters > 0 ? o.clusters : std::min<std::int64_t>(n, 10);
         const KMeansOut km = cpu::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress);
         radius = cpu::probcover_radius(rows, km.labels, clusters, o.purity, o.progress);
+        if (n < 2) radius = 0;  // one sample: nothing to cover but itself
+        QUARRY_USAGE_EXPECTS(std::isfinite(radius), "probcover: with ", clusters, " k-means cluster", clusters == 1 ? "" : "s",
+                             " every ball of any radius is pure, so no radius can be chosen from the purity; give "
+                             "--clusters 2 or more, or --radius");
       }
       return cpu::probcover(rows, mask, o.k, radius, o.seed, o.progress);
     }

@@ -290,6 +290,7 @@ void Project::read_config() {
     config_.strategy = j.at("strategy").get<std::string>();
     config_.committee = j.at("committee").get<std::string>();
     config_.balance_target = j.value("balance_target", std::string());
+    config_.seed_strategy = j.value("seed_strategy", std::string("random"));
     config_.classes = j.at("classes").get<std::vector<std::string>>();
     config_.seed = j.at("seed").get<std::uint64_t>();
     config_.device = j.at("device").get<std::string>();
@@ -357,6 +358,7 @@ void ProjectFiles::read_state(Project& p, const json& s) {
       p.rounds_.push_back(std::move(mr));
     }
     p.stop_predictions_ = s.value("stop_predictions", std::vector<std::int32_t>{});
+    p.stop_digest_ = s.value("stop_predictions_labels", std::string());
     p.models_trained_ = s.value("models_trained", 0);
     p.model_digest_.clear();
     p.model_labels_ = 0;
@@ -470,7 +472,10 @@ void Project::write_state() const {
   json state = state_json(batches_, model_digest_, model_labels_, val_accuracy_, val_balanced_accuracy_,
                           models_trained_, journal_mark_, static_cast<std::int64_t>(labels_.size()), config_, rounds_);
   // The last model's predictions on the stop set: the next model's kappa is read against them.
-  if (!stop_predictions_.empty()) state["stop_predictions"] = stop_predictions_;
+  if (!stop_predictions_.empty()) {
+    state["stop_predictions"] = stop_predictions_;
+    state["stop_predictions_labels"] = stop_digest_;
+  }
   write_json(path_in(dir_, "state.json"), state);
 }
 
@@ -488,12 +493,16 @@ std::vector<std::int64_t> project_stop_set(std::int64_t pool_size, std::uint64_t
 
 std::optional<std::size_t> project_stop_round(const std::vector<ModelRound>& rounds, const StopRule& rule) {
   std::vector<double> kappas;
+  std::optional<std::size_t> since;
   for (std::size_t i = 0; i < rounds.size(); ++i) {
     if (!rounds[i].stop_kappa) continue;
     kappas.push_back(*rounds[i].stop_kappa);
-    if (stop_rule_fires(rule, kappas)) return i;
+    if (!stop_rule_fires(rule, kappas))
+      since.reset();  // the models moved again
+    else if (!since)
+      since = i;
   }
-  return std::nullopt;
+  return since;
 }
 
 }  // namespace quarry

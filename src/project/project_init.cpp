@@ -149,6 +149,9 @@ void complete_classes(ProjectConfig& config, const Dataset& data) {
 Dataset complete_config(ProjectConfig& config) {
   loop::parse_strategy(config.strategy, "--strategy");
   parse_committee(config.committee);
+  QUARRY_USAGE_EXPECTS(config.seed_strategy == "random" || config.seed_strategy == "typiclust" ||
+                           config.seed_strategy == "probcover",
+                       "--seed-strategy '", quote_input(config.seed_strategy), "': expected random, typiclust or probcover");
   if (!config.model.empty()) parse_model_spec(config.model);
   parse_device(config.device);
   config.dataset = absolute_spec(config.dataset);
@@ -185,6 +188,7 @@ json config_json(const ProjectConfig& config, const Dataset& data) {
   j["strategy"] = config.strategy;
   j["committee"] = config.committee;
   if (!config.balance_target.empty()) j["balance_target"] = config.balance_target;
+  if (config.seed_strategy != "random") j["seed_strategy"] = config.seed_strategy;
   j["classes"] = config.classes;
   j["seed"] = config.seed;
   j["device"] = config.device;

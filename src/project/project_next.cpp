@@ -451,9 +451,12 @@ Model ProjectFiles::train_model(Project& p, const Dataset& data, const std::vect
   std::vector<std::int32_t> stop_predictions = model.predict(
       take_rows(data.train, data.sample_numel(), project_stop_set(p.config_.pool_size, p.config_.seed)),
       p.config_.threads);
-  if (p.stop_predictions_.size() == stop_predictions.size())
+  // New labels only: a model retrained on the same labels agrees with itself, which says nothing
+  // about whether labels still pay.
+  if (p.stop_predictions_.size() == stop_predictions.size() && p.stop_digest_ != digest)
     round.stop_kappa = cohen_kappa(p.stop_predictions_, stop_predictions, static_cast<int>(p.config_.classes.size()));
   p.stop_predictions_ = std::move(stop_predictions);
+  p.stop_digest_ = digest;
   p.rounds_.push_back(std::move(round));
   return model;
 }
@@ -483,7 +486,23 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
   batch.number = number;
   batch.created = utc_now();
   std::optional<Dataset> data;
-  if (strategy.kind == loop::Strategy::Kind::random || res.cold_start) {
+  if (res.cold_start && config_.seed_strategy != "random") {
+    // The cold start over the pool's inputs: the most representative items first.
+    say(log, fmt::format("labels of {} class{} so far: a {} batch (cold start) until two classes are labeled",
+                         present.size(), present.size() == 1 ? "" : "es", config_.seed_strategy));
+    data = load_project_pool(config_, log);
+    DiversityOptions d;
+    d.exclude = exclude;
+    d.k = std::min<std::int64_t>(o.k, data->train.size() - static_cast<std::int64_t>(exclude.size()));
+    d.seed = so.seed;
+    d.embeddings_name = config_.dataset;
+    const Selection sel = select_diverse(
+        parse_diversity_strategy(config_.seed_strategy),
+        ArrayView(data->train.x.data(), DType::f32, {data->train.size(), data->sample_numel()}), nullptr, d);
+    batch.index = sel.index;
+    batch.score = sel.score;
+    batch.strategy = config_.seed_strategy + " (cold start)";
+  } else if (strategy.kind == loop::Strategy::Kind::random || res.cold_start) {
     if (res.cold_start)
       say(log, fmt::format("labels of {} class{} so far: a random batch (cold start) until two classes are labeled",
                            present.size(), present.size() == 1 ? "" : "es"));

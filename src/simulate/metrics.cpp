@@ -114,6 +114,7 @@ StopRule parse_stop_rule(const std::string& spec) {
                       "WINDOW a whole number >= 1)");
   };
   if (spec.rfind("kappa:", 0) != 0) bad("unknown rule");
+  if (spec.find_first_of(" \t\n\r") != std::string::npos) bad("spaces inside");
   const std::string rest = spec.substr(6);
   const std::size_t colon = rest.find(':');
   if (colon == std::string::npos) bad("missing WINDOW");

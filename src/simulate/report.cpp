@@ -116,15 +116,12 @@ std::optional<double> stays_from(const std::vector<std::int64_t>& labels,
   return crossing_into(labels, ys, r, target);
 }
 
-double saving(double labels, double baseline_final_labels) {
-  return 100.0 * (1.0 - labels / baseline_final_labels);
-}
+double saving(double labels, double baseline_labels) { return 100.0 * (1.0 - labels / baseline_labels); }
 
-// The last value of the isotonic (least-squares non-decreasing) fit of `ys`, by pooling
-// adjacent violators: the mean of the last pooled block. NaN values are left out; NaN if all are.
-double isotonic_end(const std::vector<double>& ys) {
-  std::vector<double> sum;
-  std::vector<double> count;
+// The isotonic (least-squares non-decreasing) fit of `ys`, by pooling adjacent violators. NaN
+// values are left out of the fit and stay NaN.
+std::vector<double> isotonic(const std::vector<double>& ys) {
+  std::vector<double> sum, count;  // the pooled blocks
   for (double y : ys) {
     if (std::isnan(y)) continue;
     sum.push_back(y);
@@ -136,7 +133,32 @@ double isotonic_end(const std::vector<double>& ys) {
       count.pop_back();
     }
   }
-  return sum.empty() ? kNaN : sum.back() / count.back();
+  std::vector<double> fit(ys.size(), kNaN);
+  std::size_t block = 0;
+  double left = count.empty() ? 0 : count[0];
+  for (std::size_t i = 0; i < ys.size(); ++i) {
+    if (std::isnan(ys[i])) continue;
+    if (left == 0) left = count[++block];
+    fit[i] = sum[block] / count[block];
+    --left;
+  }
+  return fit;
+}
+
+// The fit's last value: the target a curve is read against. NaN if every value is.
+double isotonic_end(const std::vector<double>& ys) {
+  const std::vector<double> fit = isotonic(ys);
+  for (auto it = fit.rbegin(); it != fit.rend(); ++it)
+    if (!std::isnan(*it)) return *it;
+  return kNaN;
+}
+
+// Labels at which the isotonic fit of `ys` first reaches `target` (interpolated): what a
+// strategy needed, read on its curve made monotone as the target was, so a curve identical to
+// the baseline's needs exactly the baseline's labels, and a lucky round is not a crossing.
+std::optional<double> monotone_crossing(const std::vector<std::int64_t>& labels, const std::vector<double>& ys,
+                                        double target) {
+  return first_crossing(labels, isotonic(ys), target);
 }
 
 // The q-quantile of sorted values (linear between order statistics, as NumPy's default); a
@@ -175,10 +197,11 @@ std::vector<std::vector<std::size_t>> resamples(std::size_t n) {
 // The mean curve over the repeats `curves[draw[i]]`.
 std::vector<double> mean_curve(const std::vector<const std::vector<double>*>& curves,
                                const std::vector<std::size_t>& draw) {
-  std::vector<double> m(curves.front()->size(), 0.0);
+  std::vector<double> m(curves.front()->size(), 0.0), n(m.size(), 0.0);
   for (std::size_t i : draw)
-    for (std::size_t k = 0; k < m.size(); ++k) m[k] += (*curves[i])[k];
-  for (double& v : m) v /= static_cast<double>(draw.size());
+    for (std::size_t k = 0; k < m.size(); ++k)
+      if (!std::isnan((*curves[i])[k])) m[k] += (*curves[i])[k], n[k] += 1;  // as mean_std: NaN left out
+  for (std::size_t k = 0; k < m.size(); ++k) m[k] = n[k] > 0 ? m[k] / n[k] : kNaN;
   return m;
 }
 
@@ -201,52 +224,58 @@ std::vector<int> paired_repeats(const RepeatCurves& a, const RepeatCurves& b) {
   return out;
 }
 
-// Label efficiency against the isotonic end of the baseline's mean curve: on the mean curve,
-// on each repeat's curve, and the paired bootstrap interval of the saving. `base_curves`: the
-// baseline's per-repeat curves (null without a baseline in the records).
+// Label efficiency against the baseline: the target is the isotonic end of its mean curve, the
+// baseline's labels where its isotonic fit first reaches it, and a strategy's labels where its
+// own isotonic fit does; on the mean curves, on each repeat's curve, and the paired bootstrap
+// interval of the saving (both fits redone on each resample).
 Efficiency efficiency(const std::vector<std::int64_t>& labels, const std::vector<MeanStd>& curve,
-                      const RepeatCurves& per_repeat, const std::vector<MeanStd>& base_curve,
-                      const RepeatCurves& base_repeats, double baseline_final_labels, bool is_baseline) {
+                      const RepeatCurves& per_repeat, const std::vector<std::int64_t>& base_labels,
+                      const std::vector<MeanStd>& base_curve, const RepeatCurves& base_repeats, bool is_baseline) {
   Efficiency e;
   std::vector<double> base_means;
   for (const MeanStd& m : base_curve) base_means.push_back(m.mean);
   e.target = isotonic_end(base_means);
   e.baseline_final = base_means.back();
+  e.baseline_labels = monotone_crossing(base_labels, base_means, e.target);
   e.baseline = is_baseline;
-  if (is_baseline) return e;  // no saving of its own
+  if (is_baseline || !e.baseline_labels || !(*e.baseline_labels > 0)) return e;  // no saving of its own
+  const double reference = *e.baseline_labels;
   std::vector<double> means;
   for (const MeanStd& m : curve) means.push_back(m.mean);
-  e.labels = first_crossing(labels, means, e.target);
-  if (e.labels && baseline_final_labels > 0) e.saving_percent = saving(*e.labels, baseline_final_labels);
+  e.labels = monotone_crossing(labels, means, e.target);
+  if (e.labels) e.saving_percent = saving(*e.labels, reference);
   e.stays_labels = stays_from(labels, means, e.target);
 
   std::vector<double> savings;
   for (const auto& [rep, ys] : per_repeat) {
-    e.repeat_labels.push_back(first_crossing(labels, ys, e.target));
+    e.repeat_labels.push_back(monotone_crossing(labels, ys, e.target));
     if (!e.repeat_labels.back()) continue;
     ++e.repeats_reached;
-    savings.push_back(baseline_final_labels > 0 ? saving(*e.repeat_labels.back(), baseline_final_labels)
-                                                : kNaN);
+    savings.push_back(saving(*e.repeat_labels.back(), reference));
   }
-  if (!savings.empty()) e.repeat_saving = mean_std(savings);  // NaN: no baseline labels
+  if (!savings.empty()) e.repeat_saving = mean_std(savings);
 
-  // The paired bootstrap: resample repeats, both curves of a repeat together; refit the target.
+  // The paired bootstrap: resample repeats, both curves of a repeat together; refit both.
   const std::vector<int> pairs = paired_repeats(per_repeat, base_repeats);
-  if (pairs.size() < 2 || !(baseline_final_labels > 0) || base_curve.size() != curve.size()) return e;
+  if (pairs.size() < 2 || base_curve.size() != curve.size()) return e;
   std::vector<const std::vector<double>*> mine, theirs;
   for (int rep : pairs) mine.push_back(&per_repeat.at(rep)), theirs.push_back(&base_repeats.at(rep));
   std::vector<double> boot;
   for (const auto& draw : resamples(pairs.size())) {
-    const double target = isotonic_end(mean_curve(theirs, draw));
-    const std::optional<double> at = first_crossing(labels, mean_curve(mine, draw), target);
-    boot.push_back(at ? saving(*at, baseline_final_labels) : -INFINITY);  // beyond the run: < 0
+    const std::vector<double> base = mean_curve(theirs, draw);
+    const double target = isotonic_end(base);
+    const std::optional<double> ref = monotone_crossing(base_labels, base, target);
+    const std::optional<double> at = monotone_crossing(labels, mean_curve(mine, draw), target);
+    if (!ref || !(*ref > 0)) continue;
+    boot.push_back(at ? saving(*at, *ref) : -INFINITY);  // beyond the run: < 0
   }
   e.saving_ci95 = percentile_interval(std::move(boot));
   return e;
 }
 
 // The bootstrap 95% interval of the mean of per-repeat values (undefined for fewer than two).
-Interval mean_interval(const std::vector<double>& values) {
+Interval mean_interval(std::vector<double> values) {
+  values.erase(std::remove_if(values.begin(), values.end(), [](double v) { return std::isnan(v); }), values.end());
   if (values.size() < 2) return {};
   std::vector<double> boot;
   for (const auto& draw : resamples(values.size())) {
@@ -489,12 +518,10 @@ void set_efficiency(SimulationSummary& s, const std::vector<RepeatCurves>& repea
       st.balanced_accuracy_efficiency = st.accuracy_efficiency;
       continue;
     }
-    const double final_labels = static_cast<double>(base->labels.back());
-    st.accuracy_efficiency = efficiency(st.labels, st.accuracy, repeat_acc[i], base->accuracy,
-                                        repeat_acc[b], final_labels, is_base);
-    st.balanced_accuracy_efficiency =
-        efficiency(st.labels, st.balanced_accuracy, repeat_bal[i], base->balanced_accuracy,
-                   repeat_bal[b], final_labels, is_base);
+    st.accuracy_efficiency = efficiency(st.labels, st.accuracy, repeat_acc[i], base->labels, base->accuracy,
+                                        repeat_acc[b], is_base);
+    st.balanced_accuracy_efficiency = efficiency(st.labels, st.balanced_accuracy, repeat_bal[i], base->labels,
+                                                 base->balanced_accuracy, repeat_bal[b], is_base);
   }
 }
 

@@ -84,8 +84,11 @@ ojson differs_json(const Interval& i) { return i.defined() ? ojson(!i.covers(0.0
 ojson efficiency_json(const Efficiency& e) {
   ojson j;
   j["target"] = number_or_null(e.target);
-  j["target_rule"] = "isotonic fit of the baseline's mean curve at its last round";
+  j["target_rule"] =
+      "isotonic fit of the baseline's mean curve at its last round; labels where each curve's isotonic fit first "
+      "reaches it";
   j["baseline_final_mean"] = number_or_null(e.baseline_final);
+  j["baseline_labels"] = e.baseline_labels ? number_or_null(*e.baseline_labels) : ojson(nullptr);
   if (e.baseline) {
     j["baseline"] = true;  // no saving of its own
     return j;
@@ -100,7 +103,7 @@ ojson efficiency_json(const Efficiency& e) {
     per_repeat.push_back(x ? number_or_null(*x) : ojson(nullptr));
   j["repeat_labels"] = std::move(per_repeat);
   j["repeats_reached"] = e.repeats_reached;
-  j["repeat_saving"] = mean_std_json(e.repeat_saving);
+  j["repeat_saving"] = e.repeats_reached > 0 ? mean_std_json(e.repeat_saving) : ojson(nullptr);
   j["stays_labels"] = e.stays_labels ? number_or_null(*e.stays_labels) : ojson(nullptr);
   return j;
 }
@@ -486,11 +489,14 @@ std::string summary_markdown(const SimulationSummary& s) {
          "one lucky round does not raise it as a running best would. The raw final mean is in "
          "summary.json (`baseline_final_mean`).\n\n";
   out += "**Label efficiency:** the number of labels a strategy needs for its mean learning "
-         "curve to first reach the target (interpolated linearly between rounds), and the "
-         "**saving**: 100 × (1 − those labels / the baseline's final labels). A saving of 40 % "
-         "means the strategy matched the baseline's final quality with 40 % fewer labels; \"not "
-         "reached\" means it never did within the run. The baseline itself has no saving. The "
-         "best saving is in bold.\n\n";
+         "curve, made monotone by the same isotonic fit, to first reach the target (interpolated "
+         "linearly between rounds), and the **saving**: 100 × (1 − those labels / the labels at "
+         "which the baseline's fitted curve reaches it, its final labels unless it plateaued). "
+         "Reading every curve the same way means a curve identical to the baseline's saves "
+         "exactly 0, and one lucky round is not a crossing. A saving of 40 % means the strategy "
+         "matched the baseline's final quality with 40 % fewer labels; \"not reached\" means it "
+         "never did within the run. The baseline itself has no saving. The best saving is in "
+         "bold.\n\n";
   out += strf("**95%% CI:** a paired bootstrap over repeats (%d resamples, fixed seed): repeats "
               "are drawn with replacement, a strategy's repeat together with the baseline's "
               "repeat of the same number (they share the initial labeled set and the seed), the "

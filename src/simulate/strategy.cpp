@@ -27,6 +27,9 @@ std::string base_names() {
   return s + ", batchbald";
 }
 
+// The strategies only on their own: auto.
+const char* const kUnwrapped = "auto";
+
 // `name` without balanced:; `whole` is what was given (for the message).
 Strategy parse_base(const std::string& name, const std::string& whole) {
   Strategy s;
@@ -34,6 +37,12 @@ Strategy parse_base(const std::string& name, const std::string& whole) {
   if (name == "random") return s;
   if (name == "batchbald") {
     s.kind = Strategy::Kind::batchbald;
+    return s;
+  }
+  if (name == "auto") {
+    QUARRY_USAGE_EXPECTS(name == whole, "'", quote_input(whole), "': auto chooses its own strategy and cannot be "
+                         "balanced");
+    s.kind = Strategy::Kind::automatic;
     return s;
   }
   for (auto a : all_acquisitions())
@@ -82,7 +91,17 @@ std::vector<std::int64_t> apportion(std::int64_t total, const std::vector<double
 
 }  // namespace
 
-std::string strategy_names() { return base_names() + ", or balanced:NAME with NAME one of those"; }
+std::string strategy_names() {
+  return base_names() + ", " + kUnwrapped + ", or balanced:NAME with NAME one of " + base_names();
+}
+
+Strategy auto_strategy(std::int64_t labeled, int num_classes) {
+  Strategy s;
+  s.kind = Strategy::Kind::diversity;
+  s.name = "auto";
+  s.diversity = labeled < kAutoTypicalPerClass * num_classes ? DiversityStrategy::typiclust : DiversityStrategy::badge;
+  return s;
+}
 
 Strategy parse_strategy(const std::string& name, const std::string& option) {
   if (!option.empty()) {
@@ -127,6 +146,8 @@ std::vector<double> parse_balance_target(const std::string& text, int num_classe
   QUARRY_USAGE_EXPECTS(static_cast<int>(t.size()) == num_classes, option, " '", quote_input(text), "': ", t.size(),
                        " weights, but there are ", num_classes, " classes: give one per class");
   QUARRY_USAGE_EXPECTS(sum > 0, option, " '", quote_input(text), "': the weights sum to 0");
+  QUARRY_USAGE_EXPECTS(std::isfinite(sum), option, " '", quote_input(text),
+                       "': the weights' sum is beyond the largest number; give them as shares, e.g. 0.5,0.5");
   for (double& v : t) v /= sum;
   return t;
 }
@@ -349,6 +370,23 @@ Selection select_step(const Strategy& strategy, const Model& model, const Split&
                       StepTimes* times) {
   StepTimes local;
   StepTimes& tm = times ? *times : local;
+  if (strategy.kind == Strategy::Kind::automatic) {
+    const Strategy chosen = auto_strategy(static_cast<std::int64_t>(o.exclude.size()), model.num_classes());
+    if (chosen.diversity != DiversityStrategy::typiclust) return select_step(chosen, model, pool, o, times);
+    // Typicality over the pool's inputs (as the cold start): the model is not asked.
+    const auto t = Clock::now();
+    DiversityOptions d;
+    d.exclude = o.exclude;
+    d.k = std::min<std::int64_t>(o.k, pool.size() - static_cast<std::int64_t>(o.exclude.size()));
+    d.seed = o.seed;
+    d.embeddings_name = "the pool's inputs";
+    const std::int64_t numel = pool.size() > 0 ? static_cast<std::int64_t>(pool.x.size()) / pool.size() : 0;
+    Selection sel = d.k > 0 ? select_diverse(DiversityStrategy::typiclust,
+                                             ArrayView(pool.x.data(), DType::f32, {pool.size(), numel}), nullptr, d)
+                            : Selection{};
+    tm.select = since(t);
+    return sel;
+  }
   Inference inf;
   if (o.k > 0 && static_cast<std::int64_t>(o.exclude.size()) < pool.size()) {
     const auto t = Clock::now();

@@ -17,7 +17,8 @@
 namespace quarry::loop {
 
 struct Strategy {
-  enum class Kind { random, acquisition, diversity, batchbald } kind = Kind::random;
+  /// automatic: `auto`, which picks one of the others each step by the budget (auto_strategy).
+  enum class Kind { random, acquisition, diversity, batchbald, automatic } kind = Kind::random;
   /// The full name ("entropy", "balanced:entropy").
   std::string name;
   Acquisition acquisition = Acquisition::entropy;
@@ -52,6 +53,12 @@ std::vector<double> parse_balance_target(const std::string& text, int num_classe
 /// repeated until all is placed. `target` empty: uniform over available.size() classes.
 std::vector<std::int64_t> balanced_quotas(std::int64_t k, const std::vector<std::int64_t>& available,
                                           const std::vector<double>& target = {});
+
+/// What `auto` runs with `labeled` labels and `num_classes` classes: typiclust over the pool's
+/// inputs while labels are few (fewer than kAutoTypicalPerClass per class: the model's
+/// uncertainty means little yet), then badge (uncertainty with diversity).
+inline constexpr std::int64_t kAutoTypicalPerClass = 10;
+Strategy auto_strategy(std::int64_t labeled, int num_classes);
 
 /// k of `from` without replacement, Fisher-Yates with a fully specified generator (the same
 /// draw on every platform).
