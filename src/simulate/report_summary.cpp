@@ -432,6 +432,17 @@ std::string summary_markdown(const SimulationSummary& s) {
   }
 
   if (base) {
+    // A baseline that stopped improving before its last round: savings against it say little.
+    for (const auto* e : {&base->accuracy_efficiency, &base->balanced_accuracy_efficiency}) {
+      const char* metric = e == &base->accuracy_efficiency ? "accuracy" : "balanced accuracy";
+      if (e->baseline_labels && *e->baseline_labels < static_cast<double>(base->labels.back()))
+        out += strf("\n**Note:** %s's %s, made monotone, reaches its final value (%.4f) at %.0f labels, "
+                    "before its last round (%lld): random sampling stopped improving there, so a strategy "
+                    "can save labels only against those %.0f, and a curve that dips first is read as "
+                    "needing more. Compare the areas under the learning curves below.\n",
+                    md(s.baseline).c_str(), metric, e->target, *e->baseline_labels,
+                    static_cast<long long>(base->labels.back()), *e->baseline_labels);
+    }
     out += "\n## Stays above from: labels after which the mean curve stays at or above the "
            "target\n\n";
     out += strf("| Strategy | Accuracy (%.4f) | Balanced accuracy (%.4f) |\n| --- | --: | --: |\n",
