@@ -303,6 +303,16 @@ TEST(Stream, DiversityWithinTheBudgetIsExactAndTwoStageIsValid) {
     StreamOptions tiny;
     tiny.memory_budget = 40 << 10;  // a few hundred rows per chunk
     StreamStats st;
+    if (s == DiversityStrategy::typiclust || s == DiversityStrategy::probcover) {
+      // Their picks depend on the whole pool: no two-stage answer, a clear refusal instead.
+      try {
+        stream_select_diverse(s, emb, &out, o, tiny, &st);
+        ADD_FAILURE() << "a two-stage " << diversity_strategy_name(s) << " was not refused";
+      } catch (const quarry::UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("needs the whole pool at once"), std::string::npos) << e.what();
+      }
+      continue;
+    }
     const Selection two = stream_select_diverse(s, emb, &out, o, tiny, &st);
     EXPECT_GT(st.chunks, 3);
     ASSERT_EQ(two.size(), 20);
