@@ -485,16 +485,29 @@ TEST(Simulate, BadConfigurationsAreClearErrors) {
 
 // batchbald and balanced:NAME as loop strategies: k distinct unlabeled picks, the same for the
 // same seed (a small pool and short training: a few seconds).
-TEST(Simulate, AutoStartsTypicalThenTurnsToBadge) {
+// A 200-image pool and one repeat of batches of 12, trained one epoch: the loop's strategies
+// end to end in seconds.
+const quarry::Dataset& tiny_pool() {
   static const quarry::Dataset d = quarry::synthetic_images(200, 7);
+  return d;
+}
+
+quarry::SimulateOptions tiny_simulation(std::vector<std::string> strategies, std::int64_t seed_size, int rounds) {
   auto o = small_simulation();
-  o.strategies = {"auto"};
-  o.seed_size = 10 * d.num_classes - 12;  // below 10 per class at round 0, above at round 1
+  o.strategies = std::move(strategies);
+  o.seed_size = seed_size;
   o.batch = 12;
-  o.rounds = 2;
+  o.rounds = rounds;
   o.repeats = 1;
   o.train.max_epochs = 1;
   o.train.min_steps = 5;
+  return o;
+}
+
+TEST(Simulate, AutoStartsTypicalThenTurnsToBadge) {
+  const quarry::Dataset& d = tiny_pool();
+  // Below 10 labels per class at round 0, above at round 1.
+  const auto o = tiny_simulation({"auto"}, 10 * d.num_classes - 12, 2);
   const auto r = quarry::simulate(d, o);
   ASSERT_EQ(r.size(), 3u);
   // Round 0: typicality over the pool's inputs, the model not asked; round 1: BADGE on the model.
@@ -508,15 +521,8 @@ TEST(Simulate, AutoStartsTypicalThenTurnsToBadge) {
 }
 
 TEST(Simulate, BatchBaldAndBalancedStrategies) {
-  static const quarry::Dataset d = quarry::synthetic_images(200, 7);
-  auto o = small_simulation();
-  o.strategies = {"batchbald", "balanced:entropy", "balanced:batchbald"};
-  o.seed_size = 30;
-  o.batch = 12;
-  o.rounds = 1;
-  o.repeats = 1;
-  o.train.max_epochs = 1;
-  o.train.min_steps = 5;
+  const quarry::Dataset& d = tiny_pool();
+  auto o = tiny_simulation({"batchbald", "balanced:entropy", "balanced:batchbald"}, 30, 1);
   const auto a = quarry::simulate(d, o);
   const auto b = quarry::simulate(d, o);
   ASSERT_EQ(a.size(), 6u);
