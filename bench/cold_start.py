@@ -5,11 +5,12 @@ Runs `quarry simulate` once per --seed-strategy (random, typiclust, probcover) w
 20 + 10 x 20 labels, random sampling after the initial set, 5 repeats, on a 20k subset of
 ../shared/data/mnist, and compares each seed strategy's accuracy with the random seed's, repeat
 by repeat (repeat r of every run trains with the same seed), at 20 and 40 labels: the mean paired
-difference with a bootstrap 95% interval. The cold-start embeddings are the pool's pixels unless
---seed-embeddings is given.
+difference with a bootstrap 95% interval. The cold-start embeddings are the pool's pixels, or
+--seed-embeddings E.npy, or with --pretrain the embeddings `quarry pretrain` learns from the
+pool's images (no labels) before the runs; its time and losses go into the results.
 
 Writes bench/results/cold-start-<UTC time>-<commit>.json and keeps each run's report folder
-beside it. Usage: bench/cold_start.py [--repeats 5] [--build build] [--seed-embeddings E.npy]
+beside it. Usage: bench/cold_start.py [--repeats 5] [--build build] [--pretrain | --seed-embeddings E.npy]
 """
 import argparse
 import json
@@ -34,6 +35,8 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed-embeddings", default="")
+    ap.add_argument("--pretrain", action="store_true", help="embeddings from quarry pretrain on the pool")
+    ap.add_argument("--pretrain-epochs", type=int, default=10)
     ap.add_argument("--strategies", default="random,typiclust,probcover")
     a = ap.parse_args()
     data = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
@@ -44,10 +47,22 @@ def main():
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = os.path.join(ROOT, "bench", "results", f"cold-start-{stamp}-{commit}")
     os.makedirs(out)
+    pool = ["--dataset", f"idx:{data}", "--pool-limit", "20000"]
+    pretrain = None
+    if a.pretrain:
+        if a.seed_embeddings:
+            sys.exit("cold_start.py: --pretrain or --seed-embeddings, not both")
+        a.seed_embeddings = os.path.join(out, "pretrained.npy")
+        t = time.time()
+        p = subprocess.run([os.path.join(ROOT, a.build, "quarry"), "pretrain", *pool, "--threads", str(a.threads),
+                            "--epochs", str(a.pretrain_epochs), "--out", a.seed_embeddings],
+                           check=True, capture_output=True, text=True)
+        pretrain = {"seconds": time.time() - t, "epochs": a.pretrain_epochs, "output": p.stdout.strip()}
+        print(f"pretrain: {pretrain['seconds']:.0f} s", file=sys.stderr)
     curves = {}
     for strategy in a.strategies.split(","):
         run = os.path.join(out, f"seed-{strategy}")
-        cmd = [os.path.join(ROOT, a.build, "quarry"), "simulate", "--dataset", f"idx:{data}", "--pool-limit", "20000",
+        cmd = [os.path.join(ROOT, a.build, "quarry"), "simulate", *pool,
                "--strategies", "random", "--seed-size", "20", "--batch", "20", "--rounds", "10",
                "--repeats", str(a.repeats), "--threads", str(a.threads), "--seed-strategy", strategy, "--out", run]
         if a.seed_embeddings and strategy != "random":
@@ -63,7 +78,9 @@ def main():
         curves[strategy] = acc
     base = curves["random"]
     result = {"dataset": f"idx:{data} (20k pool)", "protocol": "20 + 10 x 20 labels, random after the initial set",
-              "repeats": a.repeats, "commit": commit, "embeddings": a.seed_embeddings or "the pool's pixels",
+              "repeats": a.repeats, "commit": commit,
+              "embeddings": ("quarry pretrain on the pool (no labels)" if pretrain else a.seed_embeddings)
+              or "the pool's pixels", "pretrain": pretrain,
               "machine": f"{os.cpu_count()} CPUs", "strategies": {}}
     for strategy, acc in curves.items():
         entry = {"accuracy": {}, "difference_from_random": {}}

@@ -337,6 +337,112 @@ quarry::SimulateOptions small_simulation() {
   return o;
 }
 
+// ------------------------------------------------------------------ pretraining
+
+quarry::PretrainOptions quick_pretrain(std::uint64_t seed = 3) {
+  quarry::PretrainOptions o;
+  o.epochs = 4;
+  o.batch_size = 100;
+  o.seed = seed;
+  o.device = quarry::parse_device("cpu");
+  o.threads = 2;
+  return o;
+}
+
+// Leave-one-out k-nearest-neighbour accuracy (cosine, k = 5, majority vote) of embeddings
+// against the pool's labels: how well neighbourhoods follow the classes.
+double knn_accuracy(const float* e, std::int64_t n, std::int64_t d, const std::vector<std::int32_t>& y, int classes) {
+  std::int64_t hits = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::vector<std::pair<double, std::int64_t>> sim;
+    for (std::int64_t j = 0; j < n; ++j) {
+      if (j == i) continue;
+      double s = 0, ni = 0, nj = 0;
+      for (std::int64_t q = 0; q < d; ++q) {
+        s += static_cast<double>(e[i * d + q]) * e[j * d + q];
+        ni += static_cast<double>(e[i * d + q]) * e[i * d + q];
+        nj += static_cast<double>(e[j * d + q]) * e[j * d + q];
+      }
+      sim.push_back({-s / std::sqrt(ni * nj + 1e-30), j});
+    }
+    std::partial_sort(sim.begin(), sim.begin() + 5, sim.end());
+    std::vector<int> votes(static_cast<std::size_t>(classes), 0);
+    for (int k = 0; k < 5; ++k) ++votes[static_cast<std::size_t>(y[static_cast<std::size_t>(sim[k].second)])];
+    hits += std::max_element(votes.begin(), votes.end()) - votes.begin() == y[static_cast<std::size_t>(i)];
+  }
+  return static_cast<double>(hits) / static_cast<double>(n);
+}
+
+TEST(Pretrain, LearnsUnitEmbeddingsWhoseNeighboursShareAClass) {
+  const auto& d = pool();
+  const std::int64_t n = 400;
+  quarry::PretrainReport rep;
+  int calls = 0;
+  const auto e = quarry::pretrain_embeddings(d.train.x.data(), n, d.sample_shape, quick_pretrain(), &rep,
+                                             [&](const quarry::Progress& p) {
+                                               EXPECT_STREQ(p.phase, "epoch");
+                                               EXPECT_EQ(p.done, ++calls);
+                                             });
+  ASSERT_EQ(e.shape(), (std::vector<std::int64_t>{n, 128}));
+  EXPECT_EQ(calls, 4);
+  ASSERT_EQ(rep.loss.size(), 4u);
+  EXPECT_EQ(rep.device, "cpu");
+  EXPECT_GT(rep.parameters, 0);
+  // The contrastive loss falls: the encoder learns to tell the views of one image from others'.
+  EXPECT_LT(rep.loss.back(), rep.loss.front() - 0.1) << rep.loss.front() << " -> " << rep.loss.back();
+  const float* v = e.as<float>();
+  for (std::int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (std::int64_t q = 0; q < 128; ++q) {
+      ASSERT_TRUE(std::isfinite(v[i * 128 + q]));
+      s += static_cast<double>(v[i * 128 + q]) * v[i * 128 + q];
+    }
+    ASSERT_NEAR(s, 1.0, 1e-4) << "row " << i;
+  }
+  // Without a label, neighbours share a class more often than the majority class (about 50%) gives.
+  std::vector<std::int32_t> y(d.train.y.begin(), d.train.y.begin() + n);
+  const double acc = knn_accuracy(v, n, 128, y, d.num_classes);
+  EXPECT_GT(acc, 0.75) << "5-NN accuracy of the pretrained embeddings";
+}
+
+TEST(Pretrain, TheSameSeedGivesTheSameEmbeddingsAndAnotherSeedOthers) {
+  const auto& d = pool();
+  auto o = quick_pretrain(11);
+  o.epochs = 1;
+  const auto a = quarry::pretrain_embeddings(d.train.x.data(), 200, d.sample_shape, o);
+  const auto b = quarry::pretrain_embeddings(d.train.x.data(), 200, d.sample_shape, o);
+  EXPECT_TRUE(same(a, b));
+  o.seed = 12;
+  const auto c = quarry::pretrain_embeddings(d.train.x.data(), 200, d.sample_shape, o);
+  EXPECT_FALSE(same(a, c));
+  // A pool smaller than a batch trains on the whole pool each step.
+  o.batch_size = 512;
+  EXPECT_EQ(quarry::pretrain_embeddings(d.train.x.data(), 30, d.sample_shape, o).shape(),
+            (std::vector<std::int64_t>{30, 128}));
+}
+
+TEST(Pretrain, BadInputIsAClearError) {
+  const auto& d = pool();
+  const auto o = quick_pretrain();
+  auto fails = [](auto&& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error; expected one saying " << needle;
+    } catch (const quarry::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  fails([&] { quarry::pretrain_embeddings(d.train.x.data(), 100, {784}, o); }, "feature vectors");
+  fails([&] { quarry::pretrain_embeddings(d.train.x.data(), 100, {1, 4, 196}, o); }, "at least 8x8");
+  fails([&] { quarry::pretrain_embeddings(d.train.x.data(), 1, d.sample_shape, o); }, "at least 2 images");
+  auto bad = o;
+  bad.epochs = 0;
+  fails([&] { quarry::pretrain_embeddings(d.train.x.data(), 100, d.sample_shape, bad); }, "epochs");
+  bad = o;
+  bad.temperature = 0;
+  fails([&] { quarry::pretrain_embeddings(d.train.x.data(), 100, d.sample_shape, bad); }, "temperature");
+}
+
 TEST(Simulate, RunsEveryStrategyAndRepeatFromTheSameInitialSet) {
   const auto& d = pool();
   const auto o = small_simulation();
@@ -575,6 +681,47 @@ TEST(Cli, SimulateStrategyUsageErrorsExitTwo) {
     EXPECT_NE(r.err.find(message), std::string::npos) << args << ": " << r.err;
   }
   EXPECT_FALSE(fs::exists(dir + "/sim"));
+}
+
+TEST(Cli, PretrainWritesEmbeddingsTheColdStartReads) {
+  const std::string dir = tmp_dir("cli-pretrain");
+  Result r = quarry_cli("pretrain --dataset synthetic:300 --epochs 1 --batch-size 100 --threads 2 --out " + dir +
+                            "/e.npy", dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("contrastive loss per epoch"), std::string::npos) << r.out;
+  const auto e = quarry::read_npy(dir + "/e.npy");
+  ASSERT_EQ(e.shape(), (std::vector<std::int64_t>{300, 128}));
+  // The cold start reads them: a typiclust initial set over the pretrained embeddings.
+  r = quarry_cli("simulate --dataset synthetic:300 --strategies random --seed-size 20 --batch 20 --rounds 0 "
+                 "--repeats 1 --epochs 2 --min-steps 10 --threads 2 --seed-strategy typiclust --seed-embeddings " +
+                     dir + "/e.npy --out " + dir + "/sim", dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  // Embeddings of another pool are refused.
+  r = quarry_cli("simulate --dataset synthetic:400 --strategies random --seed-size 20 --batch 20 --rounds 0 "
+                 "--repeats 1 --seed-strategy typiclust --seed-embeddings " + dir + "/e.npy --out " + dir + "/sim2",
+                 dir);
+  EXPECT_EQ(r.rc, 1) << r.err;
+  EXPECT_NE(r.err.find("e.npy"), std::string::npos) << r.err;
+  // Feature vectors are not images; an output never overwrites the input; bad options exit 2.
+  {
+    std::vector<float> x(40 * 6, 0.5f);
+    std::vector<std::int64_t> y(40, 0);
+    for (int i = 0; i < 40; ++i) y[static_cast<std::size_t>(i)] = i % 2;
+    quarry::write_npy(dir + "/x.npy", quarry::ArrayView{x.data(), quarry::DType::f32, {40, 6}});
+    quarry::write_npy(dir + "/y.npy", quarry::ArrayView{y.data(), quarry::DType::i64, {40}});
+  }
+  r = quarry_cli("pretrain --dataset npy:" + dir + "/x.npy," + dir + "/y.npy --out " + dir + "/f.npy", dir);
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("feature vectors"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/f.npy"));
+  r = quarry_cli("pretrain --dataset pool:" + dir + "/x.npy --out " + dir + "/x.npy", dir);
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_EQ(quarry::read_npy(dir + "/x.npy").shape(), (std::vector<std::int64_t>{40, 6}));
+  for (const char* bad : {"--epochs 0", "--batch-size 1", "--temperature 0", "--device tpu"}) {
+    r = quarry_cli(std::string("pretrain --dataset synthetic:300 --out ") + dir + "/g.npy " + bad, dir);
+    EXPECT_EQ(r.rc, 2) << bad << ": " << r.err;
+    EXPECT_FALSE(fs::exists(dir + "/g.npy")) << bad;
+  }
 }
 
 TEST(Cli, TrainInferAndSimulateEndToEnd) {

@@ -113,6 +113,45 @@ struct InferOptions {
 };
 
 
+// ------------------------------------------------------------------ self-supervised pretraining
+//
+// Embeddings of an unlabeled image pool without any labels or outside model, for the cold
+// start (typiclust, probcover): SimCLR-style contrastive learning (Chen et al. 2020). Two
+// random views of every image of a batch (a random rotation, scale, aspect and shift; a
+// brightness and contrast change; with probability 1/4 a blanked rectangle) go through a small
+// convolutional encoder and a projection head; the loss (NT-Xent) asks each view's projection
+// to be nearer its twin than the other 2B - 2 views of the batch. The encoder: three
+// conv(3x3)+batch-norm+ReLU blocks (16, 32, 64 channels; max-pool after the first two), the
+// last map pooled to 7x7 and flattened, a 128-unit ReLU layer; images larger than 32x32 are
+// pooled down to at most 32x32 first. The embeddings are the encoder's outputs (not the
+// projection head's), scaled to unit length.
+
+struct PretrainOptions {
+  int epochs = 10;
+  int batch_size = 256;            // images per step (2 x batch_size views)
+  double learning_rate = 1e-3;     // Adam
+  double temperature = 0.2;        // of the NT-Xent loss
+  std::uint64_t seed = 0;          // initialisation, data order and augmentations
+  DeviceSpec device{};             // auto = CUDA where LibTorch has it
+  int threads = 0;                 // LibTorch's CPU threads; 0: all
+};
+
+struct PretrainReport {
+  std::vector<double> loss;  // the mean contrastive loss of each epoch
+  std::int64_t parameters = 0;
+  double seconds = 0;
+  std::string device;
+};
+
+/// The [n, 128] float32 embeddings (unit rows) of the n images x [n, C*H*W] (pixels in [0, 1],
+/// `sample_shape` {C, H, W}), after `options.epochs` epochs of contrastive pretraining on them.
+/// Reproducible for a seed on a given machine and thread count. `progress`: phase "epoch".
+/// Errors: no LibTorch, feature vectors (pretraining needs images), fewer than 2 images,
+/// images below 8x8, bad options.
+Array pretrain_embeddings(const float* x, std::int64_t n, const std::vector<std::int64_t>& sample_shape,
+                          const PretrainOptions& options, PretrainReport* report = nullptr,
+                          const ProgressFn& progress = {});
+
 /// A trained classifier (one model, or an ensemble).
 class Model {
  public:

@@ -29,6 +29,8 @@ struct LoopCommand {
 inline constexpr LoopCommand kLoopCommands[] = {
     {"train", "Train a model on the labeled samples of a dataset's pool"},
     {"infer", "Run a trained model over a dataset's pool: probs.npy, embeddings.npy, committee.npy"},
+    {"pretrain", "Learn embeddings of an unlabeled image pool by self-supervised (contrastive) training, "
+                 "for the cold start's typiclust and probcover"},
     {"simulate", "Simulate active learning with the dataset's labels as the oracle and measure label "
                  "efficiency against random sampling"},
     {"report", "Rebuild a simulation's summary.md, summary.json, curves.csv and curves.svg from its "

@@ -1,4 +1,4 @@
-// The loop subcommands: train, infer, simulate, report.
+// The loop subcommands: train, infer, pretrain, simulate, report.
 #include <omp.h>
 
 #include <algorithm>
@@ -192,6 +192,60 @@ void add_train(CLI::App& app) {
                   metrics_line(evaluate_predictions(data.test.y, model.predict(data.test, o.threads), data.num_classes))
                       .c_str());
     std::printf("wrote %s\n", a->out.c_str());
+  });
+}
+
+// ------------------------------------------------------------------ pretrain
+void add_pretrain(CLI::App& app) {
+  auto* cmd = app.add_subcommand("pretrain", loop_command_help("pretrain"));
+  struct Args {
+    DataArgs data;
+    PretrainOptions o;
+    std::string out, device = "auto";
+  };
+  auto a = std::make_shared<Args>();
+  a->data.add(cmd, true);
+  cmd->add_option("--out", a->out,
+                  "Embeddings file to write: .npy [N, 128] float32, one row per pool sample in pool order "
+                  "(give simulate and project the same --dataset, --pool-limit and --data-seed)")
+      ->required();
+  cmd->add_option("--epochs", a->o.epochs, "Epochs of contrastive training (default 10)")->check(positive());
+  cmd->add_option("--batch-size", a->o.batch_size, "Images per step (each gives two views)")
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--lr", a->o.learning_rate, "Adam learning rate")->check(positive());
+  cmd->add_option("--temperature", a->o.temperature, "Temperature of the contrastive (NT-Xent) loss")
+      ->check(positive());
+  cmd->add_option("--seed", a->o.seed, "Seed of the initialisation, data order and augmentations");
+  cmd->add_option("--device", a->device, "Where LibTorch runs: auto, cpu, cuda or cuda:N");
+  cmd->add_option("--threads", a->o.threads, "CPU threads (0: all)")->check(non_negative());
+  cmd->callback([a] {
+    check_outputs({{"--out", a->out}}, {{"--dataset", a->data.dataset}});
+    a->o.device = parse_device(a->device);
+    const Dataset data = a->data.load();
+    QUARRY_USAGE_EXPECTS(data.is_image(), data.spec, " holds feature vectors (", data.describe(),
+                         "), not images: pretraining learns from images; give feature vectors to the "
+                         "cold start directly (--seed-embeddings)");
+    std::fprintf(stderr, "quarry: pretrain: %s: %lld unlabeled images, %d epochs\n", data.describe().c_str(),
+                 static_cast<long long>(data.train.size()), a->o.epochs);
+    PretrainReport rep;
+    const Array e = pretrain_embeddings(data.train.x.data(), data.train.size(), data.sample_shape, a->o, &rep,
+                                        [](const Progress& p) {
+                                          std::fprintf(stderr, "quarry: pretrain: epoch %lld/%lld\n",
+                                                       static_cast<long long>(p.done),
+                                                       static_cast<long long>(p.total));
+                                        });
+    write_npy(a->out, e.view());
+    std::string losses;
+    for (double l : rep.loss) losses += fmt::format("{}{:.3f}", losses.empty() ? "" : " ", l);
+    std::printf("pretrained: %d epochs in %.1f s on %s (%lld parameters); contrastive loss per epoch: %s\n",
+                a->o.epochs, rep.seconds, rep.device.c_str(), static_cast<long long>(rep.parameters),
+                losses.c_str());
+    std::printf("wrote %s %s: the embeddings of %s's pool", a->out.c_str(), shape_string(e.shape()).c_str(),
+                data.spec.c_str());
+    if (a->data.pool_limit > 0 || a->data.data_seed != 0)
+      std::printf(" (--pool-limit %lld --data-seed %llu)", static_cast<long long>(a->data.pool_limit),
+                  static_cast<unsigned long long>(a->data.data_seed));
+    std::printf("; use them with --seed-strategy typiclust|probcover --seed-embeddings %s\n", a->out.c_str());
   });
 }
 
@@ -537,6 +591,7 @@ void add_report(CLI::App& app) {
 void add_loop_commands(CLI::App& app) {
   add_train(app);
   add_infer(app);
+  add_pretrain(app);
   add_simulate(app);
   add_report(app);
 }

@@ -30,5 +30,7 @@ const std::vector<std::int64_t>& Model::sample_shape() const { no_torch(); }
 const ModelSpec& Model::spec() const { no_torch(); }
 const CommitteeSpec& Model::committee() const { no_torch(); }
 std::string Model::describe() const { no_torch(); }
+Array pretrain_embeddings(const float*, std::int64_t, const std::vector<std::int64_t>&, const PretrainOptions&,
+                          PretrainReport*, const ProgressFn&) { no_torch(); }
 
 }  // namespace quarry
