@@ -52,6 +52,7 @@ struct ProjectConfig {
   std::string committee = "mc:10";     // for committee strategies (bald, batchbald, ...)
   std::string balance_target;          // balanced:NAME: one weight per class, "0.5,0.5"; "" = uniform
   std::string seed_strategy = "random";  // the batches before a model: random, typiclust or probcover
+  std::string seed_embeddings;         // their embeddings: a .npy [pool, D] (absolute path); "" = the pool's inputs
   std::vector<std::string> classes;    // class names; class id = position
   std::uint64_t seed = 0;
   std::string device = "auto";         // where training and the engine run

@@ -88,7 +88,8 @@ class Project:
     @classmethod
     def init(cls, path: PathLike, dataset: str, *, classes: Optional[Sequence[str]] = ..., strategy: str = ...,
              model: str = ..., committee: str = ..., manifest: Optional[str] = ..., seed: int = ...,
-             device: str = ..., threads: int = ...) -> Project: ...
+             device: str = ..., threads: int = ..., balance_target: Union[str, Sequence[float], None] = ...,
+             seed_strategy: str = ..., seed_embeddings: Optional[PathLike] = ...) -> Project: ...
     @property
     def config(self) -> dict: ...
     @property

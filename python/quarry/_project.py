@@ -48,7 +48,8 @@ class Project:
     def init(cls, path, dataset: str, *, classes: Optional[Sequence[str]] = None, strategy: str = "entropy",
              model: str = "", committee: str = "mc:10", manifest: Optional[str] = None, seed: int = 0,
              device: str = "auto", threads: int = 0,
-             balance_target: Union[str, Sequence[float], None] = None) -> "Project":
+             balance_target: Union[str, Sequence[float], None] = None, seed_strategy: str = "random",
+             seed_embeddings: Optional[str] = None) -> "Project":
         """Create a project in a new or empty folder (as ``quarry project init``).
 
         dataset: the pool: pool:X.npy, idx:DIR, npz:FILE, npy:X.npy,y.npy, synthetic[:N] (its labels
@@ -61,12 +62,16 @@ class Project:
         balance_target: balanced:NAME's target class distribution, one weight per class
             ("0.5,0.5" or [0.5, 0.5]; default uniform).
         manifest: CSV index,id,path_or_url: what annotators see for each item.
+        seed_strategy: the batches before there is a model (the cold start): random, typiclust or
+            probcover (the most typical / covering items first), over seed_embeddings: a .npy
+            [pool, D] with one row per item, e.g. from ``quarry pretrain`` (default: the pool's inputs).
         """
         if isinstance(classes, str):
             raise _q.UsageError("classes: a list of class names, not one string (did you mean classes.split(',')?)")
         _loop().init(os.fspath(path), dataset, list(classes or []), strategy, model, committee,
                      os.fspath(manifest) if manifest else "", _q._int(seed, "seed", 0, 2**63),
-                     device, _q._int(threads, "threads", 0, 4096), _weights(balance_target))
+                     device, _q._int(threads, "threads", 0, 4096), _weights(balance_target), seed_strategy,
+                     os.fspath(seed_embeddings) if seed_embeddings else "")
         return cls(path)
 
     @property

@@ -45,7 +45,8 @@ PYBIND11_MODULE(_loop, m) {
   m.def("init", [](const std::string& dir, const std::string& dataset, const std::vector<std::string>& classes,
                    const std::string& strategy, const std::string& model, const std::string& committee,
                    const std::string& manifest, std::uint64_t seed, const std::string& device, int threads,
-                   const std::string& balance_target) {
+                   const std::string& balance_target, const std::string& seed_strategy,
+                   const std::string& seed_embeddings) {
     ProjectConfig c;
     c.dataset = dataset;
     c.classes = classes;
@@ -53,6 +54,8 @@ PYBIND11_MODULE(_loop, m) {
     c.model = model;
     c.committee = committee;
     c.balance_target = balance_target;
+    c.seed_strategy = seed_strategy;
+    c.seed_embeddings = seed_embeddings;
     c.seed = seed;
     c.device = device;
     c.threads = threads;
@@ -69,6 +72,8 @@ PYBIND11_MODULE(_loop, m) {
     d["strategy"] = c.strategy;
     d["committee"] = c.committee;
     d["balance_target"] = c.balance_target;
+    d["seed_strategy"] = c.seed_strategy;
+    d["seed_embeddings"] = c.seed_embeddings;
     d["classes"] = c.classes;
     d["seed"] = c.seed;
     d["device"] = c.device;

@@ -98,3 +98,25 @@ def test_balanced_strategy_and_target(tmp_path):
         quarry.Project.init(tmp_path / "s", "synthetic:100", strategy="entropy", balance_target="1,1,1,1")
     with pytest.raises(quarry.UsageError, match="does not nest"):
         quarry.Project.init(tmp_path / "t", "synthetic:100", strategy="balanced:balanced:entropy")
+
+
+def test_cold_start_over_given_embeddings(tmp_path):
+    # Five tight, far-apart clusters: typiclust's first batch of five takes one item from each.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 8)) * 10
+    e = (centres[np.arange(100) % 5] + rng.normal(size=(100, 8)) * 0.1).astype(np.float32)
+    np.save(tmp_path / "e.npy", e)
+    p = quarry.Project.init(tmp_path / "p", "synthetic:100", strategy="entropy", seed_strategy="typiclust",
+                            seed_embeddings=tmp_path / "e.npy", device="cpu")
+    assert p.config["seed_strategy"] == "typiclust"
+    assert p.config["seed_embeddings"] == str(tmp_path / "e.npy")
+    batch = p.next(k=5)
+    assert batch["strategy"] == "typiclust (cold start)"
+    assert sorted(i % 5 for i in batch["index"]) == [0, 1, 2, 3, 4]
+    np.save(tmp_path / "short.npy", e[:99])
+    with pytest.raises(quarry.Error, match=r"short\.npy: expected the cold start's embeddings \[100, D\]"):
+        quarry.Project.init(tmp_path / "q", "synthetic:100", seed_strategy="typiclust",
+                            seed_embeddings=tmp_path / "short.npy")
+    with pytest.raises(quarry.UsageError, match="--seed-embeddings is for --seed-strategy typiclust or probcover"):
+        quarry.Project.init(tmp_path / "r", "synthetic:100", seed_embeddings=tmp_path / "e.npy")
+    assert not (tmp_path / "q" / "project.json").exists()

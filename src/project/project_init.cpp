@@ -77,6 +77,17 @@ std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::R
   return items;
 }
 
+Array read_seed_embeddings(const std::string& path, std::int64_t pool) {
+  Array e = read_npy(path);
+  QUARRY_EXPECTS(e.rank() == 2 && e.shape()[0] == pool && e.shape()[1] >= 1, path,
+                 ": expected the cold start's embeddings [", pool, ", D] of the pool (one row per item, in pool "
+                 "order), got shape ", shape_string(e.shape()));
+  QUARRY_EXPECTS(e.dtype() == DType::f32 || e.dtype() == DType::f64 || e.dtype() == DType::f16 || e.dtype() == DType::bf16,
+                 path,
+                 ": expected float embeddings, got ", dtype_name(e.dtype()));
+  return e;
+}
+
 }  // namespace project_detail
 
 using namespace project_detail;
@@ -152,6 +163,8 @@ Dataset complete_config(ProjectConfig& config) {
   QUARRY_USAGE_EXPECTS(config.seed_strategy == "random" || config.seed_strategy == "typiclust" ||
                            config.seed_strategy == "probcover",
                        "--seed-strategy '", quote_input(config.seed_strategy), "': expected random, typiclust or probcover");
+  QUARRY_USAGE_EXPECTS(config.seed_embeddings.empty() || config.seed_strategy != "random",
+                       "--seed-embeddings is for --seed-strategy typiclust or probcover");
   if (!config.model.empty()) parse_model_spec(config.model);
   parse_device(config.device);
   config.dataset = absolute_spec(config.dataset);
@@ -161,6 +174,11 @@ Dataset complete_config(ProjectConfig& config) {
   config.pool_size = data.train.size();
   QUARRY_EXPECTS(config.pool_size > 0, config.dataset, ": the pool is empty");
   complete_classes(config, data);
+  if (!config.seed_embeddings.empty()) {
+    expect_regular_file(config.seed_embeddings);
+    config.seed_embeddings = fs::absolute(config.seed_embeddings).lexically_normal().string();
+    read_seed_embeddings(config.seed_embeddings, config.pool_size);  // checks its shape now, not at the first batch
+  }
   if (!config.balance_target.empty()) {
     QUARRY_USAGE_EXPECTS(loop::parse_strategy(config.strategy).balanced, "--balance-target is for a balanced:NAME ",
                          "strategy, not ", config.strategy);
@@ -189,6 +207,7 @@ json config_json(const ProjectConfig& config, const Dataset& data) {
   j["committee"] = config.committee;
   if (!config.balance_target.empty()) j["balance_target"] = config.balance_target;
   if (config.seed_strategy != "random") j["seed_strategy"] = config.seed_strategy;
+  if (!config.seed_embeddings.empty()) j["seed_embeddings"] = config.seed_embeddings;
   j["classes"] = config.classes;
   j["seed"] = config.seed;
   j["device"] = config.device;

@@ -90,6 +90,9 @@ void close_labeled_batches(std::vector<BatchInfo>& batches, const std::map<std::
 /// of the converted samples, and the sizes of the files it came from.
 json pool_fingerprint(const Dataset& data);
 
+/// The cold start's embeddings file: a float .npy [pool, D]; an Error naming the file otherwise.
+Array read_seed_embeddings(const std::string& path, std::int64_t pool);
+
 // ------------------------------------------------------------------ manifest (project_init.cpp)
 
 /// Reads and validates a manifest: index,id[,path_or_url]; returns the items by pool index.

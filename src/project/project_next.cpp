@@ -495,10 +495,15 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     d.exclude = exclude;
     d.k = std::min<std::int64_t>(o.k, data->train.size() - static_cast<std::int64_t>(exclude.size()));
     d.seed = so.seed;
-    d.embeddings_name = config_.dataset;
+    d.embeddings_name = config_.seed_embeddings.empty() ? config_.dataset : config_.seed_embeddings;
+    const Array file = config_.seed_embeddings.empty() ? Array()
+                                                       : read_seed_embeddings(config_.seed_embeddings, data->train.size());
     const Selection sel = select_diverse(
         parse_diversity_strategy(config_.seed_strategy),
-        ArrayView(data->train.x.data(), DType::f32, {data->train.size(), data->sample_numel()}), nullptr, d);
+        config_.seed_embeddings.empty()
+            ? ArrayView(data->train.x.data(), DType::f32, {data->train.size(), data->sample_numel()})
+            : file.view(),
+        nullptr, d);
     batch.index = sel.index;
     batch.score = sel.score;
     batch.strategy = config_.seed_strategy + " (cold start)";
