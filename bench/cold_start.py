@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """The cold start on MNIST: how much a chosen initial set beats a random one while labels are few.
 
-Runs `quarry simulate` once per --seed-strategy (random, typiclust, probcover) with the protocol
-20 + 10 x 20 labels, random sampling after the initial set, 5 repeats, on a 20k subset of
-../shared/data/mnist, and compares each seed strategy's accuracy with the random seed's, repeat
-by repeat (repeat r of every run trains with the same seed), at 20 and 40 labels: the mean paired
-difference with a bootstrap 95% interval. The cold-start embeddings are the pool's pixels, or
---seed-embeddings E.npy, or with --pretrain the embeddings `quarry pretrain` learns from the
-pool's images (no labels) before the runs; its time and losses go into the results.
+Runs `quarry simulate` once per arm with the protocol 20 + 10 x 20 labels, 5 repeats, on a 20k
+subset of ../shared/data/mnist. An arm is SEED (the --seed-strategy: random, typiclust or
+probcover; random sampling after the initial set) or SEED+STRATEGY (that strategy after it, e.g.
+typiclust+auto: typicality over the same embeddings until 10 labels per class, then BADGE). Each
+arm's accuracy is compared with the random arm's, repeat by repeat (repeat r of every run trains
+with the same seed), at every budget: the mean paired difference with a bootstrap 95% interval.
+The cold-start embeddings are the pool's pixels, or --seed-embeddings E.npy, or with --pretrain
+the embeddings `quarry pretrain` learns from the pool's images (no labels) before the runs; its
+time and losses go into the results (the embeddings file itself is deleted afterwards).
 
 Writes bench/results/cold-start-<UTC time>-<commit>.json and keeps each run's report folder
 beside it. Usage: bench/cold_start.py [--repeats 5] [--build build] [--pretrain | --seed-embeddings E.npy]
+    [--arms random,typiclust,probcover,typiclust+auto]
 """
 import argparse
 import json
@@ -37,7 +40,7 @@ def main():
     ap.add_argument("--seed-embeddings", default="")
     ap.add_argument("--pretrain", action="store_true", help="embeddings from quarry pretrain on the pool")
     ap.add_argument("--pretrain-epochs", type=int, default=10)
-    ap.add_argument("--strategies", default="random,typiclust,probcover")
+    ap.add_argument("--arms", default="random,typiclust,probcover,typiclust+auto")
     a = ap.parse_args()
     data = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
     if not os.path.isdir(data):
@@ -60,16 +63,22 @@ def main():
         pretrain = {"seconds": time.time() - t, "epochs": a.pretrain_epochs, "output": p.stdout.strip()}
         print(f"pretrain: {pretrain['seconds']:.0f} s", file=sys.stderr)
     curves = {}
-    for strategy in a.strategies.split(","):
-        run = os.path.join(out, f"seed-{strategy}")
+    arms = a.arms.split(",")
+    if "random" not in arms:
+        sys.exit("cold_start.py: --arms must include random, the baseline")
+    for arm in arms:
+        seed, _, after = arm.partition("+")
+        after = after or "random"
+        run = os.path.join(out, "seed-" + arm.replace("+", "-then-"))
         cmd = [os.path.join(ROOT, a.build, "quarry"), "simulate", *pool,
-               "--strategies", "random", "--seed-size", "20", "--batch", "20", "--rounds", "10",
-               "--repeats", str(a.repeats), "--threads", str(a.threads), "--seed-strategy", strategy, "--out", run]
-        if a.seed_embeddings and strategy != "random":
+               "--strategies", after, "--seed-size", "20", "--batch", "20", "--rounds", "10",
+               "--repeats", str(a.repeats), "--threads", str(a.threads), "--seed-strategy", seed, "--out", run]
+        if a.seed_embeddings and (seed != "random" or after == "auto"):
             cmd += ["--seed-embeddings", a.seed_embeddings]
         t = time.time()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        print(f"{strategy}: {time.time() - t:.0f} s", file=sys.stderr)
+        print(f"{arm}: {time.time() - t:.0f} s", file=sys.stderr)
+        strategy = arm
         acc = {}
         with open(os.path.join(run, "rounds.jsonl")) as f:
             for line in f:
@@ -77,14 +86,16 @@ def main():
                 acc.setdefault(r["repeat"], {})[r["labels"]] = r["accuracy"]
         curves[strategy] = acc
     base = curves["random"]
-    result = {"dataset": f"idx:{data} (20k pool)", "protocol": "20 + 10 x 20 labels, random after the initial set",
+    result = {"dataset": f"idx:{data} (20k pool)",
+              "protocol": "20 + 10 x 20 labels; an arm SEED samples at random after the initial set, "
+                          "SEED+STRATEGY with STRATEGY",
               "repeats": a.repeats, "commit": commit,
               "embeddings": ("quarry pretrain on the pool (no labels)" if pretrain else a.seed_embeddings)
               or "the pool's pixels", "pretrain": pretrain,
               "machine": f"{os.cpu_count()} CPUs", "strategies": {}}
     for strategy, acc in curves.items():
         entry = {"accuracy": {}, "difference_from_random": {}}
-        for labels in (20, 40, 60, 100, 220):
+        for labels in range(20, 221, 20):
             mine = [acc[r][labels] for r in sorted(acc) if labels in acc[r]]
             if not mine:
                 continue
@@ -94,6 +105,8 @@ def main():
                 entry["difference_from_random"][str(labels)] = {"mean": sum(diff) / len(diff), "per_repeat": diff,
                                                                 "ci95": bootstrap_mean(diff)}
         result["strategies"][strategy] = entry
+    if pretrain:  # 10 MB of derived data: the run's record is its losses and time, not the file
+        os.remove(a.seed_embeddings)
     path = out + ".json"
     with open(path, "w") as f:
         json.dump(result, f, indent=1)

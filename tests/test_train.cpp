@@ -441,6 +441,41 @@ TEST(Pretrain, BadInputIsAClearError) {
   bad = o;
   bad.temperature = 0;
   fails([&] { quarry::pretrain_embeddings(d.train.x.data(), 100, d.sample_shape, bad); }, "temperature");
+  bad = o;
+  bad.learning_rate = 2;
+  fails([&] { quarry::pretrain_embeddings(d.train.x.data(), 100, d.sample_shape, bad); }, "learning rate in (0, 1]");
+}
+
+// Whatever the options allow, the output is unit rows of finite values or a clear error: never
+// a file of NaNs or zeros (a diverged loss, dead units, a constant image channel).
+TEST(Pretrain, NeverWritesNonFiniteOrZeroRows) {
+  const auto& d = pool();
+  auto unit_rows_or_error = [](const float* x, std::int64_t n, const std::vector<std::int64_t>& shape,
+                               const quarry::PretrainOptions& o, const std::string& what) {
+    try {
+      const quarry::Array e = quarry::pretrain_embeddings(x, n, shape, o);
+      ASSERT_EQ(e.shape(), (std::vector<std::int64_t>{n, 128})) << what;
+      for (std::int64_t i = 0; i < n; ++i) {
+        double norm = 0;
+        for (std::int64_t j = 0; j < 128; ++j) {
+          const float v = e.as<float>()[i * 128 + j];
+          ASSERT_TRUE(std::isfinite(v)) << what << ": row " << i;
+          norm += static_cast<double>(v) * v;
+        }
+        EXPECT_NEAR(norm, 1.0, 1e-4) << what << ": row " << i;
+      }
+    } catch (const quarry::Error& err) {
+      EXPECT_NE(std::string(err.what()).find("lower learning rate"), std::string::npos) << what << ": " << err.what();
+    }
+  };
+  auto o = quick_pretrain();
+  o.learning_rate = 1.0;  // the most the options take
+  unit_rows_or_error(d.train.x.data(), 100, d.sample_shape, o, "learning rate 1");
+  // Blank images: a channel without spread, which normalisation must not divide by ~0.
+  const std::vector<float> blank(static_cast<std::size_t>(20 * d.sample_numel()), 0.0f);
+  unit_rows_or_error(blank.data(), 20, d.sample_shape, quick_pretrain(), "blank images");
+  // A pool smaller than one batch (one step per epoch): batch-norm statistics from the pool itself.
+  unit_rows_or_error(d.train.x.data(), 6, d.sample_shape, quick_pretrain(), "6 images");
 }
 
 TEST(Simulate, RunsEveryStrategyAndRepeatFromTheSameInitialSet) {
@@ -624,6 +659,32 @@ TEST(Simulate, AutoStartsTypicalThenTurnsToBadge) {
     ASSERT_EQ(sel.size(), 12u);
     EXPECT_EQ(std::set<std::int64_t>(sel.begin(), sel.end()).size(), 12u);
   }
+}
+
+TEST(Simulate, AutoTypicalityReadsTheColdStartEmbeddings) {
+  const quarry::Dataset& d = tiny_pool();
+  const std::string dir = tmp_dir("auto-embeddings");
+  const std::int64_t n = d.train.size(), numel = d.sample_numel();
+  // The pool's own inputs as a file: the same picks as without one. Other embeddings (the
+  // rows' order reversed): other picks, so the file is what auto's typicality reads.
+  quarry::write_npy(dir + "/same.npy", quarry::ArrayView{d.train.x.data(), quarry::DType::f32, {n, numel}});
+  std::vector<float> reversed(d.train.x.size());
+  for (std::int64_t i = 0; i < n; ++i)
+    std::copy_n(d.train.x.data() + (n - 1 - i) * numel, numel, reversed.data() + i * numel);
+  quarry::write_npy(dir + "/other.npy", quarry::ArrayView{reversed.data(), quarry::DType::f32, {n, numel}});
+  auto o = tiny_simulation({"auto"}, 10 * d.num_classes - 12, 0);
+  o.rounds = 1;
+  const auto plain = quarry::simulate(d, o);
+  o.seed_embeddings = dir + "/same.npy";  // with a random initial set: auto alone reads them
+  const auto same = quarry::simulate(d, o);
+  o.seed_embeddings = dir + "/other.npy";
+  const auto other = quarry::simulate(d, o);
+  ASSERT_EQ(plain[0].selected.size(), 12u);
+  EXPECT_EQ(same[0].selected, plain[0].selected);
+  EXPECT_NE(other[0].selected, plain[0].selected);
+  EXPECT_EQ(other[0].infer_seconds, 0.0);  // still no model asked
+  o.strategies = {"entropy"};  // without auto or a seed strategy the file has no use: refused
+  EXPECT_THROW(quarry::simulate(d, o), quarry::UsageError);
 }
 
 TEST(Simulate, BatchBaldAndBalancedStrategies) {

@@ -53,6 +53,7 @@ struct ProjectConfig {
   std::string balance_target;          // balanced:NAME: one weight per class, "0.5,0.5"; "" = uniform
   std::string seed_strategy = "random";  // the batches before a model: random, typiclust or probcover
   std::string seed_embeddings;         // their embeddings: a .npy [pool, D] (absolute path); "" = the pool's inputs
+  std::string seed_embeddings_crc32;   // filled in by init: the file's checksum, checked before each use
   std::vector<std::string> classes;    // class names; class id = position
   std::uint64_t seed = 0;
   std::string device = "auto";         // where training and the engine run

@@ -122,9 +122,10 @@ struct InferOptions {
 // convolutional encoder and a projection head; the loss (NT-Xent) asks each view's projection
 // to be nearer its twin than the other 2B - 2 views of the batch. The encoder: three
 // conv(3x3)+batch-norm+ReLU blocks (16, 32, 64 channels; max-pool after the first two), the
-// last map pooled to 7x7 and flattened, a 128-unit ReLU layer; images larger than 32x32 are
-// pooled down to at most 32x32 first. The embeddings are the encoder's outputs (not the
-// projection head's), scaled to unit length.
+// last map pooled to 7x7 and flattened, a 128-unit linear layer; images larger than 32x32 are
+// pooled down to at most 32x32 first (before augmenting). The projection head (ReLU, 128, ReLU,
+// 64) serves the loss only. The embeddings are the 128 linear outputs, computed with
+// batch-norm statistics re-estimated on the clean pool, scaled to unit length.
 
 struct PretrainOptions {
   int epochs = 10;
@@ -147,7 +148,7 @@ struct PretrainReport {
 /// `sample_shape` {C, H, W}), after `options.epochs` epochs of contrastive pretraining on them.
 /// Reproducible for a seed on a given machine and thread count. `progress`: phase "epoch".
 /// Errors: no LibTorch, feature vectors (pretraining needs images), fewer than 2 images,
-/// images below 8x8, bad options.
+/// images below 8x8, bad options, a loss or embeddings that diverged (non-finite or all zero).
 Array pretrain_embeddings(const float* x, std::int64_t n, const std::vector<std::int64_t>& sample_shape,
                           const PretrainOptions& options, PretrainReport* report = nullptr,
                           const ProgressFn& progress = {});

@@ -49,7 +49,7 @@ class Project:
              model: str = "", committee: str = "mc:10", manifest: Optional[str] = None, seed: int = 0,
              device: str = "auto", threads: int = 0,
              balance_target: Union[str, Sequence[float], None] = None, seed_strategy: str = "random",
-             seed_embeddings: Optional[str] = None) -> "Project":
+             seed_embeddings: Optional[Union[str, "os.PathLike[str]"]] = None) -> "Project":
         """Create a project in a new or empty folder (as ``quarry project init``).
 
         dataset: the pool: pool:X.npy, idx:DIR, npz:FILE, npy:X.npy,y.npy, synthetic[:N] (its labels
@@ -71,7 +71,7 @@ class Project:
         _loop().init(os.fspath(path), dataset, list(classes or []), strategy, model, committee,
                      os.fspath(manifest) if manifest else "", _q._int(seed, "seed", 0, 2**63),
                      device, _q._int(threads, "threads", 0, 4096), _weights(balance_target), seed_strategy,
-                     os.fspath(seed_embeddings) if seed_embeddings else "")
+                     os.fspath(seed_embeddings) if seed_embeddings is not None else "")
         return cls(path)
 
     @property

@@ -120,3 +120,21 @@ def test_cold_start_over_given_embeddings(tmp_path):
     with pytest.raises(quarry.UsageError, match="--seed-embeddings is for --seed-strategy typiclust or probcover"):
         quarry.Project.init(tmp_path / "r", "synthetic:100", seed_embeddings=tmp_path / "e.npy")
     assert not (tmp_path / "q" / "project.json").exists()
+    bad = e.copy()
+    bad[7, 3] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(quarry.Error, match=r"nan\.npy.*row 7"):
+        quarry.Project.init(tmp_path / "n", "synthetic:100", seed_strategy="typiclust",
+                            seed_embeddings=tmp_path / "nan.npy")
+    # The file init checked may not change under the project: its next cold-start batch refuses.
+    np.save(tmp_path / "e.npy", e[::-1].copy())
+    with pytest.raises(quarry.Error, match=r"e\.npy \(the project's seed_embeddings.*changed since `project init`"):
+        p.next(k=5)
+    (tmp_path / "e.npy").unlink()
+    with pytest.raises(quarry.Error, match=r"e\.npy \(the project's seed_embeddings.*are gone \(no such file\)"):
+        p.next(k=5)
+    np.save(tmp_path / "e.npy", e)
+    assert len(p.next(k=5)["index"]) == 5
+    # An array is not a path: a clear error, not NumPy's ambiguous truth value.
+    with pytest.raises(TypeError):
+        quarry.Project.init(tmp_path / "a", "synthetic:100", seed_strategy="typiclust", seed_embeddings=e)

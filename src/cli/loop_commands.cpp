@@ -207,26 +207,36 @@ void add_pretrain(CLI::App& app) {
   a->data.add(cmd, true);
   cmd->add_option("--out", a->out,
                   "Embeddings file to write: .npy [N, 128] float32, one row per pool sample in pool order "
-                  "(give simulate and project the same --dataset, --pool-limit and --data-seed)")
+                  "(simulate: give it the same --dataset, --pool-limit and --data-seed; project init: the "
+                  "same --dataset, no --pool-limit, --data-seed = the project's --seed)")
       ->required();
-  cmd->add_option("--epochs", a->o.epochs, "Epochs of contrastive training (default 10)")->check(positive());
+  cmd->add_option("--epochs", a->o.epochs, "Epochs of contrastive training")->check(positive());
   cmd->add_option("--batch-size", a->o.batch_size, "Images per step (each gives two views)")
       ->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--lr", a->o.learning_rate, "Adam learning rate")->check(positive());
-  cmd->add_option("--temperature", a->o.temperature, "Temperature of the contrastive (NT-Xent) loss")
-      ->check(positive());
+  cmd->add_option("--lr", a->o.learning_rate, "Adam learning rate, in (0, 1]")
+      ->check(positive())
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--temperature", a->o.temperature, "Temperature of the contrastive (NT-Xent) loss, in [0.01, 10]")
+      ->check(CLI::Range(0.01, 10.0));
   cmd->add_option("--seed", a->o.seed, "Seed of the initialisation, data order and augmentations");
   cmd->add_option("--device", a->device, "Where LibTorch runs: auto, cpu, cuda or cuda:N");
   cmd->add_option("--threads", a->o.threads, "CPU threads (0: all)")->check(non_negative());
   cmd->callback([a] {
     check_outputs({{"--out", a->out}}, {{"--dataset", a->data.dataset}});
+    {  // Before minutes of training, not after: the file must be writable where it is named.
+      std::error_code ec;
+      const auto parent = std::filesystem::absolute(a->out, ec).parent_path();
+      QUARRY_USAGE_EXPECTS(std::filesystem::is_directory(parent, ec), "--out ", quote_input(a->out, 200),
+                           ": the folder ", parent.string(), " does not exist");
+    }
     a->o.device = parse_device(a->device);
     const Dataset data = a->data.load();
     QUARRY_USAGE_EXPECTS(data.is_image(), data.spec, " holds feature vectors (", data.describe(),
                          "), not images: pretraining learns from images; give feature vectors to the "
                          "cold start directly (--seed-embeddings)");
-    std::fprintf(stderr, "quarry: pretrain: %s: %lld unlabeled images, %d epochs\n", data.describe().c_str(),
-                 static_cast<long long>(data.train.size()), a->o.epochs);
+    std::fprintf(stderr, "quarry: pretrain: %s: %lld unlabeled image%s, %d epoch%s\n", data.describe().c_str(),
+                 static_cast<long long>(data.train.size()), data.train.size() == 1 ? "" : "s", a->o.epochs,
+                 a->o.epochs == 1 ? "" : "s");
     PretrainReport rep;
     const Array e = pretrain_embeddings(data.train.x.data(), data.train.size(), data.sample_shape, a->o, &rep,
                                         [](const Progress& p) {
@@ -237,15 +247,17 @@ void add_pretrain(CLI::App& app) {
     write_npy(a->out, e.view());
     std::string losses;
     for (double l : rep.loss) losses += fmt::format("{}{:.3f}", losses.empty() ? "" : " ", l);
-    std::printf("pretrained: %d epochs in %.1f s on %s (%lld parameters); contrastive loss per epoch: %s\n",
-                a->o.epochs, rep.seconds, rep.device.c_str(), static_cast<long long>(rep.parameters),
+    std::printf("pretrained: %d epoch%s in %.1f s on %s (%lld parameters); contrastive loss per epoch: %s\n",
+                a->o.epochs, a->o.epochs == 1 ? "" : "s", rep.seconds, rep.device.c_str(), static_cast<long long>(rep.parameters),
                 losses.c_str());
     std::printf("wrote %s %s: the embeddings of %s's pool", a->out.c_str(), shape_string(e.shape()).c_str(),
                 data.spec.c_str());
     if (a->data.pool_limit > 0 || a->data.data_seed != 0)
       std::printf(" (--pool-limit %lld --data-seed %llu)", static_cast<long long>(a->data.pool_limit),
                   static_cast<unsigned long long>(a->data.data_seed));
-    std::printf("; use them with --seed-strategy typiclust|probcover --seed-embeddings %s\n", a->out.c_str());
+    std::printf("; use them with --seed-strategy typiclust|probcover --seed-embeddings %s (simulate, or project "
+                "init over the same pool)\n",
+                a->out.c_str());
   });
 }
 
@@ -358,7 +370,8 @@ void add_simulate(CLI::App& app) {
                   "start)")
       ->check(CLI::IsMember({"random", "typiclust", "probcover"}));
   cmd->add_option("--seed-embeddings", a->seed_embeddings,
-                  "Embeddings [pool, D] (.npy) for --seed-strategy; default: the pool's inputs, flattened");
+                  "Embeddings [pool, D] (.npy, e.g. from quarry pretrain) for --seed-strategy and auto's typicality; "
+                  "default: the pool's inputs, flattened");
   cmd->add_option("--batch", a->batch, "Labels bought per round")->check(positive());
   cmd->add_option("--rounds", a->rounds, "Selection rounds")->check(non_negative());
   cmd->add_option("--repeats", a->repeats, "Repeats (each with its own initial set and training seed)")

@@ -43,8 +43,8 @@ void add_init(CLI::App* project) {
                   "pool's inputs or --seed-embeddings")
       ->check(CLI::IsMember({"random", "typiclust", "probcover"}));
   cmd->add_option("--seed-embeddings", a->config.seed_embeddings,
-                  "The cold start's embeddings: .npy [pool, D], one row per item (e.g. from quarry pretrain; "
-                  "default: the pool's inputs)");
+                  "The cold start's embeddings, also auto's while labels are few: .npy [pool, D], one row per "
+                  "item (e.g. from quarry pretrain; default: the pool's inputs)");
   cmd->add_option("--committee", a->config.committee, "Committee of committee strategies: mc:M or ensemble:M");
   cmd->add_option("--classes", a->classes, "Class names, comma separated (default: the dataset's class ids 0..C-1)");
   cmd->add_option("--manifest", a->manifest,

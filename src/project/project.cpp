@@ -292,6 +292,7 @@ void Project::read_config() {
     config_.balance_target = j.value("balance_target", std::string());
     config_.seed_strategy = j.value("seed_strategy", std::string("random"));
     config_.seed_embeddings = j.value("seed_embeddings", std::string());
+    config_.seed_embeddings_crc32 = j.value("seed_embeddings_crc32", std::string());
     config_.classes = j.at("classes").get<std::vector<std::string>>();
     config_.seed = j.at("seed").get<std::uint64_t>();
     config_.device = j.at("device").get<std::string>();

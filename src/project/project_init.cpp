@@ -12,6 +12,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <zlib.h>
 
 #include "project/project_internal.hpp"
 #include "quarry/dataset.hpp"
@@ -21,6 +22,7 @@
 #include "simulate/strategy.hpp"
 #include "simulate/xml.hpp"
 #include "io/files.hpp"
+#include "core/rows.hpp"
 
 namespace quarry {
 namespace project_detail {
@@ -77,14 +79,40 @@ std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::R
   return items;
 }
 
-Array read_seed_embeddings(const std::string& path, std::int64_t pool) {
+std::string embeddings_crc32(const Array& e) {
+  std::uint32_t crc = 0;
+  const auto* p = static_cast<const unsigned char*>(e.data());
+  std::size_t left = e.nbytes();
+  while (left > 0) {  // zlib takes at most 4 GiB a call
+    const std::size_t part = std::min<std::size_t>(left, std::size_t{1} << 30);
+    crc = static_cast<std::uint32_t>(::crc32(crc, reinterpret_cast<const Bytef*>(p), static_cast<uInt>(part)));
+    p += part;
+    left -= part;
+  }
+  return fmt::format("{:08x}", crc);
+}
+
+Array read_seed_embeddings(const std::string& path, std::int64_t pool, const std::string& crc32) {
+  // The project's own setting (project.json's seed_embeddings) once init has checked it.
+  const std::string whose = crc32.empty() ? "" : " (the project's seed_embeddings, in project.json)";
+  std::error_code ec;
+  QUARRY_EXPECTS(fs::is_regular_file(path, ec), path, whose, ": the cold start's embeddings are gone (",
+                 fs::exists(path, ec) ? "not a regular file" : "no such file",
+                 "); restore the file the project was made with");
   Array e = read_npy(path);
-  QUARRY_EXPECTS(e.rank() == 2 && e.shape()[0] == pool && e.shape()[1] >= 1, path,
+  QUARRY_EXPECTS(e.rank() == 2 && e.shape()[0] == pool && e.shape()[1] >= 1, path, whose,
                  ": expected the cold start's embeddings [", pool, ", D] of the pool (one row per item, in pool "
                  "order), got shape ", shape_string(e.shape()));
   QUARRY_EXPECTS(e.dtype() == DType::f32 || e.dtype() == DType::f64 || e.dtype() == DType::f16 || e.dtype() == DType::bf16,
-                 path,
-                 ": expected float embeddings, got ", dtype_name(e.dtype()));
+                 path, whose, ": expected float embeddings, got ", dtype_name(e.dtype()));
+  if (crc32.empty()) {
+    float_rows(e.view(), path);  // every value finite, checked at init (with the row that is not)
+  } else {
+    const std::string now = embeddings_crc32(e);
+    QUARRY_EXPECTS(now == crc32, path, whose, ": the file changed since `project init` (crc32 ", crc32, ", now ",
+                   now, "): the cold start would pick by embeddings the project was not made with; restore the "
+                   "file the project was made with");
+  }
   return e;
 }
 
@@ -163,8 +191,9 @@ Dataset complete_config(ProjectConfig& config) {
   QUARRY_USAGE_EXPECTS(config.seed_strategy == "random" || config.seed_strategy == "typiclust" ||
                            config.seed_strategy == "probcover",
                        "--seed-strategy '", quote_input(config.seed_strategy), "': expected random, typiclust or probcover");
-  QUARRY_USAGE_EXPECTS(config.seed_embeddings.empty() || config.seed_strategy != "random",
-                       "--seed-embeddings is for --seed-strategy typiclust or probcover");
+  QUARRY_USAGE_EXPECTS(config.seed_embeddings.empty() || config.seed_strategy != "random" ||
+                           loop::parse_strategy(config.strategy).kind == loop::Strategy::Kind::automatic,
+                       "--seed-embeddings is for --seed-strategy typiclust or probcover, or the strategy auto");
   if (!config.model.empty()) parse_model_spec(config.model);
   parse_device(config.device);
   config.dataset = absolute_spec(config.dataset);
@@ -177,7 +206,8 @@ Dataset complete_config(ProjectConfig& config) {
   if (!config.seed_embeddings.empty()) {
     expect_regular_file(config.seed_embeddings);
     config.seed_embeddings = fs::absolute(config.seed_embeddings).lexically_normal().string();
-    read_seed_embeddings(config.seed_embeddings, config.pool_size);  // checks its shape now, not at the first batch
+    // Checked now, not at the first batch; its checksum goes into project.json.
+    config.seed_embeddings_crc32 = embeddings_crc32(read_seed_embeddings(config.seed_embeddings, config.pool_size));
   }
   if (!config.balance_target.empty()) {
     QUARRY_USAGE_EXPECTS(loop::parse_strategy(config.strategy).balanced, "--balance-target is for a balanced:NAME ",
@@ -207,7 +237,10 @@ json config_json(const ProjectConfig& config, const Dataset& data) {
   j["committee"] = config.committee;
   if (!config.balance_target.empty()) j["balance_target"] = config.balance_target;
   if (config.seed_strategy != "random") j["seed_strategy"] = config.seed_strategy;
-  if (!config.seed_embeddings.empty()) j["seed_embeddings"] = config.seed_embeddings;
+  if (!config.seed_embeddings.empty()) {
+    j["seed_embeddings"] = config.seed_embeddings;
+    j["seed_embeddings_crc32"] = config.seed_embeddings_crc32;
+  }
   j["classes"] = config.classes;
   j["seed"] = config.seed;
   j["device"] = config.device;

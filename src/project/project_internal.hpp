@@ -91,7 +91,11 @@ void close_labeled_batches(std::vector<BatchInfo>& batches, const std::map<std::
 json pool_fingerprint(const Dataset& data);
 
 /// The cold start's embeddings file: a float .npy [pool, D]; an Error naming the file otherwise.
-Array read_seed_embeddings(const std::string& path, std::int64_t pool);
+/// The cold start's embeddings file: [pool, D] floats. `crc32` "": at init (every value must be
+/// finite); else the checksum init recorded, which the file must still have.
+Array read_seed_embeddings(const std::string& path, std::int64_t pool, const std::string& crc32 = "");
+/// A checksum of the embeddings' values (zlib's crc32, 8 hex digits).
+std::string embeddings_crc32(const Array& e);
 
 // ------------------------------------------------------------------ manifest (project_init.cpp)
 

@@ -388,7 +388,15 @@ void ProjectFiles::model_selection(Project& p, Dataset& data, const loop::Strate
     p.pool_print_ = now.dump();
   }
   say(log, fmt::format("scoring {} pool items with {}", config.pool_size, config.strategy));
-  const Selection sel = loop::select_step(strategy, model, data.train, so);
+  // auto's typicality runs over the cold start's embeddings where the project has them.
+  loop::StepOptions step = so;
+  Array typical;
+  if (strategy.kind == loop::Strategy::Kind::automatic && !config.seed_embeddings.empty()) {
+    typical = read_seed_embeddings(config.seed_embeddings, data.train.size(), config.seed_embeddings_crc32);
+    step.typical_embeddings = typical.view();
+    step.typical_embeddings_name = config.seed_embeddings;
+  }
+  const Selection sel = loop::select_step(strategy, model, data.train, step);
   batch.index = sel.index;
   batch.score = sel.score;
   predict_batch(model, data, config.threads, batch);
@@ -497,7 +505,8 @@ NextResult Project::next(const NextOptions& o, const ProjectLogFn& log, double l
     d.seed = so.seed;
     d.embeddings_name = config_.seed_embeddings.empty() ? config_.dataset : config_.seed_embeddings;
     const Array file = config_.seed_embeddings.empty() ? Array()
-                                                       : read_seed_embeddings(config_.seed_embeddings, data->train.size());
+                                                       : read_seed_embeddings(config_.seed_embeddings, data->train.size(),
+                                                                              config_.seed_embeddings_crc32);
     const Selection sel = select_diverse(
         parse_diversity_strategy(config_.seed_strategy),
         config_.seed_embeddings.empty()

@@ -60,8 +60,11 @@ void check_simulate_options(const Dataset& data, const SimulateOptions& o) {
   QUARRY_USAGE_EXPECTS(o.seed_strategy == "random" || o.seed_strategy == "typiclust" || o.seed_strategy == "probcover",
                        "simulate: --seed-strategy '", quote_input(o.seed_strategy),
                        "': expected random, typiclust or probcover");
-  QUARRY_USAGE_EXPECTS(o.seed_embeddings.empty() || o.seed_strategy != "random",
-                       "simulate: --seed-embeddings is for --seed-strategy typiclust or probcover");
+  const bool automatic = std::any_of(strategies.begin(), strategies.end(),
+                                     [](const Strategy& s) { return s.kind == Strategy::Kind::automatic; });
+  QUARRY_USAGE_EXPECTS(o.seed_embeddings.empty() || o.seed_strategy != "random" || automatic,
+                       "simulate: --seed-embeddings is for --seed-strategy typiclust or probcover, or the "
+                       "strategy auto");
 }
 
 namespace {
@@ -91,7 +94,7 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
   // The cold start's embeddings: a file, or the pool's inputs as [pool, numel] float32.
   Array seed_file;
   ArrayView seed_view;
-  if (o.seed_strategy != "random") {
+  if (o.seed_strategy != "random" || !o.seed_embeddings.empty()) {
     if (!o.seed_embeddings.empty()) {
       seed_file = read_npy(o.seed_embeddings);
       seed_view = seed_file.view();
@@ -194,6 +197,10 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
           so.device = o.device;
           so.threads = to.threads;
           so.balance_target = o.balance_target;
+          if (!o.seed_embeddings.empty()) {  // auto's typicality: the cold start's embeddings
+            so.typical_embeddings = seed_view;
+            so.typical_embeddings_name = o.seed_embeddings;
+          }
           loop::StepTimes times;
           const Selection sel = loop::select_step(strategy, model, data.train, so, &times);
           r.infer_seconds = times.infer;

@@ -373,17 +373,20 @@ Selection select_step(const Strategy& strategy, const Model& model, const Split&
   if (strategy.kind == Strategy::Kind::automatic) {
     const Strategy chosen = auto_strategy(static_cast<std::int64_t>(o.exclude.size()), model.num_classes());
     if (chosen.diversity != DiversityStrategy::typiclust) return select_step(chosen, model, pool, o, times);
-    // Typicality over the pool's inputs (as the cold start): the model is not asked.
+    // Typicality over the given embeddings or the pool's inputs (as the cold start): the model
+    // is not asked.
     const auto t = Clock::now();
     DiversityOptions d;
     d.exclude = o.exclude;
     d.k = std::min<std::int64_t>(o.k, pool.size() - static_cast<std::int64_t>(o.exclude.size()));
     d.seed = o.seed;
-    d.embeddings_name = "the pool's inputs";
+    const bool given = o.typical_embeddings.data != nullptr;
+    d.embeddings_name = given ? o.typical_embeddings_name : "the pool's inputs";
     const std::int64_t numel = pool.size() > 0 ? static_cast<std::int64_t>(pool.x.size()) / pool.size() : 0;
-    Selection sel = d.k > 0 ? select_diverse(DiversityStrategy::typiclust,
-                                             ArrayView(pool.x.data(), DType::f32, {pool.size(), numel}), nullptr, d)
-                            : Selection{};
+    const ArrayView emb = given ? o.typical_embeddings : ArrayView(pool.x.data(), DType::f32, {pool.size(), numel});
+    QUARRY_EXPECTS(emb.rank() == 2 && emb.shape[0] == pool.size(), d.embeddings_name, ": expected embeddings [",
+                   pool.size(), ", D] of the pool, got shape ", shape_string(emb.shape));
+    Selection sel = d.k > 0 ? select_diverse(DiversityStrategy::typiclust, emb, nullptr, d) : Selection{};
     tm.select = since(t);
     return sel;
   }

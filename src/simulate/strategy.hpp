@@ -54,8 +54,8 @@ std::vector<double> parse_balance_target(const std::string& text, int num_classe
 std::vector<std::int64_t> balanced_quotas(std::int64_t k, const std::vector<std::int64_t>& available,
                                           const std::vector<double>& target = {});
 
-/// What `auto` runs with `labeled` labels and `num_classes` classes: typiclust over the pool's
-/// inputs while labels are few (fewer than kAutoTypicalPerClass per class: the model's
+/// What `auto` runs with `labeled` labels and `num_classes` classes: typiclust over the
+/// embeddings of StepOptions::typical_embeddings (or the pool's inputs) while labels are few (fewer than kAutoTypicalPerClass per class: the model's
 /// uncertainty means little yet), then badge (uncertainty with diversity).
 inline constexpr std::int64_t kAutoTypicalPerClass = 10;
 Strategy auto_strategy(std::int64_t labeled, int num_classes);
@@ -80,6 +80,10 @@ struct StepOptions {
   int threads = 0;
   /// balanced:NAME: the target class distribution (parse_balance_target); empty: uniform.
   std::vector<double> balance_target;
+  /// auto: the embeddings [pool, D] its typicality runs over (the cold start's, e.g. from
+  /// quarry pretrain), and their name for errors; no data: the pool's inputs.
+  ArrayView typical_embeddings;
+  std::string typical_embeddings_name;
 };
 
 struct StepTimes {

@@ -50,16 +50,42 @@ struct Encoder : torch::nn::Module {
     p1 = register_module("p1", torch::nn::Linear(kDim, kDim));
     p2 = register_module("p2", torch::nn::Linear(kDim, kProjection));
   }
-  // Normalised images [B, C, H, W] -> embeddings [B, 128]. The last map keeps its layout
-  // (flattened, not averaged): where a stroke is tells digits and shapes apart.
+  // Normalised images [B, C, H, W] -> embeddings [B, 128], before the ReLU that feeds the
+  // projection head (so no image's row is all zero). The last map keeps its layout (flattened,
+  // not averaged): where a stroke is tells digits and shapes apart.
   torch::Tensor encode(torch::Tensor x) {
-    if (x.size(2) != side_h || x.size(3) != side_w) x = torch::adaptive_avg_pool2d(x, {side_h, side_w});
+    x = shrink(x);
     x = torch::max_pool2d(b1->forward(x), 2);
     x = torch::max_pool2d(b2->forward(x), 2);
     x = torch::adaptive_avg_pool2d(b3->forward(x), {kGrid, kGrid});
-    return torch::relu(fc(x.flatten(1)));
+    return fc(x.flatten(1));
   }
-  torch::Tensor project(const torch::Tensor& h) { return p2(torch::relu(p1(h))); }
+  // Images above kMaxSide pooled down to the encoder's input size (before augmenting too: the
+  // views of a large scan then cost what those of a small image cost).
+  torch::Tensor shrink(const torch::Tensor& x) const {
+    return x.size(2) != side_h || x.size(3) != side_w ? torch::adaptive_avg_pool2d(x, {side_h, side_w}) : x;
+  }
+  // Batch-norm statistics of the clean pool: reset, then averaged over every batch of `pool`
+  // (equal weights), so the embeddings are normalised by what they are computed on, and a
+  // pool of a few batches does not keep the statistics half at their initial values.
+  void recompute_norms(const torch::Tensor& pool, const torch::Tensor& mean, const torch::Tensor& stdev,
+                       const torch::Device& device, std::int64_t batch) {
+    torch::NoGradGuard guard;
+    for (auto* b : {b1.get(), b2.get(), b3.get()}) {
+      b->norm->reset_running_stats();
+      b->norm->options.momentum(c10::nullopt);
+    }
+    train();
+    const std::int64_t n = pool.size(0);
+    for (std::int64_t s = 0; s < n; s += batch) {
+      // The last batch joins its predecessor rather than counting as one of its own.
+      const std::int64_t e = n - (s + batch) < batch ? n : s + batch;
+      encode((pool.slice(0, s, e).to(device) - mean) / stdev);
+      if (e == n) break;
+    }
+    eval();
+  }
+  torch::Tensor project(const torch::Tensor& h) { return p2(torch::relu(p1(torch::relu(h)))); }
 };
 
 // Uniform draws in [lo, hi), [n] (from LibTorch's generator, seeded).
@@ -118,10 +144,10 @@ Array pretrain_embeddings(const float* x, std::int64_t n, const std::vector<std:
   QUARRY_EXPECTS(sample_shape[1] >= 8 && sample_shape[2] >= 8, "pretraining takes images of at least 8x8 pixels, not ",
                  sample_shape[1], "x", sample_shape[2]);
   QUARRY_EXPECTS(n >= 2, "pretraining needs at least 2 images, the pool has ", n);
-  QUARRY_EXPECTS(options.epochs >= 1 && options.batch_size >= 2 && options.learning_rate > 0 &&
-                     options.temperature > 0,
-                 "pretraining options: epochs must be >= 1, the batch size >= 2, the learning rate and the "
-                 "temperature > 0");
+  QUARRY_USAGE_EXPECTS(options.epochs >= 1 && options.batch_size >= 2 && options.learning_rate > 0 &&
+                           options.learning_rate <= 1 && options.temperature >= 0.01 && options.temperature <= 10,
+                       "pretraining options: epochs must be >= 1, the batch size >= 2, the learning rate in (0, 1] "
+                       "and the temperature in [0.01, 10]");
   const std::int64_t C = sample_shape[0], H = sample_shape[1], W = sample_shape[2];
   Array out = Array::allocate(DType::f32, {n, kDim}, "pretrained embeddings");
   PretrainReport rep;
@@ -132,8 +158,12 @@ Array pretrain_embeddings(const float* x, std::int64_t n, const std::vector<std:
     torch::manual_seed(options.seed);
     if (device.is_cuda()) torch::cuda::manual_seed_all(options.seed);
     auto pool = torch::from_blob(const_cast<float*>(x), {n, C, H, W}, torch::kFloat32);
-    // Normalisation by the pool's per-channel mean and standard deviation.
-    const auto mean = pool.mean({0, 2, 3}, true), stdev = pool.std({0, 2, 3}, true, true).clamp_min(1e-6);
+    // Normalisation by the pool's per-channel mean and standard deviation; a channel without
+    // spread (constant, or nearly) keeps its scale, where dividing would blow augmentation
+    // noise up into the loss.
+    const auto mean = pool.mean({0, 2, 3}, true);
+    auto stdev = pool.std({0, 2, 3}, true, true);
+    stdev = torch::where(stdev < 1e-3, torch::ones_like(stdev), stdev);
     const auto dmean = mean.to(device), dstd = stdev.to(device);
 
     auto net = std::make_shared<Encoder>(C, H, W);
@@ -154,7 +184,7 @@ Array pretrain_embeddings(const float* x, std::int64_t n, const std::vector<std:
       std::int64_t steps = 0;
       for (std::int64_t b = 0; b + B <= n; b += B) {
         auto idx = torch::from_blob(order.data() + b, {B}, torch::kInt64);
-        const auto batch = pool.index_select(0, idx).to(device);
+        const auto batch = net->shrink(pool.index_select(0, idx).to(device));
         const auto views = (torch::cat({augment(batch), augment(batch)}) - dmean) / dstd;
         opt.zero_grad();
         const auto loss = contrastive_loss(net->project(net->encode(views)), options.temperature);
@@ -170,16 +200,23 @@ Array pretrain_embeddings(const float* x, std::int64_t n, const std::vector<std:
       if (progress) progress({"epoch", epoch, options.epochs});
     }
 
-    // The embeddings: the encoder in eval mode (batch-norm's running statistics), unit rows.
-    torch::NoGradGuard guard;
-    net->eval();
-    float* dst = static_cast<float*>(out.mutable_data());
+    // The embeddings: the encoder in eval mode (batch-norm statistics of the clean pool), unit rows.
     constexpr std::int64_t kInferBatch = 1024;
+    net->recompute_norms(pool, dmean, dstd, device, kInferBatch);
+    torch::NoGradGuard guard;
+    float* dst = static_cast<float*>(out.mutable_data());
     for (std::int64_t b = 0; b < n; b += kInferBatch) {
       const std::int64_t e = std::min(n, b + kInferBatch);
       const auto batch = (pool.slice(0, b, e).to(device) - dmean) / dstd;
-      auto h = torch::nn::functional::normalize(net->encode(batch),
-                                                torch::nn::functional::NormalizeFuncOptions().dim(1))
+      const auto raw = net->encode(batch);
+      // A dead or diverged encoder gives rows of zeros or non-finite values, which no typicality
+      // can use: an error rather than a file of them.
+      const auto norms = raw.norm(2, 1);
+      QUARRY_EXPECTS(torch::isfinite(raw).all().item<bool>() && (norms > 1e-12).all().item<bool>(),
+                     "pretraining failed: the encoder gives ",
+                     torch::isfinite(raw).all().item<bool>() ? "all-zero embeddings" : "non-finite embeddings",
+                     " for some images (it diverged or its units died: try a lower learning rate)");
+      auto h = torch::nn::functional::normalize(raw, torch::nn::functional::NormalizeFuncOptions().dim(1))
                    .to(torch::kCPU)
                    .contiguous();
       std::memcpy(dst + b * kDim, h.data_ptr<float>(), sizeof(float) * static_cast<std::size_t>((e - b) * kDim));
