@@ -13,7 +13,7 @@ time and losses go into the results (the embeddings file itself is deleted after
 
 Writes bench/results/cold-start-<UTC time>-<commit>.json and keeps each run's report folder
 beside it. Usage: bench/cold_start.py [--repeats 5] [--build build] [--pretrain | --seed-embeddings E.npy]
-    [--arms random,typiclust,probcover,typiclust+auto]
+    [--arms random,typiclust,probcover,typiclust+auto] [--resume bench/results/cold-start-...]
 """
 import argparse
 import json
@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--pretrain", action="store_true", help="embeddings from quarry pretrain on the pool")
     ap.add_argument("--pretrain-epochs", type=int, default=10)
     ap.add_argument("--arms", default="random,typiclust,probcover,typiclust+auto")
+    ap.add_argument("--resume", default="", help="an interrupted run's folder: its finished arms are kept")
     a = ap.parse_args()
     data = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
     if not os.path.isdir(data):
@@ -48,8 +49,10 @@ def main():
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=True).stdout.strip()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = os.path.join(ROOT, "bench", "results", f"cold-start-{stamp}-{commit}")
-    os.makedirs(out)
+    out = a.resume.rstrip("/") or os.path.join(ROOT, "bench", "results", f"cold-start-{stamp}-{commit}")
+    os.makedirs(out, exist_ok=bool(a.resume))
+    if a.resume and os.path.exists(os.path.join(out, "pretrained.npy")):
+        a.pretrain, a.seed_embeddings = False, os.path.join(out, "pretrained.npy")
     pool = ["--dataset", f"idx:{data}", "--pool-limit", "20000"]
     pretrain = None
     if a.pretrain:
@@ -61,7 +64,12 @@ def main():
                             "--epochs", str(a.pretrain_epochs), "--out", a.seed_embeddings],
                            check=True, capture_output=True, text=True)
         pretrain = {"seconds": time.time() - t, "epochs": a.pretrain_epochs, "output": p.stdout.strip()}
+        with open(os.path.join(out, "pretrain.json"), "w") as f:  # kept for --resume
+            json.dump(pretrain, f, indent=1)
         print(f"pretrain: {pretrain['seconds']:.0f} s", file=sys.stderr)
+    elif a.resume and os.path.exists(os.path.join(out, "pretrain.json")):
+        with open(os.path.join(out, "pretrain.json")) as f:
+            pretrain = json.load(f)
     curves = {}
     arms = a.arms.split(",")
     if "random" not in arms:
@@ -75,9 +83,13 @@ def main():
                "--repeats", str(a.repeats), "--threads", str(a.threads), "--seed-strategy", seed, "--out", run]
         if a.seed_embeddings and (seed != "random" or after == "auto"):
             cmd += ["--seed-embeddings", a.seed_embeddings]
-        t = time.time()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        print(f"{arm}: {time.time() - t:.0f} s", file=sys.stderr)
+        rounds = os.path.join(run, "rounds.jsonl")
+        if a.resume and os.path.exists(rounds) and sum(1 for _ in open(rounds)) == a.repeats * 11:
+            print(f"{arm}: kept from {run}", file=sys.stderr)
+        else:
+            t = time.time()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            print(f"{arm}: {time.time() - t:.0f} s", file=sys.stderr)
         strategy = arm
         acc = {}
         with open(os.path.join(run, "rounds.jsonl")) as f:
@@ -90,7 +102,8 @@ def main():
               "protocol": "20 + 10 x 20 labels; an arm SEED samples at random after the initial set, "
                           "SEED+STRATEGY with STRATEGY",
               "repeats": a.repeats, "commit": commit,
-              "embeddings": ("quarry pretrain on the pool (no labels)" if pretrain else a.seed_embeddings)
+              "embeddings": ("quarry pretrain on the pool (no labels)"
+                             if pretrain or a.seed_embeddings.endswith("pretrained.npy") else a.seed_embeddings)
               or "the pool's pixels", "pretrain": pretrain,
               "machine": f"{os.cpu_count()} CPUs", "strategies": {}}
     for strategy, acc in curves.items():
@@ -105,8 +118,8 @@ def main():
                 entry["difference_from_random"][str(labels)] = {"mean": sum(diff) / len(diff), "per_repeat": diff,
                                                                 "ci95": bootstrap_mean(diff)}
         result["strategies"][strategy] = entry
-    if pretrain:  # 10 MB of derived data: the run's record is its losses and time, not the file
-        os.remove(a.seed_embeddings)
+    if a.seed_embeddings == os.path.join(out, "pretrained.npy"):  # 10 MB of derived data: the run's
+        os.remove(a.seed_embeddings)                                # record is its losses and time
     path = out + ".json"
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
