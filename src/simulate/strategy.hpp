@@ -54,9 +54,10 @@ std::vector<double> parse_balance_target(const std::string& text, int num_classe
 std::vector<std::int64_t> balanced_quotas(std::int64_t k, const std::vector<std::int64_t>& available,
                                           const std::vector<double>& target = {});
 
-/// What `auto` runs with `labeled` labels and `num_classes` classes: typiclust over the
-/// embeddings of StepOptions::typical_embeddings (or the pool's inputs) while labels are few (fewer than kAutoTypicalPerClass per class: the model's
-/// uncertainty means little yet), then badge (uncertainty with diversity).
+/// What `auto` runs with `labeled` labels and `num_classes` classes: typiclust over
+/// StepOptions::typical_embeddings (or the pool's inputs) while labels are few (fewer than
+/// kAutoTypicalPerClass per class: the model's uncertainty means little yet), then badge
+/// (uncertainty with diversity).
 inline constexpr std::int64_t kAutoTypicalPerClass = 10;
 Strategy auto_strategy(std::int64_t labeled, int num_classes);
 
