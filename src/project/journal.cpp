@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -21,12 +22,21 @@
 #include "project/journal.hpp"
 
 namespace quarry {
+
+std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t bytes) {
+  const auto* p = static_cast<const Bytef*>(data);
+  do {
+    const std::size_t part = std::min<std::size_t>(bytes, std::size_t{1} << 30);
+    crc = static_cast<std::uint32_t>(::crc32(crc, p, static_cast<uInt>(part)));
+    p += part;
+    bytes -= part;
+  } while (bytes > 0);
+  return crc;
+}
+
 namespace {
 
-std::uint32_t crc_of(std::string_view text) {
-  return static_cast<std::uint32_t>(
-      ::crc32(0L, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
-}
+std::uint32_t crc_of(std::string_view text) { return crc32_update(0, text.data(), text.size()); }
 
 // Parses one line (without its '\n'); returns an empty string when good, else why not.
 // `crc_ok` tells whether the checksum matched (a crash cannot make a matching bad record).
@@ -137,8 +147,7 @@ LabelJournal LabelJournal::read(const std::string& path, std::string* torn) {
       break;
     }
     journal.records_.push_back(std::move(r));
-    journal.crc_ = static_cast<std::uint32_t>(
-        ::crc32(journal.crc_, reinterpret_cast<const Bytef*>(data.data() + pos), static_cast<uInt>(nl + 1 - pos)));
+    journal.crc_ = crc32_update(journal.crc_, data.data() + pos, nl + 1 - pos);
     pos = nl + 1;
     journal.valid_bytes_ = pos;
     journal.marks_.push_back({static_cast<std::int64_t>(journal.records_.size()), journal.valid_bytes_, journal.crc_});
@@ -215,7 +224,7 @@ void LabelJournal::append(const std::string& path, JournalRecord record) {
                 " (the labels were written; run the import again to be sure)");
   valid_bytes_ += line.size();
   file_bytes_ = valid_bytes_;
-  crc_ = static_cast<std::uint32_t>(::crc32(crc_, reinterpret_cast<const Bytef*>(line.data()), static_cast<uInt>(line.size())));
+  crc_ = crc32_update(crc_, line.data(), line.size());
   records_.push_back(std::move(record));
   marks_.push_back({static_cast<std::int64_t>(records_.size()), valid_bytes_, crc_});
   exists_ = true;

@@ -2,6 +2,7 @@
 // import, each a line "<CRC-32 of the JSON text, 8 hex digits> <JSON text>\n", fsync'd on append.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -12,6 +13,11 @@
 #include "quarry/project.hpp"
 
 namespace quarry {
+
+/// zlib's CRC-32 of `bytes` bytes, continuing `crc` (0 to start): any size (zlib takes at most
+/// 4 GiB a call). The project's checksums (journal records, the label manifest, the pool's
+/// fingerprint, the cold start's embeddings) all use it.
+std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t bytes);
 
 /// One import: the labels it set (pool index -> class id), in file order.
 struct JournalRecord {

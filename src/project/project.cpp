@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <zlib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -217,8 +216,7 @@ json pool_fingerprint(const Dataset& data) {
   for (std::int64_t k = 0; k < samples; ++k) {
     const std::int64_t r = samples > 1 ? k * (rows - 1) / (samples - 1) : 0;
     const float* x = data.train.x.data() + r * numel;
-    crc = static_cast<std::uint32_t>(::crc32(crc, reinterpret_cast<const Bytef*>(x),
-                                             static_cast<uInt>(static_cast<std::size_t>(numel) * sizeof(float))));
+    crc = crc32_update(crc, x, static_cast<std::size_t>(numel) * sizeof(float));
   }
   json files = json::array();
   for (const std::string& f : dataset_files(data.spec)) {

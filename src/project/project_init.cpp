@@ -12,8 +12,8 @@
 #include <set>
 
 #include <fmt/format.h>
-#include <zlib.h>
 
+#include "project/journal.hpp"
 #include "project/project_internal.hpp"
 #include "quarry/dataset.hpp"
 #include "quarry/error.hpp"
@@ -80,16 +80,7 @@ std::vector<std::optional<ManifestItem>> parse_manifest(const std::vector<csv::R
 }
 
 std::string embeddings_crc32(const Array& e) {
-  std::uint32_t crc = 0;
-  const auto* p = static_cast<const unsigned char*>(e.data());
-  std::size_t left = e.nbytes();
-  while (left > 0) {  // zlib takes at most 4 GiB a call
-    const std::size_t part = std::min<std::size_t>(left, std::size_t{1} << 30);
-    crc = static_cast<std::uint32_t>(::crc32(crc, reinterpret_cast<const Bytef*>(p), static_cast<uInt>(part)));
-    p += part;
-    left -= part;
-  }
-  return fmt::format("{:08x}", crc);
+  return fmt::format("{:08x}", crc32_update(0, e.data(), e.nbytes()));
 }
 
 Array read_seed_embeddings(const std::string& path, std::int64_t pool, const std::string& crc32) {
