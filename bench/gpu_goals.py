@@ -128,7 +128,7 @@ def main():
         goals.append({"goal": name, "status": status, "detail": detail, **fig})
 
     # Correctness.
-    for t in ("test_cuda", "test_diversity_cuda", "test_stream"):
+    for t in ("test_cuda", "test_diversity_cuda", "test_stream", "test_batchbald"):
         r = gtest_result(os.path.join(d, t + ".json"))
         goal(f"parity: {t}", r.pop("status"), r.pop("detail"), **r)
     for p in sorted(glob.glob(os.path.join(d, "memcheck*.log")) + glob.glob(os.path.join(d, "racecheck*.log"))):

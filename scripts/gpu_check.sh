@@ -2,7 +2,7 @@
 # The whole GPU check in one call of the `device` tool, within a deadline (default 450 s):
 #   1. the machine: nvidia-smi, driver, toolkit, PyTorch (environment.txt);
 #   2. correctness, in parallel: the CUDA parity tests (test_cuda with the dense ones, test_diversity_cuda,
-#      test_stream) and compute-sanitizer (memcheck on test_cuda's quick case list and on the
+#      test_stream, test_batchbald) and compute-sanitizer (memcheck on test_cuda's quick case list and on the
 #      CUDA streaming tests; racecheck on the top-k / power and the diversity kernels);
 #   3. the benchmarks, one at a time on an idle GPU: bench_cuda (every fused score, top-k, power,
 #      dense mean / max / topq:0.01 over 64 x 2 x 128^3 float16, the copy bandwidth), bench_stream_cuda (streaming from pinned memory), bench_diversity_cuda
@@ -80,7 +80,7 @@ if [ -z "$bin" ] || ! "$bin/tests/test_cuda" --gtest_list_tests >"$logs/load.log
   say "the staged programs do not load here ($(head -c 300 "$logs/load.log" 2>/dev/null)); building them here"
   [ -n "$bin" ] && ldd "$bin/tests/test_cuda" >>"$logs/load.log" 2>&1
   bin="$root/build-gpu-there"
-  BUILD_DIR="$bin" OUT="$logs/build" "$root/scripts/gpu_build_there.sh" test_cuda test_diversity_cuda test_stream \
+  BUILD_DIR="$bin" OUT="$logs/build" "$root/scripts/gpu_build_there.sh" test_cuda test_diversity_cuda test_stream test_batchbald \
     bench_cuda bench_stream_cuda bench_diversity_cuda quarry_cli || { say "the build failed too"; }
   export LD_LIBRARY_PATH="$root/carry/deps/prefix/lib:$bin:$LD_LIBRARY_PATH"
 fi
@@ -120,7 +120,7 @@ run_limited() {  # seconds log command... (stopped at its limit, then killed 5 s
 pids=()
 if want parity; then
   say "parity tests (${corr}s at most), in parallel with each other and the sanitizers"
-  for t in test_cuda test_diversity_cuda test_stream; do
+  for t in test_cuda test_diversity_cuda test_stream test_batchbald; do
     ( run_limited "$corr" "$logs/$t.log" "$bin/tests/$t" --gtest_output="json:$logs/$t.json"
       echo "$t: rc $? at $((SECONDS - start))s" >>"$logs/parity-rc.txt" ) &
     pids+=($!)
@@ -145,6 +145,8 @@ if want sanitizers; then
   sanitize racecheck scores test_cuda "CudaScores.HandWrittenHardRows:CudaScores.PoolSizesNotAMultipleOfTheBlock" & pids+=($!)
   sanitize racecheck topk test_cuda "CudaTopk.*:CudaPower.*" & pids+=($!)
   sanitize racecheck diversity test_diversity_cuda "DiversityCuda.ProgressIsReported:DiversityCuda.KMeans*" & pids+=($!)
+  sanitize memcheck batchbald test_batchbald "BatchBald.CudaGainsMatchTheCpu" & pids+=($!)
+  sanitize racecheck batchbald test_batchbald "BatchBald.CudaGainsMatchTheCpu" & pids+=($!)
 fi
 for p in "${pids[@]}"; do wait "$p"; done
 for f in "$logs"/test_*.log "$logs"/memcheck-*.log "$logs"/racecheck-*.log; do

@@ -6,7 +6,7 @@
 #   scripts/gpu_prepare.sh            build build-gpu/ (sm_90, Release), stage carry/gpu/
 #   then, on the GPU machine:         scripts/gpu_check.sh      (docs/gpu.md says how)
 #
-# What is built: test_cuda, test_diversity_cuda, test_stream (the CUDA parity tests), bench_cuda,
+# What is built: test_cuda, test_diversity_cuda, test_stream, test_batchbald (the CUDA parity tests), bench_cuda,
 # bench_stream_cuda, bench_diversity_cuda and the quarry and quarry-loop commands (the tests run them), without
 # LibTorch, MPI or NPZ, for CMAKE_CUDA_ARCHITECTURES=90 (H100/H200; CUDA_ARCHS to change), with
 # QUARRY_NATIVE=OFF (the GPU machine's processor is another) and the reference BLAS (450 KB).
@@ -22,7 +22,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build-gpu}"
 jobs="${JOBS:-$(nproc)}"
 stage="$root/carry/gpu"
-targets=(test_cuda test_diversity_cuda test_stream bench_cuda bench_stream_cuda bench_diversity_cuda quarry_cli)
+targets=(test_cuda test_diversity_cuda test_stream test_batchbald bench_cuda bench_stream_cuda bench_diversity_cuda quarry_cli)
 
 mkdir -p "$build"
 nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
@@ -48,7 +48,7 @@ rm -rf "$stage"
 mkdir -p "$stage/build-gpu/tests/tmp" "$stage/build-gpu/bench" "$stage/lib"
 cp -a "$build"/libquarry_engine.so* "$build"/libquarry_loop.so* "$stage/build-gpu/"
 cp "$build/quarry" "$build/quarry-loop" "$stage/build-gpu/"
-for t in test_cuda test_diversity_cuda test_stream; do cp "$build/tests/$t" "$stage/build-gpu/tests/"; done
+for t in test_cuda test_diversity_cuda test_stream test_batchbald; do cp "$build/tests/$t" "$stage/build-gpu/tests/"; done
 for b in bench_cuda bench_stream_cuda bench_diversity_cuda; do cp "$build/bench/$b" "$stage/build-gpu/bench/"; done
 [ -f "$build/ptxas.log" ] && cp "$build/ptxas.log" "$stage/"
 echo "$build" >"$stage/BUILD_DIR"

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "quarry/array.hpp"
+#include "quarry/device.hpp"
 #include "quarry/select.hpp"
 
 namespace quarry {
@@ -21,6 +22,9 @@ struct BatchBaldOptions {
   bool logits = false;
   /// Allowed |sum - 1| of a row's probabilities; negative: 1e-3 (1e-2 for float16/bfloat16).
   double sum_tolerance = -1.0;
+  /// Where the candidates' gains are computed: auto (CUDA where this build and machine have
+  /// it), cpu, cuda[:N]. The greedy loop itself runs on the host either way.
+  DeviceSpec device{};
 };
 
 /// Chooses k samples of a committee's outputs `committee` [M, N, C] (ensemble members or

@@ -34,7 +34,7 @@ __all__ = [
     "select_diverse", "kmeans", "stream_select", "load", "acquisitions", "diversity_strategies",
     "set_threads", "build_info", "Project", "Query", "modal",
     "score_dense", "select_slices", "score_dense_files", "patch_origin", "score_boxes", "score_multilabel",
-    "select_batchbald", "SliceSelection", "DenseScores",
+    "select_batchbald", "SliceSelection", "DenseScores", "pretrain",
 ]
 
 
@@ -464,14 +464,43 @@ def score_dense(x, acquisition: str = "entropy", reduce: str = "mean", *, logits
 
 
 def select_batchbald(x, k: int, *, exclude=None, samples: int = 512, seed: int = 0, logits: bool = False,
-                     tolerance: Optional[float] = None) -> Selection:
+                     tolerance: Optional[float] = None, device: str = "auto") -> Selection:
     """BatchBALD (as ``quarry select --strategy batchbald``): k samples of a committee's outputs
     x [M, N, C] chosen greedily by the gain of the batch's mutual information with the model
-    (docs/acquisition.md). Returns a Selection (index, score = each pick's gain), in pick order."""
+    (docs/acquisition.md). Returns a Selection (index, score = each pick's gain), in pick order.
+    ``device``: where the candidates' gains are computed (auto, cpu, cuda[:N]); x is read from
+    host memory."""
     src, torch, _ = _arg(x, "x")
     result = _core.select_batchbald(src, _int(k, "k"), _exclude(exclude), _int(samples, "samples", 1, 2**24),
-                                    _int(seed, "seed", 0, 2**64 - 1), _flag(logits, "logits"), _tolerance(tolerance))
+                                    _int(seed, "seed", 0, 2**64 - 1), _flag(logits, "logits"), _tolerance(tolerance),
+                                    str(device))
     return _selection(result, torch, x)
+
+
+def pretrain(images, *, epochs: int = 10, batch_size: int = 256, lr: float = 1e-3, temperature: float = 0.2,
+             seed: int = 0, device: str = "auto", threads: int = 0):
+    """Self-supervised embeddings of an unlabeled image pool (as ``quarry pretrain``): a small
+    convolutional encoder trained by contrastive learning (SimCLR-style) on the images alone,
+    for the cold start (``Project.init(seed_strategy="typiclust", seed_embeddings=...)``, or
+    typiclust over your own code). ``images``: [N, H, W] or [N, C, H, W], uint8 (scaled by
+    1/255) or float pixels (ideally in [0, 1]), at least 8x8, N >= 2. Returns unit rows
+    [N, 128] float32 in pool order (a torch tensor for a torch input). Loads LibTorch on first
+    use; minutes on a CPU for tens of thousands of images (docs/loop.md)."""
+    torch = _torch_module(images)
+    arr = images.detach().cpu().numpy() if torch is not None else _np.asarray(images)
+    if arr.dtype == _np.uint8:
+        arr = arr.astype(_np.float32) / 255.0
+    elif arr.dtype.kind == "f":
+        arr = _np.ascontiguousarray(arr, dtype=_np.float32)
+    else:
+        raise UsageError(f"images: expected uint8 or float pixels, got dtype {arr.dtype}")
+    if arr.ndim not in (3, 4):
+        raise UsageError(f"images: expected [N, H, W] or [N, C, H, W], got shape {tuple(arr.shape)}")
+    from . import _loop  # LibTorch: loaded here, not by `import quarry`
+    out = _loop.pretrain(arr, _int(epochs, "epochs", 1, 1 << 20), _int(batch_size, "batch_size", 2, 1 << 20),
+                         _float(lr, "lr"), _float(temperature, "temperature"), _int(seed, "seed", 0, 2**64 - 1),
+                         str(device), _int(threads, "threads", 0, 4096))
+    return _like(out, torch, None)
 
 
 def score_boxes(offsets, probs, acquisition: str = "entropy", reduce: str = "mean", *, objectness=None,

@@ -537,7 +537,8 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("select_batchbald", [contiguous](py::handle x, std::int64_t k, py::handle exclude, std::int64_t samples,
-                                         std::uint64_t seed, bool logits, double tolerance) {
+                                         std::uint64_t seed, bool logits, double tolerance,
+                                         const std::string& device) {
     Input in = as_input(x, "x");
     Array copy;
     const ArrayView& v = contiguous(in, copy, "x");
@@ -545,6 +546,7 @@ PYBIND11_MODULE(_core, m) {
     const std::vector<std::int64_t> ex = index_list(exclude, "exclude");
     BatchBaldOptions o;
     o.samples = samples, o.seed = seed, o.logits = logits, o.sum_tolerance = tolerance;
+    o.device = parse_device(device);
     Selection sel;
     {
       py::gil_scoped_release free;

@@ -1,13 +1,17 @@
 // quarry._loop: the labeling project for Python (quarry.Project). A module of its own because it
 // links quarry::loop (LibTorch): `import quarry` loads only the engine, and LibTorch loads the
 // first time a Project is used.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <string>
 
+#include "quarry/device.hpp"
 #include "quarry/error.hpp"
 #include "quarry/project.hpp"
+#include "quarry/train.hpp"
 
 namespace py = pybind11;
 using namespace quarry;
@@ -61,6 +65,32 @@ PYBIND11_MODULE(_loop, m) {
     c.threads = threads;
     py::gil_scoped_release free;
     Project::init(dir, c, manifest);
+  });
+
+  // Images [N, H, W] or [N, C, H, W] float32 (converted by the caller) -> embeddings [N, 128].
+  m.def("pretrain", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int epochs, int batch_size,
+                       double lr, double temperature, std::uint64_t seed, const std::string& device, int threads) {
+    QUARRY_USAGE_EXPECTS(x.ndim() == 3 || x.ndim() == 4,
+                         "pretrain: expected images [N, H, W] or [N, C, H, W], got an array of rank ", x.ndim());
+    std::vector<std::int64_t> shape;
+    if (x.ndim() == 3) shape = {1, x.shape(1), x.shape(2)};
+    else shape = {x.shape(1), x.shape(2), x.shape(3)};
+    PretrainOptions o;
+    o.epochs = epochs;
+    o.batch_size = batch_size;
+    o.learning_rate = lr;
+    o.temperature = temperature;
+    o.seed = seed;
+    o.device = parse_device(device);
+    o.threads = threads;
+    Array e;
+    {
+      py::gil_scoped_release free;
+      e = pretrain_embeddings(x.data(), x.shape(0), shape, o);
+    }
+    py::array_t<float> out({e.shape()[0], e.shape()[1]});
+    std::memcpy(out.mutable_data(), e.data(), static_cast<std::size_t>(e.shape()[0] * e.shape()[1]) * sizeof(float));
+    return out;
   });
 
   m.def("config", [](const std::string& dir) {

@@ -79,3 +79,12 @@ def test_batchbald_first_pick_is_bald_and_the_batch_is_not_balds_top_k(rng):
     assert 0 not in quarry.select_batchbald(p, 5, exclude=[0]).index.tolist()
     with pytest.raises(quarry.UsageError):
         quarry.select_batchbald(p, 500)
+    # The gains' device: the CPU by name gives auto's batch here; CUDA where there is none is
+    # an Error that says so (where there is one, tests/test_batchbald.cpp checks the parity).
+    assert quarry.select_batchbald(p, 5, seed=1, device="cpu").index.tolist() == sel.index.tolist()
+    info = quarry.build_info()
+    if " 0 device(s) visible" in info or "cuda: not built" in info:
+        with pytest.raises(quarry.Error, match="--device cuda"):
+            quarry.select_batchbald(p, 5, device="cuda")
+    with pytest.raises(quarry.UsageError, match="device"):
+        quarry.select_batchbald(p, 5, device="tpu")

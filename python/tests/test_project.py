@@ -138,3 +138,51 @@ def test_cold_start_over_given_embeddings(tmp_path):
     # An array is not a path: a clear error, not NumPy's ambiguous truth value.
     with pytest.raises(TypeError):
         quarry.Project.init(tmp_path / "a", "synthetic:100", seed_strategy="typiclust", seed_embeddings=e)
+
+
+def _bars(n, size=12, seed=0):
+    """n images [n, size, size] uint8: horizontal bars (even i) and vertical bars (odd i)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        at = rng.integers(2, size - 2)
+        if i % 2:
+            x[i, :, at - 1:at + 1] = 255
+        else:
+            x[i, at - 1:at + 1, :] = 255
+    return x
+
+
+def test_pretrain_embeddings(tmp_path):
+    x = _bars(48)
+    e = quarry.pretrain(x, epochs=2, batch_size=16, seed=3, device="cpu", threads=1)
+    assert e.shape == (48, 128) and e.dtype == np.float32
+    assert np.all(np.isfinite(e)) and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
+    # uint8 is scaled by 1/255: the same pixels as floats give the same embeddings, as does the
+    # channel axis given explicitly; the same seed repeats, another differs.
+    same = quarry.pretrain(x[:, None].astype(np.float32) / 255, epochs=2, batch_size=16, seed=3, device="cpu",
+                           threads=1)
+    np.testing.assert_allclose(same, e, atol=1e-5)
+    other = quarry.pretrain(x, epochs=2, batch_size=16, seed=4, device="cpu", threads=1)
+    assert not np.allclose(other, e, atol=1e-3)
+    # The embeddings serve a project's cold start over the same images.
+    np.save(tmp_path / "e.npy", e)
+    np.save(tmp_path / "bars.npy", x)
+    p = quarry.Project.init(tmp_path / "p", f"pool:{tmp_path / 'bars.npy'}", classes=["h", "v"], strategy="entropy",
+                            seed_strategy="typiclust", seed_embeddings=tmp_path / "e.npy", device="cpu")
+    batch = p.next(k=4)
+    assert batch["strategy"] == "typiclust (cold start)" and len(set(batch["index"])) == 4
+    bad = x.astype(np.float32)
+    bad[5, 3, 4] = np.nan
+    with pytest.raises(quarry.Error, match=r"image 5, value 40 .*finite"):
+        quarry.pretrain(bad, epochs=1, device="cpu")
+    with pytest.raises(quarry.UsageError, match=r"\[N, H, W\] or \[N, C, H, W\]"):
+        quarry.pretrain(x[0], epochs=1)
+    with pytest.raises(quarry.UsageError, match="uint8 or float"):
+        quarry.pretrain(x.astype(np.int64), epochs=1)
+    with pytest.raises(quarry.UsageError, match="learning rate in"):
+        quarry.pretrain(x, lr=5.0, epochs=1, device="cpu")
+    with pytest.raises(quarry.UsageError, match="epochs must be between"):
+        quarry.pretrain(x, epochs=0)
+    with pytest.raises(quarry.Error, match="at least 8x8"):
+        quarry.pretrain(np.zeros((4, 6, 6), np.float32), epochs=1, device="cpu")

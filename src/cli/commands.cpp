@@ -339,6 +339,7 @@ void add_select(CLI::App& app) {
       o.seed = a->seed;
       o.logits = a->score.logits;
       o.sum_tolerance = a->score.tolerance;
+      o.device = parse_device(a->score.device);
       const Selection sel = select_batchbald(in.view(), a->k, excl, o);
       check_mapped_inputs();
       if (a->verbose)

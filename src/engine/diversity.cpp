@@ -235,6 +235,15 @@ Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, c
   int device_index = 0;
   const bool cuda = on_cuda(o.device, &device_index);  // refuses CUDA where there is none, up front
 
+  // The k-means of the cold-start strategies runs on their device: cuda::kmeans returns
+  // cpu::kmeans's labels exactly, so the picks do not depend on where it ran.
+  const auto cluster = [&](const FloatRows& rows, std::int64_t clusters) {
+#if QUARRY_BUILD_CUDA
+    if (cuda) return cuda::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress, device_index);
+#endif
+    return cpu::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress);
+  };
+
   if (diversity_needs_outputs(strategy)) {
     QUARRY_EXPECTS(outputs != nullptr, name, " needs the model outputs [N, C] (probabilities or logits) ",
                    "besides the embeddings");
@@ -295,7 +304,7 @@ Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, c
       const FloatRows rows = float_rows(emb, o.embeddings_name);
       const std::int64_t clusters =
           o.clusters > 0 ? o.clusters : std::min<std::int64_t>(n, excluded + o.k);
-      const KMeansOut km = cpu::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress);
+      const KMeansOut km = cluster(rows, clusters);
       return cpu::typiclust(rows, km.labels, clusters, mask, o.k, o.neighbours, o.seed, o.progress);
     }
     case DiversityStrategy::probcover: {
@@ -303,7 +312,7 @@ Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, c
       double radius = o.radius;
       if (radius == 0) {
         const std::int64_t clusters = o.clusters > 0 ? o.clusters : std::min<std::int64_t>(n, 10);
-        const KMeansOut km = cpu::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress);
+        const KMeansOut km = cluster(rows, clusters);
         radius = cpu::probcover_radius(rows, km.labels, clusters, o.purity, o.progress);
         if (n < 2) radius = 0;  // one sample: nothing to cover but itself
         QUARRY_USAGE_EXPECTS(std::isfinite(radius), "probcover: with ", clusters, " k-means cluster", clusters == 1 ? "" : "s",

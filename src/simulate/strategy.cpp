@@ -267,6 +267,7 @@ Selection select_among(const Strategy& s, const Inference& inf, const std::vecto
   } else {
     BatchBaldOptions b;
     b.seed = seed;
+    b.device = o.device;
     sel = select_batchbald(inf.committee.view(), k, exclude, b);
     tm.select += since(t);
   }

@@ -149,6 +149,10 @@ Array pretrain_embeddings(const float* x, std::int64_t n, const std::vector<std:
                        "pretraining options: epochs must be >= 1, the batch size >= 2, the learning rate in (0, 1] "
                        "and the temperature in [0.01, 10]");
   const std::int64_t C = sample_shape[0], H = sample_shape[1], W = sample_shape[2];
+  const std::int64_t per = C * H * W;
+  for (std::int64_t i = 0; i < n * per; ++i)
+    QUARRY_EXPECTS(std::isfinite(x[i]), "pretraining: image ", i / per, ", value ", i % per, " is ", x[i],
+                   ", expected a finite pixel value");
   Array out = Array::allocate(DType::f32, {n, kDim}, "pretrained embeddings");
   PretrainReport rep;
   try {

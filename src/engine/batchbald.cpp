@@ -1,4 +1,4 @@
-// quarry::select_batchbald on the CPU. The committee's rows are read once into float32
+// quarry::select_batchbald. The committee's rows are read once into float32
 // probabilities laid out [N][C][M] (a candidate's values together, the members fastest). The
 // batch's label configurations are kept as a weight a_s each and the members' posterior weights
 // w_s,m (normalised per configuration): exactly, every configuration of the batch's labels with
@@ -9,11 +9,14 @@
 // The gain of a candidate n: sum_s a_s H(q_s), q_s(c) = sum_m w_s,m p_m,n,c (the distribution
 // of y_n given configuration s), minus the members' mean entropy of n. Candidates are scored
 // independently (in parallel); the draws are sequential: the batch does not depend on the
-// thread count.
+// thread count. On CUDA (options.device) the candidates' gains are computed on the device
+// (kernels/batchbald.cu) and the rest stays here: the same arithmetic in another order, so
+// gains agree to float rounding and picks differ only between candidates whose gains do.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -21,7 +24,11 @@
 #include "cpu/elem.hpp"
 #include "quarry/detail/row_math.hpp"
 #include "quarry/batchbald.hpp"
+#include "quarry/device.hpp"
 #include "quarry/error.hpp"
+#if QUARRY_BUILD_CUDA
+#include "kernels/batchbald_cuda.hpp"
+#endif
 
 namespace quarry {
 namespace {
@@ -96,6 +103,7 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
   const auto selectable = static_cast<std::int64_t>(std::count(taken.begin(), taken.end(), 0));
   QUARRY_USAGE_EXPECTS(k >= 0 && k <= selectable, "-k ", k, ": only ", selectable, " samples can be selected (", N,
                        " in the pool", exclude.empty() ? "" : ", excluded ones left out", ")");
+  const DeviceSpec device = resolve_device(o.device);  // refuses CUDA where there is none, up front
   const std::vector<float> p = probabilities(committee, o);
   const auto at = [&](std::int64_t n, std::int64_t c) { return p.data() + (n * C + c) * M; };
 
@@ -107,6 +115,12 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
       for (std::int64_t m = 0; m < M; ++m) h -= xlogx(at(n, c)[m]);
     member_entropy[static_cast<std::size_t>(n)] = h / static_cast<double>(M);
   }
+
+#if QUARRY_BUILD_CUDA
+  std::unique_ptr<cuda::BatchBaldGains> on_device;
+  if (device.kind == DeviceKind::cuda && k > 0)
+    on_device = std::make_unique<cuda::BatchBaldGains>(p, member_entropy, N, C, M, o.samples, device.index);
+#endif
 
   // Configurations: a[s], and w[s * M + m].
   std::vector<double> a = {1.0};
@@ -124,7 +138,10 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
     for (std::int64_t s2 = 0; s2 < S; ++s2)
       for (std::int64_t m = 0; m < M; ++m) wt[static_cast<std::size_t>(m * S + s2)] = w[static_cast<std::size_t>(s2 * M + m)];
     std::vector<float> af(a.begin(), a.end());
-    parallel_chunks(N, 16, N * S * M * C, [&](std::int64_t b, std::int64_t e, int) {
+#if QUARRY_BUILD_CUDA
+    if (on_device) on_device->compute(af, wt, gain);
+#endif
+    if (device.kind != DeviceKind::cuda) parallel_chunks(N, 16, N * S * M * C, [&](std::int64_t b, std::int64_t e, int) {
       std::vector<float> q(static_cast<std::size_t>(S)), hs(static_cast<std::size_t>(S));
       for (std::int64_t n = b; n < e; ++n) {
         if (taken[static_cast<std::size_t>(n)]) continue;
