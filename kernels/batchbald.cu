@@ -2,11 +2,15 @@
 // stride), its threads over the configurations s; each thread forms q_s(c) from the candidate's
 // C x M probabilities (read by every thread of the block: L1 hits after the first) and the
 // member weights of its s (member-major, so a warp's reads are coalesced), sums -q log q over
-// c in float, and weighs it by a_s in double; a block reduction gives the gain.
+// c in float, and weighs it by a_s in double; a block reduction gives the gain. The float part
+// is the CPU's arithmetic in the CPU's order (the same detail::xlogx; this file and
+// src/engine/batchbald.cpp are compiled without contraction), so each configuration's entropy
+// is the CPU's to the bit and a gain differs only by the order of its double sum over s.
 #include <algorithm>
 
 #include "kernels/batchbald_cuda.hpp"
 #include "kernels/context.cuh"
+#include "quarry/detail/fastmath.hpp"
 
 namespace quarry::cuda {
 namespace {
@@ -26,7 +30,7 @@ __global__ void gains_kernel(const float* __restrict__ p, const double* __restri
         const float* pc = pn + c * M;
         float q = 0.0f;
         for (int m = 0; m < M; ++m) q += __ldg(pc + m) * __ldg(wt + m * S + s);
-        h -= q > 0.0f ? q * logf(q) : 0.0f;
+        h -= detail::xlogx(q);
       }
       acc += static_cast<double>(a[s]) * h;
     }

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "quarry/batchbald.hpp"
@@ -144,28 +146,34 @@ TEST(BatchBald, SampledConfigurationsEstimateTheGainsAndDoNotDependOnThreads) {
 // The candidates' gains on CUDA against the CPU: exact configurations for the first picks,
 // sampled ones after (their draws are made on the host from the picks, so equal picks give
 // equal configurations), a pool large enough for many blocks per multiprocessor.
+// QUARRY_CUDA_TEST_QUICK=1 (the compute-sanitizer runs of scripts/gpu_check.sh): a small case.
 TEST(BatchBald, CudaGainsMatchTheCpu) {
   if (quarry::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: the CUDA/CPU BatchBALD parity is not checked";
+  const char* quick_env = std::getenv("QUARRY_CUDA_TEST_QUICK");
+  const bool quick = quick_env && std::string(quick_env) == "1";
+  const std::int64_t n = quick ? 600 : 6000, picks = quick ? 12 : 40;
   for (std::uint64_t seed : {21, 22}) {
-    const Committee k = random_committee(seed, 10, 6000, 10);
+    const Committee k = random_committee(seed, 10, n, 10);
     quarry::BatchBaldOptions o;
     o.samples = 512;  // exact for 1, 10 and 100 configurations, then 512 drawn
     o.seed = seed;
     o.device = {quarry::DeviceKind::cpu, 0};
-    const quarry::Selection cpu = quarry::select_batchbald(k.view(), 40, {3, 17}, o);
+    const quarry::Selection cpu = quarry::select_batchbald(k.view(), picks, {3, 17}, o);
     o.device = {quarry::DeviceKind::cuda, 0};
-    const quarry::Selection gpu = quarry::select_batchbald(k.view(), 40, {3, 17}, o);
+    const quarry::Selection gpu = quarry::select_batchbald(k.view(), picks, {3, 17}, o);
     ASSERT_EQ(cpu.index.size(), gpu.index.size());
-    // Float sums in another order: a pick may differ only where two gains tie to rounding.
+    // Each configuration's float entropy is the CPU's to the bit; only the double sum over the
+    // configurations runs in another order (relative differences near 1e-15).
     for (std::size_t i = 0; i < cpu.index.size(); ++i) {
       ASSERT_EQ(cpu.index[i], gpu.index[i]) << "seed " << seed << ", pick " << i << ": gains " << cpu.score[i] << " (CPU) and "
                                             << gpu.score[i] << " (CUDA)";
-      EXPECT_NEAR(cpu.score[i], gpu.score[i], 1e-4 * std::max(1.0f, std::fabs(cpu.score[i]))) << "pick " << i;
+      EXPECT_NEAR(cpu.score[i], gpu.score[i], 1e-5 * std::max(1.0f, std::fabs(cpu.score[i]))) << "pick " << i;
     }
   }
 }
 
-TEST(BatchBald, CudaWhereThereIsNoneIsAClearError) {
+// Named like tests/test_cuda_devices.cpp's: bench/gpu_goals.py expects this suite to skip on a GPU.
+TEST(CudaUnavailable, BatchBaldIsAClearError) {
   if (quarry::cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is visible";
   const Committee k = random_committee(3, 2, 5, 3);
   quarry::BatchBaldOptions o;
@@ -176,6 +184,8 @@ TEST(BatchBald, CudaWhereThereIsNoneIsAClearError) {
   } catch (const quarry::Error& e) {
     EXPECT_NE(std::string(e.what()).find("--device cuda"), std::string::npos) << e.what();
   }
+  o.device = {};  // auto: the CPU, whatever the machine has
+  EXPECT_EQ(quarry::select_batchbald(k.view(), 2, {}, o).index.size(), 2u);
 }
 
 TEST(BatchBald, BadInputsAreNamed) {

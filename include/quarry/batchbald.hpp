@@ -22,8 +22,8 @@ struct BatchBaldOptions {
   bool logits = false;
   /// Allowed |sum - 1| of a row's probabilities; negative: 1e-3 (1e-2 for float16/bfloat16).
   double sum_tolerance = -1.0;
-  /// Where the candidates' gains are computed: auto (CUDA where this build and machine have
-  /// it), cpu, cuda[:N]. The greedy loop itself runs on the host either way.
+  /// Where the candidates' gains are computed: cpu, or cuda[:N] (the greedy loop itself runs on
+  /// the host either way). auto means the CPU for now: the CUDA path has not yet run on a GPU.
   DeviceSpec device{};
 };
 

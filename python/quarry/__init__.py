@@ -478,29 +478,48 @@ def select_batchbald(x, k: int, *, exclude=None, samples: int = 512, seed: int =
 
 
 def pretrain(images, *, epochs: int = 10, batch_size: int = 256, lr: float = 1e-3, temperature: float = 0.2,
-             seed: int = 0, device: str = "auto", threads: int = 0):
+             seed: int = 0, device: str = "auto", threads: int = 0, channels_last: Optional[bool] = None):
     """Self-supervised embeddings of an unlabeled image pool (as ``quarry pretrain``): a small
     convolutional encoder trained by contrastive learning (SimCLR-style) on the images alone,
     for the cold start (``Project.init(seed_strategy="typiclust", seed_embeddings=...)``, or
-    typiclust over your own code). ``images``: [N, H, W] or [N, C, H, W], uint8 (scaled by
-    1/255) or float pixels (ideally in [0, 1]), at least 8x8, N >= 2. Returns unit rows
-    [N, 128] float32 in pool order (a torch tensor for a torch input). Loads LibTorch on first
-    use; minutes on a CPU for tens of thousands of images (docs/loop.md)."""
+    typiclust over your own code). ``images``: [N, H, W], [N, C, H, W] or [N, H, W, C]
+    (``channels_last``; None: channels-last when the last axis is 1, 3 or 4 and axis 1 is not),
+    at least 8x8, N >= 2. Pixels as the ``pool:`` data sets read them: integers are divided by
+    255; floats too when any exceeds 1; every value must lie in [0, 1] (or [0, 255]). Returns unit
+    rows [N, 128] float32 in pool order (a torch tensor on the input's device for a torch input).
+    Loads LibTorch on first use; minutes on a CPU for tens of thousands of images (docs/loop.md)."""
     torch = _torch_module(images)
-    arr = images.detach().cpu().numpy() if torch is not None else _np.asarray(images)
-    if arr.dtype == _np.uint8:
-        arr = arr.astype(_np.float32) / 255.0
-    elif arr.dtype.kind == "f":
-        arr = _np.ascontiguousarray(arr, dtype=_np.float32)
+    if torch is not None:
+        t = images.detach()
+        arr = (t.float() if t.is_floating_point() and t.dtype != torch.float32 else t).cpu().numpy()
     else:
-        raise UsageError(f"images: expected uint8 or float pixels, got dtype {arr.dtype}")
+        arr = _np.asarray(images)
+    if arr.dtype.kind not in "uif":
+        raise UsageError(f"images: expected integer or float pixels, got dtype {arr.dtype}")
     if arr.ndim not in (3, 4):
-        raise UsageError(f"images: expected [N, H, W] or [N, C, H, W], got shape {tuple(arr.shape)}")
+        raise UsageError(f"images: expected [N, H, W], [N, C, H, W] or [N, H, W, C], got shape {tuple(arr.shape)}")
+    if arr.ndim == 4:
+        last = channels_last if channels_last is not None else (arr.shape[3] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4))
+        if _flag(last, "channels_last"):
+            arr = arr.transpose(0, 3, 1, 2)
+    if arr.dtype.kind == "f":
+        scale = arr.size > 0 and bool(_np.nanmax(arr) > 1)  # some float above 1: 0..255 pixels
+    else:
+        scale = True
+    hi = 255.0 if scale else 1.0
+    bad = ~((arr >= 0) & (arr <= hi))  # NaN fails too
+    if bad.any():
+        flat = int(_np.flatnonzero(bad.reshape(-1))[0])
+        per = int(_np.prod(arr.shape[1:]))
+        raise Error(f"images: image {flat // per} has a value ({arr.reshape(-1)[flat]}) outside [0, {hi:g}]")
+    arr = _np.ascontiguousarray(arr, dtype=_np.float32)
+    if scale:
+        arr = arr / _np.float32(255.0)
     from . import _loop  # LibTorch: loaded here, not by `import quarry`
     out = _loop.pretrain(arr, _int(epochs, "epochs", 1, 1 << 20), _int(batch_size, "batch_size", 2, 1 << 20),
                          _float(lr, "lr"), _float(temperature, "temperature"), _int(seed, "seed", 0, 2**64 - 1),
                          str(device), _int(threads, "threads", 0, 4096))
-    return _like(out, torch, None)
+    return _like(out, torch, images if torch is not None else None)
 
 
 def score_boxes(offsets, probs, acquisition: str = "entropy", reduce: str = "mean", *, objectness=None,

@@ -83,10 +83,12 @@ PYBIND11_MODULE(_loop, m) {
     o.seed = seed;
     o.device = parse_device(device);
     o.threads = threads;
+    const float* pixels = x.data();  // x (a reference held here) keeps them alive
+    const std::int64_t n = x.shape(0);
     Array e;
     {
       py::gil_scoped_release free;
-      e = pretrain_embeddings(x.data(), x.shape(0), shape, o);
+      e = pretrain_embeddings(pixels, n, shape, o);
     }
     py::array_t<float> out({e.shape()[0], e.shape()[1]});
     std::memcpy(out.mutable_data(), e.data(), static_cast<std::size_t>(e.shape()[0] * e.shape()[1]) * sizeof(float));

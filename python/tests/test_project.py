@@ -172,14 +172,23 @@ def test_pretrain_embeddings(tmp_path):
                             seed_strategy="typiclust", seed_embeddings=tmp_path / "e.npy", device="cpu")
     batch = p.next(k=4)
     assert batch["strategy"] == "typiclust (cold start)" and len(set(batch["index"])) == 4
+    # Pixels as the pool: data sets read them: floats in 0..255 and integers are divided by 255,
+    # and channels-last arrays are seen as such.
+    for same in (x.astype(np.float32), x.astype(np.int64), x[..., None], x[:, None]):
+        np.testing.assert_allclose(quarry.pretrain(same, epochs=2, batch_size=16, seed=3, device="cpu", threads=1), e,
+                                   atol=1e-5)
     bad = x.astype(np.float32)
     bad[5, 3, 4] = np.nan
-    with pytest.raises(quarry.Error, match=r"image 5, value 40 .*finite"):
+    with pytest.raises(quarry.Error, match=r"image 5 has a value \(nan\) outside \[0, 255\]"):
         quarry.pretrain(bad, epochs=1, device="cpu")
-    with pytest.raises(quarry.UsageError, match=r"\[N, H, W\] or \[N, C, H, W\]"):
+    with pytest.raises(quarry.Error, match=r"image 2 has a value \(-0.5\) outside \[0, 1\]"):
+        quarry.pretrain(np.concatenate([np.zeros((2, 8, 8)), np.full((1, 8, 8), -0.5)]), epochs=1)
+    with pytest.raises(quarry.Error, match=r"image 0 has a value \(300.0\) outside \[0, 255\]"):
+        quarry.pretrain(np.full((2, 8, 8), 300.0), epochs=1)
+    with pytest.raises(quarry.UsageError, match=r"\[N, H, W\], \[N, C, H, W\] or \[N, H, W, C\]"):
         quarry.pretrain(x[0], epochs=1)
-    with pytest.raises(quarry.UsageError, match="uint8 or float"):
-        quarry.pretrain(x.astype(np.int64), epochs=1)
+    with pytest.raises(quarry.UsageError, match="integer or float"):
+        quarry.pretrain(x > 0, epochs=1)
     with pytest.raises(quarry.UsageError, match="learning rate in"):
         quarry.pretrain(x, lr=5.0, epochs=1, device="cpu")
     with pytest.raises(quarry.UsageError, match="epochs must be between"):

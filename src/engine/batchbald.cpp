@@ -103,7 +103,10 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
   const auto selectable = static_cast<std::int64_t>(std::count(taken.begin(), taken.end(), 0));
   QUARRY_USAGE_EXPECTS(k >= 0 && k <= selectable, "-k ", k, ": only ", selectable, " samples can be selected (", N,
                        " in the pool", exclude.empty() ? "" : ", excluded ones left out", ")");
-  const DeviceSpec device = resolve_device(o.device);  // refuses CUDA where there is none, up front
+  // `auto` stays on the CPU until the CUDA path has been checked on a GPU (as dense outputs do);
+  // an explicit cuda[:N] runs it, and is refused up front where there is none.
+  const DeviceSpec device =
+      o.device.kind == DeviceKind::automatic ? DeviceSpec{DeviceKind::cpu, 0} : resolve_device(o.device);
   const std::vector<float> p = probabilities(committee, o);
   const auto at = [&](std::int64_t n, std::int64_t c) { return p.data() + (n * C + c) * M; };
 

@@ -24,6 +24,7 @@
 namespace quarry {
 
 std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t bytes) {
+  if (bytes == 0) return crc;  // zlib's crc32(crc, NULL, 0) would return 0, not crc
   const auto* p = static_cast<const Bytef*>(data);
   do {
     const std::size_t part = std::min<std::size_t>(bytes, std::size_t{1} << 30);
