@@ -102,6 +102,7 @@ TEST(BatchBald, ExactConfigurationsMatchTheBruteForceGreedy) {
     const Greedy want = reference(k, 4);
     quarry::BatchBaldOptions o;
     o.samples = 81;  // 3^4: every configuration of 4 labels, exactly
+    o.restart = 0.0;  // one joint batch: the paper's greedy
     const quarry::Selection got = quarry::select_batchbald(k.view(), 4, {}, o);
     ASSERT_EQ(got.index, want.index) << "seed " << seed;
     for (std::size_t i = 0; i < want.gain.size(); ++i) EXPECT_NEAR(got.score[i], want.gain[i], 2e-4) << "pick " << i;
@@ -123,6 +124,7 @@ TEST(BatchBald, SampledConfigurationsEstimateTheGainsAndDoNotDependOnThreads) {
   quarry::BatchBaldOptions o;
   o.samples = 200;  // exact for 1, 6 and 36 configurations; 200 drawn instead of the 216 of three labels
   o.seed = 5;
+  o.restart = 0.0;
   omp_set_num_threads(1);
   const quarry::Selection one = quarry::select_batchbald(k.view(), 4, {}, o);
   omp_set_num_threads(2);
@@ -141,6 +143,64 @@ TEST(BatchBald, SampledConfigurationsEstimateTheGainsAndDoNotDependOnThreads) {
   const quarry::Selection other = quarry::select_batchbald(k.view(), 4, {}, o);
   EXPECT_EQ(std::vector<std::int64_t>(other.index.begin(), other.index.begin() + 3),
             std::vector<std::int64_t>(exact.index.begin(), exact.index.begin() + 3));
+}
+
+double bald(const Committee& k, std::int64_t n) { return joint_entropy(k, {n}) - member_entropy(k, n); }
+
+// A committee of M members holds at most log M nats about the model: a small one saturates after
+// a few picks, and the paper's greedy then chooses by gains near 0. With restart r, every pick
+// gains at least r times the best BALD score left (a new joint batch starts where it would not),
+// and r = 1 is BALD's top-k order.
+TEST(BatchBald, JointBatchesRestartOnceTheirGainsVanish) {
+  const Committee k = random_committee(31, 3, 60, 4);
+  std::vector<double> b(static_cast<std::size_t>(k.N));
+  for (std::int64_t n = 0; n < k.N; ++n) b[static_cast<std::size_t>(n)] = bald(k, n);
+  const auto best_left = [&](const std::vector<std::int64_t>& taken) {
+    double m = -1e30;
+    for (std::int64_t n = 0; n < k.N; ++n)
+      if (std::find(taken.begin(), taken.end(), n) == taken.end()) m = std::max(m, b[static_cast<std::size_t>(n)]);
+    return m;
+  };
+  const std::int64_t picks = 20;
+  quarry::BatchBaldOptions o;
+  o.restart = 0.0;
+  const quarry::Selection joint = quarry::select_batchbald(k.view(), picks, {}, o);
+  double total = 0.0;  // the first four picks' gains are exact (4^4 configurations <= 512)
+  for (std::size_t i = 0; i < 4; ++i) total += joint.score[i];
+  EXPECT_LE(total, std::log(3.0) + 1e-4) << "one joint batch gains at most log M in all";
+  int starved = 0;  // picks of the single joint batch below half the best BALD score left
+  for (std::int64_t i = 1; i < picks; ++i) {
+    const std::vector<std::int64_t> before(joint.index.begin(), joint.index.begin() + i);
+    starved += joint.score[static_cast<std::size_t>(i)] < 0.5 * best_left(before);
+  }
+  EXPECT_GE(starved, 10) << "the committee should saturate";
+
+  o.restart = 0.5;
+  const quarry::Selection chunked = quarry::select_batchbald(k.view(), picks, {}, o);
+  int restarts = 0;
+  for (std::int64_t i = 0; i < picks; ++i) {
+    const std::vector<std::int64_t> before(chunked.index.begin(), chunked.index.begin() + i);
+    const double left = best_left(before);
+    EXPECT_GE(chunked.score[static_cast<std::size_t>(i)], 0.5 * left - 1e-4) << "pick " << i;
+    if (i > 0 && std::fabs(chunked.score[static_cast<std::size_t>(i)] - left) < 1e-4 &&
+        b[static_cast<std::size_t>(chunked.index[static_cast<std::size_t>(i)])] == left)
+      ++restarts;
+  }
+  EXPECT_GE(restarts, 2);
+  EXPECT_EQ(std::vector<std::int64_t>(chunked.index.begin(), chunked.index.begin() + 1),
+            std::vector<std::int64_t>(joint.index.begin(), joint.index.begin() + 1));
+
+  o.restart = 1.0;
+  const quarry::Selection top = quarry::select_batchbald(k.view(), picks, {}, o);
+  std::vector<std::int64_t> order(static_cast<std::size_t>(k.N));
+  for (std::int64_t n = 0; n < k.N; ++n) order[static_cast<std::size_t>(n)] = n;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::int64_t x, std::int64_t y) { return b[static_cast<std::size_t>(x)] > b[static_cast<std::size_t>(y)]; });
+  order.resize(static_cast<std::size_t>(picks));
+  EXPECT_EQ(top.index, order);
+
+  o.restart = 1.5;
+  EXPECT_THROW(quarry::select_batchbald(k.view(), 2, {}, o), quarry::UsageError);
 }
 
 // The candidates' gains on CUDA against the CPU: exact configurations for the first picks,

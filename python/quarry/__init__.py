@@ -464,16 +464,20 @@ def score_dense(x, acquisition: str = "entropy", reduce: str = "mean", *, logits
 
 
 def select_batchbald(x, k: int, *, exclude=None, samples: int = 512, seed: int = 0, logits: bool = False,
-                     tolerance: Optional[float] = None, device: str = "auto") -> Selection:
+                     tolerance: Optional[float] = None, device: str = "auto", restart: float = 0.5) -> Selection:
     """BatchBALD (as ``quarry select --strategy batchbald``): k samples of a committee's outputs
     x [M, N, C] chosen greedily by the gain of the batch's mutual information with the model
     (docs/acquisition.md). Returns a Selection (index, score = each pick's gain), in pick order.
+    ``restart`` in [0, 1]: a new joint batch starts when the best gain falls below this share of
+    the best BALD score left (0: one joint batch, the paper's; 1: BALD's order).
     ``device``: where the candidates' gains are computed (auto, cpu, cuda[:N]); x is read from
     host memory."""
     src, torch, _ = _arg(x, "x")
+    if isinstance(restart, bool) or not isinstance(restart, (int, float)) or not 0.0 <= float(restart) <= 1.0:
+        raise UsageError(f"restart: expected a number in [0, 1], got {restart!r}")
     result = _core.select_batchbald(src, _int(k, "k"), _exclude(exclude), _int(samples, "samples", 1, 2**24),
                                     _int(seed, "seed", 0, 2**64 - 1), _flag(logits, "logits"), _tolerance(tolerance),
-                                    str(device))
+                                    str(device), float(restart))
     return _selection(result, torch, x)
 
 

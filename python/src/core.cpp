@@ -538,14 +538,14 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("select_batchbald", [contiguous](py::handle x, std::int64_t k, py::handle exclude, std::int64_t samples,
                                          std::uint64_t seed, bool logits, double tolerance,
-                                         const std::string& device) {
+                                         const std::string& device, double restart) {
     Input in = as_input(x, "x");
     Array copy;
     const ArrayView& v = contiguous(in, copy, "x");
     QUARRY_USAGE_EXPECTS(!v.on_cuda(), "batchbald reads host memory; pass x.cpu()");
     const std::vector<std::int64_t> ex = index_list(exclude, "exclude");
     BatchBaldOptions o;
-    o.samples = samples, o.seed = seed, o.logits = logits, o.sum_tolerance = tolerance;
+    o.samples = samples, o.seed = seed, o.logits = logits, o.sum_tolerance = tolerance, o.restart = restart;
     o.device = parse_device(device);
     Selection sel;
     {

@@ -88,3 +88,9 @@ def test_batchbald_first_pick_is_bald_and_the_batch_is_not_balds_top_k(rng):
             quarry.select_batchbald(p, 5, device="cuda")
     with pytest.raises(quarry.UsageError, match="device"):
         quarry.select_batchbald(p, 5, device="tpu")
+    # restart=1: a new joint batch at every pick, which is BALD's top-k order.
+    top = quarry.select_batchbald(p, 5, restart=1.0)
+    assert top.index.tolist() == np.argsort(-bald, kind="stable")[:5].tolist()
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(quarry.UsageError, match="restart"):
+            quarry.select_batchbald(p, 5, restart=bad)

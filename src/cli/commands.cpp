@@ -206,6 +206,7 @@ struct SelectArgs {
   ScoreArgs score;
   std::string scores, exclude, strategy = "topk", output, format;
   std::int64_t k = -1, candidates = 0, clusters = 0, samples = 512;
+  double restart = 0.5;
   int neighbours = 20;
   double beta = 1.0, radius = 0, purity = 0.95;
   std::uint64_t seed = 0;
@@ -274,6 +275,10 @@ void add_select(CLI::App& app) {
   cmd->add_option("--samples", a->samples,
                   "batchbald: label configurations of the batch kept (exact up to this many, sampled beyond)")
       ->check(positive());
+  cmd->add_option("--restart", a->restart,
+                  "batchbald: a new joint batch starts when the best gain falls below this share of the best "
+                  "BALD score left (0: one joint batch, as in the paper; 1: BALD's order)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--beta", a->beta, "Exponent of power sampling");
   cmd->add_option("--seed", a->seed, "Seed of power sampling, badge and cluster-margin (same seed, same selection)");
   cmd->add_option("--candidates", a->candidates,
@@ -336,6 +341,7 @@ void add_select(CLI::App& app) {
       const std::vector<std::int64_t> excl = a->exclude.empty() ? std::vector<std::int64_t>{} : read_index_list(a->exclude);
       BatchBaldOptions o;
       o.samples = a->samples;
+      o.restart = a->restart;
       o.seed = a->seed;
       o.logits = a->score.logits;
       o.sum_tolerance = a->score.tolerance;

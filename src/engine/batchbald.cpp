@@ -7,7 +7,9 @@
 // label drawn given the configuration's labels so far), each weighing 1 / samples.
 //
 // The gain of a candidate n: sum_s a_s H(q_s), q_s(c) = sum_m w_s,m p_m,n,c (the distribution
-// of y_n given configuration s), minus the members' mean entropy of n. Candidates are scored
+// of y_n given configuration s), minus the members' mean entropy of n. The gains of all the picks
+// of one joint batch add up to at most log M; once the best gain is below options.restart times
+// the best first-step gain left (a BALD score), the configurations start afresh: a new joint batch. Candidates are scored
 // independently (in parallel); the draws are sequential: the batch does not depend on the
 // thread count. On CUDA (options.device) the candidates' gains are computed on the device
 // (kernels/batchbald.cu) and the rest stays here: the same arithmetic in another order, so
@@ -95,6 +97,7 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
                  shape_string(committee.shape));
   QUARRY_USAGE_EXPECTS(o.samples >= 1 && o.samples <= (std::int64_t{1} << 24), "batchbald: samples must be in 1..",
                        std::int64_t{1} << 24, ", got ", o.samples);
+  QUARRY_USAGE_EXPECTS(o.restart >= 0.0 && o.restart <= 1.0, "batchbald: restart must be in [0, 1], got ", o.restart);
   std::vector<unsigned char> taken(static_cast<std::size_t>(N), 0);
   for (std::int64_t e : exclude) {
     QUARRY_EXPECTS(e >= 0 && e < N, "batchbald: excluded index ", e, " is not in 0..", N - 1);
@@ -120,9 +123,25 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
   }
 
 #if QUARRY_BUILD_CUDA
+  // The device holds the candidates alone (balanced:batchbald excludes most of the pool):
+  // candidate j is sample rows[j], its gain scattered back to gain[rows[j]].
   std::unique_ptr<cuda::BatchBaldGains> on_device;
-  if (device.kind == DeviceKind::cuda && k > 0)
-    on_device = std::make_unique<cuda::BatchBaldGains>(p, member_entropy, N, C, M, o.samples, device.index);
+  std::vector<std::int64_t> rows;
+  std::vector<double> row_gain;
+  if (device.kind == DeviceKind::cuda && k > 0) {
+    for (std::int64_t n = 0; n < N; ++n)
+      if (!taken[static_cast<std::size_t>(n)]) rows.push_back(n);
+    const auto R = static_cast<std::int64_t>(rows.size());
+    std::vector<float> rp;
+    std::vector<double> rh(static_cast<std::size_t>(R));
+    if (R < N) rp.resize(static_cast<std::size_t>(R * C * M));
+    for (std::int64_t j = 0; j < R; ++j) {
+      const std::int64_t n = rows[static_cast<std::size_t>(j)];
+      rh[static_cast<std::size_t>(j)] = member_entropy[static_cast<std::size_t>(n)];
+      if (R < N) std::copy(at(n, 0), at(n, 0) + C * M, rp.data() + j * C * M);
+    }
+    on_device = std::make_unique<cuda::BatchBaldGains>(R < N ? rp : p, rh, R, C, M, o.samples, device.index);
+  }
 #endif
 
   // Configurations: a[s], and w[s * M + m].
@@ -134,15 +153,20 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
 
   Selection sel;
   std::vector<double> gain(static_cast<std::size_t>(N), 0.0);
+  std::vector<double> bald;  // the first step's gains: each candidate's BALD score
+  std::int64_t chunk = 0;    // picks in the current joint batch
   for (std::int64_t step = 0; step < k; ++step) {
-    const auto S = static_cast<std::int64_t>(a.size());
+    auto S = static_cast<std::int64_t>(a.size());  // configurations (1 again where a joint batch restarts)
     // The members' weights member-major (wt[m * S + s]): q_s below is summed across s in lanes.
     std::vector<float> wt(static_cast<std::size_t>(M * S));
     for (std::int64_t s2 = 0; s2 < S; ++s2)
       for (std::int64_t m = 0; m < M; ++m) wt[static_cast<std::size_t>(m * S + s2)] = w[static_cast<std::size_t>(s2 * M + m)];
     std::vector<float> af(a.begin(), a.end());
 #if QUARRY_BUILD_CUDA
-    if (on_device) on_device->compute(af, wt, gain);
+    if (on_device) {
+      on_device->compute(af, wt, row_gain);
+      for (std::size_t j = 0; j < rows.size(); ++j) gain[static_cast<std::size_t>(rows[j])] = row_gain[j];
+    }
 #endif
     if (device.kind != DeviceKind::cuda) parallel_chunks(N, 16, N * S * M * C, [&](std::int64_t b, std::int64_t e, int) {
       std::vector<float> q(static_cast<std::size_t>(S)), hs(static_cast<std::size_t>(S));
@@ -168,10 +192,30 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
         gain[static_cast<std::size_t>(n)] = h - member_entropy[static_cast<std::size_t>(n)];
       }
     });
-    std::int64_t best = -1;
-    for (std::int64_t n = 0; n < N; ++n)
-      if (!taken[static_cast<std::size_t>(n)] && (best < 0 || gain[static_cast<std::size_t>(n)] > gain[static_cast<std::size_t>(best)]))
-        best = n;
+    if (step == 0) bald = gain;
+    const auto argmax = [&](const std::vector<double>& v) {
+      std::int64_t b = -1;
+      for (std::int64_t n = 0; n < N; ++n)
+        if (!taken[static_cast<std::size_t>(n)] && (b < 0 || v[static_cast<std::size_t>(n)] > v[static_cast<std::size_t>(b)]))
+          b = n;
+      return b;
+    };
+    std::int64_t best = argmax(gain);
+    if (chunk > 0 && o.restart > 0.0) {
+      // The joint gain of M members' labels is capped at log M nats in all: once the best one is
+      // below `restart` of the best fresh sample's (its BALD score), a new joint batch starts.
+      const std::int64_t fresh = argmax(bald);
+      if (gain[static_cast<std::size_t>(best)] < o.restart * bald[static_cast<std::size_t>(fresh)]) {
+        best = fresh;
+        gain[static_cast<std::size_t>(best)] = bald[static_cast<std::size_t>(best)];
+        a = {1.0};
+        w.assign(static_cast<std::size_t>(M), 1.0f / static_cast<float>(M));
+        S = 1;
+        sampled = false;
+        chunk = 0;
+      }
+    }
+    ++chunk;
     taken[static_cast<std::size_t>(best)] = 1;
     sel.index.push_back(best);
     sel.score.push_back(static_cast<float>(gain[static_cast<std::size_t>(best)]));

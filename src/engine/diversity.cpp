@@ -221,6 +221,18 @@ bool diversity_needs_outputs(DiversityStrategy s) {
 }
 
 namespace {
+// k-means of float rows where `cuda` says: cuda::kmeans returns cpu::kmeans's labels exactly, so
+// nothing that uses them depends on where it ran.
+KMeansOut kmeans_rows(const FloatRows& rows, std::int64_t clusters, int iterations, std::uint64_t seed,
+                      const ProgressFn& progress, bool cuda, int device_index) {
+#if QUARRY_BUILD_CUDA
+  if (cuda) return cuda::kmeans(rows, clusters, iterations, seed, progress, device_index);
+#else
+  (void)cuda, (void)device_index;
+#endif
+  return cpu::kmeans(rows, clusters, iterations, seed, progress);
+}
+
 Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, const ArrayView* outputs,
                              const DiversityOptions& o) {
   const char* name = diversity_strategy_name(strategy);
@@ -235,13 +247,9 @@ Selection diverse_contiguous(DiversityStrategy strategy, const ArrayView& emb, c
   int device_index = 0;
   const bool cuda = on_cuda(o.device, &device_index);  // refuses CUDA where there is none, up front
 
-  // The k-means of the cold-start strategies runs on their device: cuda::kmeans returns
-  // cpu::kmeans's labels exactly, so the picks do not depend on where it ran.
+  // The k-means of the cold-start strategies runs on their device.
   const auto cluster = [&](const FloatRows& rows, std::int64_t clusters) {
-#if QUARRY_BUILD_CUDA
-    if (cuda) return cuda::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress, device_index);
-#endif
-    return cpu::kmeans(rows, clusters, o.kmeans_iterations, o.seed, o.progress);
+    return kmeans_rows(rows, clusters, o.kmeans_iterations, o.seed, o.progress, cuda, device_index);
   };
 
   if (diversity_needs_outputs(strategy)) {
@@ -361,13 +369,7 @@ KMeansResult kmeans(const ArrayView& emb_raw, const KMeansOptions& o_raw) {
   int dev = 0;
   const bool cuda = on_cuda(o.device, &dev);
   const FloatRows rows = float_rows(emb, o.embeddings_name);
-#if QUARRY_BUILD_CUDA
-  KMeansOut r = cuda ? cuda::kmeans(rows, o.clusters, o.iterations, o.seed, o.progress, dev)
-                          : cpu::kmeans(rows, o.clusters, o.iterations, o.seed, o.progress);
-#else
-  (void)cuda;
-  KMeansOut r = cpu::kmeans(rows, o.clusters, o.iterations, o.seed, o.progress);
-#endif
+  KMeansOut r = kmeans_rows(rows, o.clusters, o.iterations, o.seed, o.progress, cuda, dev);
   KMeansResult out;
   out.labels = std::move(r.labels);
   out.centroids = std::move(r.centroids);
