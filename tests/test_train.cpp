@@ -845,6 +845,24 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   Result rep = quarry_cli("report " + dir + "/sim", dir);
   ASSERT_EQ(rep.rc, 0) << rep.err;
   EXPECT_EQ(slurp(dir + "/sim/summary.md"), md);
+  // Against another strategy, into another folder: the run's own report is left as it was; the
+  // baseline must be a strategy of the run; the run's summary.json is never an output.
+  rep = quarry_cli("report " + dir + "/sim --baseline entropy --out " + dir + "/vs", dir);
+  ASSERT_EQ(rep.rc, 0) << rep.err;
+  EXPECT_EQ(slurp(dir + "/sim/summary.md"), md);
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir + "/vs/summary.json"))["baseline"], "entropy");
+  EXPECT_NE(slurp(dir + "/vs/summary.md").find("- **Baseline:** entropy"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir + "/vs/curves.svg") && fs::exists(dir + "/vs/curves.csv"));
+  rep = quarry_cli("report " + dir + "/sim --baseline bald --out " + dir + "/vs2", dir);
+  EXPECT_EQ(rep.rc, 2);
+  EXPECT_NE(rep.err.find("--baseline bald: no finished repeat of that strategy"), std::string::npos) << rep.err;
+  EXPECT_NE(rep.err.find("(it has entropy, random)"), std::string::npos) << rep.err;
+  EXPECT_FALSE(fs::exists(dir + "/vs2"));
+  fs::create_directories(dir + "/vs3");
+  fs::create_symlink(fs::absolute(dir + "/sim/summary.json"), dir + "/vs3/summary.json");
+  rep = quarry_cli("report " + dir + "/sim --baseline entropy --out " + dir + "/vs3", dir);
+  EXPECT_EQ(rep.rc, 2) << rep.err;
+  EXPECT_EQ(slurp(dir + "/sim/summary.md"), md);
   fs::create_directories(dir + "/cut");
   {
     std::ifstream in(dir + "/sim/rounds.jsonl");

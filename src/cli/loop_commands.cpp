@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -510,18 +511,31 @@ void add_simulate(CLI::App& app) {
 // ------------------------------------------------------------------ report
 void add_report(CLI::App& app) {
   auto* cmd = app.add_subcommand("report", loop_command_help("report"));
-  auto dir = std::make_shared<std::string>();
-  cmd->add_option("DIR", *dir, "The simulate --out folder")->required();
-  cmd->callback([dir] {
-    const std::filesystem::path d(*dir);
+  struct Args {
+    std::string dir, baseline, out;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("DIR", a->dir, "The simulate --out folder")->required();
+  cmd->add_option("--baseline", a->baseline,
+                  "The strategy every other is compared with (default: the run's, random): e.g. bald, to read "
+                  "how many labels batchbald saves against it");
+  cmd->add_option("--out", a->out, "Folder for the report's four files (default: DIR, rebuilt in place)");
+  cmd->callback([a] {
+    const std::filesystem::path d(a->dir);
     const std::string rounds_path = (d / "rounds.jsonl").string();
+    std::error_code same_ec;
+    const bool in_place = a->out.empty() || std::filesystem::equivalent(a->out, d, same_ec);
+    if (!in_place) expect_folder_arg("--out", a->out);
+    const std::filesystem::path o = in_place ? d : std::filesystem::path(a->out);
     // The report's own files are rebuilt; none may be rounds.jsonl (links followed), and only
-    // summary.json may be the summary.json it reads.
-    check_outputs({{"curves.csv", (d / "curves.csv").string()},
-                   {"summary.md", (d / "summary.md").string()},
-                   {"curves.svg", (d / "curves.svg").string()}},
+    // in place may summary.json be the summary.json it reads.
+    std::vector<Named> inputs = {{"rounds.jsonl", rounds_path}};
+    if (!in_place) inputs.push_back({"summary.json", (d / "summary.json").string()});
+    check_outputs({{"curves.csv", (o / "curves.csv").string()},
+                   {"summary.md", (o / "summary.md").string()},
+                   {"curves.svg", (o / "curves.svg").string()}},
                   {{"rounds.jsonl", rounds_path}, {"summary.json", (d / "summary.json").string()}});
-    check_outputs({{"summary.json", (d / "summary.json").string()}}, {{"rounds.jsonl", rounds_path}});
+    check_outputs({{"summary.json", (o / "summary.json").string()}}, inputs);
     std::vector<RoundRecord> all;
     {
       const std::string text = read_text_file(rounds_path);
@@ -558,6 +572,7 @@ void add_report(CLI::App& app) {
       if (j.is_object()) {
         header.dataset = text_of("dataset");
         header.model = text_of("model");
+        if (!text_of("baseline").empty()) header.baseline = text_of("baseline");
         if (j.contains("config") && j["config"].is_object()) {
           const auto& c = j["config"];
           header.config_json = c.dump();
@@ -589,13 +604,24 @@ void add_report(CLI::App& app) {
     QUARRY_EXPECTS(!records.empty(), rounds_path, ": no repeat reached the run's last round (", last,
                    "): nothing to summarise");
     header.rounds = last;
+    if (!a->baseline.empty()) header.baseline = a->baseline;
+    {
+      std::set<std::string> names;
+      for (const auto& r : records) names.insert(r.strategy);
+      std::string valid;
+      for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
+      QUARRY_USAGE_EXPECTS(a->baseline.empty() || names.count(a->baseline), "--baseline ",
+                           quote_input(a->baseline), ": no finished repeat of that strategy in ", rounds_path,
+                           " (it has ", valid, ")");
+    }
     const SimulationSummary summary = summarize(records, header);
     // The report's own files, rebuilt (summary.json was read above for the run's description).
-    write_file_atomic((d / "curves.csv").string(), {curves_csv(summary)});
-    write_file_atomic((d / "summary.json").string(), {summary_json(summary)}, true);
-    write_file_atomic((d / "summary.md").string(), {summary_markdown(summary)});
-    write_file_atomic((d / "curves.svg").string(), {curves_svg(summary)});
-    std::printf("summary: %s\nplot:    %s\n", (d / "summary.md").string().c_str(), (d / "curves.svg").string().c_str());
+    const MadeFolder folder("--out", o.string());
+    write_file_atomic((o / "curves.csv").string(), {curves_csv(summary)});
+    write_file_atomic((o / "summary.json").string(), {summary_json(summary)}, true);
+    write_file_atomic((o / "summary.md").string(), {summary_markdown(summary)});
+    write_file_atomic((o / "curves.svg").string(), {curves_svg(summary)});
+    std::printf("summary: %s\nplot:    %s\n", (o / "summary.md").string().c_str(), (o / "curves.svg").string().c_str());
   });
 }
 

@@ -437,11 +437,11 @@ std::string summary_markdown(const SimulationSummary& s) {
       const char* metric = e == &base->accuracy_efficiency ? "accuracy" : "balanced accuracy";
       if (e->baseline_labels && *e->baseline_labels < static_cast<double>(base->labels.back()))
         out += strf("\n**Note:** %s's %s, made monotone, reaches its final value (%.4f) at %.0f labels, "
-                    "before its last round (%lld): random sampling stopped improving there, so a strategy "
+                    "before its last round (%lld): %s stopped improving there, so a strategy "
                     "can save labels only against those %.0f, and a curve that dips first is read as "
                     "needing more. Compare the areas under the learning curves below.\n",
                     md(s.baseline).c_str(), metric, e->target, *e->baseline_labels,
-                    static_cast<long long>(base->labels.back()), *e->baseline_labels);
+                    static_cast<long long>(base->labels.back()), md(s.baseline).c_str(), *e->baseline_labels);
     }
     out += "\n## Stays above from: labels after which the mean curve stays at or above the "
            "target\n\n";
