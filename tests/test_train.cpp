@@ -862,6 +862,20 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   fs::create_symlink(fs::absolute(dir + "/sim/summary.json"), dir + "/vs3/summary.json");
   rep = quarry_cli("report " + dir + "/sim --baseline entropy --out " + dir + "/vs3", dir);
   EXPECT_EQ(rep.rc, 2) << rep.err;
+  fs::create_directories(dir + "/vs4");  // a link to the run's own summary.md
+  fs::create_symlink(fs::absolute(dir + "/sim/summary.md"), dir + "/vs4/summary.md");
+  rep = quarry_cli("report " + dir + "/sim --baseline entropy --out " + dir + "/vs4", dir);
+  EXPECT_EQ(rep.rc, 2) << rep.err;
+  EXPECT_EQ(slurp(dir + "/sim/summary.md"), md);
+  fs::create_directories(dir + "/vs5");  // another run's folder
+  fs::copy_file(dir + "/sim/rounds.jsonl", dir + "/vs5/rounds.jsonl");
+  rep = quarry_cli("report " + dir + "/sim --baseline entropy --out " + dir + "/vs5", dir);
+  EXPECT_EQ(rep.rc, 2);
+  EXPECT_NE(rep.err.find("holds another run"), std::string::npos) << rep.err;
+  EXPECT_FALSE(fs::exists(dir + "/vs5/summary.md"));
+  // In place against entropy, then plainly: the default baseline is random again.
+  ASSERT_EQ(quarry_cli("report " + dir + "/sim --baseline entropy", dir).rc, 0);
+  ASSERT_EQ(quarry_cli("report " + dir + "/sim", dir).rc, 0);
   EXPECT_EQ(slurp(dir + "/sim/summary.md"), md);
   fs::create_directories(dir + "/cut");
   {

@@ -20,10 +20,11 @@ struct BatchBaldOptions {
   std::uint64_t seed = 0;
   /// A committee of M members carries at most log M nats about the model in all, so the joint
   /// gains of a long batch vanish after a few picks (M = 10: about 2.3 nats), and the picks that
-  /// follow are noise. When the best joint gain falls below `restart` times the best BALD score
-  /// left (the gain of a fresh batch's first pick), the batch goes on as a new joint batch: its
-  /// configurations start afresh, the samples taken stay excluded. 0: never (the paper's
-  /// BatchBALD); 1: a new joint batch at nearly every pick (BALD's top-k).
+  /// follow would be noise. With restart > 0 each candidate also has a bound, its BALD score
+  /// lowered after each pick j to its gain given j's label alone, and scores the smaller of its
+  /// joint gain and its bound; when the best score falls below `restart` times the best bound,
+  /// the batch goes on as a new joint batch (configurations afresh, the best bound's sample
+  /// first). 0: one joint batch, the paper's BatchBALD.
   double restart = 0.5;
   /// The input holds logits (a softmax per row).
   bool logits = false;
@@ -37,8 +38,8 @@ struct BatchBaldOptions {
 /// Chooses k samples of a committee's outputs `committee` [M, N, C] (ensemble members or
 /// MC-dropout samples; host memory, any float dtype) greedily: each pick maximises the gain of
 /// the batch's mutual information, H(y_n | labels of the batch so far) - mean over members of
-/// H(p_m,n), over joint batches that restart as options.restart says. The first pick is BALD's
-/// best. `exclude` (indices) are never chosen. Returns the
+/// H(p_m,n), over joint batches that restart as options.restart says (the score then is the
+/// smaller of that gain and the bound). The first pick is BALD's best. `exclude` (indices) are never chosen. Returns the
 /// picks in order with their gains as scores. A bad row (NaN, negative, a sum off 1) is an
 /// Error naming the member and the row. The same seed gives the same batch.
 Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std::vector<std::int64_t>& exclude,

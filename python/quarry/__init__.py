@@ -469,15 +469,13 @@ def select_batchbald(x, k: int, *, exclude=None, samples: int = 512, seed: int =
     x [M, N, C] chosen greedily by the gain of the batch's mutual information with the model
     (docs/acquisition.md). Returns a Selection (index, score = each pick's gain), in pick order.
     ``restart`` in [0, 1]: a new joint batch starts when the best gain falls below this share of
-    the best BALD score left (0: one joint batch, the paper's; 1: BALD's order).
+    the best that a fresh one could gain (0: one joint batch, the paper's greedy).
     ``device``: where the candidates' gains are computed (auto, cpu, cuda[:N]); x is read from
     host memory."""
     src, torch, _ = _arg(x, "x")
-    if isinstance(restart, bool) or not isinstance(restart, (int, float)) or not 0.0 <= float(restart) <= 1.0:
-        raise UsageError(f"restart: expected a number in [0, 1], got {restart!r}")
     result = _core.select_batchbald(src, _int(k, "k"), _exclude(exclude), _int(samples, "samples", 1, 2**24),
                                     _int(seed, "seed", 0, 2**64 - 1), _flag(logits, "logits"), _tolerance(tolerance),
-                                    str(device), float(restart))
+                                    str(device), _float(restart, "restart"))
     return _selection(result, torch, x)
 
 

@@ -88,9 +88,12 @@ def test_batchbald_first_pick_is_bald_and_the_batch_is_not_balds_top_k(rng):
             quarry.select_batchbald(p, 5, device="cuda")
     with pytest.raises(quarry.UsageError, match="device"):
         quarry.select_batchbald(p, 5, device="tpu")
-    # restart=1: a new joint batch at every pick, which is BALD's top-k order.
-    top = quarry.select_batchbald(p, 5, restart=1.0)
-    assert top.index.tolist() == np.argsort(-bald, kind="stable")[:5].tolist()
-    for bad in (-0.1, 1.5, "half", True):
+    # One joint batch (restart=0, the paper's greedy): its gains add up to at most log M, and it
+    # is not BALD's top k; numpy scalars are numbers too.
+    joint = quarry.select_batchbald(p, 5, restart=np.float32(0))
+    assert joint.index[0] == sel.index[0] and float(joint.score.sum()) <= np.log(8) + 1e-4
+    assert joint.index.tolist() != np.argsort(-bald, kind="stable")[:5].tolist()
+    assert quarry.select_batchbald(p, 5, seed=1, restart=np.float64(0.5)).index.tolist() == sel.index.tolist()
+    for bad in (-0.1, 1.5, "half", True, float("nan")):
         with pytest.raises(quarry.UsageError, match="restart"):
             quarry.select_batchbald(p, 5, restart=bad)

@@ -528,14 +528,22 @@ void add_report(CLI::App& app) {
     if (!in_place) expect_folder_arg("--out", a->out);
     const std::filesystem::path o = in_place ? d : std::filesystem::path(a->out);
     // The report's own files are rebuilt; none may be rounds.jsonl (links followed), and only
-    // in place may summary.json be the summary.json it reads.
+    // in place may summary.json be the summary.json it reads. Elsewhere, none may be a file of
+    // DIR's own report (through a link), nor go into another run's folder.
+    const char* own[] = {"curves.csv", "summary.md", "curves.svg", "summary.json"};
     std::vector<Named> inputs = {{"rounds.jsonl", rounds_path}};
-    if (!in_place) inputs.push_back({"summary.json", (d / "summary.json").string()});
-    check_outputs({{"curves.csv", (o / "curves.csv").string()},
-                   {"summary.md", (o / "summary.md").string()},
-                   {"curves.svg", (o / "curves.svg").string()}},
-                  {{"rounds.jsonl", rounds_path}, {"summary.json", (d / "summary.json").string()}});
-    check_outputs({{"summary.json", (o / "summary.json").string()}}, inputs);
+    if (!in_place) {
+      for (const char* f : own) inputs.push_back({f, (d / f).string()});
+      std::error_code ec;
+      QUARRY_USAGE_EXPECTS(!std::filesystem::exists(o / "rounds.jsonl", ec), "--out ", quote_input(a->out, 200),
+                           " holds another run (its rounds.jsonl): write the report to a folder of its own");
+    }
+    std::vector<Named> outputs;
+    for (const char* f : own) outputs.push_back({f, (o / f).string()});
+    std::vector<Named> read = inputs;  // what the three other files may not be
+    if (in_place) read.push_back({"summary.json", (d / "summary.json").string()});
+    check_outputs(std::vector<Named>(outputs.begin(), outputs.begin() + 3), read);
+    check_outputs(std::vector<Named>(outputs.begin() + 3, outputs.end()), inputs);
     std::vector<RoundRecord> all;
     {
       const std::string text = read_text_file(rounds_path);
@@ -572,7 +580,6 @@ void add_report(CLI::App& app) {
       if (j.is_object()) {
         header.dataset = text_of("dataset");
         header.model = text_of("model");
-        if (!text_of("baseline").empty()) header.baseline = text_of("baseline");
         if (j.contains("config") && j["config"].is_object()) {
           const auto& c = j["config"];
           header.config_json = c.dump();
@@ -610,7 +617,7 @@ void add_report(CLI::App& app) {
       for (const auto& r : records) names.insert(r.strategy);
       std::string valid;
       for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
-      QUARRY_USAGE_EXPECTS(a->baseline.empty() || names.count(a->baseline), "--baseline ",
+      QUARRY_USAGE_EXPECTS(a->baseline.empty() || names.count(a->baseline) > 0, "--baseline ",
                            quote_input(a->baseline), ": no finished repeat of that strategy in ", rounds_path,
                            " (it has ", valid, ")");
     }

@@ -8,8 +8,9 @@
 //
 // The gain of a candidate n: sum_s a_s H(q_s), q_s(c) = sum_m w_s,m p_m,n,c (the distribution
 // of y_n given configuration s), minus the members' mean entropy of n. The gains of all the picks
-// of one joint batch add up to at most log M; once the best gain is below options.restart times
-// the best first-step gain left (a BALD score), the configurations start afresh: a new joint batch. Candidates are scored
+// of one joint batch add up to at most log M; with restarts, once the best score (the smaller of
+// the gain and the candidate's pairwise bound) is below options.restart times the best bound,
+// the configurations start afresh: a new joint batch. Candidates are scored
 // independently (in parallel); the draws are sequential: the batch does not depend on the
 // thread count. On CUDA (options.device) the candidates' gains are computed on the device
 // (kernels/batchbald.cu) and the rest stays here: the same arithmetic in another order, so
@@ -140,35 +141,24 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
       rh[static_cast<std::size_t>(j)] = member_entropy[static_cast<std::size_t>(n)];
       if (R < N) std::copy(at(n, 0), at(n, 0) + C * M, rp.data() + j * C * M);
     }
-    on_device = std::make_unique<cuda::BatchBaldGains>(R < N ? rp : p, rh, R, C, M, o.samples, device.index);
+    on_device = std::make_unique<cuda::BatchBaldGains>(R < N ? rp : p, rh, R, C, M, std::max(o.samples, C),
+                                                       device.index);
   }
 #endif
 
-  // Configurations: a[s], and w[s * M + m].
-  std::vector<double> a = {1.0};
-  std::vector<float> w(static_cast<std::size_t>(M), 1.0f / static_cast<float>(M));
-  bool sampled = false;
-  std::mt19937_64 rng(o.seed ^ 0x62617463686261ULL);
-  std::uniform_real_distribution<double> unit(0.0, 1.0);
-
-  Selection sel;
-  std::vector<double> gain(static_cast<std::size_t>(N), 0.0);
-  std::vector<double> bald;  // the first step's gains: each candidate's BALD score
-  std::int64_t chunk = 0;    // picks in the current joint batch
-  for (std::int64_t step = 0; step < k; ++step) {
-    auto S = static_cast<std::int64_t>(a.size());  // configurations (1 again where a joint batch restarts)
-    // The members' weights member-major (wt[m * S + s]): q_s below is summed across s in lanes.
-    std::vector<float> wt(static_cast<std::size_t>(M * S));
-    for (std::int64_t s2 = 0; s2 < S; ++s2)
-      for (std::int64_t m = 0; m < M; ++m) wt[static_cast<std::size_t>(m * S + s2)] = w[static_cast<std::size_t>(s2 * M + m)];
-    std::vector<float> af(a.begin(), a.end());
+  // gains[n] of every candidate over S configurations (weights af[s], member weights wt[m * S + s],
+  // member-major: q_s below is summed across s in lanes). Gains below 1e-6 nats are 0: a committee
+  // whose members agree gives rounding noise there, and 0 leaves the tie to the lower index.
+  const auto gains = [&](const std::vector<float>& af, const std::vector<float>& wt, std::vector<double>& out) {
+    const auto S = static_cast<std::int64_t>(af.size());
 #if QUARRY_BUILD_CUDA
     if (on_device) {
       on_device->compute(af, wt, row_gain);
-      for (std::size_t j = 0; j < rows.size(); ++j) gain[static_cast<std::size_t>(rows[j])] = row_gain[j];
+      for (std::size_t j = 0; j < rows.size(); ++j) out[static_cast<std::size_t>(rows[j])] = row_gain[j] < 1e-6 ? 0.0 : row_gain[j];
+      return;
     }
 #endif
-    if (device.kind != DeviceKind::cuda) parallel_chunks(N, 16, N * S * M * C, [&](std::int64_t b, std::int64_t e, int) {
+    parallel_chunks(N, 16, N * S * M * C, [&](std::int64_t b, std::int64_t e, int) {
       std::vector<float> q(static_cast<std::size_t>(S)), hs(static_cast<std::size_t>(S));
       for (std::int64_t n = b; n < e; ++n) {
         if (taken[static_cast<std::size_t>(n)]) continue;
@@ -189,37 +179,84 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
         }
         double h = 0.0;
         for (std::int64_t s2 = 0; s2 < S; ++s2) h += static_cast<double>(af[static_cast<std::size_t>(s2)]) * hs[static_cast<std::size_t>(s2)];
-        gain[static_cast<std::size_t>(n)] = h - member_entropy[static_cast<std::size_t>(n)];
+        const double g = h - member_entropy[static_cast<std::size_t>(n)];
+        out[static_cast<std::size_t>(n)] = g < 1e-6 ? 0.0 : g;
       }
     });
-    if (step == 0) bald = gain;
-    const auto argmax = [&](const std::vector<double>& v) {
-      std::int64_t b = -1;
+  };
+  const auto argmax = [&](const std::vector<double>& v) {
+    std::int64_t b = -1;
+    for (std::int64_t n = 0; n < N; ++n)
+      if (!taken[static_cast<std::size_t>(n)] && (b < 0 || v[static_cast<std::size_t>(n)] > v[static_cast<std::size_t>(b)]))
+        b = n;
+    return b;
+  };
+
+  // Configurations: a[s], and w[s * M + m].
+  std::vector<double> a = {1.0};
+  std::vector<float> w(static_cast<std::size_t>(M), 1.0f / static_cast<float>(M));
+  bool sampled = false;
+  std::mt19937_64 rng(o.seed ^ 0x62617463686261ULL);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+
+  Selection sel;
+  std::vector<double> gain(static_cast<std::size_t>(N), 0.0), pair(static_cast<std::size_t>(N), 0.0);
+  // With restarts: bound[n] = min(BALD of n, min over the picks j of I(y_n; model | y_j)), an
+  // upper bound of n's gain given the whole batch that does not saturate as the joint batch
+  // does, and remembers the picks of earlier joint batches (a copy of a pick gains ~0 by it).
+  std::vector<double> bound;
+  std::int64_t chunk = 0;  // picks in the current joint batch
+  for (std::int64_t step = 0; step < k; ++step) {
+    auto S = static_cast<std::int64_t>(a.size());  // configurations (1 again where a joint batch restarts)
+    {
+      std::vector<float> wt(static_cast<std::size_t>(M * S));
+      for (std::int64_t s2 = 0; s2 < S; ++s2)
+        for (std::int64_t m = 0; m < M; ++m) wt[static_cast<std::size_t>(m * S + s2)] = w[static_cast<std::size_t>(s2 * M + m)];
+      gains(std::vector<float>(a.begin(), a.end()), wt, gain);
+    }
+    std::int64_t best = -1;
+    if (o.restart > 0.0) {
+      if (step == 0) bound = gain;  // BALD
       for (std::int64_t n = 0; n < N; ++n)
-        if (!taken[static_cast<std::size_t>(n)] && (b < 0 || v[static_cast<std::size_t>(n)] > v[static_cast<std::size_t>(b)]))
-          b = n;
-      return b;
-    };
-    std::int64_t best = argmax(gain);
-    if (chunk > 0 && o.restart > 0.0) {
+        gain[static_cast<std::size_t>(n)] = std::min(gain[static_cast<std::size_t>(n)], bound[static_cast<std::size_t>(n)]);
+      best = argmax(gain);
       // The joint gain of M members' labels is capped at log M nats in all: once the best one is
-      // below `restart` of the best fresh sample's (its BALD score), a new joint batch starts.
-      const std::int64_t fresh = argmax(bald);
-      if (gain[static_cast<std::size_t>(best)] < o.restart * bald[static_cast<std::size_t>(fresh)]) {
+      // below `restart` of the best a fresh joint batch could gain, a new joint batch starts.
+      const std::int64_t fresh = argmax(bound);
+      if (chunk > 0 && gain[static_cast<std::size_t>(best)] < o.restart * bound[static_cast<std::size_t>(fresh)]) {
         best = fresh;
-        gain[static_cast<std::size_t>(best)] = bald[static_cast<std::size_t>(best)];
+        gain[static_cast<std::size_t>(best)] = bound[static_cast<std::size_t>(best)];
         a = {1.0};
         w.assign(static_cast<std::size_t>(M), 1.0f / static_cast<float>(M));
         S = 1;
         sampled = false;
         chunk = 0;
       }
+    } else {
+      best = argmax(gain);
     }
     ++chunk;
     taken[static_cast<std::size_t>(best)] = 1;
     sel.index.push_back(best);
     sel.score.push_back(static_cast<float>(gain[static_cast<std::size_t>(best)]));
     if (step + 1 == k) break;
+
+    if (o.restart > 0.0) {  // the pairwise gains given the new pick's label: C configurations
+      std::vector<float> pa, pwt(static_cast<std::size_t>(M * C), 0.0f);
+      for (std::int64_t c = 0; c < C; ++c) {
+        const float* pc = at(best, c);
+        double q = 0.0;
+        for (std::int64_t m = 0; m < M; ++m) q += pc[m];
+        q /= static_cast<double>(M);
+        pa.push_back(static_cast<float>(q));
+        if (q > 0.0)
+          for (std::int64_t m = 0; m < M; ++m)
+            pwt[static_cast<std::size_t>(m * C + c)] = static_cast<float>(pc[m] / (static_cast<double>(M) * q));
+      }
+      gains(pa, pwt, pair);
+      for (std::int64_t n = 0; n < N; ++n)
+        bound[static_cast<std::size_t>(n)] = std::min(bound[static_cast<std::size_t>(n)], pair[static_cast<std::size_t>(n)]);
+    }
 
     // Condition the configurations on the new sample's label.
     const auto child = [&](std::int64_t s, std::int64_t c, float* out) {  // w' of (s, c); returns q_s(c)
