@@ -149,12 +149,13 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
   // gains[n] of every candidate over S configurations (weights af[s], member weights wt[m * S + s],
   // member-major: q_s below is summed across s in lanes). Gains below 1e-6 nats are 0: a committee
   // whose members agree gives rounding noise there, and 0 leaves the tie to the lower index.
+  const auto noise_free = [](double g) { return g < 1e-6 ? 0.0 : g; };
   const auto gains = [&](const std::vector<float>& af, const std::vector<float>& wt, std::vector<double>& out) {
     const auto S = static_cast<std::int64_t>(af.size());
 #if QUARRY_BUILD_CUDA
     if (on_device) {
       on_device->compute(af, wt, row_gain);
-      for (std::size_t j = 0; j < rows.size(); ++j) out[static_cast<std::size_t>(rows[j])] = row_gain[j] < 1e-6 ? 0.0 : row_gain[j];
+      for (std::size_t j = 0; j < rows.size(); ++j) out[static_cast<std::size_t>(rows[j])] = noise_free(row_gain[j]);
       return;
     }
 #endif
@@ -179,8 +180,7 @@ Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std
         }
         double h = 0.0;
         for (std::int64_t s2 = 0; s2 < S; ++s2) h += static_cast<double>(af[static_cast<std::size_t>(s2)]) * hs[static_cast<std::size_t>(s2)];
-        const double g = h - member_entropy[static_cast<std::size_t>(n)];
-        out[static_cast<std::size_t>(n)] = g < 1e-6 ? 0.0 : g;
+        out[static_cast<std::size_t>(n)] = noise_free(h - member_entropy[static_cast<std::size_t>(n)]);
       }
     });
   };
