@@ -12,7 +12,8 @@ the embeddings `quarry pretrain` learns from the pool's images (no labels) befor
 time and losses go into the results (the embeddings file itself is deleted afterwards).
 
 Writes bench/results/cold-start-<UTC time>-<commit>.json and keeps each run's report folder
-beside it. Usage: bench/cold_start.py [--repeats 5] [--build build] [--pretrain | --seed-embeddings E.npy]
+beside it. Usage: bench/cold_start.py [--repeats 5] [--rounds 10] [--build build] [--pretrain [--pretrain-epochs 10] |
+    --seed-embeddings E.npy]
     [--arms random,typiclust,probcover,typiclust+auto] [--resume bench/results/cold-start-...]
 """
 import argparse
@@ -40,6 +41,7 @@ def main():
     ap.add_argument("--seed-embeddings", default="")
     ap.add_argument("--pretrain", action="store_true", help="embeddings from quarry pretrain on the pool")
     ap.add_argument("--pretrain-epochs", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=10, help="rounds of 20 after the initial set (1: 20 and 40 labels)")
     ap.add_argument("--arms", default="random,typiclust,probcover,typiclust+auto")
     ap.add_argument("--resume", default="", help="an interrupted run's folder: its finished arms are kept")
     a = ap.parse_args()
@@ -79,12 +81,12 @@ def main():
         after = after or "random"
         run = os.path.join(out, "seed-" + arm.replace("+", "-then-"))
         cmd = [os.path.join(ROOT, a.build, "quarry"), "simulate", *pool,
-               "--strategies", after, "--seed-size", "20", "--batch", "20", "--rounds", "10",
+               "--strategies", after, "--seed-size", "20", "--batch", "20", "--rounds", str(a.rounds),
                "--repeats", str(a.repeats), "--threads", str(a.threads), "--seed-strategy", seed, "--out", run]
         if a.seed_embeddings and (seed != "random" or after == "auto"):
             cmd += ["--seed-embeddings", a.seed_embeddings]
         rounds = os.path.join(run, "rounds.jsonl")
-        if a.resume and os.path.exists(rounds) and sum(1 for _ in open(rounds)) == a.repeats * 11:
+        if a.resume and os.path.exists(rounds) and sum(1 for _ in open(rounds)) == a.repeats * (a.rounds + 1):
             print(f"{arm}: kept from {run}", file=sys.stderr)
         else:
             t = time.time()
@@ -99,7 +101,7 @@ def main():
         curves[strategy] = acc
     base = curves["random"]
     result = {"dataset": f"idx:{data} (20k pool)",
-              "protocol": "20 + 10 x 20 labels; an arm SEED samples at random after the initial set, "
+              "protocol": f"20 + {a.rounds} x 20 labels; an arm SEED samples at random after the initial set, "
                           "SEED+STRATEGY with STRATEGY",
               "repeats": a.repeats, "commit": commit,
               "embeddings": ("quarry pretrain on the pool (no labels)"

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "quarry/acquisition.hpp"
+#include "quarry/batchbald.hpp"
 #include "quarry/diversity.hpp"
 #include "quarry/io.hpp"
 #include "quarry/select.hpp"
@@ -283,6 +284,47 @@ TEST_F(Cli, BadInputGetsAClearErrorAndNonZeroExit) {
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("ok.npy"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("only 2 are selectable"), std::string::npos) << r.err;
+}
+
+// select --strategy batchbald over a committee [M, N, C]: the library's picks; a bad row names the
+// file; its options given to another strategy are a usage error, not silently ignored.
+TEST_F(Cli, BatchBaldSelectsLikeTheLibraryAndNamesBadInput) {
+  const int M = 4, N = 40, C = 3;
+  std::vector<float> p(static_cast<std::size_t>(M * N * C));
+  std::uint32_t x = 12345;
+  for (std::size_t i = 0; i < p.size(); i += C) {
+    float sum = 0;
+    for (int c = 0; c < C; ++c) {
+      x = x * 1664525u + 1013904223u;
+      p[i + c] = 0.05f + static_cast<float>(x >> 8) / static_cast<float>(1u << 24);
+      sum += p[i + c];
+    }
+    for (int c = 0; c < C; ++c) p[i + c] /= sum;
+  }
+  const quarry::ArrayView v{p.data(), quarry::DType::f32, {M, N, C}};
+  quarry::write_npy(path("k.npy"), v);
+  Result r = quarry("select --input " + path("k.npy") + " --strategy batchbald -k 6 --restart 0.3 --samples 64");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  quarry::BatchBaldOptions o;
+  o.restart = 0.3;
+  o.samples = 64;
+  const quarry::Selection want = quarry::select_batchbald(v, 6, {}, o);
+  const std::vector<std::string> got = lines(r.out);
+  ASSERT_EQ(got.size(), want.index.size() + 1) << r.out;
+  for (std::size_t i = 0; i < want.index.size(); ++i) {
+    const std::string prefix = std::to_string(i + 1) + "," + std::to_string(want.index[i]) + ",";
+    EXPECT_EQ(got[i + 1].compare(0, prefix.size(), prefix), 0) << got[i + 1];
+  }
+  p[static_cast<std::size_t>((2 * N + 7) * C + 1)] = -0.25f;  // member 2, row 7
+  quarry::write_npy(path("bad.npy"), v);
+  r = quarry("select --input " + path("bad.npy") + " --strategy batchbald -k 6");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("bad.npy: committee member 2, row 7, class 1"), std::string::npos) << r.err;
+  for (const char* flag : {"--restart 0.2", "--samples 16"}) {
+    r = quarry("select --input " + path("k.npy") + " -a bald -k 6 " + flag);
+    EXPECT_EQ(r.rc, 2) << flag;
+    EXPECT_NE(r.err.find("options of --strategy batchbald"), std::string::npos) << r.err;
+  }
 }
 
 TEST_F(Cli, InfoDescribesNpyAndNpz) {

@@ -873,6 +873,10 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   EXPECT_EQ(rep.rc, 2);
   EXPECT_NE(rep.err.find("holds another run"), std::string::npos) << rep.err;
   EXPECT_FALSE(fs::exists(dir + "/vs5/summary.md"));
+  std::ofstream(dir + "/plain.txt") << "a file\n";  // a folder under a file: a usage error too
+  rep = quarry_cli("report " + dir + "/sim --baseline entropy --out " + dir + "/plain.txt/sub/vs6", dir);
+  EXPECT_EQ(rep.rc, 2) << rep.err;
+  EXPECT_NE(rep.err.find("a file"), std::string::npos) << rep.err;
   // In place against entropy, then plainly: the default baseline is random again.
   ASSERT_EQ(quarry_cli("report " + dir + "/sim --baseline entropy", dir).rc, 0);
   ASSERT_EQ(quarry_cli("report " + dir + "/sim", dir).rc, 0);

@@ -33,6 +33,8 @@ struct BatchBaldOptions {
   /// Where the candidates' gains are computed: cpu, or cuda[:N] (the greedy loop itself runs on
   /// the host either way). auto means the CPU for now: the CUDA path has not yet run on a GPU.
   DeviceSpec device{};
+  /// Names the committee in data errors (the CLI passes the --input file).
+  std::string input_name = "input";
 };
 
 /// Chooses k samples of a committee's outputs `committee` [M, N, C] (ensemble members or

@@ -546,6 +546,7 @@ PYBIND11_MODULE(_core, m) {
     const std::vector<std::int64_t> ex = index_list(exclude, "exclude");
     BatchBaldOptions o;
     o.samples = samples, o.seed = seed, o.logits = logits, o.sum_tolerance = tolerance, o.restart = restart;
+    o.input_name = "x";
     o.device = parse_device(device);
     Selection sel;
     {

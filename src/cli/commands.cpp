@@ -272,10 +272,10 @@ void add_select(CLI::App& app) {
                   "probcover; or batchbald over a committee --input [M, N, C]")
       ->check(CLI::IsMember({"topk", "power", "badge", "kcenter", "cluster-margin", "uncertain-kcenter", "typiclust",
                              "probcover", "batchbald"}));
-  cmd->add_option("--samples", a->samples,
+  auto* samples = cmd->add_option("--samples", a->samples,
                   "batchbald: label configurations of the batch kept (exact up to this many, sampled beyond)")
       ->check(positive());
-  cmd->add_option("--restart", a->restart,
+  auto* restart = cmd->add_option("--restart", a->restart,
                   "batchbald: a new joint batch starts when the best gain falls below this share of the best "
                   "BALD score left (0: one joint batch, as in the paper; 1: BALD's order)")
       ->check(CLI::Range(0.0, 1.0));
@@ -301,7 +301,9 @@ void add_select(CLI::App& app) {
   dense->add(cmd, true);
   auto inst = std::make_shared<InstanceArgs>();
   inst->add(cmd);
-  cmd->callback([a, dense, inst] {
+  cmd->callback([a, dense, inst, samples, restart] {
+    QUARRY_USAGE_EXPECTS(a->strategy == "batchbald" || (samples->count() == 0 && restart->count() == 0),
+                         "--samples and --restart are options of --strategy batchbald, not ", a->strategy);
     if (inst->active()) {  // detections, multi-label outputs (instance_commands.cpp)
       check_outputs({{"--output", a->output}}, {{"--input", a->score.input}, {"--exclude", a->exclude}});
       set_threads(a->threads);
@@ -346,6 +348,7 @@ void add_select(CLI::App& app) {
       o.logits = a->score.logits;
       o.sum_tolerance = a->score.tolerance;
       o.device = parse_device(a->score.device);
+      o.input_name = a->score.input;
       const Selection sel = select_batchbald(in.view(), a->k, excl, o);
       check_mapped_inputs();
       if (a->verbose)

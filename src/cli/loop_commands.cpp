@@ -42,6 +42,11 @@ void expect_folder_arg(const char* flag, const std::string& dir) {
   std::error_code ec;
   QUARRY_USAGE_EXPECTS(!std::filesystem::exists(dir, ec) || std::filesystem::is_directory(dir, ec), flag, " ",
                        quote_input(dir, 200), " is a file; it names a folder for the outputs");
+  // The folder is made with its parents: the nearest one that exists must be a folder too.
+  std::filesystem::path p = std::filesystem::absolute(dir, ec).parent_path();
+  while (!ec && !std::filesystem::exists(p, ec) && p != p.parent_path()) p = p.parent_path();
+  QUARRY_USAGE_EXPECTS(ec || std::filesystem::is_directory(p, ec), flag, " ", quote_input(dir, 200), " is under ",
+                       quote_input(p.string(), 200), ", a file; it names a folder for the outputs");
 }
 
 // The file a --model spec reads ("torchscript:FILE"), or "".

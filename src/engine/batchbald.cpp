@@ -51,7 +51,7 @@ std::vector<float> probabilities(const ArrayView& in_view, const BatchBaldOption
   Array copy;
   ArrayView in = in_view;
   if (!in.contiguous()) {
-    copy = contiguous_copy(in_view, "committee");
+    copy = contiguous_copy(in_view, o.input_name);
     in = copy.view();
   }
   const std::int64_t M = in.shape[0], N = in.shape[1], C = in.shape[2];
@@ -61,7 +61,9 @@ std::vector<float> probabilities(const ArrayView& in_view, const BatchBaldOption
     case DType::f64: load_rows<DType::f64>(in, raw); break;
     case DType::f16: load_rows<DType::f16>(in, raw); break;
     case DType::bf16: load_rows<DType::bf16>(in, raw); break;
-    default: QUARRY_FAIL("batchbald: expected float32, float16, bfloat16 or float64 outputs, got ", dtype_name(in.dtype));
+    default:
+      QUARRY_FAIL("batchbald: ", o.input_name, ": expected float32, float16, bfloat16 or float64 outputs, got ",
+                  dtype_name(in.dtype));
   }
   const bool half = in.dtype == DType::f16 || in.dtype == DType::bf16;
   const double tol = o.sum_tolerance >= 0 ? o.sum_tolerance : half ? 1e-2 : 1e-3;
@@ -71,12 +73,14 @@ std::vector<float> probabilities(const ArrayView& in_view, const BatchBaldOption
       const float* r = raw.data() + (m * N + n) * C;
       double zmax = -std::numeric_limits<double>::infinity(), sum = 0.0;
       for (std::int64_t c = 0; c < C; ++c) {
-        QUARRY_EXPECTS(std::isfinite(r[c]) && (o.logits || r[c] >= 0.0f), "batchbald: committee member ", m, ", row ",
-                       n, ", class ", c, ": ", r[c], o.logits ? " is not a finite logit" : " is not a probability");
+        QUARRY_EXPECTS(std::isfinite(r[c]) && (o.logits || r[c] >= 0.0f), "batchbald: ", o.input_name,
+                       ": committee member ", m, ", row ", n, ", class ", c, ": ", r[c],
+                       o.logits ? " is not a finite logit" : " is not a probability");
         zmax = std::max(zmax, static_cast<double>(r[c]));
       }
       for (std::int64_t c = 0; c < C; ++c) sum += o.logits ? std::exp(r[c] - zmax) : r[c];
-      QUARRY_EXPECTS(o.logits || std::fabs(sum - 1.0) <= tol, "batchbald: committee member ", m, ", row ", n,
+      QUARRY_EXPECTS(o.logits || std::fabs(sum - 1.0) <= tol, "batchbald: ", o.input_name, ": committee member ", m,
+                     ", row ", n,
                      ": probabilities sum to ", sum, ", expected 1 within ", tol, " (pass --logits for logits)");
       for (std::int64_t c = 0; c < C; ++c) {
         const double v = o.logits ? std::exp(r[c] - zmax) / sum : r[c] / sum;
@@ -91,10 +95,11 @@ std::vector<float> probabilities(const ArrayView& in_view, const BatchBaldOption
 Selection select_batchbald(const ArrayView& committee, std::int64_t k, const std::vector<std::int64_t>& exclude,
                            const BatchBaldOptions& o) {
   QUARRY_EXPECTS(!committee.on_cuda(), "batchbald: the committee's outputs are read from host memory");
-  QUARRY_EXPECTS(committee.rank() == 3, "batchbald: expected a committee [M, N, C] (members, samples, classes), got shape ",
+  QUARRY_EXPECTS(committee.rank() == 3, "batchbald: ", o.input_name,
+                 ": expected a committee [M, N, C] (members, samples, classes), got shape ",
                  shape_string(committee.shape));
   const std::int64_t M = committee.shape[0], N = committee.shape[1], C = committee.shape[2];
-  QUARRY_EXPECTS(M >= 1 && C >= 1, "batchbald: a committee needs members and classes, got shape ",
+  QUARRY_EXPECTS(M >= 1 && C >= 1, "batchbald: ", o.input_name, ": a committee needs members and classes, got shape ",
                  shape_string(committee.shape));
   QUARRY_USAGE_EXPECTS(o.samples >= 1 && o.samples <= (std::int64_t{1} << 24), "batchbald: samples must be in 1..",
                        std::int64_t{1} << 24, ", got ", o.samples);
