@@ -12,6 +12,8 @@
 #include <gtest/gtest.h>
 #include <png.h>
 
+#include <fstream>
+
 #include "project_helpers.hpp"
 #include "project/journal.hpp"
 #include "quarry/dataset.hpp"
@@ -383,6 +385,31 @@ TEST_F(ProjectTest, BalancedBatchBaldBatches) {
   r = with(path("bad4"), "balanced:batchbald", "1,1");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("4 classes"), std::string::npos) << r.err;
+  // batchbald's restart share: only with a batchbald strategy, kept in project.json, checked there.
+  const std::vector<std::string> init5{"project", "init", path("bad5"), "--dataset", "synthetic:100", "--strategy",
+                                       "entropy", "--batchbald-restart", "0.2", "--classes", kClassList};
+  r = quarry(init5);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("--batchbald-restart is for --strategy batchbald"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("bad5") + "/project.json"));
+  r = quarry({"project", "init", path("restart"), "--dataset", "synthetic:100", "--strategy", "batchbald",
+              "--batchbald-restart", "0.2", "--classes", kClassList});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(quarry::Project(path("restart")).config().batchbald_restart, 0.2);
+  {
+    const std::string pj = path("restart") + "/project.json";
+    nlohmann::json j = nlohmann::json::parse(read_file(pj));
+    EXPECT_EQ(j.at("batchbald_restart").get<double>(), 0.2);
+    j["batchbald_restart"] = 2.0;
+    std::ofstream(pj, std::ios::trunc) << j.dump(1);
+    try {
+      quarry::Project damaged(path("restart"));
+      ADD_FAILURE() << "a restart share of 2 was accepted";
+    } catch (const quarry::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("project.json: batchbald_restart 2 is out of range"), std::string::npos)
+          << e.what();
+    }
+  }
   if (!quarry::have_torch()) GTEST_SKIP() << "training needs LibTorch";
 
   // The library (no process per step; one training, the one that takes the time).
@@ -424,6 +451,17 @@ TEST_F(ProjectTest, BalancedBatchBaldBatches) {
   EXPECT_EQ(here.number, 3);
   EXPECT_EQ(here.index, there.index);
   EXPECT_EQ(here.score, there.score);
+  // A copy whose project.json asks for one joint batch (restart 0): the same model, another batch.
+  fs::copy(dir_, path("joint"), fs::copy_options::recursive);
+  {
+    nlohmann::json j = nlohmann::json::parse(read_file(path("joint") + "/project.json"));
+    EXPECT_EQ(j.at("batchbald_restart").get<double>(), 0.5);
+    j["batchbald_restart"] = 0.0;
+    std::ofstream(path("joint") + "/project.json", std::ios::trunc) << j.dump(1);
+  }
+  const quarry::BatchInfo joint = quarry::Project(path("joint")).next(o).batch;
+  EXPECT_EQ(joint.number, 4);
+  EXPECT_NE(joint.index, here.index);
 }
 
 // ---------------------------------------------------------------- imports

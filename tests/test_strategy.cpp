@@ -142,9 +142,10 @@ quarry::Inference two_classes() {
 }
 
 V picks(const std::string& strategy, const quarry::Inference& inf, std::int64_t k, V exclude = {},
-        std::vector<double> target = {}, std::uint64_t seed = 1) {
+        std::vector<double> target = {}, std::uint64_t seed = 1, double batchbald_restart = 0.5) {
   quarry::loop::StepOptions o;
   o.k = k;
+  o.batchbald_restart = batchbald_restart;
   o.exclude = std::move(exclude);
   o.seed = seed;
   o.device = quarry::parse_device("cpu");
@@ -206,12 +207,18 @@ std::int64_t predicted(const quarry::Inference& inf, std::int64_t i) {
 TEST(LoopStrategy, BatchBaldIsTheEnginesSelection) {
   const auto inf = committee(40, 3);
   const V exclude{0, 5, 9};
-  const V got = picks("batchbald", inf, 6, exclude, {}, 11);
-  quarry::BatchBaldOptions b;
-  b.seed = 11;
-  EXPECT_EQ(got, quarry::select_batchbald(inf.committee.view(), 6, exclude, b).index);
-  EXPECT_EQ(std::set<std::int64_t>(got.begin(), got.end()).size(), 6u);
-  for (auto i : got) EXPECT_EQ(std::count(exclude.begin(), exclude.end(), i), 0) << i;
+  std::set<V> distinct;  // the restart share reaches the engine: the picks depend on it
+  for (double restart : {0.5, 0.0, 1.0}) {
+    const V got = picks("batchbald", inf, 15, exclude, {}, 11, restart);
+    quarry::BatchBaldOptions b;
+    b.seed = 11;
+    b.restart = restart;
+    EXPECT_EQ(got, quarry::select_batchbald(inf.committee.view(), 15, exclude, b).index) << restart;
+    EXPECT_EQ(std::set<std::int64_t>(got.begin(), got.end()).size(), 15u);
+    for (auto i : got) EXPECT_EQ(std::count(exclude.begin(), exclude.end(), i), 0) << i;
+    distinct.insert(got);
+  }
+  EXPECT_GE(distinct.size(), 2u);
 }
 
 TEST(LoopStrategy, BalancedRunsAnyStrategyPerClass) {

@@ -710,6 +710,15 @@ TEST(Simulate, BatchBaldAndBalancedStrategies) {
   for (const auto& [name, sel] : picked)
     for (auto i : sel) EXPECT_EQ(std::count(initial.begin(), initial.end(), i), 0) << name << " picked " << i;
   EXPECT_NE(picked["batchbald"], picked["balanced:batchbald"]);
+  // A new joint batch at nearly every pick (restart 1): the restart share reaches the selection.
+  auto joint = tiny_simulation({"batchbald"}, 30, 1);
+  joint.batchbald_restart = 1.0;
+  const auto c = quarry::simulate(d, joint);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].round, 0);
+  EXPECT_NE(c[0].selected, picked["batchbald"]);
+  joint.batchbald_restart = 1.5;
+  EXPECT_THROW(quarry::check_simulate_options(d, joint), quarry::UsageError);
 
   // Usage errors: batchbald without a committee, a target without a balanced strategy, a
   // target of the wrong size.
@@ -735,7 +744,9 @@ TEST(Cli, SimulateStrategyUsageErrorsExitTwo) {
       {"--strategies batchbald --committee none", "needs a committee"},
       {"--strategies entropy --balance-target 1,1,1,1", "--balance-target is for balanced:NAME"},
       {"--strategies balanced:entropy --balance-target 1,1", "--balance-target '1,1': 2 weights"},
-      {"--strategies balanced:entropy --balance-target 1,x,1,1", "'x' is not a weight"}};
+      {"--strategies balanced:entropy --balance-target 1,x,1,1", "'x' is not a weight"},
+      {"--strategies entropy --batchbald-restart 0.2", "--batchbald-restart is for the batchbald strategies"},
+      {"--strategies batchbald --batchbald-restart 1.5", "--batchbald-restart"}};
   for (const auto& [args, message] : cases) {
     const Result r = quarry_cli(base + args, dir);
     EXPECT_EQ(r.rc, 2) << args << ": " << r.err;

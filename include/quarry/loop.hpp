@@ -233,6 +233,8 @@ struct SimulateOptions {
   /// The balanced:NAME strategies' target class distribution (one weight per class, summing
   /// to 1); empty: uniform.
   std::vector<double> balance_target;
+  /// batchbald's restart share (BatchBaldOptions::restart): 0 = one joint batch, the paper's.
+  double batchbald_restart = 0.5;
   /// How each repeat's initial labeled set is chosen: "random", or a cold-start strategy,
   /// "typiclust" or "probcover", over `seed_embeddings` (seeded by the repeat).
   std::string seed_strategy = "random";

@@ -51,6 +51,7 @@ struct ProjectConfig {
   std::string strategy = "entropy";    // random, an acquisition, a diversity strategy, batchbald or balanced:NAME
   std::string committee = "mc:10";     // for committee strategies (bald, batchbald, ...)
   std::string balance_target;          // balanced:NAME: one weight per class, "0.5,0.5"; "" = uniform
+  double batchbald_restart = 0.5;      // batchbald: BatchBaldOptions::restart (0: one joint batch)
   std::string seed_strategy = "random";  // the batches before a model: random, typiclust or probcover
   std::string seed_embeddings;         // their embeddings: a .npy [pool, D] (absolute path); "" = the pool's inputs
   std::string seed_embeddings_crc32;   // filled in by init: the file's checksum, checked before each use

@@ -92,7 +92,8 @@ class Project:
     def init(cls, path: PathLike, dataset: str, *, classes: Optional[Sequence[str]] = ..., strategy: str = ...,
              model: str = ..., committee: str = ..., manifest: Optional[str] = ..., seed: int = ...,
              device: str = ..., threads: int = ..., balance_target: Union[str, Sequence[float], None] = ...,
-             seed_strategy: str = ..., seed_embeddings: Optional[PathLike] = ...) -> Project: ...
+             seed_strategy: str = ..., seed_embeddings: Optional[PathLike] = ...,
+             batchbald_restart: Optional[float] = ...) -> Project: ...
     @property
     def config(self) -> dict: ...
     @property

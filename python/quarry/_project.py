@@ -49,7 +49,8 @@ class Project:
              model: str = "", committee: str = "mc:10", manifest: Optional[str] = None, seed: int = 0,
              device: str = "auto", threads: int = 0,
              balance_target: Union[str, Sequence[float], None] = None, seed_strategy: str = "random",
-             seed_embeddings: Optional[Union[str, "os.PathLike[str]"]] = None) -> "Project":
+             seed_embeddings: Optional[Union[str, "os.PathLike[str]"]] = None,
+             batchbald_restart: Optional[float] = None) -> "Project":
         """Create a project in a new or empty folder (as ``quarry project init``).
 
         dataset: the pool: pool:X.npy, idx:DIR, npz:FILE, npy:X.npy,y.npy, synthetic[:N] (its labels
@@ -65,13 +66,19 @@ class Project:
         seed_strategy: the batches before there is a model (the cold start): random, typiclust or
             probcover (the most typical / covering items first), over seed_embeddings: a .npy
             [pool, D] with one row per item, e.g. from ``quarry pretrain`` (default: the pool's inputs).
+        batchbald_restart: batchbald (or balanced:batchbald) only: a new joint batch starts when the
+            best gain falls below this share of the best a fresh one could gain (default 0.5; 0: one
+            joint batch, the paper's).
         """
         if isinstance(classes, str):
             raise _q.UsageError("classes: a list of class names, not one string (did you mean classes.split(',')?)")
+        if batchbald_restart is not None and strategy.split(":")[-1] != "batchbald":
+            raise _q.UsageError(f"batchbald_restart is for strategy batchbald (or balanced:batchbald), not {strategy!r}")
         _loop().init(os.fspath(path), dataset, list(classes or []), strategy, model, committee,
                      os.fspath(manifest) if manifest else "", _q._int(seed, "seed", 0, 2**63),
                      device, _q._int(threads, "threads", 0, 4096), _weights(balance_target), seed_strategy,
-                     os.fspath(seed_embeddings) if seed_embeddings is not None else "")
+                     os.fspath(seed_embeddings) if seed_embeddings is not None else "",
+                     0.5 if batchbald_restart is None else _q._float(batchbald_restart, "batchbald_restart"))
         return cls(path)
 
     @property

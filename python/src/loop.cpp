@@ -50,7 +50,7 @@ PYBIND11_MODULE(_loop, m) {
                    const std::string& strategy, const std::string& model, const std::string& committee,
                    const std::string& manifest, std::uint64_t seed, const std::string& device, int threads,
                    const std::string& balance_target, const std::string& seed_strategy,
-                   const std::string& seed_embeddings) {
+                   const std::string& seed_embeddings, double batchbald_restart) {
     ProjectConfig c;
     c.dataset = dataset;
     c.classes = classes;
@@ -60,6 +60,7 @@ PYBIND11_MODULE(_loop, m) {
     c.balance_target = balance_target;
     c.seed_strategy = seed_strategy;
     c.seed_embeddings = seed_embeddings;
+    c.batchbald_restart = batchbald_restart;
     c.seed = seed;
     c.device = device;
     c.threads = threads;
@@ -104,6 +105,7 @@ PYBIND11_MODULE(_loop, m) {
     d["strategy"] = c.strategy;
     d["committee"] = c.committee;
     d["balance_target"] = c.balance_target;
+    d["batchbald_restart"] = c.batchbald_restart;
     d["seed_strategy"] = c.seed_strategy;
     d["seed_embeddings"] = c.seed_embeddings;
     d["classes"] = c.classes;

@@ -98,6 +98,14 @@ def test_balanced_strategy_and_target(tmp_path):
         quarry.Project.init(tmp_path / "s", "synthetic:100", strategy="entropy", balance_target="1,1,1,1")
     with pytest.raises(quarry.UsageError, match="does not nest"):
         quarry.Project.init(tmp_path / "t", "synthetic:100", strategy="balanced:balanced:entropy")
+    # batchbald's restart share: kept in the configuration; only for a batchbald strategy, within [0, 1].
+    assert p.config["batchbald_restart"] == 0.5
+    r = quarry.Project.init(tmp_path / "u", "synthetic:100", strategy="batchbald", batchbald_restart=np.float32(0.25))
+    assert r.config["batchbald_restart"] == 0.25
+    with pytest.raises(quarry.UsageError, match="batchbald_restart is for strategy batchbald"):
+        quarry.Project.init(tmp_path / "v", "synthetic:100", strategy="entropy", batchbald_restart=0.2)
+    with pytest.raises(quarry.UsageError, match="must be in"):
+        quarry.Project.init(tmp_path / "w", "synthetic:100", strategy="batchbald", batchbald_restart=1.5)
 
 
 def test_cold_start_over_given_embeddings(tmp_path):

@@ -357,6 +357,7 @@ void add_simulate(CLI::App& app) {
     std::string stop, seed_strategy = "random", seed_embeddings;
     std::int64_t stop_set = 1000;
     bool stop_early = false;
+    double batchbald_restart = 0.5;
   };
   auto a = std::make_shared<Args>();
   a->data.add(cmd, false);
@@ -370,6 +371,10 @@ void add_simulate(CLI::App& app) {
                   "The balanced:NAME strategies' target class distribution: one weight per class, e.g. 0.5,0.5 "
                   "(normalised; default uniform)");
   cmd->add_option("--committee", a->committee, "Committee of the committee strategies: mc:M or ensemble:M");
+  auto* restart = cmd->add_option("--batchbald-restart", a->batchbald_restart,
+                                  "batchbald: a new joint batch starts when the best gain falls below this share of "
+                                  "the best a fresh one could gain (0: one joint batch, the paper's)")
+                      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed-size", a->seed_size, "Initial labeled set")->check(positive());
   cmd->add_option("--seed-strategy", a->seed_strategy,
                   "How the initial set is chosen: random, or typiclust / probcover over --seed-embeddings (the cold "
@@ -391,7 +396,7 @@ void add_simulate(CLI::App& app) {
       ->check(positive());
   cmd->add_flag("--stop-early", a->stop_early, "End a strategy's repeat where the stopping rule fires");
   cmd->add_option("--out", a->out, "Folder for rounds.jsonl, curves.csv, summary.json, summary.md, curves.svg");
-  cmd->callback([a] {
+  cmd->callback([a, restart] {
     QUARRY_USAGE_EXPECTS(!a->stop_early || !a->stop.empty(), "--stop-early needs a rule: --stop kappa:THRESHOLD:WINDOW");
     std::optional<StopRule> stop;
     if (!a->stop.empty()) {
@@ -424,6 +429,13 @@ void add_simulate(CLI::App& app) {
     o.seed_embeddings = a->seed_embeddings;
     if (!a->balance_target.empty())
       o.balance_target = loop::parse_balance_target(a->balance_target, data.num_classes, "--balance-target");
+    o.batchbald_restart = a->batchbald_restart;
+    QUARRY_USAGE_EXPECTS(restart->count() == 0 || std::any_of(o.strategies.begin(), o.strategies.end(),
+                                                              [](const std::string& s) {
+                                                                return loop::parse_strategy(s, "--strategies").kind ==
+                                                                       loop::Strategy::Kind::batchbald;
+                                                              }),
+                         "--batchbald-restart is for the batchbald strategies, and none is listed in --strategies");
     QUARRY_EXPECTS(have_torch(), "this build of quarry has no LibTorch: simulate needs it (Debian: libtorch-dev)");
     check_simulate_options(data, o);  // impossible sizes fail here, before the folder is made
 
@@ -431,6 +443,7 @@ void add_simulate(CLI::App& app) {
         {"dataset", data.spec},           {"dataset_description", data.describe()},
         {"model", model_spec_string(o.train.model)},
         {"committee", committee_string(o.committee)}, {"balance_target", o.balance_target},
+        {"batchbald_restart", o.batchbald_restart},
         {"strategies", o.strategies},     {"seed_size", o.seed_size},
         {"batch", o.batch},               {"rounds", o.rounds},
         {"repeats", o.repeats},           {"seed", o.seed},

@@ -12,6 +12,7 @@
 #include "quarry/io.hpp"
 #include "quarry/project.hpp"
 #include "serve/server.hpp"
+#include "simulate/strategy.hpp"
 
 namespace quarry::cli {
 namespace {
@@ -46,13 +47,21 @@ void add_init(CLI::App* project) {
                   "The cold start's embeddings, also auto's while labels are few: .npy [pool, D], one row per "
                   "item (e.g. from quarry pretrain; default: the pool's inputs)");
   cmd->add_option("--committee", a->config.committee, "Committee of committee strategies: mc:M or ensemble:M");
+  auto* restart = cmd->add_option("--batchbald-restart", a->config.batchbald_restart,
+                                  "batchbald: a new joint batch starts when the best gain falls below this share of "
+                                  "the best a fresh one could gain (0: one joint batch, the paper's)")
+                      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--classes", a->classes, "Class names, comma separated (default: the dataset's class ids 0..C-1)");
   cmd->add_option("--manifest", a->manifest,
                   "CSV index,id,path_or_url: what annotators see for each pool item (default: the index)");
   cmd->add_option("--seed", a->config.seed, "Seed of training and of random batches");
   cmd->add_option("--device", a->config.device, "auto, cpu or cuda[:N]: where training and scoring run");
   cmd->add_option("--threads", a->config.threads, "CPU threads (0: all)")->check(non_negative());
-  cmd->callback([a] {
+  cmd->callback([a, restart] {
+    QUARRY_USAGE_EXPECTS(restart->count() == 0 || loop::parse_strategy(a->config.strategy, "--strategy").kind ==
+                                                      loop::Strategy::Kind::batchbald,
+                         "--batchbald-restart is for --strategy batchbald (or balanced:batchbald), not ",
+                         a->config.strategy);
     a->config.classes = split_commas(a->classes, true);  // "a,,b": init names the empty class
     Project::init(a->dir, a->config, a->manifest);
     const Project p(a->dir);

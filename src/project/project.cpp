@@ -288,6 +288,7 @@ void Project::read_config() {
     config_.strategy = j.at("strategy").get<std::string>();
     config_.committee = j.at("committee").get<std::string>();
     config_.balance_target = j.value("balance_target", std::string());
+    config_.batchbald_restart = j.value("batchbald_restart", 0.5);
     config_.seed_strategy = j.value("seed_strategy", std::string("random"));
     config_.seed_embeddings = j.value("seed_embeddings", std::string());
     config_.seed_embeddings_crc32 = j.value("seed_embeddings_crc32", std::string());
@@ -302,6 +303,8 @@ void Project::read_config() {
   }
   QUARRY_EXPECTS(config_.pool_size > 0 && config_.classes.size() >= 2, path_in(dir_, "project.json"),
                  ": a project needs a pool and at least 2 classes");
+  QUARRY_EXPECTS(config_.batchbald_restart >= 0 && config_.batchbald_restart <= 1, path_in(dir_, "project.json"),
+                 ": batchbald_restart ", config_.batchbald_restart, " is out of range (expected 0 to 1)");
   QUARRY_EXPECTS(config_.threads >= 0 && config_.threads <= 4096, path_in(dir_, "project.json"), ": threads ",
                  config_.threads, " is out of range (0 for all cores, at most 4096)");
   if (!config_.has_manifest) {

@@ -200,6 +200,8 @@ Dataset complete_config(ProjectConfig& config) {
     // Checked now, not at the first batch; its checksum goes into project.json.
     config.seed_embeddings_crc32 = embeddings_crc32(read_seed_embeddings(config.seed_embeddings, config.pool_size));
   }
+  QUARRY_USAGE_EXPECTS(config.batchbald_restart >= 0 && config.batchbald_restart <= 1,
+                       "--batchbald-restart must be in [0, 1], got ", config.batchbald_restart);
   if (!config.balance_target.empty()) {
     QUARRY_USAGE_EXPECTS(loop::parse_strategy(config.strategy).balanced, "--balance-target is for a balanced:NAME ",
                          "strategy, not ", config.strategy);
@@ -227,6 +229,8 @@ json config_json(const ProjectConfig& config, const Dataset& data) {
   j["strategy"] = config.strategy;
   j["committee"] = config.committee;
   if (!config.balance_target.empty()) j["balance_target"] = config.balance_target;
+  if (loop::parse_strategy(config.strategy).kind == loop::Strategy::Kind::batchbald)
+    j["batchbald_restart"] = config.batchbald_restart;
   if (config.seed_strategy != "random") j["seed_strategy"] = config.seed_strategy;
   if (!config.seed_embeddings.empty()) {
     j["seed_embeddings"] = config.seed_embeddings;

@@ -112,6 +112,7 @@ loop::StepOptions step_options(const ProjectConfig& config, std::int64_t k, cons
   so.seed = loop::mix(config.seed, static_cast<std::uint64_t>(number));
   so.device = parse_device(config.device);
   so.threads = config.threads;
+  so.batchbald_restart = config.batchbald_restart;
   if (!config.balance_target.empty())
     so.balance_target = loop::parse_balance_target(config.balance_target, static_cast<int>(config.classes.size()),
                                                    "project.json balance_target");

@@ -57,6 +57,8 @@ void check_simulate_options(const Dataset& data, const SimulateOptions& o) {
     QUARRY_USAGE_EXPECTS(static_cast<int>(o.balance_target.size()) == data.num_classes, "simulate: --balance-target has ",
                          o.balance_target.size(), " weights, but ", data.spec, " has ", data.num_classes, " classes");
   }
+  QUARRY_USAGE_EXPECTS(o.batchbald_restart >= 0 && o.batchbald_restart <= 1,
+                       "simulate: --batchbald-restart must be in [0, 1], got ", o.batchbald_restart);
   QUARRY_USAGE_EXPECTS(o.seed_strategy == "random" || o.seed_strategy == "typiclust" || o.seed_strategy == "probcover",
                        "simulate: --seed-strategy '", quote_input(o.seed_strategy),
                        "': expected random, typiclust or probcover");
@@ -197,6 +199,7 @@ std::vector<RoundRecord> simulate(const Dataset& data, const SimulateOptions& o)
           so.device = o.device;
           so.threads = to.threads;
           so.balance_target = o.balance_target;
+          so.batchbald_restart = o.batchbald_restart;
           if (!o.seed_embeddings.empty()) {  // auto's typicality: the cold start's embeddings
             so.typical_embeddings = seed_view;
             so.typical_embeddings_name = o.seed_embeddings;

@@ -268,6 +268,7 @@ Selection select_among(const Strategy& s, const Inference& inf, const std::vecto
     BatchBaldOptions b;
     b.seed = seed;
     b.device = o.device;
+    b.restart = o.batchbald_restart;
     sel = select_batchbald(inf.committee.view(), k, exclude, b);
     tm.select += since(t);
   }

@@ -81,6 +81,8 @@ struct StepOptions {
   int threads = 0;
   /// balanced:NAME: the target class distribution (parse_balance_target); empty: uniform.
   std::vector<double> balance_target;
+  /// batchbald: BatchBaldOptions::restart (a new joint batch once the gains fall below this share).
+  double batchbald_restart = 0.5;
   /// auto: the embeddings [pool, D] its typicality runs over (the cold start's, e.g. from
   /// quarry pretrain), and their name for errors; no data: the pool's inputs.
   ArrayView typical_embeddings;
