@@ -392,6 +392,10 @@ TEST_F(ProjectTest, BalancedBatchBaldBatches) {
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("--batchbald-restart is for --strategy batchbald"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("bad5") + "/project.json"));
+  std::ofstream(path("plain.txt")) << "a file\n";  // a project folder under a file: a usage error
+  r = quarry({"project", "init", path("plain.txt") + "/p", "--dataset", "synthetic:100", "--classes", kClassList});
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("a file"), std::string::npos) << r.err;
   r = quarry({"project", "init", path("restart"), "--dataset", "synthetic:100", "--strategy", "batchbald",
               "--batchbald-restart", "0.2", "--classes", kClassList});
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -400,14 +404,17 @@ TEST_F(ProjectTest, BalancedBatchBaldBatches) {
     const std::string pj = path("restart") + "/project.json";
     nlohmann::json j = nlohmann::json::parse(read_file(pj));
     EXPECT_EQ(j.at("batchbald_restart").get<double>(), 0.2);
-    j["batchbald_restart"] = 2.0;
-    std::ofstream(pj, std::ios::trunc) << j.dump(1);
-    try {
-      quarry::Project damaged(path("restart"));
-      ADD_FAILURE() << "a restart share of 2 was accepted";
-    } catch (const quarry::Error& e) {
-      EXPECT_NE(std::string(e.what()).find("project.json: batchbald_restart 2 is out of range"), std::string::npos)
-          << e.what();
+    for (const auto& [bad, message] : std::vector<std::pair<nlohmann::json, std::string>>{
+             {2.0, "project.json: batchbald_restart 2 is out of range"},
+             {"0.3", "project.json: batchbald_restart must be a number from 0 to 1, got \"0.3\""}}) {
+      j["batchbald_restart"] = bad;
+      std::ofstream(pj, std::ios::trunc) << j.dump(1);
+      try {
+        quarry::Project damaged(path("restart"));
+        ADD_FAILURE() << "batchbald_restart " << bad.dump() << " was accepted";
+      } catch (const quarry::Error& e) {
+        EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+      }
     }
   }
   if (!quarry::have_torch()) GTEST_SKIP() << "training needs LibTorch";

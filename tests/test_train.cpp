@@ -888,6 +888,10 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
   rep = quarry_cli("report " + dir + "/sim --baseline entropy --out " + dir + "/plain.txt/sub/vs6", dir);
   EXPECT_EQ(rep.rc, 2) << rep.err;
   EXPECT_NE(rep.err.find("a file"), std::string::npos) << rep.err;
+  fs::create_symlink(dir + "/plain.txt/sub", dir + "/nowhere");  // a link that leads nowhere
+  rep = quarry_cli("report " + dir + "/sim --baseline entropy --out " + dir + "/nowhere/vs7", dir);
+  EXPECT_EQ(rep.rc, 2) << rep.err;
+  EXPECT_NE(rep.err.find("which does not exist"), std::string::npos) << rep.err;
   // In place against entropy, then plainly: the default baseline is random again.
   ASSERT_EQ(quarry_cli("report " + dir + "/sim --baseline entropy", dir).rc, 0);
   ASSERT_EQ(quarry_cli("report " + dir + "/sim", dir).rc, 0);

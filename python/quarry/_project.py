@@ -72,13 +72,19 @@ class Project:
         """
         if isinstance(classes, str):
             raise _q.UsageError("classes: a list of class names, not one string (did you mean classes.split(',')?)")
-        if batchbald_restart is not None and strategy.split(":")[-1] != "batchbald":
-            raise _q.UsageError(f"batchbald_restart is for strategy batchbald (or balanced:batchbald), not {strategy!r}")
+        restart = 0.5
+        if batchbald_restart is not None:
+            restart = _q._float(batchbald_restart, "batchbald_restart") + 0.0
+            if not 0 <= restart <= 1:
+                raise _q.UsageError(f"batchbald_restart must be in [0, 1], got {batchbald_restart!r}")
+            if not isinstance(strategy, str) or strategy.split(":")[-1] != "batchbald":
+                raise _q.UsageError(f"batchbald_restart is for strategy batchbald (or balanced:batchbald), "
+                                    f"not {strategy!r}")
         _loop().init(os.fspath(path), dataset, list(classes or []), strategy, model, committee,
                      os.fspath(manifest) if manifest else "", _q._int(seed, "seed", 0, 2**63),
                      device, _q._int(threads, "threads", 0, 4096), _weights(balance_target), seed_strategy,
                      os.fspath(seed_embeddings) if seed_embeddings is not None else "",
-                     0.5 if batchbald_restart is None else _q._float(batchbald_restart, "batchbald_restart"))
+                     restart)
         return cls(path)
 
     @property

@@ -104,8 +104,10 @@ def test_balanced_strategy_and_target(tmp_path):
     assert r.config["batchbald_restart"] == 0.25
     with pytest.raises(quarry.UsageError, match="batchbald_restart is for strategy batchbald"):
         quarry.Project.init(tmp_path / "v", "synthetic:100", strategy="entropy", batchbald_restart=0.2)
-    with pytest.raises(quarry.UsageError, match="must be in"):
+    with pytest.raises(quarry.UsageError, match=r"batchbald_restart must be in \[0, 1\], got 1.5"):
         quarry.Project.init(tmp_path / "w", "synthetic:100", strategy="batchbald", batchbald_restart=1.5)
+    with pytest.raises(quarry.UsageError, match="not None"):
+        quarry.Project.init(tmp_path / "x", "synthetic:100", strategy=None, batchbald_restart=0.3)
 
 
 def test_cold_start_over_given_embeddings(tmp_path):

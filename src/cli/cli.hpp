@@ -63,6 +63,11 @@ void add_number_checks(CLI::App& app);
 /// The most CPU threads --threads takes: 8 per core, at least 64.
 int max_threads();
 
+/// An output folder argument (`flag` names it in errors): missing (it is made, with the folders
+/// above it) or a folder. A file, a path under a file and a link on the way that leads nowhere
+/// are quarry::UsageErrors (exit 2).
+void expect_folder_arg(const std::string& flag, const std::string& dir);
+
 /// Makes an output folder (and those above it). When the command then fails and the folder it
 /// made is still empty, the destructor removes it: a failed command leaves no empty folder.
 class MadeFolder {

@@ -152,6 +152,27 @@ void check_outputs(const std::vector<Named>& outputs, const std::vector<Named>& 
   }
 }
 
+void expect_folder_arg(const std::string& flag, const std::string& dir) {
+  std::error_code ec;
+  QUARRY_USAGE_EXPECTS(!fs::exists(dir, ec) || fs::is_directory(dir, ec), flag, " ", quote_input(dir, 200),
+                       " is a file; it names a folder for the outputs");
+  // Walks up to the nearest path that exists, which must be a folder; a link met on the way
+  // leads to nothing that exists (or under a file), so the folder could not be made through it.
+  for (fs::path p = fs::absolute(dir, ec); !ec; p = p.parent_path()) {
+    std::error_code e;
+    const bool there = fs::exists(p, e);
+    QUARRY_USAGE_EXPECTS(there || !fs::is_symlink(fs::symlink_status(p, e)), flag, " ", quote_input(dir, 200), ": ",
+                         quote_input(p.string(), 200), " is a link to ", quote_input(fs::read_symlink(p, e).string(), 200),
+                         ", which does not exist; give a folder, or a path where one can be made");
+    if (there) {
+      QUARRY_USAGE_EXPECTS(fs::is_directory(p, e), flag, " ", quote_input(dir, 200), " is under ",
+                           quote_input(p.string(), 200), ", a file; it names a folder for the outputs");
+      break;
+    }
+    if (p == p.parent_path()) break;
+  }
+}
+
 MadeFolder::MadeFolder(const std::string& flag, const std::string& dir) : dir_(dir), exceptions_(std::uncaught_exceptions()) {
   std::error_code ec;
   QUARRY_USAGE_EXPECTS(!fs::exists(dir, ec) || fs::is_directory(dir, ec), flag, " ", quote_input(dir, 200),

@@ -37,18 +37,6 @@ const char* kDatasetHelp =
     "Dataset: idx:DIR (MNIST-style IDX files), npz:FILE (MedMNIST layout), npy:X.npy,y.npy "
     "(feature vectors), pool:X.npy (unlabeled features or images), synthetic[:N] (built-in image pool)";
 
-// An output folder argument: missing (it is made) or a folder, never a file.
-void expect_folder_arg(const char* flag, const std::string& dir) {
-  std::error_code ec;
-  QUARRY_USAGE_EXPECTS(!std::filesystem::exists(dir, ec) || std::filesystem::is_directory(dir, ec), flag, " ",
-                       quote_input(dir, 200), " is a file; it names a folder for the outputs");
-  // The folder is made with its parents: the nearest one that exists must be a folder too.
-  std::filesystem::path p = std::filesystem::absolute(dir, ec).parent_path();
-  while (!ec && !std::filesystem::exists(p, ec) && p != p.parent_path()) p = p.parent_path();
-  QUARRY_USAGE_EXPECTS(ec || std::filesystem::is_directory(p, ec), flag, " ", quote_input(dir, 200), " is under ",
-                       quote_input(p.string(), 200), ", a file; it names a folder for the outputs");
-}
-
 // The file a --model spec reads ("torchscript:FILE"), or "".
 std::string model_file(const std::string& spec) {
   return spec.rfind("torchscript:", 0) == 0 ? spec.substr(12) : std::string();
@@ -429,12 +417,11 @@ void add_simulate(CLI::App& app) {
     o.seed_embeddings = a->seed_embeddings;
     if (!a->balance_target.empty())
       o.balance_target = loop::parse_balance_target(a->balance_target, data.num_classes, "--balance-target");
-    o.batchbald_restart = a->batchbald_restart;
-    QUARRY_USAGE_EXPECTS(restart->count() == 0 || std::any_of(o.strategies.begin(), o.strategies.end(),
-                                                              [](const std::string& s) {
-                                                                return loop::parse_strategy(s, "--strategies").kind ==
-                                                                       loop::Strategy::Kind::batchbald;
-                                                              }),
+    o.batchbald_restart = a->batchbald_restart + 0.0;  // -0 recorded as 0
+    const bool batchbald = std::any_of(o.strategies.begin(), o.strategies.end(), [](const std::string& s) {
+      return loop::parse_strategy(s, "--strategies").kind == loop::Strategy::Kind::batchbald;
+    });
+    QUARRY_USAGE_EXPECTS(restart->count() == 0 || batchbald,
                          "--batchbald-restart is for the batchbald strategies, and none is listed in --strategies");
     QUARRY_EXPECTS(have_torch(), "this build of quarry has no LibTorch: simulate needs it (Debian: libtorch-dev)");
     check_simulate_options(data, o);  // impossible sizes fail here, before the folder is made
@@ -443,7 +430,6 @@ void add_simulate(CLI::App& app) {
         {"dataset", data.spec},           {"dataset_description", data.describe()},
         {"model", model_spec_string(o.train.model)},
         {"committee", committee_string(o.committee)}, {"balance_target", o.balance_target},
-        {"batchbald_restart", o.batchbald_restart},
         {"strategies", o.strategies},     {"seed_size", o.seed_size},
         {"batch", o.batch},               {"rounds", o.rounds},
         {"repeats", o.repeats},           {"seed", o.seed},
@@ -456,6 +442,7 @@ void add_simulate(CLI::App& app) {
         {"quarry", build_info().version},  {"libtorch", build_info().torch_version}};
     config["seed_strategy"] = o.seed_strategy;
     if (!o.seed_embeddings.empty()) config["seed_embeddings"] = o.seed_embeddings;
+    if (batchbald) config["batchbald_restart"] = o.batchbald_restart;
     if (o.stop) {
       config["stop"] = o.stop->describe();
       config["stop_set"] = o.stop->set_size;

@@ -62,6 +62,7 @@ void add_init(CLI::App* project) {
                                                       loop::Strategy::Kind::batchbald,
                          "--batchbald-restart is for --strategy batchbald (or balanced:batchbald), not ",
                          a->config.strategy);
+    expect_folder_arg("the project folder", a->dir);
     a->config.classes = split_commas(a->classes, true);  // "a,,b": init names the empty class
     Project::init(a->dir, a->config, a->manifest);
     const Project p(a->dir);

@@ -288,6 +288,8 @@ void Project::read_config() {
     config_.strategy = j.at("strategy").get<std::string>();
     config_.committee = j.at("committee").get<std::string>();
     config_.balance_target = j.value("balance_target", std::string());
+    QUARRY_EXPECTS(!j.contains("batchbald_restart") || j["batchbald_restart"].is_number(), path_in(dir_, "project.json"),
+                   ": batchbald_restart must be a number from 0 to 1, got ", j["batchbald_restart"].dump());
     config_.batchbald_restart = j.value("batchbald_restart", 0.5);
     config_.seed_strategy = j.value("seed_strategy", std::string("random"));
     config_.seed_embeddings = j.value("seed_embeddings", std::string());

@@ -230,7 +230,7 @@ json config_json(const ProjectConfig& config, const Dataset& data) {
   j["committee"] = config.committee;
   if (!config.balance_target.empty()) j["balance_target"] = config.balance_target;
   if (loop::parse_strategy(config.strategy).kind == loop::Strategy::Kind::batchbald)
-    j["batchbald_restart"] = config.batchbald_restart;
+    j["batchbald_restart"] = config.batchbald_restart + 0.0;  // -0 kept as 0
   if (config.seed_strategy != "random") j["seed_strategy"] = config.seed_strategy;
   if (!config.seed_embeddings.empty()) {
     j["seed_embeddings"] = config.seed_embeddings;
