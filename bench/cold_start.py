@@ -11,9 +11,15 @@ The cold-start embeddings are the pool's pixels, or --seed-embeddings E.npy, or 
 the embeddings `quarry pretrain` learns from the pool's images (no labels) before the runs; its
 time and losses go into the results (the embeddings file itself is deleted afterwards).
 
+--classifier cnn (default) trains every arm's model, a CNN, on the images. --classifier embeddings
+trains an MLP on the pretrained embeddings instead (the embeddings are the dataset: npy:E.npy,Y.npy
+with the pool's labels that `quarry pretrain --labels-out` writes, so quarry holds out 20% of the
+20k pool for testing and 10% of the rest for validation; the pool is 14,400). It needs --pretrain,
+or --seed-embeddings with --pool-labels.
+
 Writes bench/results/cold-start-<UTC time>-<commit>.json and keeps each run's report folder
 beside it. Usage: bench/cold_start.py [--repeats 5] [--rounds 10] [--build build] [--pretrain [--pretrain-epochs 10] |
-    --seed-embeddings E.npy]
+    --seed-embeddings E.npy [--pool-labels Y.npy]] [--classifier cnn|embeddings]
     [--arms random,typiclust,probcover,typiclust+auto] [--resume bench/results/cold-start-...]
 """
 import argparse
@@ -42,6 +48,10 @@ def main():
     ap.add_argument("--pretrain", action="store_true", help="embeddings from quarry pretrain on the pool")
     ap.add_argument("--pretrain-epochs", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=10, help="rounds of 20 after the initial set (1: 20 and 40 labels)")
+    ap.add_argument("--classifier", choices=["cnn", "embeddings"], default="cnn",
+                    help="the model every arm trains: a CNN on the images, or an MLP on the embeddings")
+    ap.add_argument("--pool-labels", default="", help="with --seed-embeddings and --classifier embeddings: "
+                                                      "the pool's labels (quarry pretrain --labels-out)")
     ap.add_argument("--arms", default="random,typiclust,probcover,typiclust+auto")
     ap.add_argument("--resume", default="", help="an interrupted run's folder: its finished arms are kept")
     a = ap.parse_args()
@@ -55,15 +65,21 @@ def main():
     os.makedirs(out, exist_ok=bool(a.resume))
     if a.resume and os.path.exists(os.path.join(out, "pretrained.npy")):
         a.pretrain, a.seed_embeddings = False, os.path.join(out, "pretrained.npy")
+        if os.path.exists(os.path.join(out, "pool-labels.npy")):
+            a.pool_labels = os.path.join(out, "pool-labels.npy")
+    if a.classifier == "embeddings" and not (a.pretrain or (a.seed_embeddings and a.pool_labels)):
+        sys.exit("cold_start.py: --classifier embeddings needs --pretrain, or --seed-embeddings with --pool-labels")
     pool = ["--dataset", f"idx:{data}", "--pool-limit", "20000"]
     pretrain = None
     if a.pretrain:
         if a.seed_embeddings:
             sys.exit("cold_start.py: --pretrain or --seed-embeddings, not both")
         a.seed_embeddings = os.path.join(out, "pretrained.npy")
+        a.pool_labels = os.path.join(out, "pool-labels.npy")
         t = time.time()
         p = subprocess.run([os.path.join(ROOT, a.build, "quarry"), "pretrain", *pool, "--threads", str(a.threads),
-                            "--epochs", str(a.pretrain_epochs), "--out", a.seed_embeddings],
+                            "--epochs", str(a.pretrain_epochs), "--out", a.seed_embeddings,
+                            "--labels-out", a.pool_labels],
                            check=True, capture_output=True, text=True)
         pretrain = {"seconds": time.time() - t, "epochs": a.pretrain_epochs, "output": p.stdout.strip()}
         with open(os.path.join(out, "pretrain.json"), "w") as f:  # kept for --resume
@@ -80,10 +96,13 @@ def main():
         seed, _, after = arm.partition("+")
         after = after or "random"
         run = os.path.join(out, "seed-" + arm.replace("+", "-then-"))
-        cmd = [os.path.join(ROOT, a.build, "quarry"), "simulate", *pool,
+        source = pool
+        if a.classifier == "embeddings":  # the model's inputs are the embeddings, typicality runs over them too
+            source = ["--dataset", f"npy:{a.seed_embeddings},{a.pool_labels}", "--model", "mlp"]
+        cmd = [os.path.join(ROOT, a.build, "quarry"), "simulate", *source,
                "--strategies", after, "--seed-size", "20", "--batch", "20", "--rounds", str(a.rounds),
                "--repeats", str(a.repeats), "--threads", str(a.threads), "--seed-strategy", seed, "--out", run]
-        if a.seed_embeddings and (seed != "random" or after == "auto"):
+        if a.seed_embeddings and a.classifier == "cnn" and (seed != "random" or after == "auto"):
             cmd += ["--seed-embeddings", a.seed_embeddings]
         rounds = os.path.join(run, "rounds.jsonl")
         if a.resume and os.path.exists(rounds) and sum(1 for _ in open(rounds)) == a.repeats * (a.rounds + 1):
@@ -104,6 +123,9 @@ def main():
               "protocol": f"20 + {a.rounds} x 20 labels; an arm SEED samples at random after the initial set, "
                           "SEED+STRATEGY with STRATEGY",
               "repeats": a.repeats, "commit": commit,
+              "classifier": ("a CNN on the images (test: MNIST's test set)" if a.classifier == "cnn" else
+                             "an MLP on the pretrained embeddings (npy:E,Y: 20% of the 20k pool held out for "
+                             "testing, 10% of the rest for validation; pool 14,400)"),
               "embeddings": ("quarry pretrain on the pool (no labels)"
                              if pretrain or a.seed_embeddings.endswith("pretrained.npy") else a.seed_embeddings)
               or "the pool's pixels", "pretrain": pretrain,
@@ -122,6 +144,8 @@ def main():
         result["strategies"][strategy] = entry
     if a.seed_embeddings == os.path.join(out, "pretrained.npy"):  # 10 MB of derived data: the run's
         os.remove(a.seed_embeddings)                                # record is its losses and time
+        if os.path.exists(os.path.join(out, "pool-labels.npy")):
+            os.remove(os.path.join(out, "pool-labels.npy"))
     path = out + ".json"
     with open(path, "w") as f:
         json.dump(result, f, indent=1)

@@ -758,11 +758,25 @@ TEST(Cli, SimulateStrategyUsageErrorsExitTwo) {
 TEST(Cli, PretrainWritesEmbeddingsTheColdStartReads) {
   const std::string dir = tmp_dir("cli-pretrain");
   Result r = quarry_cli("pretrain --dataset synthetic:300 --epochs 1 --batch-size 100 --threads 2 --out " + dir +
-                            "/e.npy", dir);
+                            "/e.npy --labels-out " + dir + "/labels.npy", dir);
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("contrastive loss per epoch"), std::string::npos) << r.out;
   const auto e = quarry::read_npy(dir + "/e.npy");
   ASSERT_EQ(e.shape(), (std::vector<std::int64_t>{300, 128}));
+  // --labels-out: the pool's labels, in pool order (those the loader gives simulate).
+  {
+    const quarry::Dataset d = quarry::load_dataset("synthetic:300");
+    const auto y = quarry::read_npy(dir + "/labels.npy");
+    ASSERT_EQ(y.shape(), (std::vector<std::int64_t>{d.train.size()}));
+    ASSERT_EQ(y.dtype(), quarry::DType::i64);
+    for (std::int64_t i = 0; i < d.train.size(); ++i)
+      ASSERT_EQ(y.as<std::int64_t>()[i], d.train.y[static_cast<std::size_t>(i)]) << i;
+  }
+  // A model trained on the embeddings: simulate over npy:E,Y (the pool's features and labels).
+  r = quarry_cli("simulate --dataset npy:" + dir + "/e.npy," + dir + "/labels.npy --model mlp --strategies random "
+                 "--seed-size 20 --batch 20 --rounds 1 --repeats 1 --epochs 2 --min-steps 10 --threads 2 "
+                 "--seed-strategy typiclust --out " + dir + "/on-embeddings", dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
   // The cold start reads them: a typiclust initial set over the pretrained embeddings.
   r = quarry_cli("simulate --dataset synthetic:300 --strategies random --seed-size 20 --batch 20 --rounds 0 "
                  "--repeats 1 --epochs 2 --min-steps 10 --threads 2 --seed-strategy typiclust --seed-embeddings " +
@@ -789,6 +803,17 @@ TEST(Cli, PretrainWritesEmbeddingsTheColdStartReads) {
   r = quarry_cli("pretrain --dataset pool:" + dir + "/x.npy --out " + dir + "/x.npy", dir);
   EXPECT_EQ(r.rc, 2) << r.err;
   EXPECT_EQ(quarry::read_npy(dir + "/x.npy").shape(), (std::vector<std::int64_t>{40, 6}));
+  r = quarry_cli("pretrain --dataset synthetic:300 --out " + dir + "/h.npy --labels-out " + dir + "/h.npy", dir);
+  EXPECT_EQ(r.rc, 2) << r.err;  // one file named twice
+  {  // an unlabeled pool of images has no labels to write
+    std::vector<float> img(30 * 8 * 8, 0.25f);
+    quarry::write_npy(dir + "/imgs.npy", quarry::ArrayView{img.data(), quarry::DType::f32, {30, 8, 8}});
+  }
+  r = quarry_cli("pretrain --dataset pool:" + dir + "/imgs.npy --epochs 1 --out " + dir + "/i.npy --labels-out " +
+                     dir + "/iy.npy", dir);
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("unlabeled pool"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/i.npy"));
   for (const char* bad : {"--epochs 0", "--batch-size 1", "--temperature 0", "--device tpu"}) {
     r = quarry_cli(std::string("pretrain --dataset synthetic:300 --out ") + dir + "/g.npy " + bad, dir);
     EXPECT_EQ(r.rc, 2) << bad << ": " << r.err;

@@ -195,7 +195,7 @@ void add_pretrain(CLI::App& app) {
   struct Args {
     DataArgs data;
     PretrainOptions o;
-    std::string out, device = "auto";
+    std::string out, labels_out, device = "auto";
   };
   auto a = std::make_shared<Args>();
   a->data.add(cmd, true);
@@ -204,6 +204,9 @@ void add_pretrain(CLI::App& app) {
                   "(simulate: give it the same --dataset, --pool-limit and --data-seed; project init: the "
                   "same --dataset, no --pool-limit, --data-seed = the project's --seed)")
       ->required();
+  cmd->add_option("--labels-out", a->labels_out,
+                  "Also write the pool's labels, .npy [N] int64 in the same order, for a benchmark of a model "
+                  "trained on the embeddings (simulate --dataset npy:E.npy,Y.npy); pretraining reads no label");
   cmd->add_option("--epochs", a->o.epochs, "Epochs of contrastive training")->check(positive());
   cmd->add_option("--batch-size", a->o.batch_size, "Images per step (each gives two views)")
       ->check(CLI::Range(2, 1 << 20));
@@ -216,11 +219,13 @@ void add_pretrain(CLI::App& app) {
   cmd->add_option("--device", a->device, "Where LibTorch runs: auto, cpu, cuda or cuda:N");
   cmd->add_option("--threads", a->o.threads, "CPU threads (0: all)")->check(non_negative());
   cmd->callback([a] {
-    check_outputs({{"--out", a->out}}, {{"--dataset", a->data.dataset}});
-    {  // Before minutes of training, not after: the file must be writable where it is named.
+    std::vector<Named> outs = {{"--out", a->out}};
+    if (!a->labels_out.empty()) outs.push_back({"--labels-out", a->labels_out});
+    check_outputs(outs, {{"--dataset", a->data.dataset}});
+    for (const Named& o : outs) {  // Before minutes of training, not after: writable where named.
       std::error_code ec;
-      const auto parent = std::filesystem::absolute(a->out, ec).parent_path();
-      QUARRY_USAGE_EXPECTS(std::filesystem::is_directory(parent, ec), "--out ", quote_input(a->out, 200),
+      const auto parent = std::filesystem::absolute(o.path, ec).parent_path();
+      QUARRY_USAGE_EXPECTS(std::filesystem::is_directory(parent, ec), o.flag, " ", quote_input(o.path, 200),
                            ": the folder ", parent.string(), " does not exist");
     }
     a->o.device = parse_device(a->device);
@@ -228,6 +233,9 @@ void add_pretrain(CLI::App& app) {
     QUARRY_USAGE_EXPECTS(data.is_image(), data.spec, " holds feature vectors (", data.describe(),
                          "), not images: pretraining learns from images; give feature vectors to the "
                          "cold start directly (--seed-embeddings)");
+    QUARRY_USAGE_EXPECTS(a->labels_out.empty() || std::all_of(data.train.y.begin(), data.train.y.end(),
+                                                              [](std::int32_t y) { return y >= 0; }),
+                         "--labels-out: ", data.spec, " is an unlabeled pool; there are no labels to write");
     std::fprintf(stderr, "quarry: pretrain: %s: %lld unlabeled image%s, %d epoch%s\n", data.describe().c_str(),
                  static_cast<long long>(data.train.size()), data.train.size() == 1 ? "" : "s", a->o.epochs,
                  a->o.epochs == 1 ? "" : "s");
@@ -239,6 +247,10 @@ void add_pretrain(CLI::App& app) {
                                                        static_cast<long long>(p.total));
                                         });
     write_npy(a->out, e.view());
+    if (!a->labels_out.empty()) {
+      std::vector<std::int64_t> y(data.train.y.begin(), data.train.y.end());
+      write_npy(a->labels_out, ArrayView{y.data(), DType::i64, {static_cast<std::int64_t>(y.size())}});
+    }
     std::string losses;
     for (double l : rep.loss) losses += fmt::format("{}{:.3f}", losses.empty() ? "" : " ", l);
     std::printf("pretrained: %d epoch%s in %.1f s on %s (%lld parameters); contrastive loss per epoch: %s\n",
@@ -252,6 +264,9 @@ void add_pretrain(CLI::App& app) {
     std::printf("; use them with --seed-strategy typiclust|probcover --seed-embeddings %s (simulate, or project "
                 "init over the same pool)\n",
                 a->out.c_str());
+    if (!a->labels_out.empty())
+      std::printf("wrote %s [%lld]: the pool's labels in the same order\n", a->labels_out.c_str(),
+                  static_cast<long long>(data.train.size()));
   });
 }
 
