@@ -805,6 +805,31 @@ TEST(Cli, PretrainWritesEmbeddingsTheColdStartReads) {
   EXPECT_EQ(quarry::read_npy(dir + "/x.npy").shape(), (std::vector<std::int64_t>{40, 6}));
   r = quarry_cli("pretrain --dataset synthetic:300 --out " + dir + "/h.npy --labels-out " + dir + "/h.npy", dir);
   EXPECT_EQ(r.rc, 2) << r.err;  // one file named twice
+  // ... also through a link to a file not written yet: the labels would land on the embeddings.
+  fs::create_symlink("h2.npy", dir + "/to-h2");
+  r = quarry_cli("pretrain --dataset synthetic:300 --epochs 1 --out " + dir + "/h2.npy --labels-out " + dir + "/to-h2",
+                 dir);
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("are the same file"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/h2.npy"));
+  // Refused before training, not after: a link into a folder that does not exist.
+  fs::create_symlink("missing/y.npy", dir + "/to-missing");
+  r = quarry_cli("pretrain --dataset synthetic:300 --epochs 1 --out " + dir + "/h3.npy --labels-out " + dir +
+                     "/to-missing", dir);
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("epoch"), std::string::npos) << r.err;  // no training happened
+  EXPECT_FALSE(fs::exists(dir + "/h3.npy"));
+  // Labels that cannot be written publish neither file: the earlier embeddings stay as they were.
+  if (fs::exists("/dev/full")) {
+    r = quarry_cli("pretrain --dataset synthetic:300 --pool-limit 50 --epochs 1 --batch-size 50 --threads 2 --out " +
+                       dir + "/e.npy --labels-out /dev/full", dir);
+    EXPECT_EQ(r.rc, 1) << r.err;
+    EXPECT_NE(r.err.find("/dev/full"), std::string::npos) << r.err;
+    EXPECT_EQ(quarry::read_npy(dir + "/e.npy").shape(), (std::vector<std::int64_t>{300, 128}));
+    for (const auto& f : fs::directory_iterator(dir))
+      EXPECT_EQ(f.path().filename().string().find(".tmp."), std::string::npos) << f.path();
+  }
   {  // an unlabeled pool of images has no labels to write
     std::vector<float> img(30 * 8 * 8, 0.25f);
     quarry::write_npy(dir + "/imgs.npy", quarry::ArrayView{img.data(), quarry::DType::f32, {30, 8, 8}});

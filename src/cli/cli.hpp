@@ -57,6 +57,11 @@ std::vector<std::string> input_files(const std::string& spec);
 /// is a quarry::UsageError (exit 2) naming both.
 void check_outputs(const std::vector<Named>& outputs, const std::vector<Named>& inputs);
 
+/// For an output written after minutes of work (training): the folder where writing it lands
+/// (links followed, to files not made yet too) exists and can be written, else a
+/// quarry::UsageError (exit 2) naming the flag. Devices and pipes are written in place: no check.
+void expect_output_folder(const Named& output);
+
 /// Checks every numeric option of every subcommand: a whole decimal number for integers (no
 /// 0x10, no 1e3), a finite decimal for reals (no nan, inf), --threads at most max_threads().
 void add_number_checks(CLI::App& app);

@@ -3,10 +3,13 @@
 // decimal within a human bound.
 #include <glob.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <limits>
@@ -141,7 +144,8 @@ void check_outputs(const std::vector<Named>& outputs, const std::vector<Named>& 
                              " the input ", i.flag, " ", quote_input(i.spec, 200),
                              ": refusing to overwrite an input; write the output to another file");
     std::error_code ec;
-    const std::string abs = fs::weakly_canonical(fs::absolute(o.path, ec), ec).string();
+    // Where the output lands: a link that leads to a file not written yet still names that file.
+    const std::string abs = fs::weakly_canonical(fs::absolute(write_target(o.path), ec), ec).string();
     for (const auto& [other, other_abs] : seen) {
       const auto other_id = file_identity(other->path);
       const bool same = (id && other_id && *id == *other_id) || (!ec && abs == other_abs);
@@ -150,6 +154,20 @@ void check_outputs(const std::vector<Named>& outputs, const std::vector<Named>& 
     }
     seen.emplace_back(&o, abs);
   }
+}
+
+void expect_output_folder(const Named& o) {
+  if (o.path.empty()) return;
+  const std::string target = write_target(o.path);
+  struct stat st {};
+  if (::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return;  // a device or a pipe: written in place
+  std::error_code ec;
+  const fs::path parent = fs::absolute(target, ec).parent_path();
+  const std::string via = target == o.path ? "" : " (where its link leads: " + quote_input(target, 200) + ")";
+  QUARRY_USAGE_EXPECTS(!ec && fs::is_directory(parent, ec), o.flag, " ", quote_input(o.path, 200), via,
+                       ": the folder ", parent.string(), " does not exist");
+  QUARRY_USAGE_EXPECTS(::access(parent.c_str(), W_OK) == 0, o.flag, " ", quote_input(o.path, 200), via,
+                       ": the folder ", parent.string(), " cannot be written: ", std::strerror(errno));
 }
 
 void expect_folder_arg(const std::string& flag, const std::string& dir) {

@@ -138,6 +138,7 @@ void add_train(CLI::App& app) {
     check_outputs({{"--out", a->out}}, {{"--dataset", a->data.dataset},
                                         {"--labeled", a->labeled},
                                         {"--model", model_file(a->train.model)}});
+    expect_output_folder({"--out", a->out});  // before minutes of training, not after
     const Dataset data = a->data.load();
     QUARRY_USAGE_EXPECTS(data.num_classes >= 2, data.spec, " has no labels (", data.describe(),
                          "): train needs a labeled dataset (idx:, npz:, npy:X,y or synthetic); to label an "
@@ -222,12 +223,7 @@ void add_pretrain(CLI::App& app) {
     std::vector<Named> outs = {{"--out", a->out}};
     if (!a->labels_out.empty()) outs.push_back({"--labels-out", a->labels_out});
     check_outputs(outs, {{"--dataset", a->data.dataset}});
-    for (const Named& o : outs) {  // Before minutes of training, not after: writable where named.
-      std::error_code ec;
-      const auto parent = std::filesystem::absolute(o.path, ec).parent_path();
-      QUARRY_USAGE_EXPECTS(std::filesystem::is_directory(parent, ec), o.flag, " ", quote_input(o.path, 200),
-                           ": the folder ", parent.string(), " does not exist");
-    }
+    for (const Named& o : outs) expect_output_folder(o);  // before minutes of training, not after
     a->o.device = parse_device(a->device);
     const Dataset data = a->data.load();
     QUARRY_USAGE_EXPECTS(data.is_image(), data.spec, " holds feature vectors (", data.describe(),
@@ -246,11 +242,24 @@ void add_pretrain(CLI::App& app) {
                                                        static_cast<long long>(p.done),
                                                        static_cast<long long>(p.total));
                                         });
-    write_npy(a->out, e.view());
+    // Both files are written in full before either is published: a failure leaves neither
+    // (an earlier pair stays a pair).
+    const auto npy_bytes = [](const ArrayView& v) {
+      return std::string_view(static_cast<const char*>(v.data), v.nbytes());
+    };
+    AtomicFile embeddings(a->out);
+    embeddings.write(npy_header(e.dtype(), e.shape(), a->out));
+    embeddings.write(npy_bytes(e.view()));
+    std::unique_ptr<AtomicFile> labels;
     if (!a->labels_out.empty()) {
       std::vector<std::int64_t> y(data.train.y.begin(), data.train.y.end());
-      write_npy(a->labels_out, ArrayView{y.data(), DType::i64, {static_cast<std::int64_t>(y.size())}});
+      const ArrayView yv{y.data(), DType::i64, {static_cast<std::int64_t>(y.size())}};
+      labels = std::make_unique<AtomicFile>(a->labels_out);
+      labels->write(npy_header(yv.dtype, yv.shape, a->labels_out));
+      labels->write(npy_bytes(yv));
     }
+    if (labels) labels->commit();
+    embeddings.commit();
     std::string losses;
     for (double l : rep.loss) losses += fmt::format("{}{:.3f}", losses.empty() ? "" : " ", l);
     std::printf("pretrained: %d epoch%s in %.1f s on %s (%lld parameters); contrastive loss per epoch: %s\n",

@@ -43,6 +43,11 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+/// Where writing `path` lands: the end of its chain of symbolic links (relative targets taken
+/// from each link's folder), which need not exist yet. Links through /proc (/dev/stdout is
+/// /proc/self/fd/1) are not followed: those name open files, written in place.
+std::string write_target(const std::string& path);
+
 /// The header of an .npy file (format 1.0) holding `shape` of `dtype`; the data follows it.
 /// `path` names the file in errors.
 std::string npy_header(DType dtype, const std::vector<std::int64_t>& shape, const std::string& path);

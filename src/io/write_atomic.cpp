@@ -12,12 +12,7 @@
 
 namespace quarry {
 
-namespace {
-
-// Where writing `path` lands: the end of its chain of symbolic links (relative targets taken
-// from each link's folder), which need not exist yet. Links through /proc (/dev/stdout is
-// /proc/self/fd/1) are not followed: those name open files, written in place.
-std::string link_target(const std::string& path) {
+std::string write_target(const std::string& path) {
   std::string p = path;
   for (int hop = 0; hop < 40; ++hop) {
     if (p.rfind("/proc/", 0) == 0) return p;
@@ -35,6 +30,8 @@ std::string link_target(const std::string& path) {
   }
   QUARRY_FAIL("cannot write ", path, ": too many levels of symbolic links");
 }
+
+namespace {
 
 // The descriptor of this process that `path` (or where its links lead) names: /dev/stdout,
 // /dev/stderr, /dev/fd/N, /proc/self/fd/N, /proc/<this pid>/fd/N; -1 for any other path.
@@ -62,7 +59,7 @@ int own_descriptor(const std::string& path, const std::string& target) {
 
 AtomicFile::AtomicFile(std::string path, bool may_replace_input) : path_(std::move(path)) {
   // A symbolic link stays a link: its target is what is replaced, from a temporary file beside it.
-  const std::string target = link_target(path_);
+  const std::string target = write_target(path_);
   // An existing path that is not a regular file (/dev/null, /dev/stdout, a pipe) is written in
   // place: renaming over it would replace the device or the pipe with a file.
   struct stat st {};
