@@ -878,6 +878,30 @@ TEST(Cli, TrainInferAndSimulateEndToEnd) {
     ASSERT_EQ(quarry_cli("infer --dataset synthetic:400 --model " + dir + "/m.pt --committee mc:3 --out " + dir + "/inf",
                          dir).rc, 0);
   }
+  {
+    // Consistent MC dropout: member s is one network over the whole pool (one mask for every
+    // row), so copies of an image, wherever they sit in the pool and its batches, get the same
+    // prediction from each member, while members differ (what BatchBALD's joint estimate needs).
+    const quarry::Dataset d = quarry::load_dataset("synthetic:400");
+    const std::int64_t numel = 28 * 28, n = 300;
+    std::vector<float> pool(static_cast<std::size_t>(n * numel));
+    for (std::int64_t i = 0; i < n; ++i)  // rows 0, 100, 200 are image 7; the others image i
+      std::copy_n(d.train.x.data() + (i % 100 == 0 ? 7 : i) * numel, numel, pool.data() + i * numel);
+    quarry::write_npy(dir + "/dup.npy", quarry::ArrayView{pool.data(), quarry::DType::f32, {n, 28, 28}});
+    ASSERT_EQ(quarry_cli("infer --dataset pool:" + dir + "/dup.npy --model " + dir + "/m.pt --committee mc:4 "
+                         "--batch-size 64 --out " + dir + "/dup", dir).rc, 0);
+    const auto c = quarry::read_npy(dir + "/dup/committee.npy");
+    ASSERT_EQ(c.shape(), (std::vector<std::int64_t>{4, n, 4}));
+    const float* p = c.as<float>();
+    double spread = 0.0;
+    for (std::int64_t s = 0; s < 4; ++s)
+      for (std::int64_t k = 0; k < 4; ++k) {
+        for (const std::int64_t copy : {std::int64_t{7}, std::int64_t{100}, std::int64_t{200}})
+          EXPECT_NEAR(p[(s * n + copy) * 4 + k], p[(s * n + 0) * 4 + k], 1e-6) << s << " " << copy << " " << k;
+        spread += std::fabs(p[(s * n + 0) * 4 + k] - p[(0 * n + 0) * 4 + k]);
+      }
+    EXPECT_GT(spread, 1e-4);  // the members are different networks
+  }
   const auto rows = quarry::read_npy(dir + "/inf/rows.npy");  // synthetic: the identity
   ASSERT_EQ(rows.shape(), (std::vector<std::int64_t>{400}));
   EXPECT_EQ(rows.as<std::int64_t>()[399], 399);

@@ -86,23 +86,22 @@ namespace {
 constexpr const char* kFormat = "quarry-model";
 constexpr int kFormatVersion = 1;
 
-// The MC-dropout mask of sample `s` for pool rows [first, first + rows) and `dim` units: unit j
-// of row i is kept (scaled by 1 / (1 - p)) when a Philox draw keyed by (seed, s, i, j) falls
-// below 1 - p. A pure function of those: the same masks for any batch size, device or thread.
-torch::Tensor dropout_mask(std::uint64_t seed, int s, std::int64_t first, std::int64_t rows, std::int64_t dim) {
-  auto mask = torch::empty({rows, dim}, torch::kFloat32);
+// The MC-dropout mask of committee member `s` over `dim` units, [1, dim]: unit j is kept (scaled
+// by 1 / (1 - p)) when a Philox draw keyed by (seed, s, j) falls below 1 - p. One mask for every
+// row of the pool ("consistent" MC dropout, as BatchBALD needs): member s is one network, so
+// copies of an image get the same prediction from it, and the committee's joint distribution of
+// several samples' labels is that of M networks. A pure function of (seed, s, j): the same masks
+// for any batch size, device or thread.
+torch::Tensor dropout_mask(std::uint64_t seed, int s, std::int64_t dim) {
+  auto mask = torch::empty({1, dim}, torch::kFloat32);
   float* m = mask.data_ptr<float>();
   const float keep = static_cast<float>(1.0 / (1.0 - kDropout));
   const std::uint32_t threshold = static_cast<std::uint32_t>((1.0 - kDropout) * 16777216.0);
-  for (std::int64_t i = 0; i < rows; ++i) {
-    const std::uint64_t row = static_cast<std::uint64_t>(first + i);
-    for (std::int64_t j = 0; j < dim; j += 4) {
-      const detail::Philox4 r = detail::philox4x32_10(
-          static_cast<std::uint32_t>(row), static_cast<std::uint32_t>(row >> 32),
-          static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(s) ^ (0xD50Bu << 16),
-          static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
-      for (std::int64_t q = 0; q < 4 && j + q < dim; ++q) m[i * dim + j + q] = (r.v[q] >> 8) < threshold ? keep : 0.0f;
-    }
+  for (std::int64_t j = 0; j < dim; j += 4) {
+    const detail::Philox4 r = detail::philox4x32_10(
+        0u, 0u, static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(s) ^ (0xD50Bu << 16),
+        static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
+    for (std::int64_t q = 0; q < 4 && j + q < dim; ++q) m[j + q] = (r.v[q] >> 8) < threshold ? keep : 0.0f;
   }
   return mask;
 }
@@ -266,7 +265,7 @@ Inference Model::infer(const float* x, std::int64_t n, const InferOptions& optio
           Member& first = *m.members[0];
           if (first.has_head()) {
             for (int s = 0; s < M; ++s) {
-              const auto mask = dropout_mask(options.seed, s, b, rows, D).to(h.device());
+              const auto mask = dropout_mask(options.seed, s, D).to(h.device());  // broadcast over the rows
               put(torch::softmax(first.head_masked(h, mask).to(torch::kFloat32), 1), com + (s * n + b) * C, rows, C);
             }
           } else {  // a TorchScript model: whole forward passes in training mode
