@@ -49,7 +49,11 @@ def main():
     curves = collections.defaultdict(dict)  # (strategy, repeat) -> {labels: value}
     rounds = collections.defaultdict(int)
     for path in a.rounds:
-        with open(path) as f:
+        try:
+            f = open(path)
+        except OSError as e:
+            sys.exit(f"labels_to_reach.py: {path}: cannot read ({e.strerror})")
+        with f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -58,8 +62,8 @@ def main():
                     key = (r["strategy"], r["repeat"])
                     curves[key][r["labels"]] = r[a.metric]
                     rounds[key] = max(rounds[key], r["round"])
-                except (ValueError, KeyError) as e:
-                    sys.exit(f"labels_to_reach.py: {path}: line {line_no}: not a round of simulate ({e})")
+                except (ValueError, KeyError, TypeError) as e:
+                    sys.exit(f"labels_to_reach.py: {path}: line {line_no}: not a round of simulate ({e!r})")
     last = max(rounds.values(), default=0)
     finished = lambda s: {rep for (st, rep), r in rounds.items() if st == s and r == last}
     repeats = sorted(finished(a.baseline) & finished(a.strategy))
