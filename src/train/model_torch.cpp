@@ -251,6 +251,10 @@ Inference Model::infer(const float* x, std::int64_t n, const InferOptions& optio
   const std::int64_t bs = std::max(1, options.batch_size);
   try {
     for (auto& member : m.members) member->set_training(false);
+    // The MC-dropout masks, one per member for the whole pool: drawn once, used by every batch.
+    std::vector<torch::Tensor> masks;
+    if (committee.kind == CommitteeSpec::Kind::mc && m.members[0]->has_head())
+      for (int s = 0; s < M; ++s) masks.push_back(dropout_mask(options.seed, s, D).to(m.device));
     for (std::int64_t b = 0; b < n; b += bs) {
       const std::int64_t rows = std::min(bs, n - b);
       auto xb = batch_tensor(x + b * numel, rows, m.sample_shape, m.device);
@@ -264,10 +268,8 @@ Inference Model::infer(const float* x, std::int64_t n, const InferOptions& optio
         if (committee.kind == CommitteeSpec::Kind::mc && mi == 0) {
           Member& first = *m.members[0];
           if (first.has_head()) {
-            for (int s = 0; s < M; ++s) {
-              const auto mask = dropout_mask(options.seed, s, D).to(h.device());  // broadcast over the rows
-              put(torch::softmax(first.head_masked(h, mask).to(torch::kFloat32), 1), com + (s * n + b) * C, rows, C);
-            }
+            for (int s = 0; s < M; ++s)  // [1, D] masks broadcast over the rows
+              put(torch::softmax(first.head_masked(h, masks[s]).to(torch::kFloat32), 1), com + (s * n + b) * C, rows, C);
           } else {  // a TorchScript model: whole forward passes in training mode
             // Training mode also lets batch norms update their running statistics: keep them.
             auto& script = static_cast<ScriptMember&>(first);
