@@ -41,6 +41,8 @@ def main():
     ap.add_argument("--metric", default="accuracy", choices=["accuracy", "balanced_accuracy", "macro_f1"])
     ap.add_argument("--resamples", type=int, default=10000)
     a = ap.parse_args()
+    if a.resamples < 100:
+        ap.error(f"--resamples {a.resamples}: expected at least 100 bootstrap resamples")
     try:
         targets = [float(t) for t in a.targets.split(",")]
     except ValueError:
