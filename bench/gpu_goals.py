@@ -230,7 +230,7 @@ def main():
         goal("BADGE and k-center N=1e6 D=512 k=1000 < 2 s", "not run", "no bench_diversity_cuda.json")
 
     goal("LibTorch loop on CUDA (cnn >= 20k images/s, simulate 5x the CPU)", "not run",
-         "needs the loop built against the GPU machine's LibTorch: not part of this script yet")
+         "scripts/gpu_loop_check.sh (the next device call): builds the loop against the machine's PyTorch")
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     res = {"what": "gpu_check", "date": stamp, "commit": a.commit, "environment": env, "goals": goals}

@@ -5,9 +5,10 @@
 # REPEATS times, and saves the medians as JSON in bench/results/infer-<UTC time>-<commit>.json.
 # The issue's goal: >= 20,000 images/s on a GPU (--device cuda).
 # Usage: BUILD=build DEVICE=auto REPEATS=5 bench/run_infer.sh
+#   (BUILD: a folder under the repository or an absolute path; RESULTS: where the JSON goes)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-build="$root/${BUILD:-build}"
+case "${BUILD:-build}" in /*) build="$BUILD" ;; *) build="$root/${BUILD:-build}" ;; esac
 device="${DEVICE:-auto}"
 repeats="${REPEATS:-5}"
 mnist="$(cd "$root/.." && pwd)/shared/data/mnist"
@@ -26,14 +27,17 @@ for _ in $(seq "$repeats"); do
     --committee mc:10 --out "$work/out" | sed -n 's/.*s (\([0-9]*\) samples\/s).*/\1/p')")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-stamp="$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$root" rev-parse --short HEAD)"
-out="$root/bench/results/infer-$stamp.json"
-mkdir -p "$root/bench/results"
+# QUARRY_COMMIT names the commit where the copy has no .git (the GPU machine).
+commit="${QUARRY_COMMIT:-$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)}"
+stamp="$(date -u +%Y%m%dT%H%M%SZ)-${commit:0:7}"
+results="${RESULTS:-$root/bench/results}"
+out="$results/infer-$stamp.json"
+mkdir -p "$results"
 gpu="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
 cat > "$out" <<JSON
 {
   "benchmark": "quarry infer, cnn, the training split of $dataset (1x28x28 images)",
-  "commit": "$(git -C "$root" rev-parse HEAD)",
+  "commit": "$commit",
   "device_flag": "$device",
   "model": "$(sed -n 's/^model: //p' "$work/train.txt")",
   "gpu": "${gpu}",

@@ -9,7 +9,11 @@
 #
 # Environment: BUILD_DIR (default build-gpu-there), JOBS (default: all cores), CUDA_ARCHS
 # (default 90), CMAKE_ARGS (extra configure arguments), OUT (where environment.txt and the
-# logs go; default BUILD_DIR/logs).
+# logs go; default BUILD_DIR/logs), TORCH_PREFIX (a LibTorch CMake prefix, such as the machine's
+# PyTorch's `torch.utils.cmake_prefix_path`: builds the loop with it, -DQUARRY_TORCH=ON, and
+# reads NPZ files, -DQUARRY_NPZ=ON; scripts/gpu_loop_check.sh sets it), TEST_DEPS (0: skips
+# building GoogleTest and Google Benchmark, for a configuration with -DQUARRY_TESTS=OFF
+# -DQUARRY_BENCH=OFF).
 set -uo pipefail
 start=$SECONDS
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -42,7 +46,8 @@ if [ ! -d "$deps/prefix" ]; then
 fi
 # The carried BLAS (and OpenBLAS's Fortran runtime) and the CUDA runtime for the loader, in every
 # test process (the installed copy of the quarry libraries that the consumer test links has no RPATH).
-export LD_LIBRARY_PATH="$deps/prefix/lib:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The libraries the carried ones load (OpenSSL, Brotli, bzip2) go last: the image's own come first.
+export LD_LIBRARY_PATH="$deps/prefix/lib:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$deps/prefix/lib/fallback"
 
 if [ ! -f "$logs/environment.txt" ]; then
   {
@@ -50,7 +55,11 @@ if [ ! -f "$logs/environment.txt" ]; then
     echo "host: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
     grep -m1 PRETTY_NAME /etc/os-release 2>/dev/null
     echo "glibc: $(ldd --version 2>/dev/null | head -1)"
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+    if command -v nvidia-smi >/dev/null; then
+      nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+    else
+      echo "gpu: none (no nvidia-smi)"
+    fi
     echo "nvcc: $("$nvcc" --version | tail -2 | tr '\n' ' ')"
     echo "compute-sanitizer: ${sanitizer:-none} $([ -n "$sanitizer" ] && "$sanitizer" --version 2>/dev/null | tail -1)"
     echo "cmake: $(cmake --version | head -1), ninja $(ninja --version)"
@@ -80,9 +89,11 @@ build_dep() {  # name source-dir cmake-args...
   return 1
 }
 mkdir -p "$build/_deps"
-build_dep googletest "$deps/src/googletest" -DBUILD_GMOCK=ON -DINSTALL_GTEST=ON || exit 3
-build_dep benchmark "$(ls -d "$deps"/src/benchmark-*)" -DBENCHMARK_ENABLE_TESTING=OFF \
-  -DBENCHMARK_ENABLE_GTEST_TESTS=OFF -DBENCHMARK_ENABLE_WERROR=OFF -DBENCHMARK_INSTALL_DOCS=OFF || exit 3
+if [ "${TEST_DEPS:-1}" = 1 ]; then
+  build_dep googletest "$deps/src/googletest" -DBUILD_GMOCK=ON -DINSTALL_GTEST=ON || exit 3
+  build_dep benchmark "$(ls -d "$deps"/src/benchmark-*)" -DBENCHMARK_ENABLE_TESTING=OFF \
+    -DBENCHMARK_ENABLE_GTEST_TESTS=OFF -DBENCHMARK_ENABLE_WERROR=OFF -DBENCHMARK_INSTALL_DOCS=OFF || exit 3
+fi
 
 # ------------------------------------------------------------------ configure and build
 zlib_args=()
@@ -92,20 +103,30 @@ if ! echo '#include <zlib.h>' | c++ -x c++ -E - >/dev/null 2>&1; then
   zlib_args=(-DZLIB_INCLUDE_DIR="$deps/zlib/include" -DZLIB_LIBRARY="$libz")
   say "no zlib.h on this machine: carried headers with $libz"
 fi
-say "configuring $build"
+# The loop (LibTorch) and NPZ files where TORCH_PREFIX names a LibTorch; libpng, cpp-httplib,
+# libzip and DLPack from the carry, found before anything of the image's (pkg-config: the carried
+# pkgconf, which reads only the carried package files).
+torch_args=(-DQUARRY_TORCH=OFF -DQUARRY_NPZ=OFF)
+prefixes="$prefix;$deps/prefix"
+if [ -n "${TORCH_PREFIX:-}" ]; then
+  torch_args=(-DQUARRY_TORCH=ON -DQUARRY_NPZ=ON)
+  prefixes="$prefixes;$TORCH_PREFIX"
+fi
+say "configuring $build${TORCH_PREFIX:+ with LibTorch from $TORCH_PREFIX}"
 t0=$SECONDS
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DQUARRY_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
-  -DQUARRY_TORCH=OFF -DQUARRY_MPI=OFF -DQUARRY_NPZ=OFF -DQUARRY_FUZZ=OFF -DQUARRY_PTXAS_VERBOSE=ON \
-  -DCMAKE_PREFIX_PATH="$prefix;$deps/prefix" "${zlib_args[@]}" ${CMAKE_ARGS:-} >"$logs/configure.log" 2>&1
+  "${torch_args[@]}" -DQUARRY_MPI=OFF -DQUARRY_FUZZ=OFF -DQUARRY_PTXAS_VERBOSE=ON \
+  -DCMAKE_PREFIX_PATH="$prefixes" -DPKG_CONFIG_EXECUTABLE="$deps/prefix/bin/pkg-config" \
+  "${zlib_args[@]}" ${CMAKE_ARGS:-} >"$logs/configure.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then
   tail -40 "$logs/configure.log"
   say "configure failed (log: configure.log)"
   exit 4
 fi
-grep -E "^-- quarry|_DIR:PATH|BLAS_.*LIBRARY:FILEPATH=/" "$build/CMakeCache.txt" "$logs/configure.log" 2>/dev/null |
-  grep -E "quarry|GTest_DIR|benchmark_DIR|fmt_DIR|CLI11_DIR|nlohmann_json_DIR|BLAS" | sed 's/^/  /'
+grep -E "^-- quarry|_DIR:PATH|BLAS_.*LIBRARY:FILEPATH=/|PNG_LIBRARY_RELEASE:FILEPATH=|ZLIB_LIBRARY_RELEASE:FILEPATH=" "$build/CMakeCache.txt" "$logs/configure.log" 2>/dev/null |
+  grep -E "quarry|GTest_DIR|benchmark_DIR|fmt_DIR|CLI11_DIR|nlohmann_json_DIR|dlpack_DIR|libzip_DIR|Torch_DIR|BLAS|PNG_LIBRARY|ZLIB_LIBRARY" | sed 's/^/  /'
 say "building with -j$jobs ${targets[*]:-(all targets)}"
 ninja -C "$build" -j "$jobs" "${targets[@]}" >"$logs/build.log" 2>&1
 rc=$?

@@ -91,8 +91,12 @@ fi
   echo "commit: $commit"
   echo "host: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
   grep -m1 PRETTY_NAME /etc/os-release 2>/dev/null
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,clocks.sm,temperature.gpu,power.draw \
-    --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,clocks.sm,temperature.gpu,power.draw \
+      --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+  else
+    echo "gpu: none (no nvidia-smi)"
+  fi
   echo "nvcc: $([ -n "$nvcc" ] && "$nvcc" --version | tail -2 | tr '\n' ' ')"
   echo "compute-sanitizer: ${sanitizer:-none} $([ -n "$sanitizer" ] && "$sanitizer" --version 2>/dev/null | tail -1)"
   echo "python3: $(command -v python3) $(python3 -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1)"

@@ -10,6 +10,10 @@
 #   carry/deps/src/googletest/       GoogleTest 1.12.1 sources (Debian's googletest package)
 #   carry/deps/src/benchmark-1.7.1/  Google Benchmark 1.7.1 sources (Debian's source package:
 #                                    libbenchmark-dev ships only a shared library and headers)
+#   carry/deps/prefix/ also          libpng, cpp-httplib, libzip and DLPack (headers, libraries and
+#                                    package files), the libraries they load (lib/fallback/) and
+#                                    pkgconf: what the LibTorch loop's build there needs
+#                                    (scripts/gpu_loop_check.sh)
 #   carry/deps/zlib/include/         zlib.h and zconf.h, used only where the image has libz.so.1
 #                                    but no development headers
 #   carry/deps/prefix/lib/libblas.so[.3]  the reference BLAS (Debian libblas3: sgemm_ for the
@@ -95,6 +99,85 @@ tar -xzf "$tarball" -C "$dst/src"
 (cd "$dst/src/benchmark-${bench_version}" && rm -rf test docs bindings tools .github .ycm_extra_conf.py \
   WORKSPACE BUILD.bazel setup.py requirements.txt)
 
+# What the LibTorch loop's build there needs beyond the engine's (scripts/gpu_loop_check.sh builds
+# quarry and quarry-loop with -DQUARRY_TORCH=ON -DQUARRY_NPZ=ON): libpng, cpp-httplib (found by
+# pkg-config), libzip and DLPack, as Debian 12's headers and shared libraries with package files
+# written here (relocatable; Debian's name /usr, or list programs the carry leaves out), the
+# libraries they load (OpenSSL, Brotli, bzip2), and pkgconf for an image without pkg-config.
+lib=/usr/lib/x86_64-linux-gnu
+need /usr/include/png.h "apt-get install libpng-dev"
+need /usr/include/httplib.h "apt-get install libcpp-httplib-dev"
+need /usr/include/zip.h "apt-get install libzip-dev"
+need /usr/include/dlpack/dlpack.h "apt-get install libdlpack-dev"
+need /usr/bin/pkgconf "apt-get install pkgconf"
+mkdir -p "$dst/prefix/lib/pkgconfig" "$dst/prefix/lib/cmake/libzip" "$dst/prefix/lib/cmake/dlpack" "$dst/prefix/bin"
+cp /usr/include/png.h /usr/include/pngconf.h /usr/include/pnglibconf.h /usr/include/httplib.h \
+  /usr/include/zip.h /usr/include/zipconf.h "$dst/prefix/include/"
+cp -r /usr/include/dlpack "$dst/prefix/include/"
+# Plain copies under the names the linker (NAME.so) and the loader (the SONAME) look for.
+carry_lib() {  # file link-name soname
+  cp -L "$1" "$dst/prefix/lib/$2"
+  cp -L "$1" "$dst/prefix/lib/$3"
+}
+carry_lib $lib/libpng16.so.16 libpng.so libpng16.so.16
+carry_lib $lib/libcpp-httplib.so.0.11 libcpp-httplib.so libcpp-httplib.so.0.11
+carry_lib $lib/libzip.so.4 libzip.so libzip.so.4
+# The libraries those load, in lib/fallback/: appended to LD_LIBRARY_PATH (never put first: the
+# image's own OpenSSL, where it has one, stays the one its Python and tools load).
+mkdir -p "$dst/prefix/lib/fallback"
+for so in libssl.so.3 libcrypto.so.3 libbrotlicommon.so.1 libbrotlidec.so.1 libbrotlienc.so.1 libpkgconf.so.3; do
+  cp -L "$lib/$so" "$dst/prefix/lib/fallback/"
+done
+cp -L /lib/x86_64-linux-gnu/libbz2.so.1.0 "$dst/prefix/lib/fallback/"
+# pkgconf, run by a wrapper that finds its library and reads only the carried .pc files.
+cp /usr/bin/pkgconf "$dst/prefix/bin/pkgconf.bin"
+cat >"$dst/prefix/bin/pkg-config" <<'EOF'
+#!/bin/sh
+# Debian 12's pkgconf, carried: its library beside it, only the carried package files.
+here="$(cd "$(dirname "$0")" && pwd)"
+LD_LIBRARY_PATH="$here/../lib/fallback${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  PKG_CONFIG_LIBDIR="$here/../lib/pkgconfig" exec "$here/pkgconf.bin" "$@"
+EOF
+chmod +x "$dst/prefix/bin/pkg-config"
+# No Requires.private: pkg-config would look for OpenSSL's and Brotli's .pc files even for a
+# shared link, and the carried library names them itself (DT_NEEDED).
+httplib_version="$(dpkg-query -W -f='${Version}' libcpp-httplib-dev | cut -d- -f1)"
+cat >"$dst/prefix/lib/pkgconfig/cpp-httplib.pc" <<EOF
+prefix=\${pcfiledir}/../..
+includedir=\${prefix}/include
+libdir=\${prefix}/lib
+
+Name: cpp-httplib
+Description: A C++ HTTP/HTTPS server and client library (carried from Debian 12)
+Version: $httplib_version
+Libs: -L\${libdir} -lcpp-httplib
+Libs.private: -pthread
+Cflags: -I\${includedir} -DCPPHTTPLIB_OPENSSL_SUPPORT -DCPPHTTPLIB_ZLIB_SUPPORT -DCPPHTTPLIB_BROTLI_SUPPORT
+EOF
+cat >"$dst/prefix/lib/cmake/libzip/libzip-config.cmake" <<'EOF'
+# libzip (carried from Debian 12): the library only, as libzip::zip.
+get_filename_component(_zip_prefix "${CMAKE_CURRENT_LIST_DIR}/../../.." ABSOLUTE)
+if(NOT TARGET libzip::zip)
+  add_library(libzip::zip SHARED IMPORTED)
+  set_target_properties(libzip::zip PROPERTIES
+    IMPORTED_LOCATION "${_zip_prefix}/lib/libzip.so.4"
+    IMPORTED_SONAME "libzip.so.4"
+    INTERFACE_INCLUDE_DIRECTORIES "${_zip_prefix}/include")
+endif()
+unset(_zip_prefix)
+set(libzip_FOUND TRUE)
+EOF
+cat >"$dst/prefix/lib/cmake/dlpack/dlpackConfig.cmake" <<'EOF'
+# DLPack (carried from Debian 12): header-only, as dlpack::dlpack.
+get_filename_component(_dlpack_prefix "${CMAKE_CURRENT_LIST_DIR}/../../.." ABSOLUTE)
+if(NOT TARGET dlpack::dlpack)
+  add_library(dlpack::dlpack INTERFACE IMPORTED)
+  set_target_properties(dlpack::dlpack PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_dlpack_prefix}/include")
+endif()
+unset(_dlpack_prefix)
+set(dlpack_FOUND TRUE)
+EOF
+
 # zlib headers: a fallback for an image with libz.so.1 but without zlib.h.
 cp /usr/include/zlib.h /usr/include/zconf.h "$dst/zlib/include/"
 
@@ -120,7 +203,10 @@ Made by scripts/prepare_device_carry.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ) from D
 CLI11 $(dpkg-query -W -f='${Version}' libcli11-dev), nlohmann-json $(dpkg-query -W -f='${Version}' nlohmann-json3-dev),
 fmt $fmt_version (header-only), googletest $(dpkg-query -W -f='${Version}' googletest) sources,
 Google Benchmark $bench_version sources, zlib headers $(dpkg-query -W -f='${Version}' zlib1g-dev),
-$blas in prefix/lib.
+$blas in prefix/lib; for the loop's build (scripts/gpu_loop_check.sh): libpng
+$(dpkg-query -W -f='${Version}' libpng-dev), cpp-httplib $httplib_version with OpenSSL and Brotli, libzip
+$(dpkg-query -W -f='${Version}' libzip-dev), DLPack $(dpkg-query -W -f='${Version}' libdlpack-dev) and pkgconf
+$(dpkg-query -W -f='${Version}' pkgconf) in prefix/.
 Used by scripts/gpu_build_there.sh on the device machine (carry: ["carry"]).
 EOF
 

@@ -21,7 +21,9 @@ bool launched_by_mpi() {
 }
 
 namespace {
+#if QUARRY_BUILD_MPI
 bool abort_pending = false;  // set by ~Cluster, acted on by abort_pending_job()
+#endif
 
 #if !QUARRY_BUILD_MPI
 // The job's size as the launcher states it (0: not stated).
@@ -127,7 +129,7 @@ std::pair<std::int64_t, std::int64_t> Cluster::shard(std::int64_t n) const {
 
 void Cluster::run(const std::function<void()>& work) {
   std::string error;
-  int failed = 0;  // 1: an error, 2: a usage error (a bad argument: the command exits 2)
+  [[maybe_unused]] int failed = 0;  // 1: an error, 2: a usage error (the command exits 2); read with MPI
   try {
     work();
   } catch (const ClusterError&) {
