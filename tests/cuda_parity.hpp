@@ -1,4 +1,4 @@
-// Shared by test_cuda.cpp, test_cuda_select.cpp and test_cuda_devices.cpp (one executable):
+// Shared by test_cuda.cpp, test_cuda_select.cpp, test_cuda_devices.cpp, test_cuda_dense.cpp and test_cuda_resident.cpp (one executable):
 // the device under test (QUARRY_CUDA_TEST_ON_CPU, QUARRY_CUDA_TEST_QUICK), REQUIRE_GPU(),
 // poisoned outputs, inputs in any float dtype, seeded pools of random and hard rows, the
 // tolerance per score and expect_parity().
