@@ -46,8 +46,10 @@ if [ ! -d "$deps/prefix" ]; then
 fi
 # The carried BLAS (and OpenBLAS's Fortran runtime) and the CUDA runtime for the loader, in every
 # test process (the installed copy of the quarry libraries that the consumer test links has no RPATH).
-# The libraries the carried ones load (OpenSSL, Brotli, bzip2) go last: the image's own come first.
-export LD_LIBRARY_PATH="$deps/prefix/lib:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$deps/prefix/lib/fallback"
+# The libraries the carried ones load (OpenSSL, Brotli, bzip2; the linker looks for them too)
+# only where the image has none: its own OpenSSL stays the one its Python and tools load.
+missing="$("$root/scripts/missing_libs.sh" "$deps/prefix/lib/fallback" "$build/_deps/missing-libs")"
+export LD_LIBRARY_PATH="$deps/prefix/lib:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$missing"
 
 if [ ! -f "$logs/environment.txt" ]; then
   {
@@ -111,6 +113,11 @@ prefixes="$prefix;$deps/prefix"
 if [ -n "${TORCH_PREFIX:-}" ]; then
   torch_args=(-DQUARRY_TORCH=ON -DQUARRY_NPZ=ON)
   prefixes="$prefixes;$TORCH_PREFIX"
+  # LibTorch's package picks CUDA architectures by TORCH_CUDA_ARCH_LIST, else by probing the GPU
+  # (or a long default list): name ours ("90" -> "9.0"), so that nothing is compiled twice over.
+  archs="${CUDA_ARCHS:-90}"
+  TORCH_CUDA_ARCH_LIST="$(echo "${archs//;/ }" | sed -E 's/([0-9]+)([0-9])\b/\1.\2/g')"
+  export TORCH_CUDA_ARCH_LIST
 fi
 say "configuring $build${TORCH_PREFIX:+ with LibTorch from $TORCH_PREFIX}"
 t0=$SECONDS

@@ -67,7 +67,10 @@ if [ -f "$stage/BUILD_DIR" ]; then
   fi
   mkdir -p "$bin/tests/tmp"
 fi
-export LD_LIBRARY_PATH="$stage/lib:${bin:-.}:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The staged libraries only where the image has none of that name (its own OpenSSL, zlib or
+# OpenMP stay the ones its Python and tools load).
+staged="$("$root/scripts/missing_libs.sh" "$stage/lib" "$root/build-gpu-logs/staged-libs")"
+export LD_LIBRARY_PATH="$staged:${bin:-.}:$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Libraries the loader still misses (cuBLAS where the toolkit keeps it elsewhere, say): look for them.
 missing_libs() { ldd "$bin/tests/test_cuda" "$bin/bench/bench_cuda" 2>/dev/null | awk '/not found/ {print $1}' | sort -u; }
 if [ -n "$bin" ]; then

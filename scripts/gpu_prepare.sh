@@ -12,7 +12,7 @@
 # QUARRY_NATIVE=OFF (the GPU machine's processor is another) and the reference BLAS (450 KB).
 # The test programs name their build folder by its absolute path (the quarry command, a scratch
 # folder), so carry/gpu/BUILD_DIR records it and gpu_check.sh makes that path lead to the
-# carried copy there. Copies PneumoniaMNIST to carry/data/ (scripts/gpu_loop_check.sh). Also fills carry/deps/ (scripts/prepare_device_carry.sh): the sources and
+# carried copy there. Also fills carry/deps/ and carry/data/ (scripts/prepare_device_carry.sh): the sources and
 # headers gpu_check.sh needs to build on the GPU machine instead, should these programs not
 # load there. Prints the size of carry/ (the tool carries 64 MiB in all).
 #
@@ -81,14 +81,5 @@ blas=/usr/lib/x86_64-linux-gnu/blas/libblas.so.3
 [ -f "$blas" ] && cp -L "$blas" "$stage/lib/libblas.so.3"
 
 "$root/scripts/prepare_device_carry.sh" >/dev/null
-
-# PneumoniaMNIST for scripts/gpu_loop_check.sh's simulate rounds (3.4 MB; git-ignored under carry/,
-# never committed), where ../shared/data has it.
-pneumonia="$(cd "$root/.." && pwd)/shared/data/pneumoniamnist/pneumoniamnist.npz"
-rm -rf "$root/carry/data"
-if [ -f "$pneumonia" ]; then
-  mkdir -p "$root/carry/data"
-  cp "$pneumonia" "$root/carry/data/"
-fi
 echo "gpu_prepare: staged $(cat "$stage/COMMIT") in carry/gpu ($(du -sh "$stage" | cut -f1)): $(ls "$stage/lib" | tr '\n' ' ')"
 echo "gpu_prepare: carry/ in all $(du -sh "$root/carry" | cut -f1) (the device tool carries 64 MiB)"

@@ -11,9 +11,12 @@
 #   carry/deps/src/benchmark-1.7.1/  Google Benchmark 1.7.1 sources (Debian's source package:
 #                                    libbenchmark-dev ships only a shared library and headers)
 #   carry/deps/prefix/ also          libpng, cpp-httplib, libzip and DLPack (headers, libraries and
-#                                    package files), the libraries they load (lib/fallback/) and
+#                                    package files), the headers httplib.h includes (OpenSSL,
+#                                    Brotli, zlib), the libraries they load (lib/fallback/) and
 #                                    pkgconf: what the LibTorch loop's build there needs
 #                                    (scripts/gpu_loop_check.sh)
+#   carry/data/pneumoniamnist.npz    PneumoniaMNIST from ../shared/data (3.4 MB; the loop check's
+#                                    simulate rounds), where it is there
 #   carry/deps/zlib/include/         zlib.h and zconf.h, used only where the image has libz.so.1
 #                                    but no development headers
 #   carry/deps/prefix/lib/libblas.so[.3]  the reference BLAS (Debian libblas3: sgemm_ for the
@@ -110,10 +113,18 @@ need /usr/include/httplib.h "apt-get install libcpp-httplib-dev"
 need /usr/include/zip.h "apt-get install libzip-dev"
 need /usr/include/dlpack/dlpack.h "apt-get install libdlpack-dev"
 need /usr/bin/pkgconf "apt-get install pkgconf"
+need /usr/include/openssl/ssl.h "apt-get install libssl-dev"
+need /usr/include/brotli/decode.h "apt-get install libbrotli-dev"
 mkdir -p "$dst/prefix/lib/pkgconfig" "$dst/prefix/lib/cmake/libzip" "$dst/prefix/lib/cmake/dlpack" "$dst/prefix/bin"
 cp /usr/include/png.h /usr/include/pngconf.h /usr/include/pnglibconf.h /usr/include/httplib.h \
   /usr/include/zip.h /usr/include/zipconf.h "$dst/prefix/include/"
 cp -r /usr/include/dlpack "$dst/prefix/include/"
+# httplib.h, built with OpenSSL, zlib and Brotli support (the carried library's layout depends on
+# it), includes their headers: OpenSSL's (its two architecture-specific ones into the same folder),
+# Brotli's and zlib's, found through the package file's -I.
+cp -r /usr/include/openssl /usr/include/brotli "$dst/prefix/include/"
+cp /usr/include/x86_64-linux-gnu/openssl/*.h "$dst/prefix/include/openssl/"
+cp /usr/include/zlib.h /usr/include/zconf.h "$dst/prefix/include/"
 # Plain copies under the names the linker (NAME.so) and the loader (the SONAME) look for.
 carry_lib() {  # file link-name soname
   cp -L "$1" "$dst/prefix/lib/$2"
@@ -141,7 +152,7 @@ EOF
 chmod +x "$dst/prefix/bin/pkg-config"
 # No Requires.private: pkg-config would look for OpenSSL's and Brotli's .pc files even for a
 # shared link, and the carried library names them itself (DT_NEEDED).
-httplib_version="$(dpkg-query -W -f='${Version}' libcpp-httplib-dev | cut -d- -f1)"
+httplib_version="$(dpkg-query -W -f='${Version}' libcpp-httplib-dev | sed 's/[-+~].*//')"
 cat >"$dst/prefix/lib/pkgconfig/cpp-httplib.pc" <<EOF
 prefix=\${pcfiledir}/../..
 includedir=\${prefix}/include
@@ -177,6 +188,17 @@ endif()
 unset(_dlpack_prefix)
 set(dlpack_FOUND TRUE)
 EOF
+
+# PneumoniaMNIST for scripts/gpu_loop_check.sh's simulate rounds (git-ignored under carry/, never
+# committed), where ../shared/data has it.
+pneumonia="$(cd "$root/.." && pwd)/shared/data/pneumoniamnist/pneumoniamnist.npz"
+rm -rf "$root/carry/data"
+if [ -f "$pneumonia" ]; then
+  mkdir -p "$root/carry/data"
+  cp "$pneumonia" "$root/carry/data/"
+else
+  echo "prepare_device_carry: no $pneumonia: the loop check's simulate rounds will not run" >&2
+fi
 
 # zlib headers: a fallback for an image with libz.so.1 but without zlib.h.
 cp /usr/include/zlib.h /usr/include/zconf.h "$dst/zlib/include/"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs a command with the development files that the GPU machine's image lacks hidden: headers,
+# CMake packages, pkg-config files and programs of CLI11, nlohmann-json, fmt, DLPack, libpng,
+# libzip, cpp-httplib, OpenSSL, Brotli, zlib, GoogleTest and Google Benchmark (a private mount
+# namespace: an empty tmpfs over their folders, an empty file over single files; the machine is
+# unchanged outside the command). So a dry run here of gpu_build_there.sh or gpu_loop_check.sh
+# finds only what carry/deps/ brings, as it will there. Needs root and unshare (util-linux).
+#
+#   scripts/hide_dev_packages.sh COMMAND [ARG...]
+set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: scripts/hide_dev_packages.sh COMMAND [ARG...]" >&2; exit 2; }
+if [ -z "${QUARRY_DEV_PACKAGES_HIDDEN:-}" ]; then
+  exec unshare --mount env QUARRY_DEV_PACKAGES_HIDDEN=1 "$0" "$@"
+fi
+mount --make-rprivate /
+inc=/usr/include lib=/usr/lib/x86_64-linux-gnu
+for d in $inc/openssl $inc/x86_64-linux-gnu/openssl $inc/brotli $inc/dlpack $inc/CLI $inc/nlohmann $inc/fmt \
+  $inc/libpng16 $inc/gtest $inc/gmock $inc/benchmark $lib/cmake/libzip $lib/cmake/fmt $lib/cmake/dlpack \
+  $lib/cmake/GTest $lib/cmake/benchmark /usr/share/cmake/CLI11 /usr/share/cmake/nlohmann_json $lib/pkgconfig \
+  /usr/share/pkgconfig; do
+  [ -d "$d" ] && mount -t tmpfs -o ro,size=4k none "$d"
+done
+empty="$(mktemp)"
+# Headers and programs only: a bind mount over a symbolic link covers its target, so the
+# development links of shared libraries (libz.so -> libz.so.1.2.13) must stay (without their
+# headers and package files nothing finds them anyway).
+for f in $inc/png.h $inc/pngconf.h $inc/pnglibconf.h $inc/zip.h $inc/zipconf.h $inc/httplib.h $inc/zlib.h \
+  $inc/zconf.h /usr/bin/pkgconf; do
+  [ -e "$f" ] && mount --bind "$empty" "$f"
+done
+exec "$@"
