@@ -149,5 +149,9 @@ if [ $rc -ne 0 ]; then
   say "build failed after ${build_s}s (log: build.log)"
   exit 5
 fi
-say "built in ${build_s}s; ptxas: $(grep -c "Compiling entry function" "$logs/ptxas.log") kernel compilations, ${spills:-0} reports with spills (ptxas.log)"
+if [ -f "$logs/ptxas.log" ]; then
+  say "built in ${build_s}s; ptxas: $(grep -c "Compiling entry function" "$logs/ptxas.log") kernel compilations, ${spills:-0} reports with spills (ptxas.log)"
+else
+  say "built in ${build_s}s (no CUDA source compiled)"
+fi
 exit 0

@@ -20,12 +20,16 @@ for d in $inc/openssl $inc/x86_64-linux-gnu/openssl $inc/brotli $inc/dlpack $inc
   /usr/share/pkgconfig; do
   [ -d "$d" ] && mount -t tmpfs -o ro,size=4k none "$d"
 done
-empty="$(mktemp)"
 # Headers and programs only: a bind mount over a symbolic link covers its target, so the
 # development links of shared libraries (libz.so -> libz.so.1.2.13) must stay (without their
-# headers and package files nothing finds them anyway).
-for f in $inc/png.h $inc/pngconf.h $inc/pnglibconf.h $inc/zip.h $inc/zipconf.h $inc/httplib.h $inc/zlib.h \
-  $inc/zconf.h /usr/bin/pkgconf; do
-  [ -e "$f" ] && mount --bind "$empty" "$f"
+# headers and package files nothing finds them anyway). A hidden header stops any compilation
+# that includes it; a hidden program fails.
+header="$(mktemp)" program="$(mktemp)"
+echo '#error "hidden by scripts/hide_dev_packages.sh: the GPU machine has no such header"' >"$header"
+printf '#!/bin/sh\necho "hidden by scripts/hide_dev_packages.sh: the GPU machine has no $0" >&2\nexit 127\n' >"$program"
+chmod +x "$program"
+for f in $inc/png.h $inc/pngconf.h $inc/pnglibconf.h $inc/zip.h $inc/zipconf.h $inc/httplib.h $inc/zlib.h $inc/zconf.h; do
+  [ -e "$f" ] && mount --bind "$header" "$f"
 done
+[ -e /usr/bin/pkgconf ] && mount --bind "$program" /usr/bin/pkgconf
 exec "$@"
