@@ -114,10 +114,13 @@ if [ -n "${TORCH_PREFIX:-}" ]; then
   torch_args=(-DQUARRY_TORCH=ON -DQUARRY_NPZ=ON)
   prefixes="$prefixes;$TORCH_PREFIX"
   # LibTorch's package picks CUDA architectures by TORCH_CUDA_ARCH_LIST, else by probing the GPU
-  # (or a long default list): name ours ("90" -> "9.0"), so that nothing is compiled twice over.
+  # at configure time: name ours ("90" -> "9.0"; "90a", "90-real" -> "9.0"), which saves the
+  # probe (quarry's CMakeLists.txt keeps its own architectures for its kernels either way).
   archs="${CUDA_ARCHS:-90}"
-  TORCH_CUDA_ARCH_LIST="$(echo "${archs//;/ }" | sed -E 's/([0-9]+)([0-9])\b/\1.\2/g')"
-  export TORCH_CUDA_ARCH_LIST
+  torch_archs="$(echo "${archs//;/ }" | sed -E 's/([0-9]+)([0-9])[a-z]*(-real|-virtual)?/\1.\2/g')"
+  if [[ "$torch_archs" =~ ^[0-9.\ ]+$ ]]; then
+    export TORCH_CUDA_ARCH_LIST="$torch_archs"
+  fi
 fi
 say "configuring $build${TORCH_PREFIX:+ with LibTorch from $TORCH_PREFIX}"
 t0=$SECONDS

@@ -9,8 +9,19 @@
 #   scripts/hide_dev_packages.sh COMMAND [ARG...]
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: scripts/hide_dev_packages.sh COMMAND [ARG...]" >&2; exit 2; }
-if [ -z "${QUARRY_DEV_PACKAGES_HIDDEN:-}" ]; then
-  exec unshare --mount env QUARRY_DEV_PACKAGES_HIDDEN=1 "$0" "$@"
+# In a mount namespace of its own, never the machine's: the mounts below must not outlive the
+# command. The outer run passes its namespace on; the inner one checks that it is in another.
+outer="${QUARRY_OUTER_MOUNT_NS:-}"
+if [ -z "$outer" ]; then
+  here="$(readlink /proc/self/ns/mnt)"
+  [ -n "$here" ] || { echo "hide_dev_packages: cannot read /proc/self/ns/mnt" >&2; exit 1; }
+  exec unshare --mount env QUARRY_OUTER_MOUNT_NS="$here" "$0" "$@"
+fi
+unset QUARRY_OUTER_MOUNT_NS
+self="$(readlink /proc/self/ns/mnt)"
+if [ -z "$self" ] || [ "$self" = "$outer" ] || [ "$self" = "$(readlink "/proc/$PPID/ns/mnt")" ]; then
+  echo "hide_dev_packages: not in a mount namespace of its own; nothing hidden" >&2
+  exit 1
 fi
 mount --make-rprivate /
 inc=/usr/include lib=/usr/lib/x86_64-linux-gnu
@@ -25,6 +36,7 @@ done
 # headers and package files nothing finds them anyway). A hidden header stops any compilation
 # that includes it; a hidden program fails.
 header="$(mktemp)" program="$(mktemp)"
+trap 'rm -f "$header" "$program"' EXIT
 echo '#error "hidden by scripts/hide_dev_packages.sh: the GPU machine has no such header"' >"$header"
 printf '#!/bin/sh\necho "hidden by scripts/hide_dev_packages.sh: the GPU machine has no $0" >&2\nexit 127\n' >"$program"
 chmod +x "$program"
@@ -32,4 +44,4 @@ for f in $inc/png.h $inc/pngconf.h $inc/pnglibconf.h $inc/zip.h $inc/zipconf.h $
   [ -e "$f" ] && mount --bind "$header" "$f"
 done
 [ -e /usr/bin/pkgconf ] && mount --bind "$program" /usr/bin/pkgconf
-exec "$@"
+"$@"

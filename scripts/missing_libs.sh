@@ -11,7 +11,7 @@ set -euo pipefail
 from="$1" to="$2"
 rm -rf "$to"
 mkdir -p "$to"
-known="$( (ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true) | awk 'NR > 1 {print $1}')"
+known="$( (ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true) | awk 'NR > 1 && /x86-64/ {print $1}')"
 for f in "$from"/*.so*; do
   [ -e "$f" ] || continue
   so="$(basename "$f")"
