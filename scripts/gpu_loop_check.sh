@@ -162,7 +162,7 @@ fi
 
 # ------------------------------------------------------------------ 3. cnn inference throughput
 if needs_build infer; then
-  step infer $((60 * slow)) env BUILD="$build" DEVICE="$device" REPEATS="${REPEATS:-3}" DATASET=synthetic:54000 \
+  step infer $((100 * slow)) env BUILD="$build" DEVICE="$device" REPEATS="${REPEATS:-3}" DATASET=synthetic:54000 \
     RESULTS="$work" "$root/bench/run_infer.sh"
 fi
 
