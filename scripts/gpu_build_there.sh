@@ -102,7 +102,7 @@ zlib_args=()
 if ! echo '#include <zlib.h>' | c++ -x c++ -E - >/dev/null 2>&1; then
   libz="$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')"
   [ -z "$libz" ] && libz="$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)"
-  zlib_args=(-DZLIB_INCLUDE_DIR="$deps/zlib/include" -DZLIB_LIBRARY="$libz")
+  zlib_args=(-DZLIB_INCLUDE_DIR="$deps/prefix/include" -DZLIB_LIBRARY="$libz")
   say "no zlib.h on this machine: carried headers with $libz"
 fi
 # The loop (LibTorch) and NPZ files where TORCH_PREFIX names a LibTorch; libpng, cpp-httplib,

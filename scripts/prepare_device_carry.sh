@@ -17,8 +17,6 @@
 #                                    (scripts/gpu_loop_check.sh)
 #   carry/data/pneumoniamnist.npz    PneumoniaMNIST from ../shared/data (3.4 MB; the loop check's
 #                                    simulate rounds), where it is there
-#   carry/deps/zlib/include/         zlib.h and zconf.h, used only where the image has libz.so.1
-#                                    but no development headers
 #   carry/deps/prefix/lib/libblas.so[.3]  the reference BLAS (Debian libblas3: sgemm_ for the
 #                                    diversity strategies; 450 KB, needs only libc). With
 #                                    WITH_OPENBLAS=1, OpenBLAS instead (40 MB with libgfortran5
@@ -47,7 +45,7 @@ need /usr/include/zlib.h "apt-get install zlib1g-dev"
 need /usr/lib/x86_64-linux-gnu/blas/libblas.so.3 "apt-get install libblas3"
 
 rm -rf "$dst"
-mkdir -p "$dst/prefix/include" "$dst/prefix/share/cmake" "$dst/prefix/lib/cmake/fmt" "$dst/src" "$dst/zlib/include"
+mkdir -p "$dst/prefix/include" "$dst/prefix/share/cmake" "$dst/prefix/lib/cmake/fmt" "$dst/src"
 
 # Header-only libraries. Debian's CLI11 and nlohmann_json package files compute their prefix
 # from their own location (three folders up from share/cmake/<name>/), so they work from here.
@@ -121,7 +119,8 @@ cp /usr/include/png.h /usr/include/pngconf.h /usr/include/pnglibconf.h /usr/incl
 cp -r /usr/include/dlpack "$dst/prefix/include/"
 # httplib.h, built with OpenSSL, zlib and Brotli support (the carried library's layout depends on
 # it), includes their headers: OpenSSL's (its two architecture-specific ones into the same folder),
-# Brotli's and zlib's, found through the package file's -I.
+# Brotli's and zlib's, found through the package file's -I (zlib's also serve an image that has
+# libz.so.1 but no zlib.h: gpu_build_there.sh names them to CMake there).
 cp -r /usr/include/openssl /usr/include/brotli "$dst/prefix/include/"
 cp /usr/include/x86_64-linux-gnu/openssl/*.h "$dst/prefix/include/openssl/"
 cp /usr/include/zlib.h /usr/include/zconf.h "$dst/prefix/include/"
@@ -199,9 +198,6 @@ if [ -f "$pneumonia" ]; then
 else
   echo "prepare_device_carry: no $pneumonia: the loop check's simulate rounds will not run" >&2
 fi
-
-# zlib headers: a fallback for an image with libz.so.1 but without zlib.h.
-cp /usr/include/zlib.h /usr/include/zconf.h "$dst/zlib/include/"
 
 # BLAS (Fortran sgemm_), found by FindBLAS in the prefix's lib/ (the image has none it can
 # find: NumPy's and SciPy's wheels carry symbol-renamed OpenBLAS copies). Plain copies, no
